@@ -1,0 +1,146 @@
+"""The gpuctl command line: thin wrappers around the library, human tables or --json.
+
+Exit codes: 0 all good, 1 a host failed, 2 bad input (one clear line, never a traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from gpuctl import __version__, inventory
+from gpuctl.errors import GpuctlError, InventoryError
+from gpuctl.render import render_host, write_tree
+from gpuctl.spec import HostSpec
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def console(stderr: bool = False) -> Console:
+    """A console that drops colour when not a TTY or when NO_COLOR is set."""
+    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ, highlight=False, soft_wrap=True)
+
+
+class GpuctlGroup(click.Group):
+    """Turns every GpuctlError into `error: …` lines on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InventoryError as exc:
+            for line in exc.lines:
+                click.echo(f"error: {line}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except GpuctlError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+limit_option = click.option(
+    "--limit", "-l", "limit", multiple=True, metavar="HOST", help="Only these hosts or groups (globs allowed)."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+
+
+@click.group(cls=GpuctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="gpuctl")
+def main() -> None:
+    """Turn GPU servers and laptops into verified LLM endpoints (vLLM, Ollama).
+
+    INVENTORY is a name (inventories/NAME.py in the current folder) or a path to a .py file.
+    """
+
+
+@main.command()
+@click.argument("inventory_ref", metavar="INVENTORY")
+@limit_option
+@json_option
+def check(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
+    """Validate an inventory and list its hosts and engines (no connection)."""
+    inv = inventory.load(inventory_ref)
+    hosts = inv.select(limit)
+    if as_json:
+        click.echo(json.dumps({"inventory": inv.label, "ok": True, "hosts": [host_summary(h) for h in hosts]}, indent=2))
+        return
+    table = Table(title=f"{inv.label}: {len(hosts)} host(s) OK", title_justify="left")
+    for column in ("host", "connection", "GPUs", "engines"):
+        table.add_column(column)
+    for host in hosts:
+        table.add_row(host.name, host.connection_label(), gpu_label(host), "\n".join(engine_labels(host)))
+    console().print(table)
+
+
+@main.command()
+@click.argument("inventory_ref", metavar="INVENTORY")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Write files under OUT/HOST/…")  # fmt: skip
+@limit_option
+@json_option
+def render(inventory_ref: str, out_dir: Path, limit: tuple[str, ...], as_json: bool) -> None:
+    """Write the files deploy would put on each host under OUT/HOST/ (secrets as placeholders)."""
+    inv = inventory.load(inventory_ref)
+    hosts = inv.select(limit)
+    report: dict[str, list[dict[str, str]]] = {}
+    for host in hosts:
+        files = render_host(host)
+        try:
+            write_tree(files, out_dir / host.name)
+        except OSError as exc:
+            raise GpuctlError(f"--out {out_dir}: cannot write: {exc.strerror}") from None
+        report[host.name] = [{"path": str(f.path), "mode": f.mode_str, "owner": f.owner} for f in files]
+    if as_json:
+        click.echo(json.dumps({"inventory": inv.label, "out": str(out_dir), "hosts": report}, indent=2))
+        return
+    out = console()
+    for host_name, files in report.items():
+        out.print(f"[bold]{host_name}[/bold]: {len(files)} file(s) under {out_dir / host_name}")
+        for f in files:
+            out.print(f"  {f['mode']} {f['owner']:<6} {f['path']}")
+
+
+# -- formatting helpers --------------------------------------------------------------------------
+
+
+def gpu_label(host: HostSpec) -> str:
+    if host.gpus is None:
+        return "none (CPU)"
+    driver = f", driver {host.driver.branch}" if host.driver else ""
+    return f"{host.gpus.count}× {host.gpus.model} ({host.gpus.memory_gib:g} GiB){driver}"
+
+
+def engine_labels(host: HostSpec) -> list[str]:
+    labels = [
+        f"vllm:{e.name} {e.served_name} on {e.bind}:{e.port} (tp {e.tensor_parallel_size}, kv {e.kv_cache_dtype})"
+        for e in host.vllm
+    ]
+    if host.ollama:
+        o = host.ollama
+        labels.append(f"ollama {o.version} on {o.bind}:{o.port} ({', '.join(o.models) or 'no models'})")
+    return labels or ["none"]
+
+
+def host_summary(host: HostSpec) -> dict[str, Any]:
+    """A host as JSON: its whole spec (secret references only, never values) plus derived names."""
+    data = host.model_dump(mode="json")
+    data["connection"] = host.connection_label()
+    for engine, dumped in zip(host.vllm, data["vllm"], strict=True):
+        dumped["unit"] = engine.unit_name
+        dumped["command"] = engine.command_args()
+    if host.ollama is not None:
+        data["ollama"]["unit"] = host.ollama.unit_name
+        data["ollama"]["environment"] = host.ollama.environment()
+    return data
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""Errors gpuctl reports to a user as one clear line (never a traceback)."""
+
+
+class GpuctlError(Exception):
+    """A problem with the user's input or environment; the CLI prints it and exits 2."""
+
+    exit_code = 2
+
+
+class InventoryError(GpuctlError):
+    """An inventory that cannot be loaded or does not validate; carries one line per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines

@@ -1,0 +1,359 @@
+"""Load Python inventories into validated `HostSpec`s, with errors that name file, host and field.
+
+An inventory is a Python file. As in pyinfra, every module-level list of hosts is a group. Defaults
+apply in this order, later winning: `defaults` (every host), `<group>_defaults` (the group's hosts,
+in the order the groups appear), then the host's own settings. Nested settings merge key by key, so
+a host can override one vLLM field of its group's engine.
+
+    from gpuctl.inventory import Defaults, Gpu, Host, Secret, Vllm
+
+    defaults = Defaults(driver=Driver(branch=580))
+    rtx4090 = [Host("gpu-01", address="10.0.0.11"), Host("gpu-02", address="10.0.0.12")]
+    rtx4090_defaults = Defaults(gpus=Gpu(model="RTX 4090", count=1, memory_gib=24),
+                                vllm=Vllm(image="vllm/vllm-openai:v0.11.0", model="…"))
+
+The builders (`Host`, `Vllm`, …) only record their arguments; validation happens when the loader
+knows which host a value belongs to, so an error can name it. For editors and type checkers they
+are the spec models themselves, so fields complete and get checked while typing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+import traceback
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from gpuctl.errors import GpuctlError, InventoryError
+from gpuctl.spec import DriverSpec, GpuSpec, HostSpec, OllamaSpec, SecretRef, VllmSpec
+
+# ---------------------------------------------------------------------------------------------
+# Builders used inside inventory files
+# ---------------------------------------------------------------------------------------------
+
+
+class Partial:
+    """Arguments for a spec model, kept unvalidated until the loader knows the host."""
+
+    def __init__(self, model: type[BaseModel], kwargs: dict[str, Any], name: str | None = None):
+        self.model = model
+        self.kwargs = kwargs
+        self.name = name
+
+    def to_data(self) -> dict[str, Any]:
+        """The arguments as plain data (nested builders become dicts)."""
+        return {key: _to_data(value) for key, value in self.kwargs.items()}
+
+    def __repr__(self) -> str:
+        label = f"{self.name!r}, " if self.name else ""
+        return f"{self.model.__name__}({label}{', '.join(self.kwargs)})"
+
+
+def _to_data(value: Any) -> Any:
+    if isinstance(value, Partial):
+        return value.to_data()
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_unset=True)
+    if isinstance(value, list | tuple):
+        return [_to_data(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_data(v) for k, v in value.items()}
+    return value
+
+
+def _builder(model: type[BaseModel]) -> Any:
+    def build(**kwargs: Any) -> Partial:
+        return Partial(model, kwargs)
+
+    build.__name__ = model.__name__.removesuffix("Spec")
+    build.__doc__ = model.__doc__
+    return build
+
+
+class Secret:
+    """A reference to a secret on the machine that runs gpuctl (never the value itself)."""
+
+    @staticmethod
+    def env(name: str) -> SecretRef:
+        """The secret is the value of environment variable NAME at deploy time."""
+        return Partial(SecretRef, {"env": name})  # type: ignore[return-value]
+
+    @staticmethod
+    def file(path: str) -> SecretRef:
+        """The secret is the content of PATH (relative paths: to the inventory's folder)."""
+        return Partial(SecretRef, {"file": path})  # type: ignore[return-value]
+
+
+if TYPE_CHECKING:
+    Vllm = VllmSpec
+    Ollama = OllamaSpec
+    Gpu = GpuSpec
+    Driver = DriverSpec
+    Defaults = HostSpec
+
+    def Host(name: str, **fields: Any) -> HostSpec:  # noqa: N802
+        ...
+
+else:
+    Vllm = _builder(VllmSpec)
+    Ollama = _builder(OllamaSpec)
+    Gpu = _builder(GpuSpec)
+    Driver = _builder(DriverSpec)
+    Defaults = _builder(HostSpec)
+
+    def Host(name: str, **fields: Any) -> Partial:  # noqa: N802
+        """One host of a group: its name and its own settings (overriding the defaults)."""
+        return Partial(HostSpec, fields, name=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Inventory:
+    """A loaded, validated inventory."""
+
+    path: Path
+    label: str
+    hosts: dict[str, HostSpec]
+    groups: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder that relative secret files are read from."""
+        return self.path.parent
+
+    def select(self, limit: tuple[str, ...] | list[str] = ()) -> list[HostSpec]:
+        """Hosts matching --limit patterns (host names, group names or globs); all if none."""
+        if not limit:
+            return list(self.hosts.values())
+        chosen: list[str] = []
+        for pattern in limit:
+            if pattern in self.groups:
+                matches = self.groups[pattern]
+            else:
+                matches = [h for h in self.hosts if fnmatch.fnmatchcase(h, pattern)]
+            if not matches:
+                known = ", ".join(self.hosts)
+                raise GpuctlError(f"{self.label}: --limit {pattern}: no such host or group (hosts: {known})")
+            chosen += [m for m in matches if m not in chosen]
+        return [self.hosts[h] for h in chosen]
+
+
+def resolve_path(ref: str, cwd: Path | None = None) -> Path:
+    """An inventory reference: a path to a .py file, or a name looked up as inventories/NAME.py."""
+    cwd = cwd or Path.cwd()
+    candidate = Path(ref).expanduser()
+    if ref.endswith(".py") or os.sep in ref:
+        path = candidate if candidate.is_absolute() else cwd / candidate
+        if not path.is_file():
+            raise GpuctlError(f"inventory {ref}: no such file")
+        return path
+    path = cwd / "inventories" / f"{ref}.py"
+    if not path.is_file():
+        folder = cwd / "inventories"
+        known = sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_")) if folder.is_dir() else []
+        hint = f" (available: {', '.join(known)})" if known else " (no inventories/ folder here)"
+        raise GpuctlError(f"inventory {ref}: not found as inventories/{ref}.py in {cwd}{hint}")
+    return path
+
+
+def load(ref: str, cwd: Path | None = None) -> Inventory:
+    """Load and validate an inventory; raise InventoryError with one line per problem."""
+    path = resolve_path(ref, cwd)
+    label = _label(path, cwd or Path.cwd())
+    namespace = _execute(path, label)
+    entries, groups, defaults = _collect(namespace, label)
+    hosts: dict[str, HostSpec] = {}
+    problems: list[str] = []
+    for name, entry in entries.items():
+        data = _merged_data(name, entry, groups, defaults)
+        try:
+            hosts[name] = HostSpec.model_validate(data)
+        except ValidationError as exc:
+            problems += [f"{label}: {name}: {line}" for line in describe_errors(exc, data)]
+    if problems:
+        raise InventoryError(problems)
+    if not hosts:
+        raise InventoryError([f"{label}: defines no hosts (a module-level list of Host(...) is a group)"])
+    return Inventory(path=path, label=label, hosts=hosts, groups=groups)
+
+
+def _label(path: Path, cwd: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(cwd.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _execute(path: Path, label: str) -> dict[str, Any]:
+    """Run the inventory file; turn any error in it into one line with file and line number."""
+    try:
+        source = path.read_text()
+    except OSError as exc:
+        raise InventoryError([f"{label}: cannot read: {exc.strerror}"]) from None
+    try:
+        code = compile(source, str(path), "exec")
+    except SyntaxError as exc:
+        raise InventoryError([f"{label}:{exc.lineno}: syntax error: {exc.msg}"]) from None
+    namespace: dict[str, Any] = {"__file__": str(path), "__name__": f"gpuctl_inventory_{path.stem}"}
+    try:
+        exec(code, namespace)  # noqa: S102 - inventories are the user's own Python, like pyinfra's
+    except Exception as exc:  # noqa: BLE001 - any error in the user's file becomes one clear line
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+        where = f"{label}:{frames[-1].lineno}" if frames else label
+        raise InventoryError([f"{where}: {type(exc).__name__}: {exc}"]) from None
+    return namespace
+
+
+def _collect(
+    namespace: dict[str, Any], label: str
+) -> tuple[dict[str, Partial], dict[str, list[str]], dict[str, Partial | dict]]:
+    """Find groups (lists of hosts), host entries and defaults among the module's names."""
+    entries: dict[str, Partial] = {}
+    groups: dict[str, list[str]] = {}
+    defaults: dict[str, Partial | dict] = {}
+    problems: list[str] = []
+    for key, value in namespace.items():
+        if key.startswith("_") or isinstance(value, types.ModuleType):
+            continue
+        if key == "defaults" or key.endswith("_defaults"):
+            if not (isinstance(value, dict) or (isinstance(value, Partial) and value.model is HostSpec and not value.name)):
+                problems.append(f"{label}: {key}: must be Defaults(...)")
+                continue
+            defaults[key] = value
+        elif isinstance(value, list | tuple) and any(_is_host(v) for v in value):
+            bad = [v for v in value if not _is_host(v)]
+            if bad:
+                problems.append(f"{label}: group {key}: every item must be Host(...), got {bad[0]!r}")
+                continue
+            groups[key] = []
+            for host in value:
+                known = entries.get(host.name)
+                if known is not None and known is not host and known.kwargs != host.kwargs:
+                    problems.append(
+                        f"{label}: {host.name}: defined twice with different settings "
+                        f"(define it once and put the same Host in several groups)"
+                    )
+                entries.setdefault(host.name, host)
+                if host.name not in groups[key]:
+                    groups[key].append(host.name)
+    for key in defaults:
+        group = key.removesuffix("_defaults")
+        if key != "defaults" and group not in groups:
+            problems.append(f"{label}: {key}: there is no group named {group!r}")
+    if problems:
+        raise InventoryError(problems)
+    return entries, groups, defaults
+
+
+def _is_host(value: Any) -> bool:
+    return isinstance(value, Partial) and value.model is HostSpec and value.name is not None
+
+
+def _merged_data(
+    name: str, entry: Partial, groups: dict[str, list[str]], defaults: dict[str, Partial | dict]
+) -> dict[str, Any]:
+    layers = [defaults.get("defaults")]
+    layers += [defaults.get(f"{group}_defaults") for group, members in groups.items() if name in members]
+    data: dict[str, Any] = {}
+    for layer in layers:
+        if layer is not None:
+            data = deep_merge(data, _to_data(layer))
+    data = deep_merge(data, entry.to_data())
+    data["name"] = name
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge OVERRIDE onto BASE: dicts key by key, anything else replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# Error messages
+# ---------------------------------------------------------------------------------------------
+
+
+def describe_errors(exc: ValidationError, data: dict[str, Any]) -> list[str]:
+    """One line per validation error: 'field.path: what is wrong' (values of secrets never shown)."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = [part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-"))]
+        message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if message.startswith("@") and ": " in message:
+            field_path, message = message[1:].split(": ", 1)
+            path = _join(_display_loc(loc, data), field_path)
+        else:
+            path = _display_loc(loc, data)
+        if error["type"] == "extra_forbidden":
+            message = "unknown field" + _suggestion(loc)
+        elif error["type"] == "missing":
+            message = "is required"
+        lines.append(f"{path}: {message}" if path else message)
+    return lines
+
+
+def _join(prefix: str, suffix: str) -> str:
+    return f"{prefix}.{suffix}" if prefix else suffix
+
+
+def _display_loc(loc: list[Any], data: dict[str, Any]) -> str:
+    """Render a pydantic location, naming vLLM engines as `vllm` (one) or `vllm[NAME]` (several)."""
+    parts: list[str] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and i > 0 and loc[i - 1] == "vllm":
+            engines = data.get("vllm")
+            if isinstance(engines, list) and len(engines) > 1:
+                engine = engines[part] if part < len(engines) else {}
+                label = engine.get("name", part) if isinstance(engine, dict) else part
+                parts[-1] += f"[{label}]"
+            continue
+        if isinstance(part, int):
+            parts[-1] += f"[{part}]"
+        else:
+            parts.append(str(part))
+    return ".".join(parts)
+
+
+def _suggestion(loc: list[Any]) -> str:
+    """' (did you mean 'x'?)' for an unknown field close to a real one."""
+    model: type[BaseModel] | None = HostSpec
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        info = model.model_fields.get(part)
+        model = _model_in(info.annotation) if info else None
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,558 @@
+"""The typed host description: the single source of truth for every later step.
+
+Rendering, deploying and verifying are all functions of a `HostSpec`. Engine command lines and
+environments are computed here, once (`VllmSpec.command_args`, `OllamaSpec.environment`); templates
+only format them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path, PurePosixPath
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from gpuctl.errors import GpuctlError
+
+HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+ENGINE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DURATION_RE = re.compile(r"^(-1|0|-?\d+(\.\d+)?(ns|us|ms|s|m|h)(\d+(\.\d+)?(ns|us|ms|s|m|h))*)$")
+VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(-rc\d+)?$")
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    """Base for every spec model: unknown fields are errors, values are re-checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets
+# ---------------------------------------------------------------------------------------------
+
+
+class SecretRef(Strict):
+    """Where a secret lives on the machine that runs gpuctl: an environment variable or a file.
+
+    The inventory holds only the reference; the value is read at deploy time and written only into
+    a 0600 file on the host. Written in an inventory as `Secret.env("NAME")`, `Secret.file("PATH")`
+    or the strings `"env:NAME"` / `"file:PATH"`.
+    """
+
+    env: str | None = None
+    file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: object) -> object:
+        if isinstance(value, str):
+            kind, sep, rest = value.partition(":")
+            if sep and kind in ("env", "file") and rest:
+                return {kind: rest}
+            # Never echo the value: it may be the secret itself.
+            raise ValueError(
+                "is a literal secret; keep it out of the inventory and write "
+                'Secret.env("VAR_NAME") or Secret.file("path/to/file") instead'
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of env= or file=")
+        if self.env is not None and not ENV_NAME_RE.match(self.env):
+            raise ValueError(f"env: {self.env!r} is not an environment variable name")
+        return self
+
+    def describe(self) -> str:
+        """A printable name for the reference (never the value)."""
+        return f"env:{self.env}" if self.env is not None else f"file:{self.file}"
+
+    def resolve(self, base_dir: Path | None = None) -> str:
+        """Read the secret's value on this machine; raise a GpuctlError naming the reference."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if not value:
+                raise GpuctlError(f"secret {self.describe()}: environment variable is not set")
+            return value
+        path = Path(os.path.expanduser(self.file or ""))
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        try:
+            value = path.read_text().strip()
+        except OSError as exc:
+            raise GpuctlError(f"secret {self.describe()}: cannot read {path}: {exc.strerror}") from None
+        if not value:
+            raise GpuctlError(f"secret {self.describe()}: file {path} is empty")
+        return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardware
+# ---------------------------------------------------------------------------------------------
+
+
+class GpuSpec(Strict):
+    """The host's NVIDIA GPUs (all of one model)."""
+
+    model: str = Field(min_length=1, description="e.g. 'RTX 4090', 'H100 80GB'")
+    count: int = Field(ge=1, le=16)
+    memory_gib: float = Field(gt=0, le=1024, description="memory of one GPU in GiB")
+    nvswitch: bool = Field(False, description="HGX/NVSwitch system: needs nvidia-fabricmanager")
+
+
+class DriverSpec(Strict):
+    """The NVIDIA driver to install (Ubuntu packaging)."""
+
+    branch: int = Field(ge=470, le=999, description="driver branch, e.g. 570 or 580")
+    server: bool = Field(True, description="the -server (long-term support) packages")
+    open_kernel_modules: bool = Field(True, description="the -open kernel modules (Turing or newer)")
+    headless: bool = Field(True, description="nvidia-headless-* (no X/desktop pieces)")
+    allow_reboot: bool = Field(False, description="may gpuctl reboot the host to load a new driver")
+
+    def package(self) -> str:
+        """The Ubuntu package that installs this driver, e.g. nvidia-headless-580-server-open."""
+        name = f"nvidia-{'headless' if self.headless else 'driver'}-{self.branch}"
+        if self.server:
+            name += "-server"
+        if self.open_kernel_modules:
+            name += "-open"
+        return name
+
+    def utils_package(self) -> str:
+        """The package that ships nvidia-smi for this branch."""
+        return f"nvidia-utils-{self.branch}" + ("-server" if self.server else "")
+
+    def fabricmanager_package(self) -> str:
+        return f"nvidia-fabricmanager-{self.branch}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Engines
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_image(ref: str) -> tuple[str, str | None, str | None]:
+    """Split an image reference into (repository, tag, digest); raise ValueError if malformed."""
+    if not ref or any(c.isspace() for c in ref) or ref != ref.strip():
+        raise ValueError("is not an image reference")
+    name, _, digest = ref.partition("@")
+    if digest and not DIGEST_RE.match(digest):
+        raise ValueError(f"digest {digest!r} is not sha256:<64 hex digits>")
+    tag = None
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, tag = name.rsplit(":", 1)
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+            raise ValueError(f"tag {tag!r} is not a valid image tag")
+    if not re.fullmatch(r"[a-z0-9]+([._/:-][a-z0-9]+)*", name):
+        raise ValueError(f"repository {name!r} is not a valid image name")
+    return name, tag, digest or None
+
+
+class VllmSpec(Strict):
+    """One vLLM server, run by Docker Compose and owned by a systemd unit."""
+
+    name: str = Field("main", description="engine name: unit gpuctl-vllm-NAME, compose project")
+    image: str = Field(description="pinned image, e.g. vllm/vllm-openai:v0.11.0 (or @sha256:…)")
+    version: str | None = Field(None, description="vLLM version the image holds (default: from tag)")
+    model: str = Field(min_length=1, description="Hugging Face repo id or a path inside the container")
+    served_model_name: str | None = Field(None, description="name clients use (default: model)")
+    port: Port = 8000
+    bind: str = Field("127.0.0.1", description="host address the port is published on")
+    gpu_memory_utilization: float = Field(0.90, gt=0, le=0.98)
+    max_model_len: int | None = Field(None, ge=16, le=10_485_760)
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    enable_chunked_prefill: bool = True
+    enable_prefix_caching: bool = True
+    tensor_parallel_size: int = Field(1, ge=1, le=16)
+    max_num_seqs: int | None = Field(None, ge=1, le=65536)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    quantization: str | None = Field(None, pattern=r"^[a-z0-9_]+$")
+    gpus: list[Annotated[int, Field(ge=0, le=15)]] | None = Field(
+        None, description="GPU indices this engine uses (default: the first tensor_parallel_size)"
+    )
+    gpu_access: Literal["reservation", "cdi", "none"] = Field(
+        "reservation",
+        description="how the container gets its GPUs: a Compose device reservation, CDI device "
+        "names, or none (GPU-less rehearsal hosts only: the engine cannot run on a GPU)",
+    )
+    api_key: SecretRef | None = None
+    hf_token: SecretRef | None = None
+    extra_args: list[str] = Field(default_factory=list)
+    shm_size: str | None = Field(None, pattern=r"^\d+[kmg]?$", description="only if ipc=host is unwanted")
+    start_timeout_s: int = Field(900, ge=60, le=7200, description="cold start allowed before failing")
+
+    @field_validator("name")
+    @classmethod
+    def _engine_name(cls, value: str) -> str:
+        if not ENGINE_NAME_RE.match(value):
+            raise ValueError("must be lowercase letters, digits and '-' (at most 32)")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _pinned_image(cls, value: str) -> str:
+        _, tag, digest = parse_image(value)
+        if digest is None and tag is None:
+            raise ValueError("is not pinned: add a version tag (e.g. :v0.11.0) or a digest")
+        if digest is None and tag == "latest":
+            raise ValueError("uses the 'latest' tag: pin a version tag (e.g. :v0.11.0) or a digest")
+        return value
+
+    @field_validator("bind")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address, e.g. 127.0.0.1") from None
+        return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _distinct_gpus(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("lists a GPU twice")
+        return value
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_managed_flags(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            flag = arg.split("=", 1)[0]
+            if flag in MANAGED_VLLM_FLAGS:
+                raise ValueError(f"{flag} is set by its own field ({MANAGED_VLLM_FLAGS[flag]}), not extra_args")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VllmSpec:
+        if self.gpus is not None and self.tensor_parallel_size > len(self.gpus):
+            raise FieldError(
+                "tensor_parallel_size",
+                f"is {self.tensor_parallel_size} but gpus lists {len(self.gpus)} GPU(s)",
+            )
+        return self
+
+    # -- derived values --------------------------------------------------------------------
+
+    @property
+    def unit_name(self) -> str:
+        return f"gpuctl-vllm-{self.name}.service"
+
+    @property
+    def project(self) -> str:
+        """Compose project name (also the container name)."""
+        return f"gpuctl-vllm-{self.name}"
+
+    @property
+    def config_dir(self) -> PurePosixPath:
+        return PurePosixPath("/etc/gpuctl") / f"vllm-{self.name}"
+
+    @property
+    def cache_dir(self) -> PurePosixPath:
+        return PurePosixPath("/var/lib/gpuctl") / f"vllm-{self.name}"
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model_name or self.model
+
+    def gpu_indices(self) -> list[int]:
+        """The GPUs this engine uses."""
+        return list(self.gpus) if self.gpus is not None else list(range(self.tensor_parallel_size))
+
+    def expected_version(self) -> str | None:
+        """The vLLM version the pinned image should report at /version, if known."""
+        if self.version:
+            return self.version
+        _, tag, _ = parse_image(self.image)
+        match = re.match(r"^v?(\d+\.\d+\.\d+(?:\.post\d+|rc\d+)?)", tag or "")
+        return match.group(1) if match else None
+
+    def secret_env(self) -> dict[str, SecretRef]:
+        """Environment variables the container gets from the 0600 env file."""
+        env: dict[str, SecretRef] = {}
+        if self.api_key is not None:
+            env["VLLM_API_KEY"] = self.api_key
+        if self.hf_token is not None:
+            env["HF_TOKEN"] = self.hf_token
+        return env
+
+    def command_args(self) -> list[str]:
+        """The vLLM server's arguments, computed once here and only formatted by templates.
+
+        The API key is not among them: it reaches the server as VLLM_API_KEY from the env file,
+        so it never shows in `ps`, `docker inspect`'s command or the compose file.
+        """
+        args = [
+            "--model", self.model,
+            "--served-model-name", self.served_name,
+            "--host", "0.0.0.0",
+            "--port", str(CONTAINER_PORT),
+            "--gpu-memory-utilization", f"{self.gpu_memory_utilization:g}",
+            "--kv-cache-dtype", self.kv_cache_dtype,
+            "--tensor-parallel-size", str(self.tensor_parallel_size),
+        ]  # fmt: skip
+        if self.max_model_len is not None:
+            args += ["--max-model-len", str(self.max_model_len)]
+        if self.max_num_seqs is not None:
+            args += ["--max-num-seqs", str(self.max_num_seqs)]
+        if self.dtype != "auto":
+            args += ["--dtype", self.dtype]
+        if self.quantization:
+            args += ["--quantization", self.quantization]
+        args.append("--enable-chunked-prefill" if self.enable_chunked_prefill else "--no-enable-chunked-prefill")
+        args.append("--enable-prefix-caching" if self.enable_prefix_caching else "--no-enable-prefix-caching")
+        return args + list(self.extra_args)
+
+
+CONTAINER_PORT = 8000
+"""The port vLLM listens on inside its container; the host port is VllmSpec.port."""
+
+MANAGED_VLLM_FLAGS = {
+    "--model": "model",
+    "--served-model-name": "served_model_name",
+    "--host": "bind",
+    "--port": "port",
+    "--api-key": "api_key",
+    "--gpu-memory-utilization": "gpu_memory_utilization",
+    "--max-model-len": "max_model_len",
+    "--kv-cache-dtype": "kv_cache_dtype",
+    "--tensor-parallel-size": "tensor_parallel_size",
+    "-tp": "tensor_parallel_size",
+    "--max-num-seqs": "max_num_seqs",
+    "--dtype": "dtype",
+    "--quantization": "quantization",
+    "--enable-chunked-prefill": "enable_chunked_prefill",
+    "--no-enable-chunked-prefill": "enable_chunked_prefill",
+    "--enable-prefix-caching": "enable_prefix_caching",
+    "--no-enable-prefix-caching": "enable_prefix_caching",
+}
+
+
+class OllamaSpec(Strict):
+    """Ollama from a pinned release archive, configured by a systemd drop-in."""
+
+    version: str = Field(description="pinned release, e.g. 0.12.6")
+    bind: str = Field("127.0.0.1", description="address in OLLAMA_HOST")
+    port: Port = 11434
+    keep_alive: str = Field("5m", description="OLLAMA_KEEP_ALIVE: 5m, 1h, -1 (forever), 0")
+    num_parallel: int = Field(1, ge=1, le=64)
+    max_loaded_models: int | None = Field(None, ge=1, le=64)
+    max_queue: int | None = Field(None, ge=1, le=100_000)
+    context_length: int | None = Field(None, ge=256, le=1_048_576)
+    models_dir: str = Field("/usr/share/ollama/.ollama/models")
+    flash_attention: bool = False
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+    models: list[str] = Field(default_factory=list, description="models to pre-pull")
+    gpus: list[Annotated[int, Field(ge=0, le=15)]] | None = Field(
+        None, description="GPU indices Ollama may use (default: all)"
+    )
+    cpu_fallback: bool = Field(False, description="allow running on the CPU when no GPU is usable")
+    release_url: str = Field(
+        "https://github.com/ollama/ollama/releases/download/v{version}",
+        description="where the release archive and sha256sum.txt are (a mirror, or file:///dir)",
+    )
+    arch: Literal["amd64", "arm64"] = "amd64"
+    archive_format: Literal["tar.zst", "tgz"] = Field(
+        "tar.zst", description="release archive format: tar.zst (current releases) or tgz (older)"
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _pinned_version(cls, value: str) -> str:
+        if not VERSION_RE.match(value.removeprefix("v")):
+            raise ValueError("must be a pinned release like 0.12.6 (not 'latest')")
+        return value.removeprefix("v")
+
+    @field_validator("bind")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        return VllmSpec._ip_address(value)
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not DURATION_RE.match(value):
+            raise ValueError("must be a duration like 5m, 1h30m, 0 or -1")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, value: list[str]) -> list[str]:
+        for model in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?", model):
+                raise ValueError(f"{model!r} is not an Ollama model name (e.g. llama3.1:8b)")
+        return value
+
+    @field_validator("models_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OllamaSpec:
+        if self.kv_cache_type != "f16" and not self.flash_attention:
+            raise FieldError("kv_cache_type", f"{self.kv_cache_type} needs flash_attention=True")
+        return self
+
+    unit_name: ClassVar[str] = "ollama.service"
+    dropin_path: ClassVar[str] = "/etc/systemd/system/ollama.service.d/override.conf"
+
+    def archive_name(self) -> str:
+        return f"ollama-linux-{self.arch}.{self.archive_format}"
+
+    def source_url(self) -> str:
+        return self.release_url.format(version=self.version).rstrip("/")
+
+    def environment(self) -> dict[str, str]:
+        """The OLLAMA_* environment for the systemd drop-in, computed once here."""
+        env = {
+            "OLLAMA_HOST": f"{self.bind}:{self.port}",
+            "OLLAMA_KEEP_ALIVE": self.keep_alive,
+            "OLLAMA_NUM_PARALLEL": str(self.num_parallel),
+            "OLLAMA_MODELS": self.models_dir,
+            "OLLAMA_FLASH_ATTENTION": "1" if self.flash_attention else "0",
+            "OLLAMA_KV_CACHE_TYPE": self.kv_cache_type,
+        }
+        if self.max_loaded_models is not None:
+            env["OLLAMA_MAX_LOADED_MODELS"] = str(self.max_loaded_models)
+        if self.max_queue is not None:
+            env["OLLAMA_MAX_QUEUE"] = str(self.max_queue)
+        if self.context_length is not None:
+            env["OLLAMA_CONTEXT_LENGTH"] = str(self.context_length)
+        if self.gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in self.gpus)
+        return env
+
+
+# ---------------------------------------------------------------------------------------------
+# Host
+# ---------------------------------------------------------------------------------------------
+
+
+class HostSpec(Strict):
+    """One machine: how to reach it, its GPUs and driver, and the engines it serves."""
+
+    name: str
+    address: str | None = Field(None, description="IP or DNS name to SSH to")
+    local: bool = Field(False, description="this machine itself (no SSH)")
+    ssh_user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]*$")
+    ssh_port: Port = 22
+    ssh_key: str | None = None
+    ssh_known_hosts_file: str | None = None
+    ssh_strict_host_key_checking: Literal["yes", "no", "accept-new"] = "accept-new"
+    sudo: bool | None = Field(None, description="use sudo (default: when ssh_user is not root)")
+    gpus: GpuSpec | None = None
+    driver: DriverSpec | None = None
+    vllm: list[VllmSpec] = Field(default_factory=list)
+    ollama: OllamaSpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        if not HOSTNAME_RE.match(value):
+            raise ValueError("must be a lowercase host name (letters, digits, '-')")
+        return value
+
+    @field_validator("vllm", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [] if value is None else value if isinstance(value, list | tuple) else [value]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HostSpec:
+        if self.local == (self.address is not None):
+            raise FieldError("address", "give either address= (a remote host) or local=True (this machine)")
+        gpu_count = self.gpus.count if self.gpus else 0
+        if self.driver is not None and self.gpus is None:
+            raise FieldError("driver", "is set but the host declares no GPUs (set gpus=Gpu(...))")
+        names = [e.name for e in self.vllm]
+        if len(names) != len(set(names)):
+            raise FieldError("vllm", "two engines share a name: give each vllm engine its own name=")
+        self._check_vllm_gpus(gpu_count)
+        self._check_ports()
+        if self.ollama is not None:
+            self._check_ollama(gpu_count)
+        return self
+
+    def _check_vllm_gpus(self, gpu_count: int) -> None:
+        used: dict[int, str] = {}
+        for i, engine in enumerate(self.vllm):
+            where = self._vllm_loc(i)
+            if engine.gpu_access == "none":
+                continue
+            if gpu_count == 0:
+                raise FieldError(where, "vLLM needs GPUs but the host declares none (set gpus=Gpu(...))")
+            if engine.tensor_parallel_size > gpu_count:
+                raise FieldError(
+                    f"{where}.tensor_parallel_size",
+                    f"is {engine.tensor_parallel_size} but the host has {gpu_count} GPU(s)",
+                )
+            for gpu in engine.gpu_indices():
+                if gpu >= gpu_count:
+                    raise FieldError(f"{where}.gpus", f"GPU {gpu} does not exist (the host has {gpu_count})")
+                if gpu in used:
+                    raise FieldError(f"{where}.gpus", f"GPU {gpu} is already used by vllm engine {used[gpu]!r}")
+                used[gpu] = engine.name
+
+    def _check_ports(self) -> None:
+        seen: dict[int, str] = {22: "ssh"} if self.ssh_port == 22 else {self.ssh_port: "ssh"}
+        engines: list[tuple[str, int]] = [(self._vllm_loc(i), e.port) for i, e in enumerate(self.vllm)]
+        if self.ollama is not None:
+            engines.append(("ollama", self.ollama.port))
+        for where, port in engines:
+            if port in seen:
+                raise FieldError(f"{where}.port", f"port {port} is already used by {seen[port]}")
+            seen[port] = where
+
+    def _check_ollama(self, gpu_count: int) -> None:
+        assert self.ollama is not None
+        if gpu_count == 0 and not self.ollama.cpu_fallback:
+            raise FieldError("ollama.cpu_fallback", "the host declares no GPUs: set cpu_fallback=True to run on the CPU")
+        for gpu in self.ollama.gpus or []:
+            if gpu >= gpu_count:
+                raise FieldError("ollama.gpus", f"GPU {gpu} does not exist (the host has {gpu_count})")
+
+    def _vllm_loc(self, index: int) -> str:
+        return "vllm" if len(self.vllm) == 1 else f"vllm[{self.vllm[index].name}]"
+
+    # -- derived values --------------------------------------------------------------------
+
+    def engines(self) -> list[VllmSpec | OllamaSpec]:
+        return [*self.vllm, *([self.ollama] if self.ollama else [])]
+
+    def needs_nvidia(self) -> bool:
+        """Whether the NVIDIA driver and container toolkit belong on this host."""
+        return self.gpus is not None
+
+    def needs_docker(self) -> bool:
+        return bool(self.vllm)
+
+    def connection_label(self) -> str:
+        if self.local:
+            return "@local"
+        port = f":{self.ssh_port}" if self.ssh_port != 22 else ""
+        return f"{self.ssh_user}@{self.address}{port}"
+
+
+class FieldError(ValueError):
+    """A cross-field error that belongs to one field path (e.g. 'vllm.tensor_parallel_size')."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"@{field}: {message}")

@@ -1,0 +1,56 @@
+"""Production: two RTX 4090 boxes serving Llama 3.1 8B, one 2×H100 box serving a 70B model.
+
+Every module-level list is a group; `<group>_defaults` apply to its hosts, `defaults` to all.
+Secrets are references: export VLLM_API_KEY and HF_TOKEN (or point at files) before deploying.
+"""
+
+from gpuctl.inventory import Defaults, Driver, Gpu, Host, Secret, Vllm
+
+VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
+
+defaults = Defaults(
+    ssh_user="root",
+    driver=Driver(branch=580, server=True, open_kernel_modules=True, allow_reboot=False),
+)
+
+rtx4090 = [
+    Host("gpu-01", address="203.0.113.11"),
+    Host("gpu-02", address="203.0.113.12", vllm=Vllm(gpu_memory_utilization=0.88)),
+]
+rtx4090_defaults = Defaults(
+    gpus=Gpu(model="RTX 4090", count=1, memory_gib=24),
+    vllm=Vllm(
+        image=VLLM_IMAGE,
+        model="meta-llama/Llama-3.1-8B-Instruct",
+        served_model_name="llama-3.1-8b",
+        port=8000,
+        gpu_memory_utilization=0.90,
+        max_model_len=16384,
+        kv_cache_dtype="fp8",
+        enable_chunked_prefill=True,
+        enable_prefix_caching=True,
+        max_num_seqs=64,
+        api_key=Secret.env("VLLM_API_KEY"),
+        hf_token=Secret.env("HF_TOKEN"),
+    ),
+)
+
+h100 = [
+    Host("gpu-h100-01", address="203.0.113.21"),
+]
+h100_defaults = Defaults(
+    gpus=Gpu(model="H100 80GB", count=2, memory_gib=80),
+    vllm=Vllm(
+        image=VLLM_IMAGE,
+        model="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic",
+        served_model_name="llama-3.3-70b",
+        tensor_parallel_size=2,
+        gpus=[0, 1],
+        gpu_memory_utilization=0.92,
+        max_model_len=32768,
+        kv_cache_dtype="fp8",
+        max_num_seqs=128,
+        api_key=Secret.env("VLLM_API_KEY"),
+        hf_token=Secret.env("HF_TOKEN"),
+    ),
+)

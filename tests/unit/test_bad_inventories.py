@@ -1,0 +1,172 @@
+"""Bad inventories: each gives exit 2 and one line naming the file, the host and the field.
+
+Every case is a small inventory with exactly one mistake. The test runs `gpuctl check` on it and
+checks the exit code, that stderr is exactly one `error:` line, that the line names the inventory
+file, the host and the field, and that no traceback leaks out.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from harness.cli import run_cli
+
+HEADER = "from gpuctl.inventory import Defaults, Driver, Gpu, Host, Ollama, Secret, Vllm\n"
+IMAGE = "vllm/vllm-openai:v0.32.0"
+
+
+def vllm_host(vllm: str = "", host: str = "", gpus: int = 1, engines: str | None = None) -> str:
+    """An inventory with host gpu-01 (GPUS × RTX 4090) serving one vLLM engine with extra args."""
+    engines = engines or f'Vllm(image="{IMAGE}", model="m", {vllm})'
+    return HEADER + textwrap.dedent(f"""
+        gpus = [
+            Host("gpu-01", address="10.0.0.1",
+                 gpus=Gpu(model="RTX 4090", count={gpus}, memory_gib=24),
+                 vllm={engines}, {host}),
+        ]
+    """)
+
+
+def ollama_host(ollama: str = "", host: str = "") -> str:
+    """An inventory with a CPU-only host laptop serving Ollama with extra args."""
+    return HEADER + textwrap.dedent(f"""
+        dev = [Host("laptop", local=True, ollama=Ollama(version="0.13.0", cpu_fallback=True, {ollama}), {host})]
+    """)
+
+
+TWO_ENGINES = f'[Vllm(name="a", image="{IMAGE}", model="m", gpus=[0]), Vllm(name="b", image="{IMAGE}", model="m", {{}})]'
+
+# (case id, inventory source, host named in the message, text the message must contain)
+CASES = [
+    ("gpu-mem-too-high", vllm_host("gpu_memory_utilization=0.99"), "gpu-01",
+     "vllm.gpu_memory_utilization: Input should be less than or equal to 0.98"),
+    ("gpu-mem-zero", vllm_host("gpu_memory_utilization=0"), "gpu-01",
+     "vllm.gpu_memory_utilization: Input should be greater than 0"),
+    ("image-latest", vllm_host().replace(IMAGE, "vllm/vllm-openai:latest"), "gpu-01",
+     "vllm.image: uses the 'latest' tag"),
+    ("image-untagged", vllm_host().replace(IMAGE, "vllm/vllm-openai"), "gpu-01", "vllm.image: is not pinned"),
+    ("image-bad-digest", vllm_host().replace(IMAGE, "vllm/vllm-openai@sha256:abc"), "gpu-01",
+     "vllm.image: digest 'sha256:abc' is not sha256:<64 hex digits>"),
+    ("vllm-typo", vllm_host("gpu_mem_utilization=0.9"), "gpu-01",
+     "vllm.gpu_mem_utilization: unknown field (did you mean 'gpu_memory_utilization'?)"),
+    ("host-typo", vllm_host(host='adress="10.0.0.2"'), "gpu-01", "adress: unknown field (did you mean 'address'?)"),
+    ("tp-exceeds-gpus", vllm_host("tensor_parallel_size=2"), "gpu-01",
+     "vllm.tensor_parallel_size: is 2 but the host has 1 GPU(s)"),
+    ("tp-exceeds-engine-gpus", vllm_host("tensor_parallel_size=2, gpus=[0]", gpus=2), "gpu-01",
+     "vllm.tensor_parallel_size: is 2 but gpus lists 1 GPU(s)"),
+    ("gpu-index-missing", vllm_host("gpus=[3]", gpus=2), "gpu-01", "vllm.gpus: GPU 3 does not exist (the host has 2)"),
+    ("overlapping-gpus", vllm_host(engines=TWO_ENGINES.format("gpus=[0], port=8001"), gpus=2), "gpu-01",
+     "vllm[b].gpus: GPU 0 is already used by vllm engine 'a'"),
+    ("overlapping-ports", vllm_host(engines=TWO_ENGINES.format("gpus=[1]"), gpus=2), "gpu-01",
+     "vllm[b].port: port 8000 is already used by vllm[a]"),
+    ("same-engine-name", vllm_host(engines=TWO_ENGINES.replace('name="b"', 'name="a"').format("gpus=[1]"), gpus=2),
+     "gpu-01", "vllm: two engines share a name"),
+    ("ollama-port-clash", vllm_host(host='ollama=Ollama(version="0.13.0", port=8000)'), "gpu-01",
+     "ollama.port: port 8000 is already used by vllm"),
+    ("literal-api-key", vllm_host('api_key="sk-live-0123456789"'), "gpu-01", "vllm.api_key: is a literal secret"),
+    ("literal-hf-token", vllm_host('hf_token="hf_abcdefghijklmnop"'), "gpu-01", "vllm.hf_token: is a literal secret"),
+    ("bad-secret-env-name", vllm_host('api_key=Secret.env("NOT VALID")'), "gpu-01",
+     "vllm.api_key: env: 'NOT VALID' is not an environment variable name"),
+    ("kv-dtype", vllm_host('kv_cache_dtype="fp4"'), "gpu-01", "vllm.kv_cache_dtype: Input should be 'auto', 'fp8'"),
+    ("port-range", vllm_host("port=70000"), "gpu-01", "vllm.port: Input should be less than or equal to 65535"),
+    ("max-model-len", vllm_host("max_model_len=8"), "gpu-01", "vllm.max_model_len: Input should be greater than or equal to 16"),
+    ("max-num-seqs", vllm_host("max_num_seqs=0"), "gpu-01", "vllm.max_num_seqs: Input should be greater than or equal to 1"),
+    ("bind-hostname", vllm_host('bind="localhost"'), "gpu-01", "vllm.bind: must be an IP address"),
+    ("managed-flag-in-extra-args", vllm_host('extra_args=["--max-model-len=4096"]'), "gpu-01",
+     "vllm.extra_args: --max-model-len is set by its own field (max_model_len)"),
+    ("vllm-without-gpus", HEADER + f'g = [Host("cpu-01", address="10.0.0.1", vllm=Vllm(image="{IMAGE}", model="m"))]\n',
+     "cpu-01", "vllm: vLLM needs GPUs but the host declares none"),
+    ("gpu-count-zero", vllm_host(gpus=0), "gpu-01", "gpus.count: Input should be greater than or equal to 1"),
+    ("driver-without-gpus", ollama_host(host="driver=Driver(branch=580)"), "laptop", "driver: is set but the host declares no GPUs"),
+    ("driver-branch", vllm_host(host="driver=Driver(branch=300)"), "gpu-01", "driver.branch: Input should be greater than or equal to 470"),
+    ("address-and-local", vllm_host(host="local=True"), "gpu-01", "address: give either address="),
+    ("ssh-port", vllm_host(host="ssh_port=0"), "gpu-01", "ssh_port: Input should be greater than or equal to 1"),
+    ("host-name", vllm_host().replace('"gpu-01"', '"GPU_01"'), "GPU_01", "name: must be a lowercase host name"),
+    ("ollama-latest", ollama_host().replace('"0.13.0"', '"latest"'), "laptop", "ollama.version: must be a pinned release"),
+    ("ollama-keep-alive", ollama_host('keep_alive="forever"'), "laptop", "ollama.keep_alive: must be a duration"),
+    ("ollama-kv-without-flash", ollama_host('kv_cache_type="q8_0"'), "laptop",
+     "ollama.kv_cache_type: q8_0 needs flash_attention=True"),
+    ("ollama-cpu-not-allowed", ollama_host().replace("cpu_fallback=True", "cpu_fallback=False"), "laptop",
+     "ollama.cpu_fallback: the host declares no GPUs"),
+    ("ollama-num-parallel", ollama_host("num_parallel=0"), "laptop", "ollama.num_parallel: Input should be greater than or equal to 1"),
+    ("ollama-model-name", ollama_host('models=["Llama 3"]'), "laptop", "ollama.models: 'Llama 3' is not an Ollama model name"),
+    ("ollama-missing-version", ollama_host().replace('version="0.13.0", ', ""), "laptop", "ollama.version: is required"),
+    ("vllm-missing-model", vllm_host().replace('model="m", ', ""), "gpu-01", "vllm.model: is required"),
+]
+
+
+@pytest.mark.parametrize(("source", "host", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_inventory_is_one_line_naming_file_host_and_field(tmp_path, source, host, expected):
+    (tmp_path / "inventories").mkdir()
+    (tmp_path / "inventories" / "bad.py").write_text(source)
+    result = run_cli("check", "bad", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: inventories/bad.py: {host}: "), lines[0]
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_the_table_has_at_least_25_cases():
+    assert len(CASES) >= 25
+
+
+FILE_CASES = [
+    ("syntax-error", HEADER + "gpus = [Host('a', address='10.0.0.1'\n", "error: inventories/bad.py:2: syntax error: '(' was never closed"),
+    ("name-error", HEADER + "gpus = [Host('a', address=ADDRESS)]\n", "error: inventories/bad.py:2: NameError: name 'ADDRESS' is not defined"),
+    ("import-error", "import not_a_module_anywhere\n", "error: inventories/bad.py:1: ModuleNotFoundError: "),
+    ("no-hosts", HEADER + "x = 1\n", "error: inventories/bad.py: defines no hosts"),
+    ("unknown-group-defaults", HEADER + "gpus = [Host('a', local=True)]\ngpu_defaults = Defaults()\n",
+     "error: inventories/bad.py: gpu_defaults: there is no group named 'gpu'"),
+    ("defined-twice", HEADER + "a = [Host('x', local=True)]\nb = [Host('x', address='10.0.0.1')]\n",
+     "error: inventories/bad.py: x: defined twice with different settings"),
+    ("mixed-group", HEADER + "g = [Host('x', local=True), 'y']\n", "error: inventories/bad.py: group g: every item must be Host(...)"),
+]
+
+
+@pytest.mark.parametrize(("source", "expected"), [c[1:] for c in FILE_CASES], ids=[c[0] for c in FILE_CASES])
+def test_broken_inventory_file_is_one_line_with_location(tmp_path, source, expected):
+    (tmp_path / "inventories").mkdir()
+    (tmp_path / "inventories" / "bad.py").write_text(source)
+    result = run_cli("check", "bad", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(expected), result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_missing_inventory_names_what_exists(tmp_path):
+    (tmp_path / "inventories").mkdir()
+    (tmp_path / "inventories" / "prod.py").write_text("")
+    result = run_cli("check", "prodd", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: inventory prodd: not found as inventories/prodd.py in {tmp_path} (available: prod)"
+    )
+
+
+def test_missing_inventory_path(tmp_path):
+    result = run_cli("check", "nowhere/x.py", cwd=tmp_path)
+    assert (result.exit_code, result.stderr.strip()) == (2, "error: inventory nowhere/x.py: no such file")
+
+
+def test_unknown_limit_is_bad_input():
+    result = run_cli("check", "prod", "--limit", "gpu-99")
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith("error: inventories/prod.py: --limit gpu-99: no such host or group")
+
+
+def test_every_problem_of_several_hosts_is_reported(tmp_path):
+    source = HEADER + textwrap.dedent(f"""
+        g = [Host("a", address="10.0.0.1", gpus=Gpu(model="x", count=1, memory_gib=24),
+                  vllm=Vllm(image="{IMAGE}", model="m", port=0)),
+             Host("b", local=True, ollama=Ollama(version="latest", cpu_fallback=True))]
+    """)
+    (tmp_path / "bad.py").write_text(source)
+    result = run_cli("check", str(tmp_path / "bad.py"), cwd=tmp_path)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(": ")[2] for line in lines] == ["a", "b"], lines
