@@ -25,7 +25,9 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 def console(stderr: bool = False) -> Console:
     """A console that drops colour when not a TTY or when NO_COLOR is set."""
-    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ, highlight=False, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 200  # pipes and logs get whole lines, not an 80-column wrap
+    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ, highlight=False, width=width)
 
 
 class GpuctlGroup(click.Group):
@@ -72,12 +74,14 @@ def check(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"inventory": inv.label, "ok": True, "hosts": [host_summary(h) for h in hosts]}, indent=2))
         return
-    table = Table(title=f"{inv.label}: {len(hosts)} host(s) OK", title_justify="left")
+    out = console()
+    out.print(f"{inv.label}: {len(hosts)} host(s) OK")
+    table = Table()
     for column in ("host", "connection", "GPUs", "engines"):
         table.add_column(column)
     for host in hosts:
         table.add_row(host.name, host.connection_label(), gpu_label(host), "\n".join(engine_labels(host)))
-    console().print(table)
+    out.print(table)
 
 
 @main.command()
