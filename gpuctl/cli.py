@@ -112,6 +112,61 @@ def render(inventory_ref: str, out_dir: Path, limit: tuple[str, ...], as_json: b
             out.print(f"  {f['mode']} {f['owner']:<6} {f['path']}")
 
 
+@main.command(name="deploy")
+@click.argument("inventory_ref", metavar="INVENTORY")
+@limit_option
+@click.option("--dry", is_flag=True, help="Connect and show what would change; change nothing.")
+@click.option("--diff", is_flag=True, help="With --dry: show file diffs (secret values masked).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before changing hosts.")
+@click.option("--verbose", "-v", is_flag=True, help="Show pyinfra's own log lines.")
+@json_option
+def deploy_command(inventory_ref: str, limit: tuple[str, ...], dry: bool, diff: bool, yes: bool,
+                   verbose: bool, as_json: bool) -> None:  # fmt: skip
+    """Install drivers, Docker and engines so each host matches the inventory (idempotent)."""
+    from gpuctl import fleet
+
+    inv = inventory.load(inventory_ref)
+    hosts = inv.select(limit)
+    err = console(stderr=True)
+
+    def progress(host: str, message: str) -> None:
+        if not as_json:
+            err.print(f"[{host}] {message}")
+
+    def confirm(plan: list[fleet.HostOutcome]) -> bool:
+        if yes or not sys.stdin.isatty() or not any(o.changes for o in plan):
+            return True
+        print_outcomes(plan, title="planned changes")
+        return click.confirm("Apply these changes?", default=False, err=True)
+
+    err.print(f"deploy {inv.label}: {', '.join(h.name for h in hosts)}" + (" (dry run)" if dry else ""))
+    outcomes = fleet.deploy(hosts, inv.base_dir, dry=dry, diff=diff, progress=progress, confirm=confirm,
+                            verbose=verbose)  # fmt: skip
+    if as_json:
+        click.echo(json.dumps({"inventory": inv.label, "dry": dry, "hosts": [o.as_dict() for o in outcomes]}, indent=2))
+    else:
+        for outcome in outcomes:
+            for text in outcome.diffs:
+                click.echo(text)
+        print_outcomes(outcomes, title="dry run: nothing was changed" if dry else "summary")
+    if any(o.status == "failed" for o in outcomes):
+        sys.exit(EXIT_FAILED)
+
+
+def print_outcomes(outcomes: list[Any], title: str) -> None:
+    """The per-host summary table: status, changes, and for a failure the operation and its error."""
+    table = Table(title=title, title_justify="left")
+    for column in ("host", "status", "details"):
+        table.add_column(column)
+    for o in outcomes:
+        if o.status == "failed":
+            details = f"{o.failed_operation}: {o.error}"
+        else:
+            details = "\n".join(o.changes) if o.changes else "-"
+        table.add_row(o.name, o.status, details)
+    console().print(table)
+
+
 # -- formatting helpers --------------------------------------------------------------------------
 
 

@@ -441,6 +441,16 @@ class OllamaSpec(Strict):
         return env
 
 
+class DockerSpec(Strict):
+    """Docker engine and the Compose v2 plugin, from the distribution's (or a configured) apt repository."""
+
+    packages: list[str] = Field(
+        default_factory=lambda: ["docker.io", "docker-compose-v2"],
+        description="apt packages: Ubuntu's docker.io + docker-compose-v2, or Docker's docker-ce + "
+        "docker-compose-plugin",
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Host
 # ---------------------------------------------------------------------------------------------
@@ -460,6 +470,7 @@ class HostSpec(Strict):
     sudo: bool | None = Field(None, description="use sudo (default: when ssh_user is not root)")
     gpus: GpuSpec | None = None
     driver: DriverSpec | None = None
+    docker: DockerSpec = Field(default_factory=DockerSpec)
     vllm: list[VllmSpec] = Field(default_factory=list)
     ollama: OllamaSpec | None = None
 

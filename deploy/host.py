@@ -1,0 +1,29 @@
+"""One host's whole deploy, in order: Docker, then each vLLM engine, then Ollama."""
+
+from __future__ import annotations
+
+from pyinfra import host
+
+from gpuctl.deploy.docker import docker
+from gpuctl.deploy.files import put_rendered
+from gpuctl.deploy.ollama import ollama_engine
+from gpuctl.deploy.vllm import vllm_engine
+from gpuctl.render import WAIT_HEALTHY, RenderedFile
+from gpuctl.spec import HostSpec
+
+
+def deploy_host(spec: HostSpec, rendered: list[RenderedFile]) -> None:
+    """Add every operation for SPEC to the current pyinfra host, using the files rendered for it."""
+    if spec.needs_nvidia():
+        # The driver and container toolkit deploys are not built yet (issue 4): refuse rather than
+        # start an engine on a host whose GPU stack gpuctl has not set up.
+        raise NotImplementedError("the NVIDIA driver and container toolkit steps are not implemented yet")
+    if spec.needs_docker():
+        docker(spec)
+        put_rendered(next(f for f in rendered if f.path == WAIT_HEALTHY))
+    for engine in spec.vllm:
+        vllm_engine(engine, [f for f in rendered if f.component == f"vllm:{engine.name}"])
+    if spec.ollama is not None:
+        ollama_engine(spec.ollama, [f for f in rendered if f.component == "ollama"])
+    if not spec.engines():
+        host.noop("no engine in the spec")

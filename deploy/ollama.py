@@ -1,0 +1,107 @@
+"""Ollama from its pinned release archive, checksum verified, configured by a systemd drop-in."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.server import Groups
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from gpuctl.deploy.facts import FileText, OllamaModels
+from gpuctl.deploy.files import put_rendered
+from gpuctl.render import RenderedFile
+from gpuctl.spec import OllamaSpec
+
+VERSION_MARKER = "/usr/local/lib/ollama/.gpuctl-version"
+DOWNLOAD_DIR = "/var/cache/gpuctl/ollama"
+READY_WAIT_S = 60
+
+
+def install_script(ollama: OllamaSpec) -> str:
+    """Download the archive and sha256sum.txt, verify, and only then replace the installed files.
+
+    A wrong checksum stops here, before anything installed is touched: the running version stays.
+    `curl` reads https:// mirrors and file:// folders alike.
+    """
+    archive = ollama.archive_name()
+    folder = f"{DOWNLOAD_DIR}/{ollama.version}"
+    source = ollama.source_url()
+    return "\n".join([
+        "set -eu",
+        f"mkdir -p {folder} && cd {folder}",
+        f"curl -fsSL --retry 3 -o {archive}.part {shlex.quote(f'{source}/{archive}')}",
+        f"curl -fsSL --retry 3 -o sha256sum.txt {shlex.quote(f'{source}/sha256sum.txt')}",
+        f"expected=$(awk '$2 == \"{archive}\" || $2 == \"*{archive}\" || $2 == \"./{archive}\" {{print $1}}' sha256sum.txt)",
+        f'[ -n "$expected" ] || {{ echo "sha256sum.txt has no line for {archive}" >&2; exit 1; }}',
+        f"actual=$(sha256sum {archive}.part | cut -d' ' -f1)",
+        f'[ "$expected" = "$actual" ] || {{ echo "checksum mismatch for {archive}: expected $expected, got $actual" >&2; '
+        f"rm -f {archive}.part; exit 1; }}",
+        f"mv {archive}.part {archive}",
+        "rm -rf staging && mkdir staging",
+        f"tar -C staging -xf {archive}",
+        '[ -x staging/bin/ollama ] || { echo "archive has no bin/ollama" >&2; exit 1; }',
+        "rm -rf /usr/local/lib/ollama.new && mkdir -p /usr/local/lib/ollama.new",
+        "if [ -d staging/lib/ollama ]; then cp -a staging/lib/ollama/. /usr/local/lib/ollama.new/; fi",
+        f"echo {ollama.version} > /usr/local/lib/ollama.new/.gpuctl-version",
+        "install -m 0755 staging/bin/ollama /usr/local/bin/ollama.new",
+        "rm -rf /usr/local/lib/ollama.old; [ ! -d /usr/local/lib/ollama ] || mv /usr/local/lib/ollama /usr/local/lib/ollama.old",
+        "mv /usr/local/lib/ollama.new /usr/local/lib/ollama && mv /usr/local/bin/ollama.new /usr/local/bin/ollama",
+        "rm -rf /usr/local/lib/ollama.old staging",
+    ])  # fmt: skip
+
+
+def pull_script(address: str, model: str) -> str:
+    """Wait (bounded) for the API, then pull MODEL through it; fail with Ollama's own error."""
+    body = json.dumps({"model": model, "stream": False})
+    return "\n".join([
+        "set -eu",
+        f"for i in $(seq 1 {READY_WAIT_S}); do curl -fsS --max-time 2 http://{address}/api/version >/dev/null 2>&1 && break; sleep 1; done",
+        f"out=$(curl -sS --max-time 3600 -w '\\n%{{http_code}}' http://{address}/api/pull -d {shlex.quote(body)})",
+        'code=$(printf "%s" "$out" | tail -n 1)',
+        f'[ "$code" = 200 ] || {{ echo "pull {model} failed ($code): $(printf "%s" "$out" | head -n 1)" >&2; exit 1; }}',
+    ])  # fmt: skip
+
+
+def api_address(ollama: OllamaSpec) -> str:
+    """Where gpuctl talks to Ollama on the host itself (loopback when it listens everywhere)."""
+    bind = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(ollama.bind, ollama.bind)
+    bind = f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind
+    return f"{bind}:{ollama.port}"
+
+
+@deploy("Ollama")
+def ollama_engine(ollama: OllamaSpec, rendered: list[RenderedFile]) -> None:
+    """Install the pinned Ollama, its unit and drop-in; restart on change; pre-pull the models."""
+    apt.packages(name="Ollama's tools (curl, zstd)", packages=["curl", "ca-certificates", "zstd", "tar"],
+                 update=True, cache_time=3600, no_recommends=True)  # fmt: skip
+    server.group(name="Group ollama", group="ollama", system=True)
+    extra_groups = [g for g in ("render", "video") if g in (host.get_fact(Groups) or [])]
+    server.user(name="User ollama", user="ollama", system=True, group="ollama", groups=extra_groups or None,
+                home="/usr/share/ollama", create_home=True, shell="/bin/false")  # fmt: skip
+    files.directory(name=f"Directory {ollama.models_dir}", path=ollama.models_dir, present=True,
+                    user="ollama", group="ollama", mode="0755")  # fmt: skip
+    installed = host.get_fact(FileText, path=VERSION_MARKER)
+    if installed != ollama.version:
+        binary = server.shell(name=f"Install Ollama {ollama.version} (was {installed or 'absent'}), sha256 verified",
+                              commands=[install_script(ollama)])  # fmt: skip
+    else:
+        binary = None
+        host.noop(f"Ollama {ollama.version} is installed")
+    changes = [put_rendered(item) for item in rendered]
+    systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*changes))
+    restart_if = any_changed(*changes, *([binary] if binary else []))
+    server.shell(name="Restart ollama.service (its files or binary changed)",
+                 commands=["systemctl restart ollama.service"], _if=restart_if)  # fmt: skip
+    systemd.service(name="ollama.service enabled and running", service="ollama.service", running=True, enabled=True)
+    address = api_address(ollama)
+    present = host.get_fact(OllamaModels, address=address) or []
+    for model in ollama.models:
+        name = model if ":" in model else f"{model}:latest"
+        if name in present:
+            host.noop(f"model {name} is present")
+        else:
+            server.shell(name=f"Pull model {model}", commands=[pull_script(address, model)])

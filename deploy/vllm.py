@@ -1,0 +1,39 @@
+"""A vLLM engine: compose file, 0600 env file and unit; restarted only when its own files change."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from gpuctl.deploy.facts import DockerImageId
+from gpuctl.deploy.files import put_rendered
+from gpuctl.render import HF_CACHE_DIR, RenderedFile
+from gpuctl.spec import VllmSpec
+
+
+def restart_command(unit: str) -> str:
+    """Restart UNIT; on failure print its last journal lines so the deploy summary says why."""
+    return (
+        f"systemctl restart {unit} || "
+        f"{{ journalctl -u {unit} -n 25 --no-pager -o cat >&2; exit 1; }}"
+    )
+
+
+@deploy("vLLM engine")
+def vllm_engine(engine: VllmSpec, rendered: list[RenderedFile]) -> None:
+    """Install one engine's files, pre-pull its image, then (re)start it only if something changed."""
+    for path in (HF_CACHE_DIR, engine.cache_dir / "cache"):
+        files.directory(name=f"Directory {path}", path=str(path), present=True, user="root", group="root", mode="0755")
+    if host.get_fact(DockerImageId, image=engine.image) is None:
+        # Pull before the switch, so the outage is only the restart.
+        server.shell(name=f"Pull {engine.image}", commands=[f"docker pull --quiet '{engine.image}'"])
+    else:
+        host.noop(f"image {engine.image} is present")
+    changes = [put_rendered(item) for item in rendered]
+    unit_change = next(op for op, item in zip(changes, rendered, strict=True) if item.path.name == engine.unit_name)
+    systemd.daemon_reload(name="systemd daemon-reload", _if=unit_change.did_change)
+    server.shell(name=f"Restart {engine.unit_name} (its files changed)", commands=[restart_command(engine.unit_name)],
+                 _if=any_changed(*changes))  # fmt: skip
+    systemd.service(name=f"{engine.unit_name} enabled and running", service=engine.unit_name, running=True, enabled=True)

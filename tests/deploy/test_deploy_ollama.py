@@ -1,0 +1,131 @@
+"""`gpuctl deploy` of an Ollama host on a real fleet host: install, idempotence, restarts, checksum.
+
+The Ollama server itself is the STAND-IN from harness/ollama_standin.py (the real server is not
+installable here), shipped in a release archive served by a local mirror (harness/mirror.py).
+Everything else is real: SSH, pyinfra, apt from the local repository, systemd, the drop-in.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+import urllib.request
+from pathlib import Path
+
+import pytest
+from harness import mirror
+from harness.fleet import Fleet, Host
+
+pytestmark = pytest.mark.fleet
+
+VERSION = "0.13.0"
+
+
+def write_inventory(path: Path, host: Host, **ollama: object) -> Path:
+    settings = {"version": VERSION, "bind": "0.0.0.0", "cpu_fallback": True, "archive_format": "tgz",
+                "release_url": mirror.MIRROR_URL, "models": ["qwen2.5:0.5b"], **ollama}  # fmt: skip
+    args = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+    path.write_text(textwrap.dedent(f"""
+        from gpuctl.inventory import Host, Ollama
+        dev = [Host({host.name!r}, address={host.address!r}, ssh_key={str(host.ssh_key)!r},
+                    ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="yes",
+                    ollama=Ollama({args}))]
+    """))
+    return path
+
+
+def gpuctl_deploy(inventory: Path, *extra: str) -> tuple[int, dict, str]:
+    """Run the real CLI; return exit code, its --json report and stderr."""
+    result = subprocess.run(["gpuctl", "deploy", str(inventory), "--yes", "--json", *extra],
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    report = json.loads(result.stdout) if result.stdout.strip() else {}
+    return result.returncode, report, result.stderr
+
+
+def main_pid(host: Host) -> str:
+    return host.run("systemctl show -p MainPID --value ollama.service").stdout.strip()
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def ollama_host(fleet: Fleet) -> Host:
+    host = fleet.new_host("ollama")
+    mirror.serve(host)
+    mirror.publish(host, VERSION)
+    return host
+
+
+@pytest.fixture(scope="module")
+def deployed(ollama_host: Host, tmp_path_factory) -> Path:
+    inventory = write_inventory(tmp_path_factory.mktemp("inv") / "dev.py", ollama_host)
+    code, report, stderr = gpuctl_deploy(inventory)
+    assert code == 0, stderr
+    [outcome] = report["hosts"]
+    assert outcome["status"] == "changed"
+    assert any("Install Ollama 0.13.0 (was absent), sha256 verified" in c for c in outcome["changes"])
+    return inventory
+
+
+def test_first_deploy_reaches_an_enabled_service_answering_from_outside(ollama_host, deployed):
+    assert ollama_host.run("systemctl is-active ollama.service").stdout.strip() == "active"
+    assert ollama_host.run("systemctl is-enabled ollama.service").stdout.strip() == "enabled"
+    base = f"http://{ollama_host.address}:11434"
+    assert get_json(f"{base}/api/version") == {"version": VERSION}
+    assert [m["name"] for m in get_json(f"{base}/api/tags")["models"]] == ["qwen2.5:0.5b"]
+    # The settings reached the process through the drop-in, not a rewritten unit.
+    config = get_json(f"{base}/api/standin/config")
+    assert config["env"]["OLLAMA_KEEP_ALIVE"] == "5m"
+    assert config["env"]["OLLAMA_HOST"] == "0.0.0.0:11434"
+    assert "OLLAMA_" not in ollama_host.read_file("/etc/systemd/system/ollama.service").decode()
+
+
+def test_second_deploy_changes_nothing_and_restarts_nothing(ollama_host, deployed):
+    pid = main_pid(ollama_host)
+    code, report, stderr = gpuctl_deploy(deployed)
+    assert code == 0, stderr
+    assert report["hosts"] == [{"host": "ollama", "status": "unchanged", "changes": [],
+                                "failed_operation": None, "error": None}]  # fmt: skip
+    assert main_pid(ollama_host) == pid
+
+
+def test_dry_run_of_an_unchanged_host_plans_nothing(deployed):
+    code, report, _ = gpuctl_deploy(deployed, "--dry")
+    assert code == 0
+    assert report["dry"] is True
+    assert [(h["status"], h["changes"]) for h in report["hosts"]] == [("unchanged", [])]
+
+
+def test_changing_one_setting_restarts_ollama_and_dry_diff_shows_it(ollama_host, deployed, tmp_path):
+    changed = write_inventory(tmp_path / "dev.py", ollama_host, keep_alive="-1")
+    dry = subprocess.run(["gpuctl", "deploy", str(changed), "--dry", "--diff"], capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr
+    assert '-Environment="OLLAMA_KEEP_ALIVE=5m"' in dry.stdout
+    assert '+Environment="OLLAMA_KEEP_ALIVE=-1"' in dry.stdout
+    pid = main_pid(ollama_host)
+    code, report, stderr = gpuctl_deploy(changed)
+    assert code == 0, stderr
+    changes = report["hosts"][0]["changes"]
+    assert "Ollama | File /etc/systemd/system/ollama.service.d/override.conf" in changes
+    assert "Ollama | Restart ollama.service (its files or binary changed)" in changes
+    assert main_pid(ollama_host) != pid
+    assert get_json(f"http://{ollama_host.address}:11434/api/standin/config")["env"]["OLLAMA_KEEP_ALIVE"] == "-1"
+
+
+def test_wrong_checksum_aborts_and_leaves_the_previous_version_running(ollama_host, deployed, tmp_path):
+    mirror.publish(ollama_host, "0.13.1", corrupt=True)
+    pid = main_pid(ollama_host)
+    upgrade = write_inventory(tmp_path / "dev.py", ollama_host, version="0.13.1", keep_alive="-1")
+    code, report, _ = gpuctl_deploy(upgrade)
+    assert code == 1
+    [outcome] = report["hosts"]
+    assert outcome["status"] == "failed"
+    assert outcome["failed_operation"] == "Ollama | Install Ollama 0.13.1 (was 0.13.0), sha256 verified"
+    assert "checksum mismatch for ollama-linux-amd64.tgz" in outcome["error"]
+    assert main_pid(ollama_host) == pid
+    assert get_json(f"http://{ollama_host.address}:11434/api/version") == {"version": VERSION}
+    assert ollama_host.read_file("/usr/local/lib/ollama/.gpuctl-version").decode().strip() == VERSION
