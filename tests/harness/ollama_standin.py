@@ -28,13 +28,17 @@ Behaviours reproduced (checked against ollama/ollama ``server/routes.go``, ``env
   installed model), ``/api/embed``, ``/api/embeddings``; OpenAI shim ``GET /v1/models``,
   ``POST /v1/chat/completions`` (JSON or SSE, ``stream_options.include_usage``),
   ``/v1/completions``, ``/v1/embeddings``.  Error bodies are ``{"error": "..."}`` (OpenAI
-  shape on ``/v1``) with the real status codes.  No authentication, like the real server.
+  shape ``{"error": {"message", "type", "param", "code"}}`` on ``/v1``) with the real status
+  codes and messages: unknown model 404 ``model 'x' not found`` (generate/chat/show/delete,
+  current releases; embed keeps ``model "x" not found, try pulling it first``), malformed JSON
+  400, queue full 503.  No authentication at all, like the real server.
 * Pull cannot reach a registry: names in a fixed catalog (env ``OLLAMA_STANDIN_CATALOG``,
   comma list) "download" instantly; any other name fails with the real
   ``pull model manifest: file does not exist`` error.
 
 STAND-IN-ONLY knobs (never present in real Ollama):
-  ``GET /api/standin/config``       the settings the process effectively read (env, uid, pid)
+  ``GET /api/standin/config``       the settings the process effectively read (env, uid, pid,
+                                     user, models dir...) plus live queue state
   OLLAMA_STANDIN_VERSION             version to report (to fake an old/wrong install)
   OLLAMA_STANDIN_CATALOG             comma list of pullable model names
   OLLAMA_STANDIN_TTFT                seconds before the first token (default 0.02)
@@ -72,6 +76,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11434
 FOREVER = float("inf")
 GO_MAX_DURATION_S = (2**63 - 1) / 1e9  # time.Duration(math.MaxInt64): "forever" lands in ~2318
+ENV_PREFIXES_SHOWN = ("OLLAMA_", "CUDA_", "HIP_", "ROCR_", "GPU_", "GGML_")
 MAX_QUEUE_ERROR = "server busy, please try again.  maximum pending requests exceeded"
 REGISTRY = "registry.ollama.ai"
 
@@ -366,7 +371,8 @@ class Settings:
             "origins": self.origins,
             "catalog": self.catalog,
             "delays": {"ttft": self.ttft, "token": self.token_delay, "load": self.load_delay},
-            "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("OLLAMA_")},
+            "env": {k: v for k, v in sorted(os.environ.items())
+                    if k.startswith(ENV_PREFIXES_SHOWN) or k in ("HOME", "USER", "PATH")},
             "pid": os.getpid(),
             "uid": os.getuid(),
             "gid": os.getgid(),

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 HARNESS_DIR = Path(__file__).resolve().parent
 OLLAMA_STANDIN = HARNESS_DIR / "ollama_standin.py"
@@ -184,9 +184,3 @@ def run_cli(script: Path, args: Sequence[str], env: Mapping[str, str] | None = N
     return subprocess.run([sys.executable, str(script), *args], env=full_env, input=stdin,
                           capture_output=True, text=True, timeout=timeout)
 
-
-def iter_lines_with_times(response: object) -> Iterator[tuple[float, bytes]]:
-    """(monotonic arrival time, line) for each non-empty line of a streamed requests response."""
-    for line in response.iter_lines():  # type: ignore[attr-defined]
-        if line:
-            yield time.monotonic(), line

