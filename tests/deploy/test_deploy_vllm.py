@@ -1,0 +1,144 @@
+"""`gpuctl deploy` of two vLLM engines on a real fleet host: files, unit, compose, secrets, restarts.
+
+Stand-ins, named: the image is the vLLM container STAND-IN (harness/images.py: python3 + the
+stand-in server, imported because no registry is reachable), and `gpu_access="none"` switches off
+the GPU reservation (these hosts have no GPU). Docker, Compose v2, systemd, SSH and pyinfra are real.
+Docker is apt-installed before the deploy only so the image can be imported first.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from harness import images
+from harness.fleet import Fleet, Host
+
+pytestmark = pytest.mark.fleet
+
+IMAGE = "gpuctl-test/vllm-standin:v0.32.0"
+API_KEY = "sk-fleet-2b7e151628aed2a6abf7158809cf4f3c"
+HF_TOKEN = "hf_fleetTokenQ1w2e3r4t5y6u7i8o9p0"
+SECRET_ENV = {"GPUCTL_TEST_VLLM_KEY": API_KEY}
+
+
+def write_inventory(path: Path, host: Host, a_extra: str = "") -> Path:
+    token = path.parent / "hf.token"
+    token.write_text(HF_TOKEN + "\n")
+    token.chmod(0o600)
+    common = f'image={IMAGE!r}, model="org/tiny-model", gpu_access="none", bind="0.0.0.0", start_timeout_s=120'
+    path.write_text(textwrap.dedent(f"""
+        from gpuctl.inventory import Host, Secret, Vllm
+        prod = [Host({host.name!r}, address={host.address!r}, ssh_key={str(host.ssh_key)!r},
+                     ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="yes",
+                     docker=dict(packages=["docker.io", "docker-compose-plugin"]),
+                     vllm=[Vllm(name="a", served_model_name="tiny-a", port=8001, max_model_len=1024, {common},
+                                api_key=Secret.env("GPUCTL_TEST_VLLM_KEY"), hf_token=Secret.file("hf.token"){a_extra}),
+                           Vllm(name="b", served_model_name="tiny-b", port=8002, {common})])]
+    """))
+    return path
+
+
+def gpuctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["gpuctl", *args], capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, **SECRET_ENV})  # fmt: skip
+
+
+def request(url: str, key: str | None = None, body: dict | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    data = json.dumps(body).encode() if body is not None else None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def engine_state(host: Host, name: str) -> tuple[str, str]:
+    """(unit MainPID, container start time) of engine NAME: both change on a restart."""
+    pid = host.run(f"systemctl show -p MainPID --value gpuctl-vllm-{name}.service").stdout.strip()
+    started = host.run(f"docker inspect -f '{{{{.State.StartedAt}}}}' gpuctl-vllm-{name}").stdout.strip()
+    return pid, started
+
+
+@pytest.fixture(scope="module")
+def vllm_host(fleet: Fleet) -> Host:
+    host = fleet.new_host("vllm")
+    images.install_docker(host)
+    images.load_vllm_standin(fleet, host, IMAGE)
+    return host
+
+
+@pytest.fixture(scope="module")
+def first_deploy(vllm_host: Host, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    inventory = write_inventory(tmp_path_factory.mktemp("inv") / "prod.py", vllm_host)
+    result = gpuctl("deploy", str(inventory), "--yes", "--verbose")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return inventory, result
+
+
+def test_first_deploy_runs_both_engines_enabled_and_answering_from_outside(vllm_host, first_deploy):
+    for name, port, served in (("a", 8001, "tiny-a"), ("b", 8002, "tiny-b")):
+        unit = f"gpuctl-vllm-{name}.service"
+        assert vllm_host.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+        assert vllm_host.run(f"systemctl is-enabled {unit}").stdout.strip() == "enabled"
+        health = vllm_host.run(f"docker inspect -f '{{{{.State.Health.Status}}}}' gpuctl-vllm-{name}").stdout.strip()
+        assert health == "healthy"
+        key = API_KEY if name == "a" else None
+        status, models = request(f"http://{vllm_host.address}:{port}/v1/models", key)
+        assert status == 200
+        assert [m["id"] for m in models["data"]] == [served]
+    status, chat = request(f"http://{vllm_host.address}:8001/v1/chat/completions", API_KEY,
+                           {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
+    assert status == 200 and chat["usage"]["completion_tokens"] == 5
+
+
+def test_api_key_from_the_env_file_is_enforced(vllm_host, first_deploy):
+    assert request(f"http://{vllm_host.address}:8001/v1/models")[0] == 401
+    assert request(f"http://{vllm_host.address}:8001/v1/models", "wrong")[0] == 401
+
+
+def test_secrets_only_in_the_0600_env_file_never_in_output(vllm_host, first_deploy):
+    inventory, result = first_deploy
+    dry = gpuctl("deploy", str(inventory), "--dry", "--diff", "--verbose")
+    as_json = gpuctl("deploy", str(inventory), "--dry", "--json")
+    for text in (result.stdout, result.stderr, dry.stdout, dry.stderr, as_json.stdout, as_json.stderr):
+        assert API_KEY not in text and HF_TOKEN not in text
+    assert "pyinfra" in result.stderr, "--verbose did show pyinfra's own log"
+    mode = vllm_host.run("stat -c '%a %U %G' /etc/gpuctl/vllm-a/vllm.env").stdout.strip()
+    assert mode == "600 root root"
+    env_file = vllm_host.read_file("/etc/gpuctl/vllm-a/vllm.env").decode()
+    assert f"VLLM_API_KEY='{API_KEY}'" in env_file and f"HF_TOKEN='{HF_TOKEN}'" in env_file
+    for path in ("/etc/gpuctl/vllm-a/compose.yaml", "/etc/systemd/system/gpuctl-vllm-a.service"):
+        assert API_KEY not in vllm_host.read_file(path).decode()
+    cmd = vllm_host.run("docker inspect -f '{{json .Config.Cmd}}' gpuctl-vllm-a").stdout
+    assert API_KEY not in cmd and "--served-model-name" in cmd
+
+
+def test_second_deploy_changes_nothing_and_restarts_nothing(vllm_host, first_deploy):
+    inventory, _ = first_deploy
+    before = [engine_state(vllm_host, n) for n in "ab"]
+    result = gpuctl("deploy", str(inventory), "--yes", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [(h["status"], h["changes"]) for h in json.loads(result.stdout)["hosts"]] == [("unchanged", [])]
+    assert [engine_state(vllm_host, n) for n in "ab"] == before
+
+
+def test_changing_one_engine_restarts_only_that_engine(vllm_host, first_deploy, tmp_path):
+    before = {n: engine_state(vllm_host, n) for n in "ab"}
+    changed = write_inventory(tmp_path / "prod.py", vllm_host, a_extra=", max_num_seqs=8")
+    result = gpuctl("deploy", str(changed), "--yes", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    changes = json.loads(result.stdout)["hosts"][0]["changes"]
+    assert "vLLM engine | File /etc/gpuctl/vllm-a/compose.yaml" in changes
+    assert "vLLM engine | Restart gpuctl-vllm-a.service (its files changed)" in changes
+    assert not any("vllm-b" in change for change in changes)
+    assert engine_state(vllm_host, "a") != before["a"]
+    assert engine_state(vllm_host, "b") == before["b"]
+    cmd = json.loads(vllm_host.run("docker inspect -f '{{json .Config.Cmd}}' gpuctl-vllm-a").stdout)
+    assert cmd[cmd.index("--max-num-seqs") + 1] == "8"
