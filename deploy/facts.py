@@ -48,10 +48,17 @@ class OllamaModels(FactBase[list[str]]):
 
 
 class NvidiaPciDevices(FactBase[list[str]]):
-    """NVIDIA display/3D controllers seen by lspci (vendor 10de), one line each."""
+    """NVIDIA GPUs on the PCI bus, one line each: lspci when installed, else sysfs (vendor 0x10de,
+    display class 0x03xxxx), so a bare server without pciutils is still seen."""
 
     def command(self) -> str:
-        return "lspci -d 10de: -nn 2>/dev/null | grep -Ei 'vga|3d|display' || true"
+        return (
+            "if command -v lspci >/dev/null 2>&1; then lspci -d 10de: -nn | grep -Ei 'vga|3d|display' || true; "
+            "else for d in /sys/bus/pci/devices/*; do "
+            '[ "$(cat "$d/vendor" 2>/dev/null)" = 0x10de ] || continue; '
+            'case "$(cat "$d/class")" in 0x03*) echo "${d##*/} NVIDIA [10de:$(cut -c3- "$d/device")]";; esac; '
+            "done; fi"
+        )
 
     def process(self, output: list[str]) -> list[str]:
         return [line.strip() for line in output if line.strip()]
@@ -61,7 +68,34 @@ class NvidiaLoadedDriver(FactBase[str | None]):
     """Version of the loaded NVIDIA kernel module (/sys/module/nvidia/version), or None."""
 
     def command(self) -> str:
-        return "cat /sys/module/nvidia/version 2>/dev/null || true"
+        return (
+            "cat /sys/module/nvidia/version 2>/dev/null || "
+            "nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 || true"
+        )
 
     def process(self, output: list[str]) -> str | None:
         return output[0].strip() if output and output[0].strip() else None
+
+
+class NvidiaSmiStatus(FactBase[str]):
+    """'ok' when nvidia-smi runs, else its exit code and first lines ('missing' when not installed)."""
+
+    def command(self) -> str:
+        return (
+            "if ! command -v nvidia-smi >/dev/null 2>&1; then echo missing; "
+            "elif out=$(nvidia-smi 2>&1); then echo ok; "
+            'else echo "exit $?: $(printf "%s" "$out" | head -n 2 | tr "\\n" " ")"; fi'
+        )
+
+    def process(self, output: list[str]) -> str:
+        return output[0].strip() if output else "missing"
+
+
+class DockerRuntimes(FactBase[str]):
+    """/etc/docker/daemon.json as text ('' when absent), to see whether the nvidia runtime is configured."""
+
+    def command(self) -> str:
+        return "cat /etc/docker/daemon.json 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str:
+        return "\n".join(output)

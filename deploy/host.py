@@ -1,11 +1,13 @@
-"""One host's whole deploy, in order: Docker, then each vLLM engine, then Ollama."""
+"""One host's whole deploy, in order: NVIDIA driver, Docker (+ container toolkit), vLLM engines, Ollama."""
 
 from __future__ import annotations
 
 from pyinfra import host
 
+from gpuctl.deploy.container_toolkit import container_toolkit
 from gpuctl.deploy.docker import docker
 from gpuctl.deploy.files import put_rendered
+from gpuctl.deploy.nvidia import nvidia_driver
 from gpuctl.deploy.ollama import ollama_engine
 from gpuctl.deploy.vllm import vllm_engine
 from gpuctl.render import WAIT_HEALTHY, RenderedFile
@@ -14,12 +16,11 @@ from gpuctl.spec import HostSpec
 
 def deploy_host(spec: HostSpec, rendered: list[RenderedFile]) -> None:
     """Add every operation for SPEC to the current pyinfra host, using the files rendered for it."""
-    if spec.needs_nvidia():
-        # The driver and container toolkit deploys are not built yet (issue 4): refuse rather than
-        # start an engine on a host whose GPU stack gpuctl has not set up.
-        raise NotImplementedError("the NVIDIA driver and container toolkit steps are not implemented yet")
+    nvidia_driver(spec)
     if spec.needs_docker():
         docker(spec)
+        if spec.needs_nvidia():
+            container_toolkit(spec)
         put_rendered(next(f for f in rendered if f.path == WAIT_HEALTHY))
     for engine in spec.vllm:
         vllm_engine(engine, [f for f in rendered if f.component == f"vllm:{engine.name}"])

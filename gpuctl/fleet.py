@@ -40,12 +40,17 @@ class HostOutcome:
     failed_operation: str | None = None
     error: str | None = None
     diffs: list[str] = field(default_factory=list)
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    """Dry run only: the commands each planned operation would run (secret values masked)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "host": self.name, "status": self.status, "changes": self.changes,
             "failed_operation": self.failed_operation, "error": self.error,
         }  # fmt: skip
+        if self.commands:
+            data["commands"] = self.commands
+        return data
 
 
 @dataclass
@@ -168,6 +173,8 @@ def deploy(
         outcome = outcomes[host.data.gpuctl_name]
         with ctx_state.use(state), ctx_host.use(host):
             outcome.changes = _planned_changes(state, host)
+            if dry:
+                outcome.commands = _planned_commands(state, host, plan)
         outcome.status = "would change" if outcome.changes else "unchanged"
     if dry or (confirm is not None and not confirm(list(outcomes.values()))):
         disconnect_all(state)
@@ -200,6 +207,16 @@ def _planned_changes(state: State, host: Any) -> list[str]:
     for op_hash in state.ops[host]:
         state.ops[host][op_hash].operation_meta._maybe_is_change = op_hash in planned  # noqa: SLF001
     return [_op_name(state, op_hash) for op_hash in state.get_op_order() if op_hash in planned]
+
+
+def _planned_commands(state: State, host: Any, plan: Plan) -> dict[str, list[str]]:
+    """The commands of each operation that would change HOST, as text with secrets masked."""
+    commands = {}
+    for op_hash in state.get_op_order():
+        data = state.ops[host].get(op_hash)
+        if data is not None and data.operation_meta._maybe_is_change:  # noqa: SLF001 - set by _planned_changes
+            commands[_op_name(state, op_hash)] = [plan.mask(str(c)) for c in data.command_generator()]
+    return commands
 
 
 def _tolerate_all_failed(func: Callable[..., Any], *args: Any) -> None:

@@ -441,6 +441,23 @@ class OllamaSpec(Strict):
         return env
 
 
+class ContainerToolkitSpec(Strict):
+    """NVIDIA container toolkit from NVIDIA's apt repository, all four packages pinned to one version."""
+
+    version: str = Field("1.18.0-1", pattern=r"^\d+\.\d+\.\d+(~rc\.\d+)?-\d+$", description="apt version, e.g. 1.18.0-1")
+    repository: str = Field(
+        "https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH)", description="apt source (a mirror)"
+    )
+    gpgkey_url: str = "https://nvidia.github.io/libnvidia-container/gpgkey"
+
+    packages: ClassVar[tuple[str, ...]] = (
+        "nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1",
+    )  # fmt: skip
+
+    def pinned(self) -> list[str]:
+        return [f"{package}={self.version}" for package in self.packages]
+
+
 class DockerSpec(Strict):
     """Docker engine and the Compose v2 plugin, from the distribution's (or a configured) apt repository."""
 
@@ -471,6 +488,7 @@ class HostSpec(Strict):
     gpus: GpuSpec | None = None
     driver: DriverSpec | None = None
     docker: DockerSpec = Field(default_factory=DockerSpec)
+    container_toolkit: ContainerToolkitSpec = Field(default_factory=ContainerToolkitSpec)
     vllm: list[VllmSpec] = Field(default_factory=list)
     ollama: OllamaSpec | None = None
 

@@ -1,0 +1,57 @@
+"""NVIDIA container toolkit: signed apt repository, pinned packages, Docker runtime, CDI, NVML guard."""
+
+from __future__ import annotations
+
+import shlex
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.files import File
+from pyinfra.operations import apt, files, server
+
+from gpuctl.deploy.facts import DockerRuntimes
+from gpuctl.spec import HostSpec
+
+KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
+SOURCES = "/etc/apt/sources.list.d/nvidia-container-toolkit.list"
+CDI_SPEC = "/etc/cdi/nvidia.yaml"
+# After `systemctl daemon-reload`, containers can lose their GPUs ("Failed to initialize NVML:
+# Unknown Error", nvidia-container-toolkit #48) unless /dev/char symlinks exist for the devices.
+DEV_CHAR_RULE = "/etc/udev/rules.d/71-nvidia-dev-char.rules"
+DEV_CHAR_RULE_TEXT = (
+    'ACTION=="add", DEVPATH=="/bus/pci/drivers/nvidia", '
+    'RUN+="/usr/bin/nvidia-ctk system create-dev-char-symlinks --create-all"\n'
+)
+
+
+@deploy("NVIDIA container toolkit")
+def container_toolkit(spec: HostSpec) -> None:
+    """Let Docker hand GPUs to containers; restart Docker only when its configuration changed."""
+    toolkit = spec.container_toolkit
+    apt.packages(name="Tools for NVIDIA's apt repository", packages=["curl", "gnupg", "ca-certificates"],
+                 update=True, cache_time=3600, no_recommends=True)  # fmt: skip
+    if host.get_fact(File, path=KEYRING) is None:
+        server.shell(name=f"NVIDIA apt key ({KEYRING})", commands=[
+            f"curl -fsSL {shlex.quote(toolkit.gpgkey_url)} | gpg --batch --yes --dearmor -o {KEYRING}"
+        ])  # fmt: skip
+    sources = files.put(name=f"NVIDIA apt source ({SOURCES})",
+                        src=StringIO(f"deb [signed-by={KEYRING}] {toolkit.repository} /\n"),
+                        dest=SOURCES, mode="0644", user="root", group="root")  # fmt: skip
+    apt.update(name="apt update (NVIDIA source changed)", _if=sources.did_change)
+    packages = apt.packages(name=f"NVIDIA container toolkit {toolkit.version} (pinned)",
+                            packages=toolkit.pinned(), no_recommends=True)  # fmt: skip
+    if '"nvidia"' not in (host.get_fact(DockerRuntimes) or ""):
+        server.shell(name="Docker: nvidia runtime configured, Docker restarted", commands=[
+            "nvidia-ctk runtime configure --runtime=docker", "systemctl restart docker.service",
+        ])  # fmt: skip
+    else:
+        host.noop("Docker already has the nvidia runtime")
+    # Regenerate the CDI spec when it is missing or the toolkit changed.
+    cdi_condition = {} if host.get_fact(File, path=CDI_SPEC) is None else {"_if": packages.did_change}
+    server.shell(name=f"CDI spec ({CDI_SPEC})", commands=[f"nvidia-ctk cdi generate --output={CDI_SPEC}"],
+                 **cdi_condition)  # fmt: skip
+    rule = files.put(name=f"udev rule against NVML loss after daemon-reload ({DEV_CHAR_RULE})",
+                     src=StringIO(DEV_CHAR_RULE_TEXT), dest=DEV_CHAR_RULE, mode="0644", user="root", group="root")  # fmt: skip
+    server.shell(name="Create /dev/char symlinks for the NVIDIA devices",
+                 commands=["nvidia-ctk system create-dev-char-symlinks --create-all"], _if=rule.did_change)  # fmt: skip

@@ -1,0 +1,96 @@
+"""The NVIDIA driver: pinned branch and flavour, nouveau off, persistence on, reboot only if allowed.
+
+Decisions come from facts read before anything changes: which GPUs the PCI bus shows, which driver
+is loaded, whether nvidia-smi works. A driver that is installed but not loaded needs a reboot; gpuctl
+reboots only when the inventory allows it and otherwise stops the host with what to do.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, server, systemd
+
+from gpuctl.deploy.facts import NvidiaLoadedDriver, NvidiaPciDevices, NvidiaSmiStatus
+from gpuctl.errors import GpuctlError
+from gpuctl.spec import DriverSpec, HostSpec
+
+DEFAULT_BRANCH = 580
+NOUVEAU_BLACKLIST = "/etc/modprobe.d/gpuctl-blacklist-nouveau.conf"
+
+
+def driver_of(spec: HostSpec) -> DriverSpec:
+    return spec.driver or DriverSpec(branch=DEFAULT_BRANCH)
+
+
+def loaded_branch(version: str | None) -> int | None:
+    """580 for '580.159.04'; None when no driver is loaded."""
+    try:
+        return int(version.split(".")[0]) if version else None
+    except ValueError:
+        return None
+
+
+def installed_branch_check(driver: DriverSpec) -> str:
+    """Fail when the module on disk is not the requested branch (Ubuntu's transitional packages)."""
+    return (
+        "v=$(modinfo -F version nvidia 2>/dev/null || true); "
+        f'case "$v" in {driver.branch}.*) echo "nvidia module on disk: $v";; '
+        f'*) echo "requested driver branch {driver.branch} but the packages installed ${{v:-no nvidia module}}'
+        f' (Ubuntu ships {driver.package()} as a transitional package on this release): pin the branch it '
+        f'really installs" >&2; exit 1;; esac'
+    )
+
+
+@deploy("NVIDIA driver")
+def nvidia_driver(spec: HostSpec) -> None:
+    """Install and load the pinned driver on a host that declares GPUs; skip a CPU-only host."""
+    if spec.gpus is None:
+        host.noop("no GPUs declared: NVIDIA driver skipped")
+        return
+    driver = driver_of(spec)
+    devices = host.get_fact(NvidiaPciDevices) or []
+    if len(devices) < spec.gpus.count:
+        raise GpuctlError(
+            f"the spec declares {spec.gpus.count}× {spec.gpus.model} but the PCI bus shows "
+            f"{len(devices)} NVIDIA GPU(s): fix gpus= in the inventory or check the hardware"
+        )
+    blacklist = files.put(name=f"Blacklist nouveau ({NOUVEAU_BLACKLIST})",
+                          src=StringIO("blacklist nouveau\noptions nouveau modeset=0\n"),
+                          dest=NOUVEAU_BLACKLIST, mode="0644", user="root", group="root")  # fmt: skip
+    server.shell(name="Rebuild the initramfs (nouveau blacklisted)", commands=["update-initramfs -u"],
+                 _if=blacklist.did_change)  # fmt: skip
+    packages = [driver.package(), driver.utils_package()]
+    if spec.gpus.nvswitch:
+        packages.append(driver.fabricmanager_package())
+    apt.packages(name=f"NVIDIA driver {driver.branch} packages", packages=packages,
+                 update=True, cache_time=3600, no_recommends=True)  # fmt: skip
+    loaded = host.get_fact(NvidiaLoadedDriver)
+    if loaded_branch(loaded) != driver.branch:
+        server.shell(name=f"Check the installed driver is branch {driver.branch}",
+                     commands=[installed_branch_check(driver)])  # fmt: skip
+        why = f"driver {driver.branch} installed, {loaded or 'none'} loaded"
+        if not driver.allow_reboot:
+            server.shell(name=f"Reboot needed ({why})", commands=[
+                f"echo '{why}: reboot {spec.name} (or set driver.allow_reboot=True) and deploy again' >&2; exit 1"
+            ])  # fmt: skip
+            return
+        server.reboot(name=f"Reboot to load the new driver ({why})", delay=5, reboot_timeout=900)
+        server.shell(name=f"Check driver {driver.branch} is loaded and nvidia-smi works", commands=[
+            f'v=$(cat /sys/module/nvidia/version); case "$v" in {driver.branch}.*) ;; '
+            f'*) echo "after reboot the loaded driver is $v, not {driver.branch}" >&2; exit 1;; esac; nvidia-smi >/dev/null',
+        ])  # fmt: skip
+    else:
+        status = host.get_fact(NvidiaSmiStatus)
+        if status != "ok":
+            raise GpuctlError(
+                f"driver {loaded} is loaded but nvidia-smi fails ({status}): after a kernel upgrade the "
+                "modules may not match; reinstall the driver for the running kernel"
+            )
+    systemd.service(name="nvidia-persistenced enabled and running", service="nvidia-persistenced.service",
+                     running=True, enabled=True)  # fmt: skip
+    if spec.gpus.nvswitch:
+        systemd.service(name="nvidia-fabricmanager enabled and running", service="nvidia-fabricmanager.service",
+                        running=True, enabled=True)  # fmt: skip

@@ -1,0 +1,118 @@
+"""The NVIDIA driver and container-toolkit steps, planned (`deploy --dry`) on a real fleet host.
+
+The only stand-in is the GPU: fake `lspci`/`nvidia-smi` (harness/gpu_standin.py, output copied
+from a real H100) make the host report an NVIDIA GPU. Everything else the plan depends on is read
+from the real host over SSH. The test asserts the exact packages, files and commands planned, that
+nothing was changed, and that a host with no GPU declared skips every NVIDIA step.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+
+import pytest
+from harness import gpu_standin
+from harness.fleet import Fleet, Host
+
+pytestmark = pytest.mark.fleet
+
+DRIVER = "NVIDIA driver | "
+TOOLKIT = "NVIDIA container toolkit | "
+
+
+def plan(host: Host, tmp_path, gpus: str = 'gpus=Gpu(model="H100 80GB", count=1, memory_gib=80), ',
+         driver: str = "driver=Driver(branch=580), ") -> dict:
+    inventory = tmp_path / "gpu.py"
+    inventory.write_text(textwrap.dedent(f"""
+        from gpuctl.inventory import Driver, Gpu, Host, Vllm
+        g = [Host({host.name!r}, address={host.address!r}, ssh_key={str(host.ssh_key)!r},
+                  ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="yes",
+                  {gpus}{driver}docker=dict(packages=["docker.io", "docker-compose-plugin"]),
+                  vllm=Vllm(image="vllm/vllm-openai:v0.32.0", model="m",
+                            gpu_access={'"reservation"' if gpus else '"none"'}))]
+    """))
+    result = subprocess.run(["gpuctl", "deploy", str(inventory), "--dry", "--json"],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    [outcome] = json.loads(result.stdout)["hosts"]
+    outcome["exit_code"] = result.returncode
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def gpu_host(fleet: Fleet) -> Host:
+    return fleet.new_host("gpuplan")
+
+
+def test_bare_gpu_host_plans_driver_toolkit_and_refuses_to_reboot(gpu_host, tmp_path):
+    gpu_standin.install(gpu_host, gpus=1, driver_loaded=False)
+    outcome = plan(gpu_host, tmp_path)
+    assert (outcome["exit_code"], outcome["status"]) == (0, "would change"), outcome
+    commands = outcome["commands"]
+    driver_ops = [name for name in outcome["changes"] if name.startswith(DRIVER)]
+    assert driver_ops == [
+        f"{DRIVER}Blacklist nouveau (/etc/modprobe.d/gpuctl-blacklist-nouveau.conf)",
+        f"{DRIVER}Rebuild the initramfs (nouveau blacklisted)",
+        f"{DRIVER}NVIDIA driver 580 packages",
+        f"{DRIVER}Check the installed driver is branch 580",
+        f"{DRIVER}Reboot needed (driver 580 installed, none loaded)",
+    ], driver_ops
+    install = " ".join(commands[f"{DRIVER}NVIDIA driver 580 packages"])
+    assert "install --no-install-recommends nvidia-headless-580-server-open nvidia-utils-580-server" in install
+    assert "fabricmanager" not in install
+    assert commands[f"{DRIVER}Rebuild the initramfs (nouveau blacklisted)"] == ["update-initramfs -u"]
+    assert "reboot gpuplan (or set driver.allow_reboot=True)" in commands[
+        f"{DRIVER}Reboot needed (driver 580 installed, none loaded)"][0]
+    assert "modinfo -F version nvidia" in commands[f"{DRIVER}Check the installed driver is branch 580"][0]
+
+    key = commands[f"{TOOLKIT}NVIDIA apt key (/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg)"]
+    assert key == ["curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | gpg --batch --yes --dearmor "
+                   "-o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"]
+    assert f"{TOOLKIT}NVIDIA apt source (/etc/apt/sources.list.d/nvidia-container-toolkit.list)" in commands
+    toolkit = " ".join(commands[f"{TOOLKIT}NVIDIA container toolkit 1.18.0-1 (pinned)"])
+    for package in ("nvidia-container-toolkit=1.18.0-1", "nvidia-container-toolkit-base=1.18.0-1",
+                    "libnvidia-container-tools=1.18.0-1", "libnvidia-container1=1.18.0-1"):
+        assert package in toolkit
+    assert commands[f"{TOOLKIT}Docker: nvidia runtime configured, Docker restarted"] == [
+        "nvidia-ctk runtime configure --runtime=docker", "systemctl restart docker.service"]
+    assert commands[f"{TOOLKIT}CDI spec (/etc/cdi/nvidia.yaml)"] == [
+        "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"]
+    assert f"{TOOLKIT}udev rule against NVML loss after daemon-reload (/etc/udev/rules.d/71-nvidia-dev-char.rules)" in commands
+    # A dry run changes nothing on the host.
+    assert not gpu_host.run("test -e /etc/modprobe.d/gpuctl-blacklist-nouveau.conf", check=False).ok
+    assert not gpu_host.run("test -e /etc/apt/sources.list.d/nvidia-container-toolkit.list", check=False).ok
+
+
+def test_reboot_allowed_plans_reboot_then_a_loaded_driver_check(gpu_host, tmp_path):
+    gpu_standin.install(gpu_host, gpus=1, driver_loaded=False)
+    outcome = plan(gpu_host, tmp_path, driver="driver=Driver(branch=580, allow_reboot=True), ")
+    names = outcome["changes"]
+    assert f"{DRIVER}Reboot to load the new driver (driver 580 installed, none loaded)" in names
+    check = outcome["commands"][f"{DRIVER}Check driver 580 is loaded and nvidia-smi works"][0]
+    assert "/sys/module/nvidia/version" in check and "nvidia-smi" in check
+    assert not any("Reboot needed" in name for name in names)
+
+
+def test_loaded_driver_plans_no_reboot_and_persistence(gpu_host, tmp_path):
+    gpu_standin.install(gpu_host, gpus=1, driver_loaded=True)
+    outcome = plan(gpu_host, tmp_path)
+    names = outcome["changes"]
+    assert not any("Reboot" in name or "Check the installed driver" in name for name in names)
+    assert f"{DRIVER}nvidia-persistenced enabled and running" in names
+
+
+def test_declared_gpus_missing_on_the_bus_fail_the_host_before_any_change(gpu_host, tmp_path):
+    gpu_standin.install(gpu_host, gpus=0)
+    outcome = plan(gpu_host, tmp_path)
+    assert outcome["exit_code"] == 1
+    assert outcome["status"] == "failed" and outcome["failed_operation"] == "prepare"
+    assert "declares 1× H100 80GB but the PCI bus shows 0 NVIDIA GPU(s)" in outcome["error"]
+
+
+def test_host_without_gpus_skips_every_nvidia_step(gpu_host, tmp_path):
+    gpu_standin.install(gpu_host, gpus=1, driver_loaded=True)
+    outcome = plan(gpu_host, tmp_path, gpus="", driver="")
+    assert outcome["exit_code"] == 0
+    assert outcome["changes"], "the host still has Docker and vLLM to set up"
+    assert not [name for name in outcome["changes"] if name.startswith(("NVIDIA", DRIVER, TOOLKIT))]

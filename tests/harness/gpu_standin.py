@@ -1,0 +1,41 @@
+"""GPU STAND-IN for fleet hosts: fake `lspci` and `nvidia-smi` executables that report an H100.
+
+No GPU exists on this machine or its test hosts. These two scripts are the only stand-in in the GPU
+deploy tests: every other fact (packages, files, services, Docker's configuration) is read from a
+real host. Their output is copied from a real H100 (tests/data/nvidia-smi-h100.txt, driver
+580.159.04). Install them into /usr/local/bin, which comes first on PATH.
+"""
+
+from __future__ import annotations
+
+from harness.fleet import Host
+
+LSPCI_LINE = "00:06.0 3D controller [0302]: NVIDIA Corporation GH100 [H100 SXM5 80GB] [10de:2330] (rev a1)"
+DRIVER_VERSION = "580.159.04"
+
+LSPCI = """#!/bin/sh
+# GPU STAND-IN (tests only): answers `lspci -d 10de: ...` as a host with {count} H100 would.
+case "$*" in
+  *10de:*) {lines} ;;
+esac
+exit 0
+"""
+
+NVIDIA_SMI = """#!/bin/sh
+# GPU STAND-IN (tests only): nvidia-smi of a host with a loaded {version} driver and one H100.
+case "$*" in
+  *--query-gpu=driver_version*) echo {version} ;;
+  -L) echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-979d25eb-2ab7-bbf6-96eb-1060b2d3a27f)" ;;
+  *) echo "NVIDIA-SMI {version}             Driver Version: {version}     CUDA Version: 13.0" ;;
+esac
+"""
+
+
+def install(host: Host, gpus: int = 1, driver_loaded: bool = False) -> None:
+    """Make HOST report GPUS H100s on its PCI bus and, if DRIVER_LOADED, a working nvidia-smi."""
+    lines = "; ".join(f"echo '{LSPCI_LINE.replace('06.0', f'0{6 + i}.0')}'" for i in range(gpus)) or ":"
+    host.write_file("/usr/local/bin/lspci", LSPCI.format(count=gpus, lines=lines), mode=0o755)
+    if driver_loaded:
+        host.write_file("/usr/local/bin/nvidia-smi", NVIDIA_SMI.format(version=DRIVER_VERSION), mode=0o755)
+    else:
+        host.run("rm -f /usr/local/bin/nvidia-smi")
