@@ -431,7 +431,7 @@ def server_command(python: Path, model: Path, *, port: int, api_key: str, served
         "--model", str(model),
         "--served-model-name", served_model_name,
         "--host", "127.0.0.1", "--port", str(port),
-        "--api-key", api_key,
+        *(["--api-key", api_key] if api_key else []),
         "--max-model-len", str(max_model_len),
         "--dtype", "float32", "--enforce-eager",
         *extra_args,
@@ -472,7 +472,8 @@ def start_vllm_server(
 ) -> VllmServer:
     """Start the CPU vLLM server on 127.0.0.1 and return once /health answers 200."""
     port = port or free_port()
-    api_key = api_key or f"test-{secrets.token_hex(12)}"
+    # None: a random key; "": no key at all (a server that does not enforce one).
+    api_key = f"test-{secrets.token_hex(12)}" if api_key is None else api_key
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="gpuctl-vllm-"))
     log_path = log_dir / f"vllm-{port}.log"
     command = server_command(venv_python(venv), model, port=port, api_key=api_key,

@@ -1,0 +1,91 @@
+"""A check's result: name, pass/fail, a one-line reason, numbers, and the lines that explain a failure."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+
+@dataclass
+class Check:
+    """One verified fact about an endpoint or a host."""
+
+    name: str
+    ok: bool
+    reason: str
+    numbers: dict[str, float | int | str] = field(default_factory=dict)
+    details: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "reason": self.reason, "numbers": self.numbers,
+                "details": self.details}  # fmt: skip
+
+
+def run_check(name: str, func: Callable[[], Check]) -> Check:
+    """Run FUNC; a network error becomes a failed check that says what did not answer."""
+    try:
+        return func()
+    except requests.Timeout as exc:
+        return Check(name, False, f"timed out: {_short(exc)}")
+    except requests.ConnectionError as exc:
+        return Check(name, False, f"no connection: {_short(exc)}")
+    except requests.RequestException as exc:
+        return Check(name, False, f"request failed: {_short(exc)}")
+    except ValueError as exc:  # a body that is not the JSON the API promises
+        return Check(name, False, f"unexpected answer: {exc}")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    for marker in ("Caused by ", "(Caused by"):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    return text.strip(" ()'\"")[:200]
+
+
+@dataclass
+class StreamTiming:
+    """Timings of one streamed generation."""
+
+    ttft_s: float | None = None
+    tokens: int = 0
+    chunks: int = 0
+    total_s: float = 0.0
+    gaps: list[float] = field(default_factory=list)
+
+    def numbers(self) -> dict[str, float | int | str]:
+        numbers: dict[str, float | int | str] = {"tokens": self.tokens}
+        if self.ttft_s is not None:
+            numbers["ttft_ms"] = round(self.ttft_s * 1000, 1)
+        if self.gaps:
+            numbers["itl_ms"] = round(sum(self.gaps) / len(self.gaps) * 1000, 2)
+        generating = self.total_s - (self.ttft_s or 0)
+        if self.tokens > 1 and generating > 0:
+            numbers["tokens_per_s"] = round((self.tokens - 1) / generating, 1)
+        return numbers
+
+
+class Clock:
+    """Marks content arrivals of a stream against its start."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.last: float | None = None
+        self.timing = StreamTiming()
+
+    def content(self) -> None:
+        now = time.perf_counter()
+        if self.timing.ttft_s is None:
+            self.timing.ttft_s = now - self.start
+        elif self.last is not None:
+            self.timing.gaps.append(now - self.last)
+        self.last = now
+        self.timing.chunks += 1
+
+    def finish(self) -> StreamTiming:
+        self.timing.total_s = time.perf_counter() - self.start
+        return self.timing

@@ -1,0 +1,178 @@
+"""Checks of an OpenAI-compatible vLLM server. Health endpoints can lie (the API server answers
+while the engine core is hung), so a real completion, plain and streamed, is the proof."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import requests
+
+from gpuctl.verify.checks import Check, Clock, run_check
+
+PROMPT = [{"role": "user", "content": "Say hello in five words."}]
+ENGINE_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:generation_tokens_total")
+KV_GAUGES = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+
+
+@dataclass
+class VllmExpectations:
+    """What the spec says the server must show (all derived from the host spec, or CLI flags)."""
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+    version: str | None = None
+    max_model_len: int | None = None
+    key_required: bool = False
+    max_tokens: int = 16
+    request_timeout_s: float = 10.0
+    generation_timeout_s: float = 30.0
+
+
+class VllmChecker:
+    """Runs the vLLM checks against one base URL."""
+
+    def __init__(self, expect: VllmExpectations, session: requests.Session | None = None) -> None:
+        self.expect = expect
+        self.http = session or requests.Session()
+
+    def url(self, path: str) -> str:
+        return self.expect.base_url.rstrip("/") + path
+
+    def headers(self, key: str | None = "spec") -> dict[str, str]:
+        key = self.expect.api_key if key == "spec" else key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def run(self) -> list[Check]:
+        checks = [run_check("health", self.health)]
+        if not checks[0].ok and "no connection" in checks[0].reason:
+            return checks  # nothing listens: the other checks would only repeat it
+        for name, func in (("version", self.version), ("models", self.models), ("chat", self.chat),
+                           ("stream", self.stream), ("auth", self.auth), ("metrics", self.metrics)):  # fmt: skip
+            checks.append(run_check(name, func))
+        return checks
+
+    def health(self) -> Check:
+        response = self.http.get(self.url("/health"), timeout=self.expect.request_timeout_s)
+        return Check("health", response.status_code == 200, f"GET /health answered {response.status_code}")
+
+    def version(self) -> Check:
+        response = self.http.get(self.url("/version"), timeout=self.expect.request_timeout_s)
+        got = response.json().get("version") if response.status_code == 200 else None
+        if self.expect.version is None:
+            return Check("version", got is not None, f"vLLM {got} (no pinned version to compare)", {"version": str(got)})
+        ok = got == self.expect.version
+        reason = f"vLLM {got}" + ("" if ok else f", but the pinned image is {self.expect.version}")
+        return Check("version", ok, reason, {"version": str(got)})
+
+    def models(self) -> Check:
+        response = self.http.get(self.url("/v1/models"), headers=self.headers(), timeout=self.expect.request_timeout_s)
+        if response.status_code != 200:
+            return Check("models", False, f"GET /v1/models answered {response.status_code}: {response.text[:120]}")
+        listed = {m.get("id"): m for m in response.json().get("data", [])}
+        if self.expect.model not in listed:
+            return Check("models", False, f"{self.expect.model!r} is not served; the server lists {sorted(listed)}")
+        length = listed[self.expect.model].get("max_model_len")
+        if self.expect.max_model_len is not None and length != self.expect.max_model_len:
+            return Check("models", False, f"{self.expect.model} has max_model_len {length}, the spec says "
+                                          f"{self.expect.max_model_len}", {"max_model_len": length or 0})  # fmt: skip
+        return Check("models", True, f"{self.expect.model} listed (max_model_len {length})", {"max_model_len": length or 0})
+
+    def _not_generating(self, what: str) -> Check:
+        try:
+            health = self.http.get(self.url("/health"), timeout=5).status_code
+            shown = f"GET /health answered {health}"
+        except requests.RequestException:
+            shown = "GET /health did not answer"
+        return Check(what, False, f"engine not generating: no token within {self.expect.generation_timeout_s:g} s "
+                                  f"({shown})")  # fmt: skip
+
+    def chat(self) -> Check:
+        body = {"model": self.expect.model, "messages": PROMPT, "max_tokens": self.expect.max_tokens}
+        try:
+            response = self.http.post(self.url("/v1/chat/completions"), json=body, headers=self.headers(),
+                                      timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s))  # fmt: skip
+        except requests.Timeout:
+            return self._not_generating("chat")
+        if response.status_code != 200:
+            return Check("chat", False, f"POST /v1/chat/completions answered {response.status_code}: {response.text[:160]}")
+        data = response.json()
+        content = (data["choices"][0]["message"].get("content") or "").strip()
+        usage = data.get("usage") or {}
+        ok = bool(content) and usage.get("completion_tokens", 0) > 0
+        numbers = {"completion_tokens": usage.get("completion_tokens", 0), "prompt_tokens": usage.get("prompt_tokens", 0)}
+        reason = f"{len(content)} characters, usage counted" if ok else f"empty content or no usage: {data}"[:200]
+        return Check("chat", ok, reason, numbers)
+
+    def stream(self) -> Check:
+        body = {"model": self.expect.model, "messages": PROMPT, "max_tokens": self.expect.max_tokens, "stream": True,
+                "stream_options": {"include_usage": True}}  # fmt: skip
+        clock = Clock()
+        usage: dict = {}
+        try:
+            with self.http.post(self.url("/v1/chat/completions"), json=body, headers=self.headers(), stream=True,
+                                timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s)) as response:  # fmt: skip
+                if response.status_code != 200:
+                    return Check("stream", False, f"streamed chat answered {response.status_code}")
+                for line in response.iter_lines(decode_unicode=True):
+                    if clock.timing.chunks == 0 and clock.start + self.expect.generation_timeout_s < time.perf_counter():
+                        return self._not_generating("stream")
+                    if not line or not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    chunk = json.loads(line[6:])
+                    usage = chunk.get("usage") or usage
+                    if any((c.get("delta") or {}).get("content") for c in chunk.get("choices", [])):
+                        clock.content()
+        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+            # A read timeout inside a stream surfaces as ConnectionError(ReadTimeoutError).
+            if clock.timing.chunks == 0:
+                return self._not_generating("stream")
+            raise
+        timing = clock.finish()
+        timing.tokens = usage.get("completion_tokens", timing.chunks)
+        if timing.chunks == 0:
+            return Check("stream", False, "the stream ended without any content")
+        numbers = timing.numbers()
+        reason = f"TTFT {numbers['ttft_ms']} ms" + (f", {numbers['tokens_per_s']} tokens/s" if "tokens_per_s" in numbers else "")
+        return Check("stream", True, reason, numbers)
+
+    def auth(self) -> Check:
+        if not self.expect.key_required:
+            return Check("auth", True, "no API key in the spec: not checked")
+        response = self.http.get(self.url("/v1/models"), headers=self.headers(None), timeout=self.expect.request_timeout_s)
+        ok = response.status_code == 401
+        reason = "a request without the key gets 401" if ok else (
+            f"a request without the key got {response.status_code}: the API key is not enforced")
+        return Check("auth", ok, reason, {"status_without_key": response.status_code})
+
+    def metrics(self) -> Check:
+        response = self.http.get(self.url("/metrics"), timeout=self.expect.request_timeout_s)
+        if response.status_code != 200:
+            return Check("metrics", False, f"GET /metrics answered {response.status_code}")
+        values = parse_metrics(response.text)
+        missing = [g for g in ENGINE_GAUGES if g not in values]
+        kv = next((g for g in KV_GAUGES if g in values), None)
+        if kv is None:
+            missing.append(KV_GAUGES[0])
+        if missing:
+            return Check("metrics", False, f"/metrics lacks {', '.join(missing)}")
+        numbers = {"running": values["vllm:num_requests_running"], "waiting": values["vllm:num_requests_waiting"],
+                   "kv_cache_usage": round(values[kv], 4)}  # fmt: skip
+        return Check("metrics", True, "engine gauges present", numbers)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text → {metric name: value summed over its label sets} (histogram parts skipped)."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, _, rest = line.rpartition(" ")
+        name = name_labels.split("{", 1)[0].strip()
+        try:
+            values[name] = values.get(name, 0.0) + float(rest)
+        except ValueError:
+            continue
+    return values
