@@ -27,7 +27,9 @@ def console(stderr: bool = False) -> Console:
     """A console that drops colour when not a TTY or when NO_COLOR is set."""
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else 200  # pipes and logs get whole lines, not an 80-column wrap
-    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ, highlight=False, width=width)
+    # No markup or emoji codes: host names, engine labels ("vllm:a") and logs are printed as they are.
+    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ, highlight=False, width=width,
+                   markup=False, emoji=False)
 
 
 class GpuctlGroup(click.Group):
@@ -107,7 +109,7 @@ def render(inventory_ref: str, out_dir: Path, limit: tuple[str, ...], as_json: b
         return
     out = console()
     for host_name, files in report.items():
-        out.print(f"[bold]{host_name}[/bold]: {len(files)} file(s) under {out_dir / host_name}")
+        out.print(f"{host_name}: {len(files)} file(s) under {out_dir / host_name}", style="bold")
         for f in files:
             out.print(f"  {f['mode']} {f['owner']:<6} {f['path']}")
 
@@ -165,6 +167,140 @@ def print_outcomes(outcomes: list[Any], title: str) -> None:
             details = "\n".join(o.changes) if o.changes else "-"
         table.add_row(o.name, o.status, details)
     console().print(table)
+
+
+@main.command()
+@click.argument("target")
+@click.option("--inventory", "-i", "inventory_ref", metavar="INVENTORY", help="Inventory holding TARGET.")
+@limit_option
+@click.option("--engine", type=click.Choice(["vllm", "ollama"]), help="URL targets: which API to expect.")
+@click.option("--model", help="URL targets: the model name to expect and generate with.")
+@click.option("--api-key-env", metavar="VAR", help="URL targets: environment variable holding the API key.")
+@click.option("--expect-version", help="URL targets: the engine version to expect.")
+@click.option("--wait", "wait_s", type=click.FloatRange(0, 7200), default=0, metavar="SECONDS",
+              help="Wait up to SECONDS for a cold start, with progress; give up early if the unit failed.")
+@click.option("--gen-timeout", type=click.FloatRange(1, 600), default=30, metavar="SECONDS",
+              help="No token within SECONDS means 'engine not generating'.")
+@json_option
+def verify(target: str, inventory_ref: str | None, limit: tuple[str, ...], engine: str | None, model: str | None,
+           api_key_env: str | None, expect_version: str | None, wait_s: float, gen_timeout: float, as_json: bool) -> None:  # fmt: skip
+    """Check that endpoints really work: TARGET is a host name, an inventory, or a URL."""
+    from gpuctl.verify import runner
+
+    options = runner.Options(wait_s=wait_s, generation_timeout_s=gen_timeout)
+    err = console(stderr=True)
+
+    def progress(host: str, message: str) -> None:
+        err.print(f"[{host}] {message}")  # stderr, so --json on stdout stays clean
+
+    if target.startswith(("http://", "https://")):
+        reports = [verify_url(target, engine, model, api_key_env, expect_version, options)]
+    else:
+        inv, hosts = resolve_verify_target(target, inventory_ref, limit)
+        options.base_dir = inv.base_dir
+        reports = runner.verify_hosts(hosts, options, progress)
+    if as_json:
+        click.echo(json.dumps({"ok": all(r.ok for r in reports), "engines": [r.as_dict() for r in reports]}, indent=2))
+    else:
+        print_reports(reports)
+    sys.exit(EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED)
+
+
+def resolve_verify_target(target: str, inventory_ref: str | None, limit: tuple[str, ...]) -> tuple[Any, list[HostSpec]]:
+    """An inventory (all or --limit hosts), or a host name looked up in -i INVENTORY or inventories/*.py."""
+    if inventory_ref:
+        inv = inventory.load(inventory_ref)
+        return inv, inv.select([target])
+    try:
+        inv = inventory.load(target)
+        return inv, inv.select(limit)
+    except GpuctlError as exc:
+        if "not found" not in str(exc) and "no such file" not in str(exc):
+            raise
+    folder = Path.cwd() / "inventories"
+    for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
+        try:
+            inv = inventory.load(str(path))
+        except GpuctlError:
+            continue
+        if target in inv.hosts:
+            return inv, [inv.hosts[target]]
+    raise GpuctlError(f"{target}: not a URL, an inventory, or a host in inventories/*.py (use -i INVENTORY)")
+
+
+def verify_url(url: str, engine: str | None, model: str | None, api_key_env: str | None,
+               expect_version: str | None, options: Any) -> Any:  # fmt: skip
+    from gpuctl.verify import ollama_api, openai_api, runner
+
+    if engine is None:
+        raise GpuctlError("a URL target needs --engine vllm or --engine ollama")
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise GpuctlError(f"--api-key-env {api_key_env}: environment variable is not set")
+    report = runner.EngineReport(url, engine, url)
+    if engine == "vllm":
+        if not model:
+            raise GpuctlError("--engine vllm needs --model (the served model name)")
+        expect = openai_api.VllmExpectations(base_url=url, model=model, api_key=api_key, version=expect_version,
+                                             key_required=api_key is not None,
+                                             generation_timeout_s=options.generation_timeout_s)  # fmt: skip
+        report.checks = openai_api.VllmChecker(expect).run()
+    else:
+        report.checks = ollama_api.OllamaChecker(ollama_api.OllamaExpectations(
+            base_url=url, version=expect_version, models=[model] if model else [],
+            generation_timeout_s=max(options.generation_timeout_s, 60))).run()  # fmt: skip
+    return report
+
+
+def print_reports(reports: list[Any]) -> None:
+    out = console()
+    for report in reports:
+        table = Table(title=f"{report.host} {report.engine}" + (f" ({report.url})" if report.url else ""),
+                      title_justify="left")  # fmt: skip
+        for column in ("check", "result", "reason", "numbers"):
+            table.add_column(column)
+        for check in report.checks:
+            numbers = ", ".join(f"{k}={v}" for k, v in check.numbers.items())
+            table.add_row(check.name, "pass" if check.ok else "FAIL", check.reason, numbers)
+        out.print(table)
+        for check in report.checks:
+            if not check.ok and check.details:
+                out.print(f"  {check.name}: last lines:")
+                for line in check.details:
+                    out.print(f"    {line}")
+
+
+@main.command()
+@click.argument("inventory_ref", metavar="INVENTORY")
+@limit_option
+@json_option
+def status(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
+    """A fleet table: unit, health, version, model, requests, KV cache, GPU memory (no generation)."""
+    from gpuctl.verify.status import fleet_status
+
+    inv = inventory.load(inventory_ref)
+    rows = fleet_status(inv.select(limit))
+    if as_json:
+        click.echo(json.dumps({"inventory": inv.label, "engines": [r.as_dict() for r in rows]}, indent=2))
+    else:
+        table = Table()
+        for column in ("host", "engine", "unit", "health", "version", "model", "running", "waiting", "KV cache", "GPU memory"):
+            table.add_column(column)
+        for r in rows:
+            if r.error and r.engine == "-":
+                table.add_row(r.host, "-", r.error, "", "", "", "", "", "", "")
+                continue
+            kv = f"{r.kv_cache_usage:.1%}" if r.kv_cache_usage is not None else "-"
+            table.add_row(r.host, r.engine, r.unit, r.health, r.version, r.model, _num(r.running), _num(r.waiting), kv,
+                          r.gpu_memory)  # fmt: skip
+        console().print(table)
+    sys.exit(EXIT_FAILED if any(r.error for r in rows) else EXIT_OK)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 # -- formatting helpers --------------------------------------------------------------------------

@@ -129,3 +129,54 @@ def test_wrong_checksum_aborts_and_leaves_the_previous_version_running(ollama_ho
     assert main_pid(ollama_host) == pid
     assert get_json(f"http://{ollama_host.address}:11434/api/version") == {"version": VERSION}
     assert ollama_host.read_file("/usr/local/lib/ollama/.gpuctl-version").decode().strip() == VERSION
+
+
+def gpuctl_verify(inventory: Path, *extra: str) -> tuple[int, dict]:
+    result = subprocess.run(["gpuctl", "verify", str(inventory), "--json", *extra],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.stdout, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def checks_of(report: dict) -> dict[str, dict]:
+    [engine] = report["engines"]
+    return {c["name"]: c for c in engine["checks"]}
+
+
+def test_verify_of_the_deployed_host_passes_including_host_checks(ollama_host, tmp_path):
+    inventory = write_inventory(tmp_path / "dev.py", ollama_host, keep_alive="-1")
+    code, report = gpuctl_verify(inventory)
+    checks = checks_of(report)
+    assert code == 0, {n: c["reason"] for n, c in checks.items() if not c["ok"]}
+    assert list(checks) == ["unit", "bind", "version", "models", "chat", "openai", "keep_alive"]
+    assert checks["unit"]["reason"] == "ollama.service is active and enabled"
+    assert checks["bind"]["reason"] == "port 11434 listens on 0.0.0.0"
+    assert checks["chat"]["numbers"]["tokens"] > 0
+
+
+def test_verify_reports_an_engine_bound_wider_than_the_spec_allows(ollama_host, tmp_path):
+    """The host listens on 0.0.0.0 but this spec says loopback: the API is reached through an SSH tunnel
+    to 127.0.0.1, and the bind check fails with the reason."""
+    inventory = write_inventory(tmp_path / "dev.py", ollama_host, keep_alive="-1", bind="127.0.0.1")
+    code, report = gpuctl_verify(inventory)
+    checks = checks_of(report)
+    assert code == 1
+    assert (checks["bind"]["ok"], checks["bind"]["reason"]) == (
+        False, "port 11434 listens on 0.0.0.0, the spec allows 127.0.0.1 only")
+    assert report["engines"][0]["url"].startswith("http://127.0.0.1:")
+    assert checks["version"]["ok"] and checks["chat"]["ok"]
+
+
+def test_verify_of_a_stopped_unit_fails_with_its_journal(ollama_host, tmp_path):
+    inventory = write_inventory(tmp_path / "dev.py", ollama_host, keep_alive="-1")
+    ollama_host.run("systemctl stop ollama.service")
+    try:
+        code, report = gpuctl_verify(inventory)
+        checks = checks_of(report)
+        assert code == 1
+        assert checks["unit"]["reason"] == "ollama.service is inactive and enabled"
+        assert any("Stopped ollama.service" in line or "Stopping ollama.service" in line for line in checks["unit"]["details"])
+        assert checks["bind"]["reason"] == "nothing listens on port 11434"
+        assert checks["version"]["reason"].startswith("no connection")
+    finally:
+        ollama_host.run("systemctl start ollama.service")

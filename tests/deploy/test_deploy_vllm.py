@@ -142,3 +142,37 @@ def test_changing_one_engine_restarts_only_that_engine(vllm_host, first_deploy, 
     assert engine_state(vllm_host, "b") == before["b"]
     cmd = json.loads(vllm_host.run("docker inspect -f '{{json .Config.Cmd}}' gpuctl-vllm-a").stdout)
     assert cmd[cmd.index("--max-num-seqs") + 1] == "8"
+
+
+def verify(inventory: Path, *extra: str) -> tuple[int, dict, str]:
+    result = gpuctl("verify", str(inventory), "--json", *extra)
+    assert result.stdout, result.stderr
+    return result.returncode, json.loads(result.stdout), result.stderr
+
+
+def test_verify_of_both_engines_passes_with_host_checks(vllm_host, first_deploy, tmp_path):
+    inventory = write_inventory(tmp_path / "prod.py", vllm_host, a_extra=", max_num_seqs=8")
+    code, report, _ = verify(inventory)
+    engines = {e["engine"]: {c["name"]: c for c in e["checks"]} for e in report["engines"]}
+    failing = {(e, n): c["reason"] for e, cs in engines.items() for n, c in cs.items() if not c["ok"]}
+    assert code == 0, failing
+    a = engines["vllm:a"]
+    assert list(a) == ["unit", "container", "bind", "health", "version", "models", "chat", "stream", "auth", "metrics"]
+    assert a["container"]["reason"] == "gpuctl-vllm-a running, healthy"
+    assert a["version"]["reason"] == "vLLM 0.32.0"
+    assert a["auth"]["reason"] == "a request without the key gets 401"
+    assert engines["vllm:b"]["auth"]["reason"] == "no API key in the spec: not checked"
+
+
+def test_crashed_container_fails_with_its_logs_then_wait_sees_it_recover(vllm_host, first_deploy, tmp_path):
+    inventory = write_inventory(tmp_path / "prod.py", vllm_host, a_extra=", max_num_seqs=8")
+    vllm_host.run("docker kill gpuctl-vllm-b")
+    code, report, _ = verify(inventory, "--limit", "vllm")
+    b = next({c["name"]: c for c in e["checks"]} for e in report["engines"] if e["engine"] == "vllm:b")
+    assert code == 1
+    assert not b["container"]["ok"]
+    assert b["container"]["details"], "the container's last log lines explain the failure"
+    # systemd restarts the unit (Restart=on-failure); --wait follows the cold start with progress.
+    code, report, stderr = verify(inventory, "--wait", "120")
+    assert code == 0, [(e["engine"], c["name"], c["reason"]) for e in report["engines"] for c in e["checks"] if not c["ok"]]
+    assert "vllm:b: waiting for /health" in stderr or "vllm:b: ready after" in stderr

@@ -1,0 +1,93 @@
+"""Checks of the host itself over SSH: the engine's unit, its container, the GPUs (on the host and
+inside the container), and which addresses the engine port listens on. A failure carries the journal
+or container log lines that explain it."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
+from gpuctl.verify.checks import Check
+from gpuctl.verify.remote import Remote
+
+LOG_LINES = 20
+
+
+def unit_check(remote: Remote, unit: str) -> Check:
+    out = remote.run(f"systemctl is-active {unit}; systemctl is-enabled {unit}; systemctl show -p NRestarts --value {unit}")
+    lines = (out.stdout.split() + ["?", "?", "0"])[:3]
+    active, enabled, restarts = lines
+    ok = active == "active" and enabled == "enabled"
+    check = Check("unit", ok, f"{unit} is {active} and {enabled}", {"restarts": int(restarts) if restarts.isdigit() else 0})
+    if not ok:
+        check.details = journal(remote, unit)
+    return check
+
+
+def journal(remote: Remote, unit: str) -> list[str]:
+    return remote.run(f"journalctl -u {unit} -n {LOG_LINES} --no-pager -o cat").stdout.splitlines()[-LOG_LINES:]
+
+
+def container_check(remote: Remote, engine: VllmSpec) -> Check:
+    name = engine.project
+    out = remote.run(f"docker inspect -f '{{{{.State.Status}}}} {{{{if .State.Health}}}}{{{{.State.Health.Status}}}}"
+                     f"{{{{else}}}}none{{{{end}}}} {{{{.RestartCount}}}} {{{{.State.ExitCode}}}}' {name}")  # fmt: skip
+    if not out.ok:
+        return Check("container", False, f"no container {name}: {out.stderr.strip()[:160]}", details=journal(remote, engine.unit_name))
+    status, health, restarts, exit_code = (out.stdout.split() + ["?"] * 4)[:4]
+    ok = status == "running" and health == "healthy"
+    reason = f"{name} {status}, {health}" + (f" (exit code {exit_code})" if status == "exited" else "")
+    check = Check("container", ok, reason, {"restart_count": int(restarts) if restarts.isdigit() else 0})
+    if not ok:
+        check.details = remote.run(f"docker logs --tail {LOG_LINES} {name} 2>&1").stdout.splitlines()[-LOG_LINES:]
+    return check
+
+
+def gpu_checks(remote: Remote, host: HostSpec, engine: VllmSpec | None) -> list[Check]:
+    """nvidia-smi on the host, and inside the engine's container (catches NVML lost after daemon-reload)."""
+    if host.gpus is None:
+        return []
+    out = remote.run("nvidia-smi --query-gpu=driver_version,memory.used,memory.total --format=csv,noheader,nounits")
+    if not out.ok:
+        checks = [Check("gpu", False, f"nvidia-smi failed on the host (exit {out.rc}): {(out.stdout + out.stderr).strip()[:160]}")]
+    else:
+        rows = [[p.strip() for p in line.split(",")] for line in out.stdout.strip().splitlines()]
+        used = sum(float(r[1]) for r in rows)
+        total = sum(float(r[2]) for r in rows)
+        checks = [Check("gpu", len(rows) >= host.gpus.count, f"{len(rows)} GPU(s), driver {rows[0][0]}",
+                        {"memory_used_mib": used, "memory_total_mib": total, "driver": rows[0][0]})]  # fmt: skip
+    if engine is not None and engine.gpu_access != "none":
+        inside = remote.run(f"docker exec {engine.project} nvidia-smi -L")
+        checks.append(Check("gpu_in_container", inside.ok,
+                            "nvidia-smi works inside the container" if inside.ok else
+                            f"nvidia-smi fails inside the container: {(inside.stdout + inside.stderr).strip()[:160]}"))  # fmt: skip
+    return checks
+
+
+def bind_check(remote: Remote, port: int, allowed: str) -> Check:
+    """The engine port must listen on the spec's bind address only (0.0.0.0 allows everything)."""
+    out = remote.run(f"ss -ltnH 'sport = :{port}'")
+    addresses = sorted({line.split()[3].rsplit(":", 1)[0].strip("[]") for line in out.stdout.splitlines() if line.split()})
+    if not addresses:
+        return Check("bind", False, f"nothing listens on port {port}")
+    wildcard = {"0.0.0.0", "*", "::"}
+    if allowed in wildcard:
+        return Check("bind", True, f"port {port} listens on {', '.join(addresses)}")
+    bad = [a for a in addresses if a in wildcard or not _same(a, allowed)]
+    if bad:
+        return Check("bind", False, f"port {port} listens on {', '.join(bad)}, the spec allows {allowed} only")
+    return Check("bind", True, f"port {port} listens on {allowed} only")
+
+
+def _same(address: str, allowed: str) -> bool:
+    try:
+        return ipaddress.ip_address(address) == ipaddress.ip_address(allowed)
+    except ValueError:
+        return False
+
+
+def engine_host_checks(remote: Remote, host: HostSpec, engine: VllmSpec | OllamaSpec) -> list[Check]:
+    if isinstance(engine, VllmSpec):
+        return [unit_check(remote, engine.unit_name), container_check(remote, engine),
+                *gpu_checks(remote, host, engine), bind_check(remote, engine.port, engine.bind)]
+    return [unit_check(remote, engine.unit_name), *gpu_checks(remote, host, None), bind_check(remote, engine.port, engine.bind)]

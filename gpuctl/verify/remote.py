@@ -1,0 +1,92 @@
+"""Commands on an inventory host over plain OpenSSH (or locally), and SSH tunnels to loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpuctl.spec import HostSpec
+
+CONNECT_TIMEOUT_S = 5
+
+
+@dataclass
+class Output:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+class Remote:
+    """Run commands on HOST: `ssh` with the inventory's connection settings, or locally."""
+
+    def __init__(self, host: HostSpec) -> None:
+        self.host = host
+
+    def ssh_base(self) -> list[str]:
+        h = self.host
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}",
+                "-o", f"StrictHostKeyChecking={h.ssh_strict_host_key_checking}", "-p", str(h.ssh_port)]  # fmt: skip
+        if h.ssh_known_hosts_file:
+            argv += ["-o", f"UserKnownHostsFile={Path(h.ssh_known_hosts_file).expanduser()}"]
+        if h.ssh_key:
+            argv += ["-i", str(Path(h.ssh_key).expanduser()), "-o", "IdentitiesOnly=yes"]
+        return argv + [f"{h.ssh_user}@{h.address}"]
+
+    def run(self, command: str, timeout: float = 30) -> Output:
+        if self.host.ssh_user != "root" and not self.host.local:
+            command = f"sudo -n sh -c {_quote(command)}"
+        argv = ["sh", "-c", command] if self.host.local else [*self.ssh_base(), command]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return Output(124, "", f"timed out after {timeout:g} s")
+        return Output(done.returncode, done.stdout, done.stderr)
+
+    def reachable(self) -> Output:
+        result = self.run("true", timeout=CONNECT_TIMEOUT_S + 10)
+        if result.rc == 255:
+            result.stderr = (result.stderr.strip().splitlines() or ["ssh failed"])[-1]
+        return result
+
+    @contextlib.contextmanager
+    def tunnel(self, remote_host: str, remote_port: int, timeout: float = 15) -> Iterator[str]:
+        """Forward a free local port to REMOTE_HOST:REMOTE_PORT as seen from the host; yield the base URL."""
+        local = free_port()
+        argv = [*self.ssh_base()[:-1], "-N", "-o", "ExitOnForwardFailure=yes",
+                "-L", f"127.0.0.1:{local}:{remote_host}:{remote_port}", self.ssh_base()[-1]]  # fmt: skip
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and process.poll() is None:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", local), timeout=0.5):
+                    break
+                time.sleep(0.1)
+            if process.poll() is not None:
+                raise ConnectionError(f"ssh tunnel to {remote_host}:{remote_port} failed: {process.stderr.read().strip()}")
+            yield f"http://127.0.0.1:{local}"
+        finally:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+            if process.poll() is None:
+                process.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"

@@ -1,0 +1,152 @@
+"""Verify hosts (or a bare URL): host checks over SSH, then the engine's API through a tunnel when it
+listens on loopback. Expectations (port, served name, version, key, models) come from the spec."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
+from gpuctl.verify.checks import Check
+from gpuctl.verify.host_checks import engine_host_checks, journal
+from gpuctl.verify.ollama_api import OllamaChecker, OllamaExpectations
+from gpuctl.verify.openai_api import VllmChecker, VllmExpectations
+from gpuctl.verify.remote import Remote
+
+Progress = Callable[[str, str], None]
+POLL_S = 3.0
+
+
+@dataclass
+class EngineReport:
+    """Every check of one engine on one host."""
+
+    host: str
+    engine: str
+    url: str | None
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "engine": self.engine, "url": self.url, "ok": self.ok,
+                "checks": [c.as_dict() for c in self.checks]}  # fmt: skip
+
+
+@dataclass
+class Options:
+    wait_s: float = 0.0
+    generation_timeout_s: float = 30.0
+    base_dir: Path = Path(".")
+
+
+def engine_label(engine: VllmSpec | OllamaSpec) -> str:
+    return f"vllm:{engine.name}" if isinstance(engine, VllmSpec) else "ollama"
+
+
+def verify_hosts(hosts: list[HostSpec], options: Options, progress: Progress | None = None) -> list[EngineReport]:
+    """Verify HOSTS in parallel; reports in inventory order."""
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
+        results = pool.map(lambda h: verify_host(h, options, progress), hosts)
+        return [report for reports in results for report in reports]
+
+
+def verify_host(host: HostSpec, options: Options, progress: Progress | None = None) -> list[EngineReport]:
+    remote = Remote(host)
+    if not host.local:
+        reach = remote.reachable()
+        if not reach.ok:
+            return [EngineReport(host.name, "host", None, [Check("ssh", False, f"unreachable: {reach.stderr.strip()[:200]}")])]
+    if not host.engines():
+        return [EngineReport(host.name, "host", None, [Check("engines", True, "no engine in the spec")])]
+    reports = []
+    for engine in host.engines():
+        label = engine_label(engine)
+        try:
+            with endpoint(remote, host, engine) as base_url:
+                report = EngineReport(host.name, label, base_url)
+                if options.wait_s > 0:
+                    failure = wait_ready(remote, engine, base_url, options.wait_s,
+                                         lambda msg, label=label: progress and progress(host.name, f"{label}: {msg}"))  # fmt: skip
+                    if failure is not None:
+                        report.checks.append(failure)
+                report.checks += engine_host_checks(remote, host, engine)
+                report.checks += api_checks(engine, base_url, options)
+        except ConnectionError as exc:
+            report = EngineReport(host.name, label, None, [Check("tunnel", False, str(exc))])
+        reports.append(report)
+    return reports
+
+
+def api_checks(engine: VllmSpec | OllamaSpec, base_url: str, options: Options) -> list[Check]:
+    if isinstance(engine, VllmSpec):
+        expect = VllmExpectations(
+            base_url=base_url, model=engine.served_name,
+            api_key=engine.api_key.resolve(options.base_dir) if engine.api_key else None,
+            version=engine.expected_version(), max_model_len=engine.max_model_len,
+            key_required=engine.api_key is not None, generation_timeout_s=options.generation_timeout_s,
+        )  # fmt: skip
+        return VllmChecker(expect).run()
+    return OllamaChecker(OllamaExpectations(
+        base_url=base_url, version=engine.version, models=engine.models, keep_alive=engine.keep_alive,
+        generation_timeout_s=max(options.generation_timeout_s, 60),
+    )).run()  # fmt: skip
+
+
+@contextlib.contextmanager
+def endpoint(remote: Remote, host: HostSpec, engine: VllmSpec | OllamaSpec) -> Iterator[str]:
+    """The base URL to reach ENGINE from here: direct, or an SSH tunnel when it listens on loopback."""
+    bind, port = engine.bind, engine.port
+    loopback = bind.startswith("127.") or bind == "::1"
+    if host.local:
+        target = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+        yield f"http://{_host(target)}:{port}"
+    elif loopback:
+        with remote.tunnel(bind, port) as url:
+            yield url
+    else:
+        target = host.address if bind in ("0.0.0.0", "::") else bind
+        yield f"http://{_host(target or '')}:{port}"
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def wait_ready(remote: Remote, engine: VllmSpec | OllamaSpec, base_url: str, wait_s: float,
+               say: Callable[[str], Any]) -> Check | None:  # fmt: skip
+    """Poll until the engine answers, giving up early when its unit failed or its container exited."""
+    path = "/health" if isinstance(engine, VllmSpec) else "/api/version"
+    started = time.monotonic()
+    for _ in range(int(wait_s / POLL_S) + 2):
+        elapsed = time.monotonic() - started
+        unit = remote.run(f"systemctl is-active {engine.unit_name}").stdout.strip() or "unknown"
+        answered = False
+        with contextlib.suppress(requests.RequestException):
+            answered = requests.get(base_url + path, timeout=3).status_code == 200
+        if answered and unit == "active":  # the unit leaves "activating" once the healthcheck passed
+            say(f"ready after {elapsed:.0f} s")
+            return None
+        state = unit
+        if unit == "failed":
+            return Check("wait", False, f"{engine.unit_name} failed after {elapsed:.0f} s", details=journal(remote, engine.unit_name))
+        if isinstance(engine, VllmSpec):
+            container = remote.run(f"docker inspect -f '{{{{.State.Status}}}}' {engine.project}").stdout.strip() or "absent"
+            state += f", container {container}"
+            if container in ("exited", "dead") and unit != "activating":
+                logs = remote.run(f"docker logs --tail 20 {engine.project} 2>&1").stdout.splitlines()
+                return Check("wait", False, f"container {engine.project} {container} after {elapsed:.0f} s", details=logs)
+        if elapsed >= wait_s:
+            break
+        say(f"waiting for {path} ({elapsed:.0f}/{wait_s:.0f} s; unit {state})")
+        time.sleep(POLL_S)
+    return Check("wait", False, f"not ready after {wait_s:.0f} s ({path} did not answer 200)")

@@ -1,0 +1,94 @@
+"""`gpuctl status`: a fleet table in seconds, without generating anything."""
+
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import requests
+
+from gpuctl.spec import HostSpec, VllmSpec
+from gpuctl.verify.openai_api import KV_GAUGES, parse_metrics
+from gpuctl.verify.remote import Remote
+from gpuctl.verify.runner import endpoint, engine_label
+
+TIMEOUT_S = 5
+
+
+@dataclass
+class StatusRow:
+    host: str
+    engine: str
+    unit: str = "-"
+    health: str = "-"
+    version: str = "-"
+    model: str = "-"
+    running: float | None = None
+    waiting: float | None = None
+    kv_cache_usage: float | None = None
+    gpu_memory: str = "-"
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fleet_status(hosts: list[HostSpec]) -> list[StatusRow]:
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
+        return [row for rows in pool.map(host_status, hosts) for row in rows]
+
+
+def host_status(host: HostSpec) -> list[StatusRow]:
+    remote = Remote(host)
+    if not host.local:
+        reach = remote.reachable()
+        if not reach.ok:
+            return [StatusRow(host.name, "-", error=f"unreachable: {reach.stderr.strip()[:160]}")]
+    gpu_memory = "-"
+    if host.gpus is not None:
+        out = remote.run("nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader,nounits", timeout=10)
+        gpu_memory = " ".join(f"{u.strip()}/{t.strip()} MiB" for u, t in (line.split(",") for line in out.stdout.split("\n") if "," in line)) or "nvidia-smi failed"
+    rows = []
+    for engine in host.engines():
+        row = StatusRow(host.name, engine_label(engine), gpu_memory=gpu_memory)
+        row.unit = remote.run(f"systemctl is-active {engine.unit_name}", timeout=10).stdout.strip() or "unknown"
+        try:
+            with endpoint(remote, host, engine) as base_url:
+                read_engine(row, engine, base_url)
+        except (ConnectionError, requests.RequestException) as exc:
+            row.health, row.error = "down", str(exc)[:160]
+        rows.append(row)
+    return rows or [StatusRow(host.name, "-", error="no engine in the spec")]
+
+
+def read_engine(row: StatusRow, engine: Any, base_url: str) -> None:
+    http = requests.Session()
+    if isinstance(engine, VllmSpec):
+        row.model = engine.served_name
+        health = _get(http, base_url + "/health")
+        row.health = str(health.status_code) if health is not None else "down"
+        version = _get(http, base_url + "/version")
+        row.version = version.json().get("version", "-") if version is not None and version.ok else "-"
+        metrics = _get(http, base_url + "/metrics")
+        if metrics is not None and metrics.ok:
+            values = parse_metrics(metrics.text)
+            row.running = values.get("vllm:num_requests_running")
+            row.waiting = values.get("vllm:num_requests_waiting")
+            row.kv_cache_usage = next((values[g] for g in KV_GAUGES if g in values), None)
+        return
+    version = _get(http, base_url + "/api/version")
+    row.health = "200" if version is not None and version.ok else "down"
+    row.version = version.json().get("version", "-") if version is not None and version.ok else "-"
+    ps = _get(http, base_url + "/api/ps")
+    if ps is not None and ps.ok:
+        loaded = [m.get("name", "?") for m in ps.json().get("models", [])]
+        row.model = ", ".join(loaded) or "(none loaded)"
+        row.running = float(len(loaded))
+
+
+def _get(http: requests.Session, url: str) -> requests.Response | None:
+    with contextlib.suppress(requests.RequestException):
+        return http.get(url, timeout=TIMEOUT_S)
+    return None
