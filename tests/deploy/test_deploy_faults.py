@@ -55,6 +55,17 @@ def test_dead_host_fails_alone_and_rerun_converges(fleet, tmp_path):
         assert host.run("systemctl is-active ollama.service").stdout.strip() == "active"
         assert "tinyllama:latest" in host.run("curl -s 127.0.0.1:11434/api/tags").stdout
 
+    status = subprocess.run(["gpuctl", "status", str(inventory), "--json"], capture_output=True, text=True, timeout=120)
+    assert status.returncode == 1
+    rows = {r["host"]: r for r in json.loads(status.stdout)["engines"]}
+    for name in ("fault1", "fault3"):
+        assert (rows[name]["engine"], rows[name]["unit"], rows[name]["health"], rows[name]["version"]) == (
+            "ollama", "active", "200", VERSION)
+        assert rows[name]["error"] is None
+    assert rows["fault2"]["error"].startswith("unreachable: ")
+    human = subprocess.run(["gpuctl", "status", str(inventory)], capture_output=True, text=True, timeout=120)
+    assert "fault2" in human.stdout and "unreachable" in human.stdout
+
     table = gpuctl_deploy(inventory)
     assert table.returncode == 1
     summary = table.stdout

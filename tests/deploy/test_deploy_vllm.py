@@ -164,6 +164,19 @@ def test_verify_of_both_engines_passes_with_host_checks(vllm_host, first_deploy,
     assert engines["vllm:b"]["auth"]["reason"] == "no API key in the spec: not checked"
 
 
+def test_status_shows_each_engine_without_generating(vllm_host, first_deploy, tmp_path):
+    inventory = write_inventory(tmp_path / "prod.py", vllm_host, a_extra=", max_num_seqs=8")
+    generated_before = vllm_host.run("curl -s 127.0.0.1:8002/metrics | grep '^vllm:generation_tokens_total'").stdout
+    result = gpuctl("status", str(inventory), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {r["engine"]: r for r in json.loads(result.stdout)["engines"]}
+    for engine, model in (("vllm:a", "tiny-a"), ("vllm:b", "tiny-b")):
+        row = rows[engine]
+        assert (row["unit"], row["health"], row["version"], row["model"]) == ("active", "200", "0.32.0", model)
+        assert row["running"] == 0 and row["waiting"] == 0 and row["kv_cache_usage"] is not None
+    assert vllm_host.run("curl -s 127.0.0.1:8002/metrics | grep '^vllm:generation_tokens_total'").stdout == generated_before
+
+
 def test_crashed_container_fails_with_its_logs_then_wait_sees_it_recover(vllm_host, first_deploy, tmp_path):
     inventory = write_inventory(tmp_path / "prod.py", vllm_host, a_extra=", max_num_seqs=8")
     vllm_host.run("docker kill gpuctl-vllm-b")

@@ -141,3 +141,19 @@ def test_real_entry_point_reports_bad_input_without_traceback(tmp_path):
     assert ok.returncode == 0, ok.stderr
     usage = subprocess.run([*gpuctl, "check"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "Missing argument 'INVENTORY'" in usage.stderr
+
+
+def test_verify_bad_input_is_exit_2_without_touching_anything(tmp_path):
+    cases = [
+        (["verify", "http://127.0.0.1:9"], "error: a URL target needs --engine vllm or --engine ollama"),
+        (["verify", "http://127.0.0.1:9", "--engine", "vllm"], "error: --engine vllm needs --model (the served model name)"),
+        (["verify", "http://127.0.0.1:9", "--engine", "ollama", "--api-key-env", "GPUCTL_UNSET_VAR"],
+         "error: --api-key-env GPUCTL_UNSET_VAR: environment variable is not set"),
+        (["verify", "no-such-host"], "error: no-such-host: not a URL, an inventory, or a host in inventories/*.py (use -i INVENTORY)"),
+        (["verify", "gpu-99", "-i", "prod"], "error: inventories/prod.py: --limit gpu-99: no such host or group"),
+        (["status", "nowhere"], "error: inventory nowhere: not found as inventories/nowhere.py"),
+    ]
+    for args, expected in cases:
+        result = run_cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith(expected), (args, result.stderr)
