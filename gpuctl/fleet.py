@@ -101,6 +101,22 @@ def pyinfra_host(spec: HostSpec) -> tuple[str, dict[str, Any]]:
     return spec.name, data
 
 
+class _PyinfraErrors(logging.Handler):
+    """Keeps pyinfra's warning/error log lines per host, to explain a host that pyinfra failed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def for_host(self, pyinfra_name: str, plan: Plan) -> str:
+        prefix = f"[{pyinfra_name}] "
+        mine = [plan.mask(line.removeprefix(prefix)) for line in self.lines if line.startswith(prefix)]
+        return "; ".join(mine[-3:])
+
+
 class _Recorder(BaseStateCallback):
     """Collects connection errors and reports progress as operations finish."""
 
@@ -142,11 +158,19 @@ def deploy(
     from gpuctl.deploy.host import deploy_host  # imported late: pyinfra context must exist first
 
     plan = prepare(hosts, base_dir)
-    logging.getLogger("pyinfra").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    pyinfra_log = logging.getLogger("pyinfra")
+    pyinfra_log.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    pyinfra_log.propagate = verbose
+    errors = _PyinfraErrors()
+    pyinfra_log.addHandler(errors)
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     inventory = Inventory(([pyinfra_host(h) for h in hosts], {}))
     state = State(inventory, Config(FAIL_PERCENT=100, CONNECT_TIMEOUT=10, PARALLEL=max(1, len(hosts))))
+    if verbose:  # pyinfra's most verbose output (its CLI's -vvv): commands, their output, facts
+        for flag in ("print_input", "print_output", "print_fact_info", "print_fact_input", "print_fact_output",
+                     "print_noop_info"):  # fmt: skip
+            setattr(state, flag, True)
     recorder = _Recorder(plan, progress)
     state.add_callback_handler(recorder)
     outcomes = {h.name: HostOutcome(h.name) for h in hosts}
@@ -165,7 +189,8 @@ def deploy(
                     outcomes[name].diffs = _diffs(host, plan, plan.files[name])
         except Exception as exc:  # noqa: BLE001 - a host's preparation failing must not stop the others
             outcomes[name].status, outcomes[name].failed_operation = "failed", "prepare"
-            outcomes[name].error = plan.mask(f"{type(exc).__name__}: {exc}")
+            explained = errors.for_host(host.name, plan) if isinstance(exc, PyinfraError) else ""
+            outcomes[name].error = explained or plan.mask(f"{type(exc).__name__}: {exc}")
             if verbose:
                 logging.getLogger("gpuctl").exception("preparing %s failed", name)
             _tolerate_all_failed(state.fail_hosts, {host})
@@ -178,6 +203,7 @@ def deploy(
         outcome.status = "would change" if outcome.changes else "unchanged"
     if dry or (confirm is not None and not confirm(list(outcomes.values()))):
         disconnect_all(state)
+        pyinfra_log.removeHandler(errors)
         return list(outcomes.values())
     state.set_stage(StateStage.Execute)
     _tolerate_all_failed(run_ops, state)
@@ -188,6 +214,7 @@ def deploy(
             continue
         _collect_results(state, host, outcomes[name], plan)
     disconnect_all(state)
+    pyinfra_log.removeHandler(errors)
     return list(outcomes.values())
 
 

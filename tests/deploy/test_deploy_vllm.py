@@ -110,6 +110,7 @@ def test_secrets_only_in_the_0600_env_file_never_in_output(vllm_host, first_depl
     for text in (result.stdout, result.stderr, dry.stdout, dry.stderr, as_json.stdout, as_json.stderr):
         assert API_KEY not in text and HF_TOKEN not in text
     assert "pyinfra" in result.stderr, "--verbose did show pyinfra's own log"
+    assert "docker image inspect" in result.stderr, "--verbose shows the commands pyinfra runs (its -vvv)"
     mode = vllm_host.run("stat -c '%a %U %G' /etc/gpuctl/vllm-a/vllm.env").stdout.strip()
     assert mode == "600 root root"
     env_file = vllm_host.read_file("/etc/gpuctl/vllm-a/vllm.env").decode()

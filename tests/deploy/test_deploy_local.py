@@ -1,0 +1,72 @@
+"""`gpuctl deploy dev-laptop` and `gpuctl verify dev-laptop` run ON a machine against itself (@local).
+
+This machine has no systemd as PID 1, so the "laptop" is a fleet host: gpuctl (built from this
+checkout, with its dependencies) is copied into it and run there, exactly as a user would run it.
+The Ollama server is the STAND-IN from a local mirror (no internet; the real one cannot run here).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+import textwrap
+
+import pytest
+from harness import mirror
+from harness.cli import REPO
+from harness.fleet import Fleet, Host
+
+pytestmark = pytest.mark.fleet
+
+VERSION = "0.13.0"
+SITE = "/opt/gpuctl-site"
+
+
+def gpuctl_site_tarball(fleet: Fleet):
+    """gpuctl and its dependencies installed into a folder (pip --target), packed once per run."""
+    tarball = fleet.workdir / "gpuctl-site.tar.gz"
+    if not tarball.exists():
+        site = fleet.workdir / "gpuctl-site"
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--target", str(site), str(REPO)],
+                       check=True, capture_output=True, timeout=600)  # fmt: skip
+        with tarfile.open(tarball, "w:gz") as tar:
+            tar.add(site, arcname=".")
+    return tarball
+
+
+@pytest.fixture(scope="module")
+def laptop(fleet: Fleet) -> Host:
+    host = fleet.new_host("laptop")
+    host.put_file(gpuctl_site_tarball(fleet), "/var/tmp/gpuctl-site.tar.gz")
+    host.run(f"mkdir -p {SITE} && tar -C {SITE} -xzf /var/tmp/gpuctl-site.tar.gz && rm /var/tmp/gpuctl-site.tar.gz",
+             timeout=300)  # fmt: skip
+    host.write_file("/usr/local/bin/gpuctl", f'#!/bin/sh\nPYTHONPATH={SITE} exec python3 -m gpuctl.cli "$@"\n', mode=0o755)
+    mirror.serve(host)
+    mirror.publish(host, VERSION)
+    host.write_file("/srv/work/inventories/dev-laptop.py", textwrap.dedent(f"""
+        from gpuctl.inventory import Host, Ollama
+        laptop = [Host("dev-laptop", local=True,
+                       ollama=Ollama(version={VERSION!r}, keep_alive="30m", cpu_fallback=True, archive_format="tgz",
+                                     release_url={mirror.MIRROR_URL!r}, models=["qwen2.5:0.5b"]))]
+    """))
+    return host
+
+
+def test_local_deploy_then_verify_on_the_machine_itself(laptop):
+    first = laptop.run("cd /srv/work && gpuctl deploy dev-laptop --yes --json", check=False, timeout=600)
+    assert first.rc == 0, first.stdout + first.stderr
+    assert json.loads(first.stdout)["hosts"][0]["status"] == "changed"
+    assert laptop.run("systemctl is-active ollama.service").stdout.strip() == "active"
+
+    verify = laptop.run("cd /srv/work && gpuctl verify dev-laptop --json", check=False, timeout=300)
+    assert verify.rc == 0, verify.stdout + verify.stderr
+    [engine] = json.loads(verify.stdout)["engines"]
+    assert engine["url"] == "http://127.0.0.1:11434"
+    assert {c["name"]: c["ok"] for c in engine["checks"]} == {
+        "unit": True, "bind": True, "version": True, "models": True, "chat": True, "openai": True, "keep_alive": True}
+
+    again = laptop.run("cd /srv/work && gpuctl deploy dev-laptop --yes --json", check=False, timeout=600)
+    assert again.rc == 0
+    assert json.loads(again.stdout)["hosts"][0]["status"] == "unchanged"
