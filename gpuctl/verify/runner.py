@@ -129,7 +129,9 @@ def wait_ready(remote: Remote, engine: VllmSpec | OllamaSpec, base_url: str, wai
     started = time.monotonic()
     for _ in range(int(wait_s / POLL_S) + 2):
         elapsed = time.monotonic() - started
-        unit = remote.run(f"systemctl is-active {engine.unit_name}").stdout.strip() or "unknown"
+        shown = remote.run(f"systemctl show -p ActiveState -p SubState -p NRestarts {engine.unit_name}").stdout
+        props = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+        unit = props.get("ActiveState", "unknown")
         answered = False
         with contextlib.suppress(requests.RequestException):
             answered = requests.get(base_url + path, timeout=3).status_code == 200
@@ -137,8 +139,11 @@ def wait_ready(remote: Remote, engine: VllmSpec | OllamaSpec, base_url: str, wai
             say(f"ready after {elapsed:.0f} s")
             return None
         state = unit
-        if unit == "failed":
-            return Check("wait", False, f"{engine.unit_name} failed after {elapsed:.0f} s", details=journal(remote, engine.unit_name))
+        if unit == "failed" or props.get("SubState") == "auto-restart":
+            # Failed, or failed and waiting to be restarted by systemd: a cold start does neither.
+            what = "failed" if unit == "failed" else f"failed and is restarting (restarts: {props.get('NRestarts', '?')})"
+            return Check("wait", False, f"{engine.unit_name} {what} after {elapsed:.0f} s",
+                         details=journal(remote, engine.unit_name))  # fmt: skip
         if isinstance(engine, VllmSpec):
             container = remote.run(f"docker inspect -f '{{{{.State.Status}}}}' {engine.project}").stdout.strip() or "absent"
             state += f", container {container}"

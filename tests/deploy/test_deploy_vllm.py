@@ -11,12 +11,17 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from harness import images
+
+from gpuctl.spec import HostSpec, VllmSpec
+from gpuctl.verify.host_checks import gpu_checks
+from gpuctl.verify.remote import Remote
+from harness import gpu_standin, images
 from harness.fleet import Fleet, Host
 
 pytestmark = pytest.mark.fleet
@@ -178,6 +183,24 @@ def test_status_shows_each_engine_without_generating(vllm_host, first_deploy, tm
     assert vllm_host.run("curl -s 127.0.0.1:8002/metrics | grep '^vllm:generation_tokens_total'").stdout == generated_before
 
 
+def test_gpu_checks_on_the_host_and_inside_the_container(vllm_host, first_deploy):
+    """GPU STAND-IN: a fake nvidia-smi on the host (tests/harness/gpu_standin.py). The stand-in image
+    has no nvidia-smi at all, which is what the in-container check sees when a container lost its GPUs."""
+    gpu_standin.install(vllm_host, gpus=1, driver_loaded=True)
+    try:
+        spec = HostSpec(name="vllm", address=vllm_host.address, ssh_key=str(vllm_host.ssh_key),
+                        ssh_known_hosts_file=str(vllm_host.known_hosts), ssh_strict_host_key_checking="yes",
+                        gpus={"model": "H100 80GB", "count": 1, "memory_gib": 80},
+                        vllm=[VllmSpec(name="a", image=IMAGE, model="m", gpu_access="reservation")])  # fmt: skip
+        checks = {c.name: c for c in gpu_checks(Remote(spec), spec, spec.vllm[0])}
+        assert checks["gpu"].ok, checks["gpu"].reason
+        assert checks["gpu"].numbers == {"memory_used_mib": 0.0, "memory_total_mib": 81559.0, "driver": "580.159.04"}
+        assert not checks["gpu_in_container"].ok
+        assert checks["gpu_in_container"].reason.startswith("nvidia-smi fails inside the container")
+    finally:
+        gpu_standin.remove(vllm_host)
+
+
 def test_crashed_container_fails_with_its_logs_then_wait_sees_it_recover(vllm_host, first_deploy, tmp_path):
     inventory = write_inventory(tmp_path / "prod.py", vllm_host, a_extra=", max_num_seqs=8")
     vllm_host.run("docker kill gpuctl-vllm-b")
@@ -186,7 +209,29 @@ def test_crashed_container_fails_with_its_logs_then_wait_sees_it_recover(vllm_ho
     assert code == 1
     assert not b["container"]["ok"]
     assert b["container"]["details"], "the container's last log lines explain the failure"
-    # systemd restarts the unit (Restart=on-failure); --wait follows the cold start with progress.
+    # systemd restarts the unit (Restart=on-failure) after RestartSec; once it is starting again,
+    # --wait follows the cold start with progress.
+    vllm_host.run("timeout 60 sh -c 'until [ \"$(systemctl show -p SubState --value gpuctl-vllm-b)\" != auto-restart ]; "
+                  "do sleep 1; done'", timeout=90)
     code, report, stderr = verify(inventory, "--wait", "120")
     assert code == 0, [(e["engine"], c["name"], c["reason"]) for e in report["engines"] for c in e["checks"] if not c["ok"]]
     assert "vllm:b: waiting for /health" in stderr or "vllm:b: ready after" in stderr
+
+
+def test_wait_gives_up_early_when_the_unit_fails(vllm_host, first_deploy, tmp_path):
+    inventory = write_inventory(tmp_path / "prod.py", vllm_host, a_extra=", max_num_seqs=8")
+    dropin = "/etc/systemd/system/gpuctl-vllm-b.service.d/break.conf"
+    vllm_host.write_file(dropin, "[Service]\nExecStartPre=/bin/sh -c 'echo broken on purpose >&2; exit 3'\n")
+    vllm_host.run("systemctl daemon-reload && systemctl restart --no-block gpuctl-vllm-b.service")
+    try:
+        started = time.monotonic()
+        code, report, _ = verify(inventory, "--wait", "300")
+        took = time.monotonic() - started
+        b = next({c["name"]: c for c in e["checks"]} for e in report["engines"] if e["engine"] == "vllm:b")
+        assert code == 1
+        assert b["wait"]["reason"].startswith("gpuctl-vllm-b.service failed")
+        assert any("broken on purpose" in line for line in b["wait"]["details"])
+        assert took < 120, f"gave up after {took:.0f} s, not at the 300 s limit"
+    finally:
+        vllm_host.run(f"rm -f {dropin} && systemctl daemon-reload && systemctl reset-failed gpuctl-vllm-b.service; "
+                      "systemctl restart gpuctl-vllm-b.service", timeout=200)

@@ -24,11 +24,17 @@ exit 0
 NVIDIA_SMI = """#!/bin/sh
 # GPU STAND-IN (tests only): nvidia-smi of a host with a loaded {version} driver and one H100.
 case "$*" in
+  *--query-gpu=driver_version,memory.used,memory.total*) echo "{version}, 0, 81559" ;;
+  *--query-gpu=memory.used,memory.total*) echo "0, 81559" ;;
   *--query-gpu=driver_version*) echo {version} ;;
   -L) echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-979d25eb-2ab7-bbf6-96eb-1060b2d3a27f)" ;;
   *) echo "NVIDIA-SMI {version}             Driver Version: {version}     CUDA Version: 13.0" ;;
 esac
 """
+
+
+def remove(host: Host) -> None:
+    host.run("rm -f /usr/local/bin/lspci /usr/local/bin/nvidia-smi")
 
 
 def install(host: Host, gpus: int = 1, driver_loaded: bool = False) -> None:
