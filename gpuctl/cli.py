@@ -55,6 +55,28 @@ limit_option = click.option(
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 
+force_option = click.option("--force", is_flag=True,
+                            help="Go on although capacity planning says an engine cannot start (at your risk).")
+
+
+def capacity_gate(label: str, hosts: list[HostSpec], force: bool) -> None:
+    """Refuse (exit 2) an engine the planner says cannot start, unless --force; print warnings."""
+    from gpuctl.capacity import plan_host
+
+    err = console(stderr=True)
+    problems = []
+    for host in hosts:
+        for plan in plan_host(host):
+            for warning in plan.warnings:
+                err.print(f"warning: {label}: {plan.host}: {plan.engine}: {warning}")
+            if plan.verdict == "does not fit":
+                problems += [f"{label}: {plan.host}: {plan.engine}: does not fit: {r}" for r in plan.reasons]
+    if problems and not force:
+        raise InventoryError(problems + ["(gpuctl plan shows the numbers; --force deploys anyway, at the risk of a "
+                                         "multi-minute cold start that ends in an out-of-memory error)"])  # fmt: skip
+    for problem in problems:
+        err.print(f"warning: --force: {problem}")
+
 
 @click.group(cls=GpuctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="gpuctl")
@@ -68,11 +90,13 @@ def main() -> None:
 @main.command()
 @click.argument("inventory_ref", metavar="INVENTORY")
 @limit_option
+@force_option
 @json_option
-def check(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
+def check(inventory_ref: str, limit: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Validate an inventory and list its hosts and engines (no connection)."""
     inv = inventory.load(inventory_ref)
     hosts = inv.select(limit)
+    capacity_gate(inv.label, hosts, force)
     if as_json:
         click.echo(json.dumps({"inventory": inv.label, "ok": True, "hosts": [host_summary(h) for h in hosts]}, indent=2))
         return
@@ -84,6 +108,29 @@ def check(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
     for host in hosts:
         table.add_row(host.name, host.connection_label(), gpu_label(host), "\n".join(engine_labels(host)))
     out.print(table)
+
+
+@main.command()
+@click.argument("inventory_ref", metavar="INVENTORY")
+@limit_option
+@json_option
+def plan(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
+    """Capacity per engine: weights, KV pool, cache tokens, max concurrency, and a verdict."""
+    from gpuctl.capacity import plan_host
+
+    inv = inventory.load(inventory_ref)
+    plans = [p for host in inv.select(limit) for p in plan_host(host)]
+    if as_json:
+        click.echo(json.dumps({"inventory": inv.label, "engines": [p.as_dict() for p in plans]}, indent=2))
+    else:
+        table = Table(title=f"{inv.label}: capacity plan", title_justify="left")
+        for column in ("host", "engine", "verdict", "numbers", "why"):
+            table.add_column(column)
+        for p in plans:
+            numbers = "\n".join(f"{k}: {v:,}" if isinstance(v, int) else f"{k}: {v}" for k, v in p.numbers.items())
+            table.add_row(p.host, p.engine, p.verdict, numbers, "\n".join(p.reasons + [f"warning: {w}" for w in p.warnings]))
+        console().print(table)
+    sys.exit(EXIT_FAILED if any(p.verdict == "does not fit" for p in plans) else EXIT_OK)
 
 
 @main.command()
@@ -121,14 +168,16 @@ def render(inventory_ref: str, out_dir: Path, limit: tuple[str, ...], as_json: b
 @click.option("--diff", is_flag=True, help="With --dry: show file diffs (secret values masked).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before changing hosts.")
 @click.option("--verbose", "-v", is_flag=True, help="Show pyinfra's own log lines.")
+@force_option
 @json_option
 def deploy_command(inventory_ref: str, limit: tuple[str, ...], dry: bool, diff: bool, yes: bool,
-                   verbose: bool, as_json: bool) -> None:  # fmt: skip
+                   verbose: bool, force: bool, as_json: bool) -> None:  # fmt: skip
     """Install drivers, Docker and engines so each host matches the inventory (idempotent)."""
     from gpuctl import fleet
 
     inv = inventory.load(inventory_ref)
     hosts = inv.select(limit)
+    capacity_gate(inv.label, hosts, force)
     err = console(stderr=True)
 
     def progress(host: str, message: str) -> None:

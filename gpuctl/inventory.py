@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from gpuctl.errors import GpuctlError, InventoryError
-from gpuctl.spec import DriverSpec, GpuSpec, HostSpec, OllamaSpec, SecretRef, VllmSpec
+from gpuctl.spec import DriverSpec, GpuSpec, HostSpec, ModelArchitecture, OllamaSpec, SecretRef, VllmSpec
 
 # ---------------------------------------------------------------------------------------------
 # Builders used inside inventory files
@@ -96,6 +96,7 @@ if TYPE_CHECKING:
     Ollama = OllamaSpec
     Gpu = GpuSpec
     Driver = DriverSpec
+    Architecture = ModelArchitecture
     Defaults = HostSpec
 
     def Host(name: str, **fields: Any) -> HostSpec:  # noqa: N802
@@ -106,6 +107,7 @@ else:
     Ollama = _builder(OllamaSpec)
     Gpu = _builder(GpuSpec)
     Driver = _builder(DriverSpec)
+    Architecture = _builder(ModelArchitecture)
     Defaults = _builder(HostSpec)
 
     def Host(name: str, **fields: Any) -> Partial:  # noqa: N802

@@ -163,6 +163,17 @@ def parse_image(ref: str) -> tuple[str, str | None, str | None]:
     return name, tag, digest or None
 
 
+class ModelArchitecture(Strict):
+    """A model the capacity planner's catalog lacks: the numbers that decide memory (from its config.json)."""
+
+    params_b: float = Field(gt=0, le=10_000, description="parameters, in billions")
+    layers: int = Field(ge=1, le=1000)
+    kv_heads: int = Field(ge=1, le=1024)
+    head_dim: int = Field(ge=1, le=4096)
+    max_context: int = Field(ge=16, le=10_485_760)
+    exact_kv: bool = Field(True, description="False for sliding-window or MLA attention")
+
+
 class VllmSpec(Strict):
     """One vLLM server, run by Docker Compose and owned by a systemd unit."""
 
@@ -193,6 +204,7 @@ class VllmSpec(Strict):
     api_key: SecretRef | None = None
     hf_token: SecretRef | None = None
     extra_args: list[str] = Field(default_factory=list)
+    architecture: ModelArchitecture | None = Field(None, description="for planning a model the catalog lacks")
     shm_size: str | None = Field(None, pattern=r"^\d+[kmg]?$", description="only if ipc=host is unwanted")
     start_timeout_s: int = Field(900, ge=60, le=7200, description="cold start allowed before failing")
 

@@ -1,0 +1,176 @@
+"""Capacity planning: will an engine start, and how many sequences will fit, before a cold start.
+
+vLLM, per GPU:  budget = gpu_memory_utilization × memory
+                weights = parameters × bytes per parameter ÷ tensor-parallel size
+                KV pool = budget − weights − runtime overhead
+                KV bytes per token = 2 × layers × max(1, kv_heads ÷ tp) × head_dim × bytes(KV dtype)
+                cache tokens = KV pool ÷ KV bytes per token, in whole blocks of 16 tokens
+                max concurrency at max_model_len = cache tokens ÷ max_model_len
+Ollama:         weights (GGUF) + NUM_PARALLEL × context × KV bytes per token + overhead vs. GPU memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from gpuctl.catalog import GIB, WEIGHT_BYTES, GpuFacts, ModelFacts, find_gpu, find_model, weight_format_of
+from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
+
+Verdict = Literal["fits", "tight", "does not fit", "unknown"]
+VLLM_OVERHEAD_GIB = 2.0  # CUDA context, activations and CUDA graphs per GPU (an estimate; vLLM profiles it)
+OLLAMA_OVERHEAD_GIB = 0.5
+OLLAMA_DEFAULT_CONTEXT = 4096
+BLOCK_TOKENS = 16
+KV_BYTES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "f16": 2, "q8_0": 1, "q4_0": 0.5}
+TIGHT_CONCURRENCY = 2.0
+
+
+@dataclass
+class EnginePlan:
+    host: str
+    engine: str
+    verdict: Verdict
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    numbers: dict[str, float | int | str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def kv_bytes_per_token(model: ModelFacts, kv_dtype_bytes: float, tp: int = 1) -> float:
+    """KV cache bytes one token takes on one GPU (KV heads split across tensor-parallel ranks)."""
+    return 2 * model.layers * max(1.0, model.kv_heads / tp) * model.head_dim * kv_dtype_bytes
+
+
+def cache_tokens(pool_bytes: float, bytes_per_token: float) -> int:
+    """Tokens a KV pool holds, in whole blocks (vLLM allocates the cache in blocks of 16 tokens)."""
+    if pool_bytes <= 0:
+        return 0
+    return int(pool_bytes // (bytes_per_token * BLOCK_TOKENS)) * BLOCK_TOKENS
+
+
+def model_of(engine: VllmSpec) -> ModelFacts | None:
+    if engine.architecture is not None:
+        return ModelFacts(name=engine.model, **engine.architecture.model_dump())
+    return find_model(engine.served_name) or find_model(engine.model)
+
+
+def weight_bytes_per_param(engine: VllmSpec) -> tuple[str, float]:
+    """The weight format (quantization, a name like …-FP8, or the dtype) and its bytes per parameter."""
+    fmt = engine.quantization or weight_format_of(engine.model) or ("fp32" if engine.dtype == "float32" else "bf16")
+    return fmt, WEIGHT_BYTES.get(fmt, 2.0)
+
+
+def plan_vllm(host: HostSpec, engine: VllmSpec) -> EnginePlan:
+    plan = EnginePlan(host.name, f"vllm:{engine.name}", "fits")
+    if engine.gpu_access == "none" or host.gpus is None:
+        plan.verdict, plan.reasons = "unknown", ["no GPU access: nothing to plan"]
+        return plan
+    model = model_of(engine)
+    if model is None:
+        plan.verdict = "unknown"
+        plan.warnings.append(f"{engine.model} is not in the catalog: describe it with architecture=(…) to plan it")
+        return plan
+    gpu = find_gpu(host.gpus.model)
+    tp = engine.tensor_parallel_size
+    fmt, per_param = weight_bytes_per_param(engine)
+    memory = host.gpus.memory_gib * GIB
+    budget = engine.gpu_memory_utilization * memory
+    weights = model.params_b * 1e9 * per_param / tp
+    overhead = VLLM_OVERHEAD_GIB * GIB
+    pool = budget - weights - overhead
+    kv_dtype_bytes = KV_BYTES[engine.kv_cache_dtype] or (4 if engine.dtype == "float32" else 2)
+    per_token = kv_bytes_per_token(model, kv_dtype_bytes, tp)
+    tokens = cache_tokens(pool, per_token)
+    max_len = engine.max_model_len or model.max_context
+    concurrency = tokens / max_len if max_len else 0.0
+    plan.numbers = {
+        "model": model.name, "weights": fmt, "gpu_memory_gib": host.gpus.memory_gib, "budget_gib": round(budget / GIB, 2),
+        "weights_per_gpu_gib": round(weights / GIB, 2), "overhead_gib": VLLM_OVERHEAD_GIB,
+        "kv_pool_gib": round(pool / GIB, 2), "kv_bytes_per_token": int(per_token), "cache_tokens": tokens,
+        "max_model_len": max_len, "max_concurrency": round(concurrency, 2),
+    }  # fmt: skip
+    if engine.kv_cache_dtype.startswith("fp8") and gpu is not None and not gpu.native_fp8:
+        plan.warnings.append(f"fp8 KV cache on {gpu.name} ({gpu.arch}) has no native fp8 support: slower, and accuracy may drop")
+    if not model.exact_kv:
+        plan.warnings.append(f"{model.name} uses sliding-window attention: the KV figures are an upper bound")
+    if max_len > model.max_context:
+        plan.verdict = "does not fit"
+        plan.reasons.append(f"max_model_len {max_len} exceeds {model.name}'s context of {model.max_context}")
+    if pool <= 0:
+        plan.verdict = "does not fit"
+        plan.reasons.append(
+            f"weights need {weights / GIB:.1f} GiB per GPU + {VLLM_OVERHEAD_GIB:g} GiB overhead, but "
+            f"{engine.gpu_memory_utilization:g} × {host.gpus.memory_gib:g} GiB gives {budget / GIB:.1f} GiB: "
+            f"{_bigger_fixes(engine, fmt)}"
+        )
+    elif tokens < max_len:
+        plan.verdict = "does not fit"
+        plan.reasons.append(
+            f"the KV cache holds {tokens:,} tokens, less than one sequence of max_model_len {max_len:,}: "
+            f"lower max_model_len to {tokens:,} or less" + ("" if kv_dtype_bytes <= 1 else ", or use kv_cache_dtype='fp8'")
+            + ", or add GPUs"
+        )
+    elif concurrency < TIGHT_CONCURRENCY:
+        plan.verdict = "tight"
+        plan.reasons.append(f"only {concurrency:.2f} sequences of {max_len:,} tokens fit at once")
+    else:
+        plan.reasons.append(f"{concurrency:.1f} sequences of {max_len:,} tokens fit at once")
+    return plan
+
+
+def _bigger_fixes(engine: VllmSpec, fmt: str) -> str:
+    fixes = []
+    if fmt in ("bf16", "fp16", "fp32"):
+        fixes.append("a quantised model (FP8 or AWQ)")
+    fixes.append("more GPUs (tensor_parallel_size)")
+    if engine.gpu_memory_utilization < 0.95:
+        fixes.append("a higher gpu_memory_utilization")
+    return "use " + " or ".join(fixes)
+
+
+def ollama_model_bytes(name: str) -> tuple[ModelFacts | None, str, float]:
+    model = find_model(name)
+    fmt = weight_format_of(name) or "q4_k_m"  # Ollama's default tags are Q4_K_M
+    size = model.params_b * 1e9 * WEIGHT_BYTES[fmt] if model else 0.0
+    return model, fmt, size
+
+
+def plan_ollama(host: HostSpec, ollama: OllamaSpec) -> list[EnginePlan]:
+    plans = []
+    context = ollama.context_length or OLLAMA_DEFAULT_CONTEXT
+    gpu_memory = (host.gpus.memory_gib * len(ollama.gpus or range(host.gpus.count))) * GIB if host.gpus else 0.0
+    for name in ollama.models or []:
+        plan = EnginePlan(host.name, f"ollama:{name}", "fits")
+        model, fmt, weights = ollama_model_bytes(name)
+        if model is None:
+            plan.verdict = "unknown"
+            plan.warnings.append(f"{name} is not in the catalog: not planned")
+            plans.append(plan)
+            continue
+        kv = ollama.num_parallel * context * kv_bytes_per_token(model, KV_BYTES[ollama.kv_cache_type] or 2)
+        total = weights + kv + OLLAMA_OVERHEAD_GIB * GIB
+        plan.numbers = {"model": model.name, "weights": fmt, "weights_gib": round(weights / GIB, 2),
+                        "kv_gib": round(kv / GIB, 2), "total_gib": round(total / GIB, 2),
+                        "gpu_memory_gib": round(gpu_memory / GIB, 2), "context": context,
+                        "num_parallel": ollama.num_parallel}  # fmt: skip
+        if gpu_memory == 0:
+            plan.verdict = "fits" if ollama.cpu_fallback else "does not fit"
+            plan.reasons.append(f"runs on the CPU: {total / GIB:.1f} GiB of RAM")
+        elif total > gpu_memory:
+            plan.verdict = "tight" if ollama.cpu_fallback else "does not fit"
+            plan.reasons.append(f"needs {total / GIB:.1f} GiB, the GPU(s) have {gpu_memory / GIB:.1f}: "
+                                "layers spill to the CPU (much slower)")  # fmt: skip
+        else:
+            plan.reasons.append(f"{total / GIB:.1f} of {gpu_memory / GIB:.1f} GiB on the GPU(s)")
+        plans.append(plan)
+    return plans
+
+
+def plan_host(host: HostSpec) -> list[EnginePlan]:
+    plans = [plan_vllm(host, engine) for engine in host.vllm]
+    if host.ollama is not None:
+        plans += plan_ollama(host, host.ollama)
+    return plans

@@ -1,0 +1,163 @@
+"""The capacity planner against figures computed by hand (derivations in the comments)."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from harness.cli import run_cli
+
+from gpuctl.capacity import plan_host
+from gpuctl.catalog import find_gpu, find_model
+from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
+
+GIB = 2**30
+IMAGE = "vllm/vllm-openai:v0.32.0"
+
+
+def one(host: HostSpec):
+    [plan] = plan_host(host)
+    return plan
+
+
+def vllm_host(gpu: str, count: int, memory: float, **engine) -> HostSpec:
+    return HostSpec(name="h", address="10.0.0.1", gpus={"model": gpu, "count": count, "memory_gib": memory},
+                    vllm=[VllmSpec(image=IMAGE, **engine)])  # fmt: skip
+
+
+def blocks(tokens: float) -> int:
+    """Whole 16-token blocks, as vLLM allocates."""
+    return int(tokens // 16) * 16
+
+
+def test_llama_8b_bf16_on_rtx4090_bf16_kv():
+    # weights 8.03e9 × 2 B = 16.06e9 B; budget 0.90 × 24 GiB; overhead 2 GiB
+    # KV/token = 2 × 32 layers × 8 KV heads × 128 × 2 B = 131,072 B (128 KiB)
+    plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=16384))
+    pool = 0.90 * 24 * GIB - 8.03e9 * 2 - 2 * GIB
+    assert plan.numbers["kv_bytes_per_token"] == 131072
+    assert plan.numbers["cache_tokens"] == blocks(pool / 131072)  # = 38,032
+    assert plan.numbers["cache_tokens"] == 38032
+    assert plan.verdict == "fits" and plan.numbers["max_concurrency"] == round(38032 / 16384, 2)  # 2.32
+
+
+def test_same_with_fp8_kv_doubles_the_tokens():
+    # fp8 KV: 1 byte → 65,536 B per token; the pool is unchanged
+    plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=16384,
+                         kv_cache_dtype="fp8"))  # fmt: skip
+    pool = 0.90 * 24 * GIB - 8.03e9 * 2 - 2 * GIB
+    assert plan.numbers["cache_tokens"] == blocks(pool / 65536) == 76064
+    assert plan.warnings == []  # Ada has native fp8
+
+
+def test_llama_70b_fp8_on_two_h100_with_tensor_parallel():
+    # weights 70.6e9 × 1 B ÷ 2 GPUs = 35.3e9 B per GPU; budget 0.92 × 80 GiB
+    # KV/token per GPU = 2 × 80 layers × (8 KV heads ÷ 2) × 128 × 1 B = 81,920 B
+    plan = one(vllm_host("H100 80GB", 2, 80, model="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic",
+                         tensor_parallel_size=2, gpu_memory_utilization=0.92, max_model_len=32768,
+                         kv_cache_dtype="fp8"))  # fmt: skip
+    pool = 0.92 * 80 * GIB - 70.6e9 / 2 - 2 * GIB
+    assert plan.numbers["weights"] == "fp8"
+    assert plan.numbers["kv_bytes_per_token"] == 81920
+    assert plan.numbers["cache_tokens"] == blocks(pool / 81920) == 507552
+    assert plan.numbers["max_concurrency"] == round(507552 / 32768, 2)  # 15.49
+
+
+def test_llama_70b_bf16_on_one_a100_does_not_fit():
+    # weights 70.6e9 × 2 B = 131.5 GiB > 0.90 × 80 GiB = 72 GiB
+    plan = one(vllm_host("A100 80GB", 1, 80, model="meta-llama/Llama-3.1-70B-Instruct", max_model_len=8192))
+    assert plan.verdict == "does not fit"
+    assert plan.reasons == ["weights need 131.5 GiB per GPU + 2 GiB overhead, but 0.9 × 80 GiB gives 72.0 GiB: "
+                            "use a quantised model (FP8 or AWQ) or more GPUs (tensor_parallel_size) or a higher "
+                            "gpu_memory_utilization"]  # fmt: skip
+
+
+def test_qwen_7b_on_l4_uses_its_four_kv_heads():
+    # weights 7.62e9 × 2 B; KV/token = 2 × 28 × 4 × 128 × 2 B = 57,344 B
+    plan = one(vllm_host("L4", 1, 24, model="Qwen/Qwen2.5-7B-Instruct", max_model_len=32768))
+    pool = 0.90 * 24 * GIB - 7.62e9 * 2 - 2 * GIB
+    assert plan.numbers["kv_bytes_per_token"] == 57344
+    assert plan.numbers["cache_tokens"] == blocks(pool / 57344) == 101232
+    assert plan.verdict == "fits"  # 101,232 / 32,768 = 3.09 sequences, above the "tight" threshold of 2
+
+
+def test_tight_when_fewer_than_two_sequences_fit():
+    # 38,032 tokens (first case) / 24,576 = 1.55 sequences
+    plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=24576))
+    assert plan.verdict == "tight"
+    assert plan.reasons == ["only 1.55 sequences of 24,576 tokens fit at once"]
+
+
+def test_kv_too_small_for_one_sequence_names_the_fix():
+    # from the first case: 38,032 tokens < max_model_len 131,072
+    plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=131072))
+    assert plan.verdict == "does not fit"
+    assert plan.reasons == ["the KV cache holds 38,032 tokens, less than one sequence of max_model_len 131,072: "
+                            "lower max_model_len to 38,032 or less, or use kv_cache_dtype='fp8', or add GPUs"]
+
+
+def test_fp8_kv_on_ampere_is_a_warning():
+    plan = one(vllm_host("RTX 3090", 1, 24, model="mistralai/Mistral-7B-Instruct-v0.3", max_model_len=8192,
+                         kv_cache_dtype="fp8"))  # fmt: skip
+    assert plan.verdict == "fits"
+    assert plan.warnings == ["fp8 KV cache on RTX 3090 (Ampere) has no native fp8 support: slower, and accuracy may drop"]
+
+
+def test_a_model_described_in_the_inventory_is_planned():
+    # 2 × 40 layers × 8 × 128 × 2 B = 163,840 B per token
+    plan = one(vllm_host("L40S", 1, 48, model="acme/private-13b", max_model_len=4096,
+                         architecture={"params_b": 13, "layers": 40, "kv_heads": 8, "head_dim": 128,
+                                       "max_context": 8192}))  # fmt: skip
+    pool = 0.90 * 48 * GIB - 13e9 * 2 - 2 * GIB
+    assert plan.numbers["cache_tokens"] == blocks(pool / 163840)
+
+
+def test_ollama_8b_q4_with_four_parallel_slots_on_a_4090():
+    # weights 8.03e9 × 4.85/8 B = 4.87e9 B; KV = 4 slots × 8192 tokens × 131,072 B = 4 GiB; + 0.5 GiB
+    host = HostSpec(name="h", address="10.0.0.1", gpus={"model": "RTX 4090", "count": 1, "memory_gib": 24},
+                    ollama=OllamaSpec(version="0.13.0", models=["llama3.1:8b"], num_parallel=4, context_length=8192))
+    plan = one(host)
+    total = 8.03e9 * 4.85 / 8 + 4 * 8192 * 131072 + 0.5 * GIB
+    assert plan.numbers["total_gib"] == round(total / GIB, 2)  # 9.03
+    assert plan.verdict == "fits"
+
+
+def test_ollama_70b_on_a_4090_spills_to_the_cpu():
+    host = HostSpec(name="h", address="10.0.0.1", gpus={"model": "RTX 4090", "count": 1, "memory_gib": 24},
+                    ollama=OllamaSpec(version="0.13.0", models=["llama3.3:70b"], cpu_fallback=True))
+    plan = one(host)
+    assert plan.verdict == "tight"
+    assert "layers spill to the CPU" in plan.reasons[0]
+
+
+def test_catalog_lookups():
+    assert find_gpu("NVIDIA H100 80GB HBM3").name == "H100 80GB"
+    assert find_gpu("A100 40GB").memory_gib == 40
+    assert find_gpu("RTX 5060 Ti").memory_gib == 16
+    assert find_model("meta-llama/Llama-3.1-8B-Instruct").name == "Llama 3.1 8B"
+    assert find_model("llama3.1:70b").name == "Llama 3.1 70B"
+    assert find_model("Qwen/Qwen2.5-0.5B-Instruct").name == "Qwen2.5 0.5B"
+    assert find_model("unknown/model") is None
+
+
+def test_check_refuses_what_cannot_start_unless_forced(tmp_path):
+    (tmp_path / "inventories").mkdir()
+    (tmp_path / "inventories" / "big.py").write_text(textwrap.dedent(f"""
+        from gpuctl.inventory import Gpu, Host, Vllm
+        g = [Host("gpu-01", address="10.0.0.1", gpus=Gpu(model="A100 80GB", count=1, memory_gib=80),
+                  vllm=Vllm(image="{IMAGE}", model="meta-llama/Llama-3.1-70B-Instruct", max_model_len=8192))]
+    """))
+    refused = run_cli("check", "big", cwd=tmp_path)
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith("error: inventories/big.py: gpu-01: vllm:main: does not fit: weights need 131.5 GiB")
+    forced = run_cli("check", "big", "--force", cwd=tmp_path)
+    assert forced.exit_code == 0
+    assert "warning: --force: inventories/big.py: gpu-01: vllm:main: does not fit" in forced.stderr
+    planned = run_cli("plan", "big", "--json", cwd=tmp_path)
+    assert planned.exit_code == 1
+
+
+@pytest.mark.parametrize("name", ["prod", "dev-laptop", "vagrant"])
+def test_example_inventories_fit(name):
+    result = run_cli("plan", name, "--json")
+    assert result.exit_code == 0, result.stdout
