@@ -23,7 +23,7 @@ def deploy_host(spec: HostSpec, rendered: list[RenderedFile]) -> None:
             container_toolkit(spec)
         put_rendered(next(f for f in rendered if f.path == WAIT_HEALTHY))
     for engine in spec.vllm:
-        vllm_engine(engine, [f for f in rendered if f.component == f"vllm:{engine.name}"])
+        vllm_engine(spec, engine, [f for f in rendered if f.component == f"vllm:{engine.name}"])
     if spec.ollama is not None:
         ollama_engine(spec.ollama, [f for f in rendered if f.component == "ollama"])
     if not spec.engines():

@@ -7,10 +7,15 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from hashlib import sha1
+
+from pyinfra.facts.files import Sha1File
+
 from gpuctl.deploy.facts import DockerImageId
 from gpuctl.deploy.files import put_rendered
+from gpuctl.deploy.preflight import preflight_script
 from gpuctl.render import HF_CACHE_DIR, RenderedFile
-from gpuctl.spec import VllmSpec
+from gpuctl.spec import HostSpec, VllmSpec
 
 
 def restart_command(unit: str) -> str:
@@ -21,8 +26,15 @@ def restart_command(unit: str) -> str:
     )
 
 
+def files_differ(rendered: list[RenderedFile]) -> bool:
+    """Whether any of the engine's files on the host differs from the rendered one."""
+    return any(
+        host.get_fact(Sha1File, path=str(item.path)) != sha1(item.content.encode()).hexdigest() for item in rendered
+    )
+
+
 @deploy("vLLM engine")
-def vllm_engine(engine: VllmSpec, rendered: list[RenderedFile]) -> None:
+def vllm_engine(spec: HostSpec, engine: VllmSpec, rendered: list[RenderedFile]) -> None:
     """Install one engine's files, pre-pull its image, then (re)start it only if something changed."""
     for path in (HF_CACHE_DIR, engine.cache_dir / "cache"):
         files.directory(name=f"Directory {path}", path=str(path), present=True, user="root", group="root", mode="0755")
@@ -31,6 +43,11 @@ def vllm_engine(engine: VllmSpec, rendered: list[RenderedFile]) -> None:
         server.shell(name=f"Pull {engine.image}", commands=[f"docker pull --quiet '{engine.image}'"])
     else:
         host.noop(f"image {engine.image} is present")
+    if files_differ(rendered):
+        # Before the running engine is replaced: does the pinned image accept every flag, is the
+        # driver new enough, is the GPU memory free? A failure stops here, the old engine runs on.
+        server.shell(name=f"Preflight {engine.project} (image flags, CUDA, GPU memory)",
+                     commands=[preflight_script(spec, engine)])  # fmt: skip
     changes = [put_rendered(item) for item in rendered]
     unit_change = next(op for op, item in zip(changes, rendered, strict=True) if item.path.name == engine.unit_name)
     systemd.daemon_reload(name="systemd daemon-reload", _if=unit_change.did_change)

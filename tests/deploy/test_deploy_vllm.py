@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from gpuctl.deploy.preflight import preflight_script
 from gpuctl.spec import HostSpec, VllmSpec
 from gpuctl.verify.host_checks import gpu_checks
 from gpuctl.verify.remote import Remote
@@ -197,6 +198,48 @@ def test_gpu_checks_on_the_host_and_inside_the_container(vllm_host, first_deploy
         assert checks["gpu"].numbers == {"memory_used_mib": 0.0, "memory_total_mib": 81559.0, "driver": "580.159.04"}
         assert not checks["gpu_in_container"].ok
         assert checks["gpu_in_container"].reason.startswith("nvidia-smi fails inside the container")
+    finally:
+        gpu_standin.remove(vllm_host)
+
+
+def test_preflight_refuses_an_unknown_flag_and_leaves_the_engine_running(vllm_host, first_deploy, tmp_path):
+    """The pinned image (the stand-in knows vLLM 0.32.0's options) is asked for its flags first."""
+    before = engine_state(vllm_host, "a")
+    compose_before = vllm_host.read_file("/etc/gpuctl/vllm-a/compose.yaml")
+    inventory = write_inventory(tmp_path / "prod.py", vllm_host, a_extra=', max_num_seqs=8, extra_args=["--swap-space", "4"]')
+    result = gpuctl("deploy", str(inventory), "--yes", "--json")
+    assert result.returncode == 1, result.stdout
+    [outcome] = json.loads(result.stdout)["hosts"]
+    assert outcome["failed_operation"] == "vLLM engine | Preflight gpuctl-vllm-a (image flags, CUDA, GPU memory)"
+    assert f"{IMAGE} does not accept --swap-space (renamed or removed in this version?)" in outcome["error"]
+    assert engine_state(vllm_host, "a") == before
+    assert vllm_host.read_file("/etc/gpuctl/vllm-a/compose.yaml") == compose_before
+
+
+def test_preflight_names_an_old_driver_and_a_process_holding_gpu_memory(vllm_host, first_deploy):
+    """GPU STAND-IN (fake nvidia-smi) and an image STAND-IN that declares NVIDIA_REQUIRE_CUDA like the
+    real vllm/vllm-openai images. The preflight script itself runs on the real host."""
+    cuda_image = "gpuctl-test/vllm-standin:v0.32.0-cu129"
+    vllm_host.run(f"docker create --name cuda-env {IMAGE} && docker commit --change "
+                  f"'ENV NVIDIA_REQUIRE_CUDA=cuda>=12.9 brand=tesla,driver>=535' cuda-env {cuda_image} && "
+                  "docker rm cuda-env", timeout=120)
+    gpu_standin.install(vllm_host, gpus=1, driver_loaded=True)
+    before = engine_state(vllm_host, "a")
+    spec = HostSpec(name="vllm", address=vllm_host.address, gpus={"model": "H100 80GB", "count": 1, "memory_gib": 80},
+                    vllm=[VllmSpec(name="a", image=cuda_image, model="m", gpu_access="reservation")])  # fmt: skip
+    script = preflight_script(spec, spec.vllm[0])
+    try:
+        gpu_standin.configure(vllm_host, cuda="12.4", others_mib=30000)
+        failed = vllm_host.run(script, check=False, timeout=120)
+        assert failed.rc == 1
+        assert "the driver supports CUDA 12.4 but the image needs CUDA >= 12.9" in failed.stderr
+        assert ("GPU 0: gpu_memory_utilization 0.9 needs 73403 of 81559 MiB, but 30000 MiB are held by: "
+                "python3 (pid 4242, 30000 MiB)") in failed.stderr
+        gpu_standin.configure(vllm_host, cuda="13.0", others_mib=0)
+        passed = vllm_host.run(script, check=False, timeout=120)
+        assert passed.rc == 0, passed.stderr
+        assert passed.stdout.startswith("preflight ok")
+        assert engine_state(vllm_host, "a") == before
     finally:
         gpu_standin.remove(vllm_host)
 

@@ -193,6 +193,8 @@ def parse_cli(argv: list[str]) -> argparse.Namespace:
     """Parse ``[serve] [MODEL] [flags]``; exits 2 on unknown flags like vLLM."""
     if argv and argv[0] == "serve":
         argv = argv[1:]
+    # Like vLLM >= 0.9: --help=all (or =GROUP) prints the help; here every option is in one list.
+    argv = ["--help" if a.startswith("--help=") else a for a in argv]
     argv = move_model_flag(argv)
     if argv and argv[0].startswith("-") and any(
             re.match(r"^--served[-_]model[-_]name(=.+|$)", a) for a in argv):
