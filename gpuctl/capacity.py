@@ -14,7 +14,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from gpuctl.catalog import GIB, WEIGHT_BYTES, GpuFacts, ModelFacts, find_gpu, find_model, weight_format_of
+from pathlib import Path
+
+from gpuctl.catalog import (
+    GIB, WEIGHT_BYTES, ModelFacts, architecture_from_config, find_gpu, find_model, weight_format_of,
+)  # fmt: skip
+from gpuctl.errors import GpuctlError
 from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
 
 Verdict = Literal["fits", "tight", "does not fit", "unknown"]
@@ -54,6 +59,11 @@ def cache_tokens(pool_bytes: float, bytes_per_token: float) -> int:
 def model_of(engine: VllmSpec) -> ModelFacts | None:
     if engine.architecture is not None:
         return ModelFacts(name=engine.model, **engine.architecture.model_dump())
+    if engine.config_json is not None:
+        try:
+            return architecture_from_config(Path(engine.config_json).expanduser())
+        except (OSError, KeyError, ValueError) as exc:
+            raise GpuctlError(f"vllm:{engine.name}: config_json {engine.config_json}: cannot read it ({exc})") from None
     return find_model(engine.served_name) or find_model(engine.model)
 
 

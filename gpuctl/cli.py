@@ -66,7 +66,11 @@ def capacity_gate(label: str, hosts: list[HostSpec], force: bool) -> None:
     err = console(stderr=True)
     problems = []
     for host in hosts:
-        for plan in plan_host(host):
+        try:
+            plans = plan_host(host)
+        except GpuctlError as exc:
+            raise GpuctlError(f"{label}: {host.name}: {exc}") from None
+        for plan in plans:
             for warning in plan.warnings:
                 err.print(f"warning: {label}: {plan.host}: {plan.engine}: {warning}")
             if plan.verdict == "does not fit":

@@ -205,6 +205,7 @@ class VllmSpec(Strict):
     hf_token: SecretRef | None = None
     extra_args: list[str] = Field(default_factory=list)
     architecture: ModelArchitecture | None = Field(None, description="for planning a model the catalog lacks")
+    config_json: str | None = Field(None, description="or the model's config.json, read for planning")
     shm_size: str | None = Field(None, pattern=r"^\d+[kmg]?$", description="only if ipc=host is unwanted")
     start_timeout_s: int = Field(900, ge=60, le=7200, description="cold start allowed before failing")
 

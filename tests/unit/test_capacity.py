@@ -112,6 +112,31 @@ def test_a_model_described_in_the_inventory_is_planned():
     assert plan.numbers["cache_tokens"] == blocks(pool / 163840)
 
 
+def test_a_model_read_from_its_config_json(tmp_path):
+    # Qwen2.5-7B's own config.json fields: 28 layers, 28 heads, 4 KV heads, hidden 3584 (head_dim 128)
+    config = tmp_path / "config.json"
+    config.write_text('{"num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, '
+                      '"hidden_size": 3584, "intermediate_size": 18944, "vocab_size": 152064, '
+                      '"max_position_embeddings": 32768, "tie_word_embeddings": false}')
+    plan = one(vllm_host("L4", 1, 24, model="acme/qwen-finetune", config_json=str(config), max_model_len=8192))
+    assert plan.numbers["kv_bytes_per_token"] == 2 * 28 * 4 * 128 * 2
+    # parameters estimated from the shapes: 28 × (3584·128·(28+8) + 28·128·3584 + 3·3584·18944) + 2·152064·3584
+    expected_b = (28 * (3584 * 128 * 36 + 28 * 128 * 3584 + 3 * 3584 * 18944) + 2 * 152064 * 3584) / 1e9
+    assert plan.numbers["weights_per_gpu_gib"] == round(expected_b * 1e9 * 2 / GIB, 2)
+    assert abs(expected_b - 7.62) < 0.1  # within 0.1 B of the published 7.62 B parameters
+
+
+def test_an_unreadable_config_json_is_bad_input(tmp_path):
+    (tmp_path / "inventories").mkdir()
+    (tmp_path / "inventories" / "c.py").write_text(
+        "from gpuctl.inventory import Gpu, Host, Vllm\n"
+        f"g = [Host('a', address='10.0.0.1', gpus=Gpu(model='L4', count=1, memory_gib=24), vllm=Vllm(image='{IMAGE}', "
+        "model='m', config_json='missing/config.json'))]\n")
+    result = run_cli("check", "c", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: inventories/c.py: a: vllm:main: config_json missing/config.json: cannot read it")
+
+
 def test_ollama_8b_q4_with_four_parallel_slots_on_a_4090():
     # weights 8.03e9 × 4.85/8 B = 4.87e9 B; KV = 4 slots × 8192 tokens × 131,072 B = 4 GiB; + 0.5 GiB
     host = HostSpec(name="h", address="10.0.0.1", gpus={"model": "RTX 4090", "count": 1, "memory_gib": 24},
