@@ -183,6 +183,11 @@ def deploy_command(inventory_ref: str, limit: tuple[str, ...], dry: bool, diff: 
     hosts = inv.select(limit)
     capacity_gate(inv.label, hosts, force)
     err = console(stderr=True)
+    for host in hosts:
+        for engine in host.public_engines():
+            label = f"vllm:{engine.name}" if hasattr(engine, "served_model_name") else "ollama"
+            err.print(f"RISK: {host.name}: {label} listens on {engine.bind}:{engine.port} without a gateway "
+                      "(unsafe_public_bind=True): anyone who reaches that port uses the engine", style="bold red")
 
     def progress(host: str, message: str) -> None:
         if not as_json:

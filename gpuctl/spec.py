@@ -145,6 +145,13 @@ class DriverSpec(Strict):
 # ---------------------------------------------------------------------------------------------
 
 
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_image(ref: str) -> tuple[str, str | None, str | None]:
     """Split an image reference into (repository, tag, digest); raise ValueError if malformed."""
     if not ref or any(c.isspace() for c in ref) or ref != ref.strip():
@@ -184,6 +191,9 @@ class VllmSpec(Strict):
     served_model_name: str | None = Field(None, description="name clients use (default: model)")
     port: Port = 8000
     bind: str = Field("127.0.0.1", description="host address the port is published on")
+    unsafe_public_bind: bool = Field(
+        False, description="accept a non-loopback bind: vLLM's key guards only /v1, /metrics and others stay open"
+    )
     gpu_memory_utilization: float = Field(0.90, gt=0, le=0.98)
     max_model_len: int | None = Field(None, ge=16, le=10_485_760)
     kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
@@ -253,6 +263,10 @@ class VllmSpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> VllmSpec:
+        if not is_loopback(self.bind) and not self.unsafe_public_bind:
+            raise FieldError("bind", f"{self.bind} publishes vLLM beyond this host, where its API key guards only "
+                             "/v1 (/metrics and the rest stay open): keep 127.0.0.1, or set "
+                             "unsafe_public_bind=True to accept that risk")  # fmt: skip
         if self.gpus is not None and self.tensor_parallel_size > len(self.gpus):
             raise FieldError(
                 "tensor_parallel_size",
@@ -361,6 +375,9 @@ class OllamaSpec(Strict):
 
     version: str = Field(description="pinned release, e.g. 0.12.6")
     bind: str = Field("127.0.0.1", description="address in OLLAMA_HOST")
+    unsafe_public_bind: bool = Field(
+        False, description="accept a non-loopback OLLAMA_HOST: Ollama has no authentication at all"
+    )
     port: Port = 11434
     keep_alive: str = Field("5m", description="OLLAMA_KEEP_ALIVE: 5m, 1h, -1 (forever), 0")
     num_parallel: int = Field(1, ge=1, le=64)
@@ -420,6 +437,10 @@ class OllamaSpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> OllamaSpec:
+        if not is_loopback(self.bind) and not self.unsafe_public_bind:
+            raise FieldError("bind", f"{self.bind} exposes Ollama, which has no authentication (anyone could "
+                             "pull, delete and run models: CVE-2024-37032): keep 127.0.0.1, or set "
+                             "unsafe_public_bind=True to accept that risk")  # fmt: skip
         if self.kv_cache_type != "f16" and not self.flash_attention:
             raise FieldError("kv_cache_type", f"{self.kv_cache_type} needs flash_attention=True")
         return self
@@ -575,6 +596,10 @@ class HostSpec(Strict):
         return "vllm" if len(self.vllm) == 1 else f"vllm[{self.vllm[index].name}]"
 
     # -- derived values --------------------------------------------------------------------
+
+    def public_engines(self) -> list[VllmSpec | OllamaSpec]:
+        """Engines bound beyond loopback by an explicit unsafe_public_bind."""
+        return [e for e in self.engines() if not is_loopback(e.bind)]
 
     def engines(self) -> list[VllmSpec | OllamaSpec]:
         return [*self.vllm, *([self.ollama] if self.ollama else [])]

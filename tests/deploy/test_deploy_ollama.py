@@ -23,7 +23,7 @@ VERSION = "0.13.0"
 
 
 def write_inventory(path: Path, host: Host, **ollama: object) -> Path:
-    settings = {"version": VERSION, "bind": "0.0.0.0", "cpu_fallback": True, "archive_format": "tgz",
+    settings = {"version": VERSION, "bind": "0.0.0.0", "unsafe_public_bind": True, "cpu_fallback": True, "archive_format": "tgz",
                 "release_url": mirror.MIRROR_URL, "models": ["qwen2.5:0.5b"], **ollama}  # fmt: skip
     args = ", ".join(f"{k}={v!r}" for k, v in settings.items())
     path.write_text(textwrap.dedent(f"""
@@ -65,6 +65,7 @@ def deployed(ollama_host: Host, tmp_path_factory) -> Path:
     inventory = write_inventory(tmp_path_factory.mktemp("inv") / "dev.py", ollama_host)
     code, report, stderr = gpuctl_deploy(inventory)
     assert code == 0, stderr
+    assert "RISK: ollama: ollama listens on 0.0.0.0:11434 without a gateway (unsafe_public_bind=True)" in stderr
     [outcome] = report["hosts"]
     assert outcome["status"] == "changed"
     assert any("Install Ollama 0.13.0 (was absent), sha256 verified" in c for c in outcome["changes"])

@@ -37,7 +37,7 @@ def write_inventory(path: Path, host: Host, a_extra: str = "") -> Path:
     token = path.parent / "hf.token"
     token.write_text(HF_TOKEN + "\n")
     token.chmod(0o600)
-    common = f'image={IMAGE!r}, model="org/tiny-model", gpu_access="none", bind="0.0.0.0", start_timeout_s=120'
+    common = f'image={IMAGE!r}, model="org/tiny-model", gpu_access="none", bind="0.0.0.0", unsafe_public_bind=True, start_timeout_s=120'
     path.write_text(textwrap.dedent(f"""
         from gpuctl.inventory import Host, Secret, Vllm
         prod = [Host({host.name!r}, address={host.address!r}, ssh_key={str(host.ssh_key)!r},

@@ -73,6 +73,11 @@ CASES = [
     ("max-model-len", vllm_host("max_model_len=8"), "gpu-01", "vllm.max_model_len: Input should be greater than or equal to 16"),
     ("max-num-seqs", vllm_host("max_num_seqs=0"), "gpu-01", "vllm.max_num_seqs: Input should be greater than or equal to 1"),
     ("bind-hostname", vllm_host('bind="localhost"'), "gpu-01", "vllm.bind: must be an IP address"),
+    ("vllm-public-bind", vllm_host('bind="0.0.0.0"'), "gpu-01",
+     "vllm.bind: 0.0.0.0 publishes vLLM beyond this host, where its API key guards only /v1"),
+    ("ollama-public-bind", ollama_host('bind="0.0.0.0"'), "laptop",
+     "ollama.bind: 0.0.0.0 exposes Ollama, which has no authentication (anyone could pull, delete and run models: "
+     "CVE-2024-37032): keep 127.0.0.1, or set unsafe_public_bind=True to accept that risk"),
     ("managed-flag-in-extra-args", vllm_host('extra_args=["--max-model-len=4096"]'), "gpu-01",
      "vllm.extra_args: --max-model-len is set by its own field (max_model_len)"),
     ("vllm-without-gpus", HEADER + f'g = [Host("cpu-01", address="10.0.0.1", vllm=Vllm(image="{IMAGE}", model="m"))]\n',

@@ -157,3 +157,14 @@ def test_verify_bad_input_is_exit_2_without_touching_anything(tmp_path):
         result = run_cli(*args)
         assert result.exit_code == 2, (args, result.output)
         assert result.stderr.startswith(expected), (args, result.stderr)
+
+
+def test_an_explicit_unsafe_public_bind_is_accepted_and_named(tmp_path):
+    (tmp_path / "inventories").mkdir()
+    (tmp_path / "inventories" / "open.py").write_text(
+        "from gpuctl.inventory import Host, Ollama\n"
+        "g = [Host('box', local=True, ollama=Ollama(version='0.13.0', cpu_fallback=True, bind='0.0.0.0', "
+        "unsafe_public_bind=True))]\n")
+    result = run_cli("check", "open", "--json", cwd=tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["hosts"][0]["ollama"]["unsafe_public_bind"] is True
