@@ -81,10 +81,24 @@ def verify_host(host: HostSpec, options: Options, progress: Progress | None = No
                         report.checks.append(failure)
                 report.checks += engine_host_checks(remote, host, engine)
                 report.checks += api_checks(engine, base_url, options)
+                explain_failures(remote, engine, report.checks)
         except ConnectionError as exc:
             report = EngineReport(host.name, label, None, [Check("tunnel", False, str(exc))])
         reports.append(report)
     return reports
+
+
+def explain_failures(remote: Remote, engine: VllmSpec | OllamaSpec, checks: list[Check]) -> None:
+    """Give the first failed check the engine's last log lines, unless a check already carries some."""
+    if any(c.details for c in checks):
+        return
+    failed = next((c for c in checks if not c.ok), None)
+    if failed is None:
+        return
+    if isinstance(engine, VllmSpec):
+        failed.details = remote.run(f"docker logs --tail 20 {engine.project} 2>&1").stdout.splitlines()[-20:]
+    else:
+        failed.details = journal(remote, engine.unit_name)
 
 
 def api_checks(engine: VllmSpec | OllamaSpec, base_url: str, options: Options) -> list[Check]:

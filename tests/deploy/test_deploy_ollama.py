@@ -166,6 +166,7 @@ def test_verify_reports_an_engine_bound_wider_than_the_spec_allows(ollama_host, 
         False, "port 11434 listens on 0.0.0.0, the spec allows 127.0.0.1 only")
     assert report["engines"][0]["url"].startswith("http://127.0.0.1:")
     assert checks["version"]["ok"] and checks["chat"]["ok"]
+    assert any("ollama" in line.lower() for line in checks["bind"]["details"]), "a failure carries the journal"
 
 
 def test_verify_of_a_stopped_unit_fails_with_its_journal(ollama_host, tmp_path):
@@ -178,6 +179,7 @@ def test_verify_of_a_stopped_unit_fails_with_its_journal(ollama_host, tmp_path):
         assert checks["unit"]["reason"] == "ollama.service is inactive and enabled"
         assert any("Stopped ollama.service" in line or "Stopping ollama.service" in line for line in checks["unit"]["details"])
         assert checks["bind"]["reason"] == "nothing listens on port 11434"
+        assert checks["unit"]["details"] and not checks["version"]["details"], "the journal is shown once, by the unit"
         assert checks["version"]["reason"].startswith("no connection")
     finally:
         ollama_host.run("systemctl start ollama.service")
