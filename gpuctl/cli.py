@@ -395,5 +395,9 @@ def host_summary(host: HostSpec) -> dict[str, Any]:
     return data
 
 
+from gpuctl.bench.command import bench as bench_command  # noqa: E402 (registered last: it imports nothing heavy)
+
+main.add_command(bench_command)
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,264 @@
+"""`gpuctl bench TARGET`: the published throughput table, measured on a host, an inventory or a URL.
+
+TARGET resolves as for `gpuctl verify`: engines of inventory hosts are reached directly or through an
+SSH tunnel when they listen on loopback, with the spec's API key; a URL takes --engine/--model/
+--api-key-env (engine and model are asked from the server when not given). Heavy imports (aiohttp,
+the inventory) happen only when the command runs, so `gpuctl --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gpuctl.errors import GpuctlError
+
+MAX_CONCURRENCY = 4096
+PROBE_TIMEOUT_S = 10
+
+
+def parse_concurrency(text: str) -> list[int]:
+    """'1,8,32' → [1, 8, 32]; anything else is one clear GpuctlError."""
+    parts = [part.strip() for part in text.split(",")]
+    if not parts or not all(part.isdigit() and 1 <= int(part) <= MAX_CONCURRENCY for part in parts):
+        raise GpuctlError(f"--concurrency {text!r}: give whole numbers from 1 to {MAX_CONCURRENCY} separated by "
+                          "commas, e.g. 1,8,32")  # fmt: skip
+    return [int(part) for part in parts]
+
+
+@dataclass
+class Target:
+    """One engine to bench; `open()` yields its base URL (an SSH tunnel lives as long as the context)."""
+
+    host: str
+    engine_name: str
+    engine: str  # vllm | ollama | openai
+    api: str  # openai | ollama
+    model: str | None
+    api_key: str | None
+    gpu: str | None
+    gpu_label: str
+    weights: str | None
+    open: Callable[[], AbstractContextManager[str]]
+    url: str | None = None
+
+
+@click.command()
+@click.argument("target")
+@click.option("--inventory", "-i", "inventory_ref", metavar="INVENTORY", help="Inventory holding TARGET.")
+@click.option("--limit", "-l", "limit", multiple=True, metavar="HOST", help="Only these hosts or groups (globs allowed).")
+@click.option("--concurrency", "-c", default="1,8,32", show_default=True, metavar="LIST",
+              help="Concurrency levels, comma-separated; each level keeps this many streams busy.")
+@click.option("--requests", "-n", type=click.IntRange(1, 1_000_000), metavar="N",
+              help="Requests per level (default: 4 × concurrency, at least 8; unbounded with --duration).")
+@click.option("--duration", "duration_s", type=click.FloatRange(0.1, 86400), metavar="SECONDS",
+              help="Per level: send no new request after SECONDS (requests in flight finish).")
+@click.option("--prompt-tokens", type=click.IntRange(1, 1_000_000), default=180, show_default=True,
+              help="Prompt length in tokens (chat template included), calibrated against the server.")
+@click.option("--output-tokens", type=click.IntRange(1, 1_000_000), default=220, show_default=True,
+              help="Tokens each reply must have (vLLM: ignore_eos; Ollama: num_predict).")
+@click.option("--api", type=click.Choice(["openai", "ollama"]),
+              help="openai: /v1/chat/completions (vLLM, Ollama's shim); ollama: Ollama's /api/chat. "
+                   "Default: the engine's own.")
+@click.option("--engine", type=click.Choice(["vllm", "ollama"]),
+              help="Hosts: only this engine. URLs: which server it is (asked from the server if not given).")
+@click.option("--model", help="The model to generate with (URLs: default the server's first; Ollama hosts: "
+                              "default the spec's first).")
+@click.option("--api-key-env", metavar="VAR", help="URL targets: environment variable holding the API key.")
+@click.option("--gpu", metavar="MODEL", help="URL targets: the GPU behind the URL (e.g. 'RTX 4090'), to compare "
+                                             "with published figures.")
+@click.option("--seed", type=click.IntRange(0, 2**31), default=0, show_default=True, help="Seed of the synthetic prompts.")
+@click.option("--timeout", "request_timeout_s", type=click.FloatRange(1, 3600), default=300, show_default=True,
+              metavar="SECONDS", help="Give up on a request after SECONDS (counted as an error).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Also write one row per level to FILE.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def bench(target: str, inventory_ref: str | None, limit: tuple[str, ...], concurrency: str, requests: int | None,
+          duration_s: float | None, prompt_tokens: int, output_tokens: int, api: str | None, engine: str | None,
+          model: str | None, api_key_env: str | None, gpu: str | None, seed: int, request_timeout_s: float,
+          csv_path: Path | None, quiet: bool, as_json: bool) -> None:  # fmt: skip
+    """Throughput and latency per concurrency level, beside the published figures: TARGET is a host
+    name, an inventory, or a URL."""
+    from gpuctl.bench.client import Settings
+    from gpuctl.cli import EXIT_FAILED, EXIT_OK, console
+
+    settings = Settings(concurrency=parse_concurrency(concurrency), prompt_tokens=prompt_tokens,
+                        output_tokens=output_tokens, requests=requests, duration_s=duration_s,
+                        request_timeout_s=request_timeout_s, seed=seed)  # fmt: skip
+    if csv_path is not None:
+        check_writable(csv_path)
+    if target.startswith(("http://", "https://")):
+        targets = [url_target(target, engine, api, model, api_key_env, gpu)]
+    else:
+        targets = host_targets(target, inventory_ref, limit, engine, api, model)
+    err = console(stderr=True)
+    runs = [bench_target(t, settings, None if quiet else err.print) for t in targets]
+
+    from gpuctl.bench import report
+
+    if as_json:
+        click.echo(json.dumps(report.as_json(runs, settings), indent=2))
+    else:
+        report.print_table(console(), runs, settings)
+    if csv_path is not None:
+        report.write_csv(csv_path, runs)
+    sys.exit(EXIT_OK if all(run.ok for run in runs) else EXIT_FAILED)
+
+
+def check_writable(path: Path) -> None:
+    """Fail before a long run, not after it, when --csv cannot be written."""
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        raise GpuctlError(f"--csv {path}: cannot write: {exc.strerror}") from None
+
+
+def bench_target(target: Target, settings: Any, say: Callable[[str], Any] | None) -> Any:
+    """Resolve the model if needed, run the levels, and return the report.Run (errors inside it)."""
+    from gpuctl.bench import client, reference
+    from gpuctl.bench.report import Run
+
+    def progress(message: str) -> None:
+        if say is not None:
+            say(f"[{target.host} {target.engine_name}] {message}")
+
+    run = Run(host=target.host, engine_name=target.engine_name, engine_label=engine_label(target),
+              api=target.api, model=target.model or "?", gpu_label=target.gpu_label, url=target.url,
+              subject=reference.Subject(target.gpu, target.engine, target.model or "", target.weights or ""))  # fmt: skip
+    try:
+        with target.open() as base_url:
+            if target.model is None:
+                target.model = discover_model(base_url, target)
+                run.model = target.model
+            if target.weights is None:
+                target.weights = reference.weight_format(target.engine, target.model)
+            run.engine_label = engine_label(target)
+            run.subject = reference.Subject(target.gpu, target.engine, target.model, target.weights)
+            endpoint = client.Endpoint(base_url, target.api, target.model, target.api_key,  # type: ignore[arg-type]
+                                       exact_output=target.engine == "vllm")  # fmt: skip
+            result = client.run(endpoint, settings, progress)
+    except (ConnectionError, OSError, GpuctlError) as exc:
+        run.error = str(exc)
+        return run
+    run.calibration, run.levels = result.calibration, result.levels
+    return run
+
+
+def engine_label(target: Target) -> str:
+    from gpuctl.bench.reference import weights_label
+
+    name = {"vllm": "vLLM", "ollama": "Ollama"}.get(target.engine, "OpenAI-compatible")
+    label = f"{name} {weights_label(target.weights)}" if target.weights and target.engine != "openai" else name
+    if target.engine == "ollama" and target.api == "openai":
+        label += " (/v1)"
+    return label
+
+
+def url_target(url: str, engine: str | None, api: str | None, model: str | None, api_key_env: str | None,
+               gpu: str | None) -> Target:  # fmt: skip
+    from urllib.parse import urlsplit
+
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise GpuctlError(f"--api-key-env {api_key_env}: environment variable is not set")
+    engine = engine or detect_engine(url)
+    api = api or ("ollama" if engine == "ollama" else "openai")
+    if api == "ollama" and engine != "ollama":
+        raise GpuctlError(f"--api ollama: {url} is not an Ollama server")
+
+    @contextlib.contextmanager
+    def direct() -> Iterator[str]:
+        yield url.rstrip("/")
+
+    weights = None
+    if model is not None:
+        from gpuctl.bench.reference import weight_format
+
+        weights = weight_format(engine, model)
+    return Target(host=urlsplit(url).netloc or url, engine_name=engine, engine=engine, api=api, model=model,
+                  api_key=api_key, gpu=gpu, gpu_label=gpu or "?", weights=weights, open=direct, url=url)  # fmt: skip
+
+
+def detect_engine(url: str) -> str:
+    """Ollama answers /api/version, vLLM /version; anything else is a generic OpenAI-compatible server."""
+    import requests
+
+    for path, engine in (("/api/version", "ollama"), ("/version", "vllm")):
+        try:
+            response = requests.get(url.rstrip("/") + path, timeout=PROBE_TIMEOUT_S)
+        except requests.RequestException as exc:
+            raise GpuctlError(f"{url}: no answer ({type(exc).__name__}); give --engine, or check the URL") from None
+        with contextlib.suppress(ValueError):
+            if response.status_code == 200 and "version" in response.json():
+                return engine
+    return "openai"
+
+
+def discover_model(base_url: str, target: Target) -> str:
+    """The server's first model: /api/tags for Ollama, /v1/models (with the key) otherwise."""
+    import requests
+
+    headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
+    path = "/api/tags" if target.engine == "ollama" else "/v1/models"
+    try:
+        response = requests.get(base_url + path, headers=headers, timeout=PROBE_TIMEOUT_S)
+        data = response.json() if response.status_code == 200 else {}
+    except (requests.RequestException, ValueError) as exc:
+        raise ConnectionError(f"GET {path}: {type(exc).__name__}") from None
+    names = [m.get("name") for m in data.get("models", [])] if target.engine == "ollama" else [
+        m.get("id") for m in data.get("data", [])]  # fmt: skip
+    names = [n for n in names if n]
+    if not names:
+        hint = "the API key is missing or wrong (--api-key-env VAR)" if response.status_code == 401 else "give --model"
+        raise ConnectionError(f"GET {path} answered {response.status_code} without a model: {hint}")
+    return names[0]
+
+
+def host_targets(target: str, inventory_ref: str | None, limit: tuple[str, ...], engine: str | None,
+                 api: str | None, model: str | None) -> list[Target]:  # fmt: skip
+    """Every engine (or only --engine's) of the hosts TARGET names, with the spec's key, model and GPU."""
+    from gpuctl.bench.reference import weight_format
+    from gpuctl.cli import resolve_verify_target
+    from gpuctl.spec import VllmSpec
+    from gpuctl.verify.remote import Remote
+    from gpuctl.verify.runner import endpoint as engine_endpoint
+    from gpuctl.verify.runner import engine_label as spec_engine_label
+
+    inv, hosts = resolve_verify_target(target, inventory_ref, limit)
+    targets = []
+    for host in hosts:
+        for spec in host.engines():
+            kind = "vllm" if isinstance(spec, VllmSpec) else "ollama"
+            if engine is not None and kind != engine:
+                continue
+            if kind == "vllm":
+                if api == "ollama":
+                    raise GpuctlError(f"--api ollama: {host.name} {spec_engine_label(spec)} is vLLM (use --api openai)")
+                name = model or spec.served_name
+                key = spec.api_key.resolve(inv.base_dir) if spec.api_key else None
+                weights = weight_format("vllm", spec.model, spec.quantization, spec.dtype)
+            else:
+                name = model or (spec.models[0] if spec.models else None)
+                key, weights = None, weight_format("ollama", name) if name else None
+            targets.append(Target(
+                host=host.name, engine_name=spec_engine_label(spec), engine=kind, api=api or ("openai" if kind == "vllm" else "ollama"),
+                model=name, api_key=key, gpu=host.gpus.model if host.gpus else None, gpu_label=f"{host.gpus.count}× {host.gpus.model}" if host.gpus else "none (CPU)",
+                weights=weights,
+                open=lambda host=host, spec=spec: engine_endpoint(Remote(host), host, spec),
+            ))  # fmt: skip
+    if not targets:
+        raise GpuctlError(f"{target}: no {engine + ' ' if engine else ''}engine to bench in the spec")
+    return targets
