@@ -592,6 +592,12 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     app: "VllmApp"
 
+    def setup(self) -> None:
+        """TCP_NODELAY like uvicorn (asyncio sets it on every TCP transport): each token leaves at once
+        instead of waiting, by Nagle's algorithm, for the client's delayed ACK (~40 ms)."""
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def version_string(self) -> str:
         """uvicorn's Server header."""
         return "uvicorn"
