@@ -40,10 +40,10 @@ class Target:
     """One engine to bench; `open()` yields its base URL (an SSH tunnel lives as long as the context)."""
 
     host: str
-    engine_name: str
-    engine: str  # vllm | ollama | openai
-    api: str  # openai | ollama
-    model: str | None
+    engine_name: str | None  # vllm:NAME or ollama (hosts); the detected engine (URLs)
+    engine: str | None  # vllm | ollama | openai; None: ask the server
+    api: str | None  # openai | ollama; None: the engine's own
+    model: str | None  # None: the server's first
     api_key: str | None
     gpu: str | None
     gpu_label: str
@@ -125,41 +125,62 @@ def check_writable(path: Path) -> None:
 
 
 def bench_target(target: Target, settings: Any, say: Callable[[str], Any] | None) -> Any:
-    """Resolve the model if needed, run the levels, and return the report.Run (errors inside it)."""
-    from gpuctl.bench import client, reference
-    from gpuctl.bench.report import Run
+    """Complete what the target left open, run the levels, and return the report.Run (errors inside it)."""
+    from gpuctl.bench import client
 
     def progress(message: str) -> None:
         if say is not None:
-            say(f"[{target.host} {target.engine_name}] {message}")
+            say(f"[{target.host} {target.engine_name or target.engine or 'engine'}] {message}")
 
-    run = Run(host=target.host, engine_name=target.engine_name, engine_label=engine_label(target),
-              api=target.api, model=target.model or "?", gpu_label=target.gpu_label, url=target.url,
-              subject=reference.Subject(target.gpu, target.engine, target.model or "", target.weights or ""))  # fmt: skip
     try:
         with target.open() as base_url:
-            if target.model is None:
-                target.model = discover_model(base_url, target)
-                run.model = target.model
-            if target.weights is None:
-                target.weights = reference.weight_format(target.engine, target.model)
-            run.engine_label = engine_label(target)
-            run.subject = reference.Subject(target.gpu, target.engine, target.model, target.weights)
+            complete(target, base_url)
             endpoint = client.Endpoint(base_url, target.api, target.model, target.api_key,  # type: ignore[arg-type]
                                        exact_output=target.engine == "vllm")  # fmt: skip
             result = client.run(endpoint, settings, progress)
     except (ConnectionError, OSError, GpuctlError) as exc:
+        run = new_run(target)
         run.error = str(exc)
         return run
+    run = new_run(target)
     run.calibration, run.levels = result.calibration, result.levels
     return run
 
 
+def complete(target: Target, base_url: str) -> None:
+    """Ask the server what the command line and the spec left open: engine, API, model; then the weights."""
+    from gpuctl.bench.reference import weight_format
+
+    if target.engine is None:
+        target.engine = detect_engine(base_url)
+    target.engine_name = target.engine_name or target.engine
+    if target.api is None:
+        target.api = "ollama" if target.engine == "ollama" else "openai"
+    if target.api == "ollama" and target.engine != "ollama":
+        raise ConnectionError(f"--api ollama: {base_url} is not an Ollama server")
+    if target.model is None:
+        target.model = discover_model(base_url, target)
+    if target.weights is None:
+        target.weights = weight_format(target.engine, target.model)
+
+
+def new_run(target: Target) -> Any:
+    """A report.Run for TARGET as far as it is known."""
+    from gpuctl.bench.reference import Subject
+    from gpuctl.bench.report import Run
+
+    engine = target.engine or "?"
+    return Run(host=target.host, engine_name=target.engine_name or engine, engine_label=engine_label(target),
+               api=target.api or "?", model=target.model or "?", gpu_label=target.gpu_label, url=target.url,
+               subject=Subject(target.gpu, engine, target.model or "", target.weights or ""))  # fmt: skip
+
+
 def engine_label(target: Target) -> str:
+    """'vLLM FP16', 'Ollama Q4_K_M', 'Ollama Q4_K_M (/v1)': the published table's engine column."""
     from gpuctl.bench.reference import weights_label
 
-    name = {"vllm": "vLLM", "ollama": "Ollama"}.get(target.engine, "OpenAI-compatible")
-    label = f"{name} {weights_label(target.weights)}" if target.weights and target.engine != "openai" else name
+    name = {"vllm": "vLLM", "ollama": "Ollama", None: "?"}.get(target.engine, "OpenAI-compatible")
+    label = f"{name} {weights_label(target.weights)}" if target.weights and target.engine in ("vllm", "ollama") else name
     if target.engine == "ollama" and target.api == "openai":
         label += " (/v1)"
     return label
@@ -174,22 +195,15 @@ def url_target(url: str, engine: str | None, api: str | None, model: str | None,
         api_key = os.environ.get(api_key_env)
         if not api_key:
             raise GpuctlError(f"--api-key-env {api_key_env}: environment variable is not set")
-    engine = engine or detect_engine(url)
-    api = api or ("ollama" if engine == "ollama" else "openai")
-    if api == "ollama" and engine != "ollama":
-        raise GpuctlError(f"--api ollama: {url} is not an Ollama server")
+    if api == "ollama" and engine == "vllm":
+        raise GpuctlError("--api ollama: vLLM has no Ollama API (use --api openai)")
 
     @contextlib.contextmanager
     def direct() -> Iterator[str]:
         yield url.rstrip("/")
 
-    weights = None
-    if model is not None:
-        from gpuctl.bench.reference import weight_format
-
-        weights = weight_format(engine, model)
     return Target(host=urlsplit(url).netloc or url, engine_name=engine, engine=engine, api=api, model=model,
-                  api_key=api_key, gpu=gpu, gpu_label=gpu or "?", weights=weights, open=direct, url=url)  # fmt: skip
+                  api_key=api_key, gpu=gpu, gpu_label=gpu or "?", weights=None, open=direct, url=url)  # fmt: skip
 
 
 def detect_engine(url: str) -> str:
@@ -198,9 +212,9 @@ def detect_engine(url: str) -> str:
 
     for path, engine in (("/api/version", "ollama"), ("/version", "vllm")):
         try:
-            response = requests.get(url.rstrip("/") + path, timeout=PROBE_TIMEOUT_S)
+            response = requests.get(url + path, timeout=PROBE_TIMEOUT_S)
         except requests.RequestException as exc:
-            raise GpuctlError(f"{url}: no answer ({type(exc).__name__}); give --engine, or check the URL") from None
+            raise ConnectionError(f"GET {path}: no answer ({type(exc).__name__})") from None
         with contextlib.suppress(ValueError):
             if response.status_code == 200 and "version" in response.json():
                 return engine

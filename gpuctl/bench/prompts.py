@@ -17,7 +17,7 @@ WORDS = (
     "one all were which she there their been has more when who will would what out about some them "
     "time into only other could new very after first two also over such many then these may most "
     "made where before years through back much good well down should because each those people work "
-    "state world life still same while last might great under never day most part long own little "
+    "state world life still same while last might great never day part long own little "
     "place right old year number way even found house water under small school light early large city "
     "point music paper river story table garden window market report letter engine summer winter "
     "morning evening answer question minute moment family friend country history system program"
@@ -84,15 +84,18 @@ async def calibrate(target_tokens: int, probe: Probe, max_probes: int = MAX_PROB
 
 
 def next_guess(probes: list[tuple[int, int]], target: int) -> int:
-    """The next word count to try: the secant through the two probes closest to TARGET."""
+    """The next word count to try: the secant through the two probes closest to TARGET, or the closest
+    probe's neighbour on TARGET's side when the secant lands on a word count already tried."""
     if len(probes) == 1:
         words, tokens = probes[0]
         return max(1, words // 2 if tokens != target else words)
     (w1, t1), (w2, t2) = sorted(probes, key=lambda p: abs(p[1] - target))[:2]
-    if t1 == t2 or w1 == w2:
-        return max(1, w1 + (1 if t1 < target else -1))
-    slope = (t1 - t2) / (w1 - w2)
-    return max(1, round(w1 + (target - t1) / slope))
+    guess = w1 + (1 if t1 < target else -1)
+    if t1 != t2 and w1 != w2:
+        guess = round(w1 + (target - t1) * (w1 - w2) / (t1 - t2))
+    if guess in dict(probes):
+        guess = w1 + (1 if t1 < target else -1)
+    return max(1, guess)
 
 
 def best(probes: list[tuple[int, int]], target: int) -> int:

@@ -160,7 +160,7 @@ def notes(runs: list[Run], settings: Settings) -> list[str]:
     lines = []
     compared = False
     for run in runs:
-        who = f"{run.host} {run.engine_name}"
+        who = run.host if run.engine_name == "?" else f"{run.host} {run.engine_name}"
         if run.error is not None:
             lines.append(f"{who}: {run.error}")
         if run.calibration and run.calibration.error:

@@ -112,10 +112,10 @@ class OllamaStream(StreamParser):
             self.done = True
             if (data.get("message") or {}).get("content"):
                 self.token_event(now)
-            if "eval_count" not in data:
+            if not isinstance(data.get("eval_count"), int):
                 self.fail("the final line has no eval_count")
                 return
-            self.result.output_tokens = int(data["eval_count"])
+            self.result.output_tokens = data["eval_count"]
             self.result.prompt_tokens = int(data.get("prompt_eval_count") or 0)
         elif (data.get("message") or {}).get("content") or (data.get("message") or {}).get("thinking"):
             self.token_event(now)
