@@ -87,8 +87,11 @@ def bench(target: str, inventory_ref: str | None, limit: tuple[str, ...], concur
           duration_s: float | None, prompt_tokens: int, output_tokens: int, api: str | None, engine: str | None,
           model: str | None, api_key_env: str | None, gpu: str | None, seed: int, request_timeout_s: float,
           csv_path: Path | None, quiet: bool, as_json: bool) -> None:  # fmt: skip
-    """Throughput and latency per concurrency level, beside the published figures: TARGET is a host
-    name, an inventory, or a URL."""
+    """Tokens/s and latency per concurrency level.
+
+    TARGET is a host name, an inventory, or a URL. Closed loop: at each level that many streams send
+    their next request as soon as the last one ended. Where the host's GPU and model have published
+    figures, they stand beside the measurement."""
     from gpuctl.bench.client import Settings
     from gpuctl.cli import EXIT_FAILED, EXIT_OK, console
 

@@ -167,6 +167,11 @@ def notes(runs: list[Run], settings: Settings) -> list[str]:
             lines.append(f"{who}: prompt calibration failed ({run.calibration.error}); prompts of "
                          f"{run.calibration.words} words")  # fmt: skip
         for level in run.levels:
+            low, high = level.output_tokens_range
+            if level.requests and (low, high) != (settings.output_tokens, settings.output_tokens):
+                lines.append(f"{who} c={level.concurrency}: replies had {low}–{high} tokens (mean "
+                             f"{level.output_tokens_mean:,.1f}), not the {settings.output_tokens} asked for: the "
+                             "server stopped early (Ollama's num_predict is only a maximum)")  # fmt: skip
             for message, count in list(level.error_kinds.items())[:3]:
                 lines.append(f"{who} c={level.concurrency}: {count} × {message}")
             per_token = level.client_cpu_us_per_token
