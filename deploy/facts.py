@@ -99,3 +99,14 @@ class DockerRuntimes(FactBase[str]):
 
     def process(self, output: list[str]) -> str:
         return "\n".join(output)
+
+
+class SshServerPort(FactBase[int | None]):
+    """The local port the current SSH session arrived on (from SSH_CONNECTION), or None when unknown."""
+
+    def command(self) -> str:
+        return 'echo "${SSH_CONNECTION:-}"'
+
+    def process(self, output: list[str]) -> int | None:
+        fields = output[0].split() if output else []
+        return int(fields[3]) if len(fields) == 4 and fields[3].isdigit() else None

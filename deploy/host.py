@@ -1,4 +1,5 @@
-"""One host's whole deploy, in order: NVIDIA driver, Docker (+ container toolkit), vLLM engines, Ollama."""
+"""One host's whole deploy, in order: NVIDIA driver, Docker (+ container toolkit), vLLM engines, Ollama,
+gateway, firewall."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pyinfra import host
 from gpuctl.deploy.container_toolkit import container_toolkit
 from gpuctl.deploy.docker import docker
 from gpuctl.deploy.files import put_rendered
+from gpuctl.deploy.firewall import firewall
+from gpuctl.deploy.gateway import gateway
 from gpuctl.deploy.nvidia import nvidia_driver
 from gpuctl.deploy.ollama import ollama_engine
 from gpuctl.deploy.vllm import vllm_engine
@@ -26,5 +29,9 @@ def deploy_host(spec: HostSpec, rendered: list[RenderedFile]) -> None:
         vllm_engine(spec, engine, [f for f in rendered if f.component == f"vllm:{engine.name}"])
     if spec.ollama is not None:
         ollama_engine(spec.ollama, [f for f in rendered if f.component == "ollama"])
+    if spec.gateway is not None:
+        gateway(spec, [f for f in rendered if f.component == "gateway"])
+    if spec.firewall_enabled():
+        firewall(spec, [f for f in rendered if f.component == "firewall"])
     if not spec.engines():
         host.noop("no engine in the spec")

@@ -32,7 +32,17 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from gpuctl.errors import GpuctlError, InventoryError
-from gpuctl.spec import DriverSpec, GpuSpec, HostSpec, ModelArchitecture, OllamaSpec, SecretRef, VllmSpec
+from gpuctl.spec import (
+    DriverSpec,
+    FirewallSpec,
+    GatewaySpec,
+    GpuSpec,
+    HostSpec,
+    ModelArchitecture,
+    OllamaSpec,
+    SecretRef,
+    VllmSpec,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Builders used inside inventory files
@@ -97,6 +107,8 @@ if TYPE_CHECKING:
     Gpu = GpuSpec
     Driver = DriverSpec
     Architecture = ModelArchitecture
+    Gateway = GatewaySpec
+    Firewall = FirewallSpec
     Defaults = HostSpec
 
     def Host(name: str, **fields: Any) -> HostSpec:  # noqa: N802
@@ -108,6 +120,8 @@ else:
     Gpu = _builder(GpuSpec)
     Driver = _builder(DriverSpec)
     Architecture = _builder(ModelArchitecture)
+    Gateway = _builder(GatewaySpec)
+    Firewall = _builder(FirewallSpec)
     Defaults = _builder(HostSpec)
 
     def Host(name: str, **fields: Any) -> Partial:  # noqa: N802

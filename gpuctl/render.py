@@ -17,14 +17,40 @@ from pathlib import Path, PurePosixPath
 import jinja2
 
 from gpuctl.errors import GpuctlError
-from gpuctl.spec import CONTAINER_PORT, HostSpec, OllamaSpec, SecretRef, VllmSpec
+from gpuctl.keystore import ServerCert
+from gpuctl.spec import (
+    API_KEY_RE,
+    CONTAINER_PORT,
+    OLLAMA_ADMIN_ROUTES,
+    HostSpec,
+    OllamaSpec,
+    SecretRef,
+    VllmSpec,
+    is_loopback,
+)
 
 HF_CACHE_DIR = PurePosixPath("/var/lib/gpuctl/huggingface")
 WAIT_HEALTHY = PurePosixPath("/usr/local/libexec/gpuctl/wait-healthy")
 OLLAMA_UNIT = PurePosixPath("/etc/systemd/system/ollama.service")
 STOP_GRACE_S = 90
+NGINX_CONF = PurePosixPath("/etc/nginx/conf.d/gpuctl-gateway.conf")
+GATEWAY_DIR = PurePosixPath("/etc/gpuctl/gateway")
+GATEWAY_TLS_CERT = GATEWAY_DIR / "tls" / "fullchain.pem"
+GATEWAY_TLS_KEY = GATEWAY_DIR / "tls" / "key.pem"
+ACME_WEBROOT = PurePosixPath("/var/lib/gpuctl/acme")
+FIREWALL_RULES = PurePosixPath("/etc/gpuctl/firewall.nft")
+FIREWALL_UNIT = PurePosixPath("/etc/systemd/system/gpuctl-firewall.service")
 
 SecretResolver = Callable[[SecretRef], str]
+
+
+@dataclass(frozen=True)
+class GatewayMaterial:
+    """The gateway's secrets for one host, resolved before any connection: the clients' bearer key
+    and (unless ACME) the TLS certificate chain and key."""
+
+    api_key: str
+    cert: ServerCert | None
 
 
 @dataclass(frozen=True)
@@ -90,8 +116,9 @@ def _template(name: str, **context: object) -> str:
     return _environment().get_template(name).render(**context)
 
 
-def render_host(host: HostSpec, resolve: SecretResolver | None = None) -> list[RenderedFile]:
-    """Every file HOST receives, sorted by path. Without RESOLVE, secrets become placeholders."""
+def render_host(host: HostSpec, resolve: SecretResolver | None = None,
+                gateway: GatewayMaterial | None = None) -> list[RenderedFile]:  # fmt: skip
+    """Every file HOST receives, sorted by path. Without RESOLVE (and GATEWAY), secrets become placeholders."""
     resolve = resolve or placeholder
     files: list[RenderedFile] = []
     for engine in host.vllm:
@@ -102,6 +129,10 @@ def render_host(host: HostSpec, resolve: SecretResolver | None = None) -> list[R
         )
     if host.ollama is not None:
         files += render_ollama(host, host.ollama)
+    if host.gateway is not None:
+        files += render_gateway(host, resolve, gateway)
+    if host.firewall_enabled():
+        files += render_firewall(host)
     return sorted(files, key=lambda f: str(f.path))
 
 
@@ -153,6 +184,94 @@ def render_ollama(host: HostSpec, ollama: OllamaSpec) -> list[RenderedFile]:
         RenderedFile(
             PurePosixPath(ollama.dropin_path), _template("ollama/override.conf.j2", **context), component="ollama"
         ),
+    ]
+
+
+def gateway_upstreams(host: HostSpec, resolve: SecretResolver) -> list[dict[str, object]]:
+    """One upstream per engine: id, loopback port, gateway prefix and the Authorization it gets."""
+    upstreams = []
+    for engine in host.engines():
+        is_vllm = isinstance(engine, VllmSpec)
+        ident = f"vllm_{engine.name.replace('-', '_')}" if is_vllm else "ollama"
+        key = resolve(engine.api_key) if is_vllm and engine.api_key is not None else None
+        if key is not None and ('"' in key or "\\" in key or "$" in key or not key.isprintable()):
+            raise GpuctlError(f"vllm[{engine.name}].api_key: contains a quote, backslash, $ or control character, "
+                              "which the gateway's nginx configuration cannot hold")  # fmt: skip
+        upstreams.append({
+            "id": ident, "port": engine.port, "label": f"vllm:{engine.name}" if is_vllm else "ollama",
+            "prefix": host.gateway_prefix(engine), "authorization": f"Bearer {key}" if key else "",
+            "admin_blocked": not is_vllm and not (host.gateway and host.gateway.allow_ollama_admin),
+            "loopback": is_loopback(engine.bind),
+        })  # fmt: skip
+    return upstreams
+
+
+def key_pattern(key: str) -> str:
+    """KEY as a case-sensitive nginx regex that matches exactly it (nginx's plain map strings ignore case)."""
+    if not API_KEY_RE.match(key):
+        raise GpuctlError("gateway.api_key: must be 20-512 characters of A-Z a-z 0-9 . _ ~ + / = -")
+    return "".join(f"[{c}]" if c in ".+" else c for c in key)
+
+
+def render_gateway(host: HostSpec, resolve: SecretResolver, material: GatewayMaterial | None) -> list[RenderedFile]:
+    """nginx's site (0644, no secrets), its secrets file (0600) and, unless ACME, the certificate."""
+    gateway = host.gateway
+    assert gateway is not None
+    upstreams = gateway_upstreams(host, resolve)
+    routes = [{"prefix": u["prefix"], "upstream": u["id"], "port": u["port"], "admin_blocked": u["admin_blocked"]}
+              for u in upstreams]  # fmt: skip
+    routes.sort(key=lambda r: (r["prefix"] == "", r["prefix"]))
+    # With ACME these two are links that deploy points at certbot's files (a bootstrap certificate first).
+    tls_cert, tls_key = GATEWAY_TLS_CERT, GATEWAY_TLS_KEY
+    if material is not None:
+        api_key_pattern = key_pattern(material.api_key)
+    else:
+        api_key_pattern = f"<secret gateway key: {gateway.api_key.describe() if gateway.api_key else 'generated'}>"
+    secrets_conf = GATEWAY_DIR / "secrets.conf"
+    context = {
+        "host": host, "gateway": gateway, "upstreams": upstreams, "routes": routes, "secrets_conf": secrets_conf,
+        "tls_cert": tls_cert, "tls_key": tls_key, "acme_webroot": ACME_WEBROOT, "key_pattern": api_key_pattern,
+        "admin_routes": "|".join(OLLAMA_ADMIN_ROUTES),
+    }  # fmt: skip
+    files = [
+        RenderedFile(NGINX_CONF, _template("gateway/gpuctl-gateway.conf.j2", **context), component="gateway"),
+        RenderedFile(secrets_conf, _template("gateway/secrets.conf.j2", **context), 0o600, component="gateway",
+                     secret=True),  # fmt: skip
+    ]
+    if gateway.tls != "acme":
+        cert = material.cert if material is not None else None
+        chain = cert.chain_pem if cert else f"<certificate ({gateway.tls})>\n"
+        key = cert.key_pem if cert else f"<secret certificate key ({gateway.tls})>\n"
+        files += [
+            RenderedFile(tls_cert, chain, component="gateway"),
+            RenderedFile(tls_key, key, 0o600, component="gateway", secret=True),
+        ]
+    return files
+
+
+def firewall_ports(host: HostSpec) -> list[int]:
+    """TCP ports the firewall opens to everyone: SSH, the gateway (and 80 for ACME), listed ports,
+    and engines bound beyond loopback by an explicit unsafe_public_bind."""
+    ports = {host.ssh_port, *host.firewall.allow_tcp, *(e.port for e in host.public_engines())}
+    if host.gateway is not None:
+        ports.add(host.gateway.port)
+        if host.gateway.tls == "acme":
+            ports.add(80)
+    return sorted(ports)
+
+
+def render_firewall(host: HostSpec) -> list[RenderedFile]:
+    """The nftables ruleset and the oneshot unit that loads it at boot."""
+    import ipaddress
+
+    nets = [ipaddress.ip_network(n, strict=False) for n in host.firewall.allow_from]
+    context = {
+        "host": host, "open_tcp": firewall_ports(host), "ruleset": FIREWALL_RULES,
+        "allow_v4": [str(n) for n in nets if n.version == 4], "allow_v6": [str(n) for n in nets if n.version == 6],
+    }  # fmt: skip
+    return [
+        RenderedFile(FIREWALL_RULES, _template("firewall/firewall.nft.j2", **context), component="firewall"),
+        RenderedFile(FIREWALL_UNIT, _template("firewall/gpuctl-firewall.service.j2", **context), component="firewall"),
     ]
 
 

@@ -2,15 +2,20 @@
 
 Every module-level list is a group; `<group>_defaults` apply to its hosts, `defaults` to all.
 Secrets are references: export VLLM_API_KEY and HF_TOKEN (or point at files) before deploying.
+
+Engines listen on loopback only. Clients reach them through each host's gateway, https://HOST/v1,
+with the bearer key gpuctl generates (inventories/.gpuctl/prod/HOST.api-key) and, for the private CA,
+inventories/.gpuctl/prod/ca.pem to trust. The firewall leaves only SSH and 443 open.
 """
 
-from gpuctl.inventory import Defaults, Driver, Gpu, Host, Secret, Vllm
+from gpuctl.inventory import Defaults, Driver, Gateway, Gpu, Host, Secret, Vllm
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 
 defaults = Defaults(
     ssh_user="root",
     driver=Driver(branch=580, server=True, open_kernel_modules=True, allow_reboot=False),
+    gateway=Gateway(tls="private-ca", metrics_allow=["198.51.100.7"]),  # Prometheus reads /metrics without the key
 )
 
 rtx4090 = [
@@ -36,7 +41,8 @@ rtx4090_defaults = Defaults(
 )
 
 h100 = [
-    Host("gpu-h100-01", address="203.0.113.21"),
+    Host("gpu-h100-01", address="203.0.113.21",
+         gateway=Gateway(tls="acme", domain="llm.example.com", acme_email="ops@example.com")),
 ]
 h100_defaults = Defaults(
     gpus=Gpu(model="H100 80GB", count=2, memory_gib=80),

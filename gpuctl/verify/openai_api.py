@@ -41,9 +41,10 @@ class VllmChecker:
     def url(self, path: str) -> str:
         return self.expect.base_url.rstrip("/") + path
 
-    def headers(self, key: str | None = "spec") -> dict[str, str]:
+    def headers(self, key: str | None = "spec") -> dict[str, str | None]:
+        """Authorization for KEY ("spec": the expected key); None removes one the session would add."""
         key = self.expect.api_key if key == "spec" else key
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        return {"Authorization": f"Bearer {key}" if key else None}
 
     def run(self) -> list[Check]:
         checks = [run_check("health", self.health)]

@@ -13,8 +13,11 @@ from typing import Any
 
 import requests
 
+from gpuctl.errors import GpuctlError
+from gpuctl.keystore import Keystore
 from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
 from gpuctl.verify.checks import Check
+from gpuctl.verify.gateway import GatewayAccess, gateway_access, gateway_checks
 from gpuctl.verify.host_checks import engine_host_checks, journal
 from gpuctl.verify.ollama_api import OllamaChecker, OllamaExpectations
 from gpuctl.verify.openai_api import VllmChecker, VllmExpectations
@@ -47,6 +50,8 @@ class Options:
     wait_s: float = 0.0
     generation_timeout_s: float = 30.0
     base_dir: Path = Path(".")
+    keystore: Keystore | None = None
+    """The inventory's generated gateway keys and CA (needed for hosts with a gateway)."""
 
 
 def engine_label(engine: VllmSpec | OllamaSpec) -> str:
@@ -72,15 +77,24 @@ def verify_host(host: HostSpec, options: Options, progress: Progress | None = No
     for engine in host.engines():
         label = engine_label(engine)
         try:
-            with endpoint(remote, host, engine) as base_url:
+            access = gateway_access(host, engine, options.keystore or Keystore(Path("."), write=False),
+                                    options.base_dir) if host.gateway is not None else None  # fmt: skip
+        except GpuctlError as exc:
+            reports.append(EngineReport(host.name, label, None, [Check("gateway key", False, str(exc))]))
+            continue
+        try:
+            with endpoint(remote, host, engine) as direct_url:
+                base_url = access.base_url if access is not None else direct_url
                 report = EngineReport(host.name, label, base_url)
                 if options.wait_s > 0:
-                    failure = wait_ready(remote, engine, base_url, options.wait_s,
+                    failure = wait_ready(remote, engine, direct_url, options.wait_s,
                                          lambda msg, label=label: progress and progress(host.name, f"{label}: {msg}"))  # fmt: skip
                     if failure is not None:
                         report.checks.append(failure)
                 report.checks += engine_host_checks(remote, host, engine)
-                report.checks += api_checks(engine, base_url, options)
+                if access is not None:
+                    report.checks += gateway_checks(access, engine, bool(host.gateway and host.gateway.allow_ollama_admin))
+                report.checks += api_checks(engine, base_url, options, access)
                 explain_failures(remote, engine, report.checks)
         except ConnectionError as exc:
             report = EngineReport(host.name, label, None, [Check("tunnel", False, str(exc))])
@@ -101,19 +115,26 @@ def explain_failures(remote: Remote, engine: VllmSpec | OllamaSpec, checks: list
         failed.details = journal(remote, engine.unit_name)
 
 
-def api_checks(engine: VllmSpec | OllamaSpec, base_url: str, options: Options) -> list[Check]:
+def api_checks(engine: VllmSpec | OllamaSpec, base_url: str, options: Options,
+               access: GatewayAccess | None = None) -> list[Check]:  # fmt: skip
+    """The engine's API checks at BASE_URL; through the gateway (ACCESS) with its key and CA."""
+    session = access.session() if access is not None else None
     if isinstance(engine, VllmSpec):
+        if access is not None:
+            api_key, key_required = access.api_key, True
+        else:
+            api_key = engine.api_key.resolve(options.base_dir) if engine.api_key else None
+            key_required = engine.api_key is not None
         expect = VllmExpectations(
-            base_url=base_url, model=engine.served_name,
-            api_key=engine.api_key.resolve(options.base_dir) if engine.api_key else None,
+            base_url=base_url, model=engine.served_name, api_key=api_key,
             version=engine.expected_version(), max_model_len=engine.max_model_len,
-            key_required=engine.api_key is not None, generation_timeout_s=options.generation_timeout_s,
+            key_required=key_required, generation_timeout_s=options.generation_timeout_s,
         )  # fmt: skip
-        return VllmChecker(expect).run()
+        return VllmChecker(expect, session).run()
     return OllamaChecker(OllamaExpectations(
         base_url=base_url, version=engine.version, models=engine.models, keep_alive=engine.keep_alive,
         generation_timeout_s=max(options.generation_timeout_s, 60),
-    )).run()  # fmt: skip
+    ), session).run()  # fmt: skip
 
 
 @contextlib.contextmanager

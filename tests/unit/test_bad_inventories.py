@@ -12,7 +12,7 @@ import textwrap
 import pytest
 from harness.cli import run_cli
 
-HEADER = "from gpuctl.inventory import Defaults, Driver, Gpu, Host, Ollama, Secret, Vllm\n"
+HEADER = "from gpuctl.inventory import Defaults, Driver, Firewall, Gateway, Gpu, Host, Ollama, Secret, Vllm\n"
 IMAGE = "vllm/vllm-openai:v0.32.0"
 
 
@@ -77,7 +77,27 @@ CASES = [
      "vllm.bind: 0.0.0.0 publishes vLLM beyond this host, where its API key guards only /v1"),
     ("ollama-public-bind", ollama_host('bind="0.0.0.0"'), "laptop",
      "ollama.bind: 0.0.0.0 exposes Ollama, which has no authentication (anyone could pull, delete and run models: "
-     "CVE-2024-37032): keep 127.0.0.1, or set unsafe_public_bind=True to accept that risk"),
+     "CVE-2024-37032): keep 127.0.0.1 and add gateway=Gateway() to the host (TLS and a key on every route), or set "
+     "unsafe_public_bind=True to accept that risk"),
+    ("gateway-which-engine", vllm_host(engines=TWO_ENGINES.format('gpus=[0]'), host="gateway=Gateway()", gpus=2)
+     .replace("gpus=[0]), Vllm", "gpus=[0]), Vllm").replace('model="m", gpus=[0])]', 'model="m", gpus=[1], port=8001)]'),
+     "gpu-01", "gateway.engine: the host has several engines: name the one behind /v1 (a, b)"),
+    ("gateway-unknown-engine", vllm_host(host='gateway=Gateway(engine="ollama")'), "gpu-01",
+     "gateway.engine: 'ollama' is not an engine of this host (main)"),
+    ("gateway-provided-without-key", vllm_host(host='gateway=Gateway(tls="provided", cert_file="c.pem")'), "gpu-01",
+     'gateway.cert_file: tls="provided" needs cert_file= and key_file='),
+    ("gateway-acme-without-domain", vllm_host(host='gateway=Gateway(tls="acme", acme_email="a@b.c")'), "gpu-01",
+     'gateway.domain: tls="acme" needs domain='),
+    ("gateway-metrics-allow", ollama_host(host='gateway=Gateway(metrics_allow=["prometheus"])'), "laptop",
+     "gateway.metrics_allow: 'prometheus' is not an IP address or network"),
+    ("gateway-port-clash", ollama_host("port=8443", host="gateway=Gateway(port=8443)"), "laptop",
+     "gateway.port: port 8443 is already used by ollama"),
+    ("gateway-literal-key", ollama_host(host='gateway=Gateway(api_key="sk-123")'), "laptop",
+     "gateway.api_key: is a literal secret"),
+    ("gateway-without-engine", "from gpuctl.inventory import Gateway, Host\nh = [Host(\"x\", address=\"10.0.0.1\", gateway=Gateway())]\n",
+     "x", "gateway: the host has no engine to put behind the gateway"),
+    ("firewall-allow-from", ollama_host(host='firewall=Firewall(allow_from=["vpn"])'), "laptop",
+     "firewall.allow_from: 'vpn' is not an IP address or network"),
     ("managed-flag-in-extra-args", vllm_host('extra_args=["--max-model-len=4096"]'), "gpu-01",
      "vllm.extra_args: --max-model-len is set by its own field (max_model_len)"),
     ("vllm-without-gpus", HEADER + f'g = [Host("cpu-01", address="10.0.0.1", vllm=Vllm(image="{IMAGE}", model="m"))]\n',

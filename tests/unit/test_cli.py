@@ -72,6 +72,12 @@ def test_render_writes_every_file_with_modes_and_a_manifest(tmp_path):
         "/etc/gpuctl/vllm-main/vllm.env": "0600",
         "/etc/systemd/system/gpuctl-vllm-main.service": "0644",
         "/usr/local/libexec/gpuctl/wait-healthy": "0755",
+        "/etc/nginx/conf.d/gpuctl-gateway.conf": "0644",
+        "/etc/gpuctl/gateway/secrets.conf": "0600",
+        "/etc/gpuctl/gateway/tls/fullchain.pem": "0644",
+        "/etc/gpuctl/gateway/tls/key.pem": "0600",
+        "/etc/gpuctl/firewall.nft": "0644",
+        "/etc/systemd/system/gpuctl-firewall.service": "0644",
     }
     assert "VLLM_API_KEY='<secret env:VLLM_API_KEY>'" in env_file.read_text()
 
@@ -124,8 +130,11 @@ def test_resolved_secrets_go_only_into_the_0600_env_file(tmp_path, monkeypatch):
     host = inventory.load("prod", cwd=REPO).hosts["gpu-01"]
     files = render_host(host, resolve=lambda ref: ref.resolve())
     holders = [f for f in files if any(v in f.content for v in SECRET_VALUES.values())]
-    assert [(str(f.path), f.mode, f.secret) for f in holders] == [("/etc/gpuctl/vllm-main/vllm.env", 0o600, True)]
-    assert f"VLLM_API_KEY='{SECRET_VALUES['VLLM_API_KEY']}'" in holders[0].content
+    assert [(str(f.path), f.mode, f.secret) for f in holders] == [
+        ("/etc/gpuctl/gateway/secrets.conf", 0o600, True),  # the gateway sends the engine its own key
+        ("/etc/gpuctl/vllm-main/vllm.env", 0o600, True),
+    ]
+    assert f"VLLM_API_KEY='{SECRET_VALUES['VLLM_API_KEY']}'" in holders[1].content
 
 
 def test_real_entry_point_reports_bad_input_without_traceback(tmp_path):

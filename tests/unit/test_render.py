@@ -267,5 +267,7 @@ def test_vllm_unit_owns_the_compose_project_with_a_long_start_and_graceful_stop(
 def test_files_have_the_right_modes():
     for host in ALL_HOSTS:
         for item in render_host(host):
-            expected = 0o600 if item.path.name.endswith(".env") else 0o755 if item.path.name == "wait-healthy" else 0o644
+            private = item.path.name.endswith(".env") or item.path.name in ("secrets.conf", "key.pem")
+            expected = 0o600 if private else 0o755 if item.path.name == "wait-healthy" else 0o644
+            assert item.secret == private or item.path.name.endswith(".env"), item.path
             assert (str(item.path), item.mode, item.owner) == (str(item.path), expected, "root")

@@ -1,0 +1,41 @@
+"""The host firewall: gpuctl's own nftables table, loaded by a oneshot unit at boot.
+
+The ruleset replaces the table atomically and accepts established connections first, so the SSH
+session applying it is never cut; before applying, the port this session arrived on must be open.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import apt, server, systemd
+from pyinfra.operations.util import any_changed
+
+from gpuctl.deploy.facts import SshServerPort
+from gpuctl.deploy.files import put_rendered
+from gpuctl.render import FIREWALL_RULES, RenderedFile, firewall_ports
+from gpuctl.spec import HostSpec
+
+UNIT = "gpuctl-firewall.service"
+
+
+class FirewallWouldLockOut(RuntimeError):
+    """The SSH session arrives on a port the firewall would close."""
+
+
+@deploy("Firewall (nftables)")
+def firewall(spec: HostSpec, rendered: list[RenderedFile]) -> None:
+    """Install nftables, put the ruleset and its unit, check the ruleset, then (re)load it on change."""
+    session_port = None if spec.local else host.get_fact(SshServerPort)
+    if session_port is not None and session_port not in firewall_ports(spec):
+        raise FirewallWouldLockOut(
+            f"this SSH session arrives on port {session_port}, which the firewall would close "
+            f"(open: {', '.join(map(str, firewall_ports(spec)))}): set ssh_port= or firewall.allow_tcp="
+        )
+    apt.packages(name="nftables", packages=["nftables"], update=True, cache_time=3600, no_recommends=True)
+    changes = [put_rendered(item) for item in rendered]
+    server.shell(name="nft -c (ruleset check)", commands=[f"nft -c -f {FIREWALL_RULES}"], _if=any_changed(*changes))
+    systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*changes))
+    systemd.service(name=f"{UNIT} enabled and loaded", service=UNIT, running=True, enabled=True)
+    server.shell(name="Apply the firewall ruleset (atomic; established connections stay)",
+                 commands=[f"systemctl reload {UNIT}"], _if=any_changed(*changes))  # fmt: skip

@@ -1,0 +1,96 @@
+"""The gateway: nginx from the distribution in front of the loopback engines (TLS + bearer key).
+
+Why nginx: its master process runs as root and reads the configuration and TLS key before the
+workers drop to www-data, so the key files stay 0600 root; `reload` swaps keys and certificates
+gracefully (in-flight streams finish on the old workers); it is in every distribution. Caddy would
+bring ACME built in, but runs as its own user, so that user would have to read the key.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from gpuctl.deploy.facts import FileText
+from gpuctl.deploy.files import put_rendered
+from gpuctl.render import ACME_WEBROOT, GATEWAY_TLS_CERT, GATEWAY_TLS_KEY, RenderedFile
+from gpuctl.spec import GatewaySpec, HostSpec
+
+LETSENCRYPT_LIVE = "/etc/letsencrypt/live"
+
+
+@deploy("Gateway (nginx)")
+def gateway(spec: HostSpec, rendered: list[RenderedFile]) -> None:
+    """Install nginx, put the gateway's files, check them with `nginx -t`, then reload on change."""
+    gw = spec.gateway
+    assert gw is not None
+    packages = ["nginx"] + (["certbot"] if gw.tls == "acme" else [])
+    apt.packages(name="nginx" + (" and certbot" if gw.tls == "acme" else ""), packages=packages,
+                 update=True, cache_time=3600, no_recommends=True)  # fmt: skip
+    removed = files.link(name="No default nginx site (it would answer without a key)",
+                         path="/etc/nginx/sites-enabled/default", present=False)  # fmt: skip
+    changes = [removed]
+    if gw.tls == "acme":
+        changes += acme_bootstrap(gw)
+    changes += [put_rendered(item) for item in rendered]
+    server.shell(name="nginx -t (configuration and certificate check)", commands=["nginx -t -q"],
+                 _if=any_changed(*changes))  # fmt: skip
+    systemd.service(name="nginx.service enabled and running", service="nginx.service", running=True, enabled=True)
+    server.shell(name="Reload nginx (graceful: open streams finish)", commands=["systemctl reload-or-restart nginx"],
+                 _if=any_changed(*changes))  # fmt: skip
+    if gw.tls == "acme":
+        acme_certificate(gw)
+
+
+def acme_bootstrap(gw: GatewaySpec) -> list:
+    """Before certbot's first certificate exists, point the gateway at a short-lived self-signed one,
+    so nginx can start and serve the http-01 challenge on port 80."""
+    live = f"{LETSENCRYPT_LIVE}/{gw.domain}"
+    script = "\n".join([
+        "set -eu",
+        f"mkdir -p {ACME_WEBROOT} {GATEWAY_TLS_CERT.parent}",
+        f"if [ -e {live}/fullchain.pem ]; then",
+        f"  ln -sfn {live}/fullchain.pem {GATEWAY_TLS_CERT}; ln -sfn {live}/privkey.pem {GATEWAY_TLS_KEY}",
+        f"elif [ ! -e {GATEWAY_TLS_CERT} ]; then",
+        f"  (umask 077; openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
+        f"-subj /CN={gw.domain} -keyout {GATEWAY_TLS_KEY} -out {GATEWAY_TLS_CERT} 2>/dev/null)",
+        "  chmod 0644 " + str(GATEWAY_TLS_CERT),
+        "fi",
+    ])  # fmt: skip
+    linked = host.get_fact(FileText, path=f"{live}/fullchain.pem") is not None
+    present = host.get_fact(FileText, path=str(GATEWAY_TLS_CERT)) is not None
+    if linked and present:
+        return []
+    return [server.shell(name="TLS bootstrap for ACME (self-signed until certbot's certificate exists)",
+                         commands=[script])]  # fmt: skip
+
+
+def acme_command(gw: GatewaySpec) -> str:
+    """certbot's http-01 webroot issuance; its renewal (certbot.timer) reloads nginx by the deploy hook."""
+    parts = [
+        "certbot", "certonly", "--non-interactive", "--agree-tos", "--webroot", "-w", str(ACME_WEBROOT),
+        "-d", str(gw.domain), "-m", str(gw.acme_email), "--server", gw.acme_server,
+        "--deploy-hook", "systemctl reload nginx", "--keep-until-expiring",
+    ]  # fmt: skip
+    env = f"REQUESTS_CA_BUNDLE={shlex.quote(gw.acme_ca_bundle)} " if gw.acme_ca_bundle else ""
+    return env + " ".join(shlex.quote(p) for p in parts)
+
+
+def acme_certificate(gw: GatewaySpec) -> None:
+    """Get the certificate when it is missing, then point the gateway at it and reload."""
+    live = f"{LETSENCRYPT_LIVE}/{gw.domain}"
+    if host.get_fact(FileText, path=f"{live}/fullchain.pem") is not None:
+        return
+    script = "\n".join([
+        "set -eu",
+        acme_command(gw),
+        f"ln -sfn {live}/fullchain.pem {GATEWAY_TLS_CERT}",
+        f"ln -sfn {live}/privkey.pem {GATEWAY_TLS_KEY}",
+        "nginx -t -q",
+        "systemctl reload nginx",
+    ])  # fmt: skip
+    server.shell(name=f"ACME certificate for {gw.domain} (certbot, http-01)", commands=[script])
