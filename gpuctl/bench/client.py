@@ -104,7 +104,8 @@ class LoadGenerator:
         self.on_level_end = on_level_end
         self.url = endpoint.base_url.rstrip("/") + endpoint.path
         self.headers = endpoint.headers()
-        self.words: list[str] = []
+        self.prompts = prompts.PromptPool([], 0, pool=1)
+        self.sent = 0
 
     async def run(self) -> BenchResult:
         largest = max(self.settings.concurrency)
@@ -143,7 +144,7 @@ class LoadGenerator:
             cal = await prompts.calibrate(s.prompt_tokens, probe)
             if cal.error:
                 self.progress(f"warning: prompt calibration failed ({cal.error}); using {cal.words} words")
-        self.words = prompts.word_list(cal.words, s.seed)
+        self.prompts = prompts.PromptPool(prompts.word_list(cal.words, s.seed), s.seed)
         return cal
 
     async def request(self, body: bytes) -> RequestResult:
@@ -156,9 +157,10 @@ class LoadGenerator:
                     result.error = f"HTTP {response.status}: {short(text, 120)}"
                 else:
                     parser = self.endpoint.parser(result)
-                    clock = time.perf_counter
-                    async for data in response.content.iter_any():
-                        parser.feed(data, clock())
+                    clock, content = time.perf_counter, response.content
+                    while data := await content.readany():
+                        rest = content.read_nowait()  # readany() gives one HTTP chunk; take all that arrived
+                        parser.feed(data + rest if rest else data, clock())
                     parser.finish()
         except asyncio.TimeoutError:
             result.error = f"timed out after {self.settings.request_timeout_s:g} s"
@@ -174,13 +176,12 @@ class LoadGenerator:
         limit = s.requests_for(concurrency)
         results: list[RequestResult] = []
         state = {"issued": 0, "errors": 0, "tokens": 0}
-        seed_base = sum(s.concurrency[: s.concurrency.index(concurrency)]) * 1_000_003 + concurrency
 
         async def worker(deadline: float) -> None:
             while state["issued"] < limit and time.perf_counter() < deadline:
-                index = state["issued"]
                 state["issued"] += 1
-                text = prompts.prompt_text(self.words, s.seed, seed_base + index)
+                self.sent += 1  # numbers every prompt of the run: no two are the same shuffle
+                text = self.prompts.text(self.sent)
                 result = await self.request(self.endpoint.body(text, s.output_tokens))
                 results.append(result)
                 if result.error:

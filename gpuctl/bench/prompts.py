@@ -40,6 +40,24 @@ def prompt_text(words: list[str], seed: int, index: int) -> str:
     return f"{INSTRUCTION} {' '.join(shuffled)}"
 
 
+class PromptPool:
+    """Distinct prompts at a few microseconds each: POOL seeded shuffles, each rotated by a different
+    number of words; request i gets shuffle i mod POOL rotated by i // POOL (every prompt starts with
+    another word sequence until POOL × len(WORDS) requests, and all have the same words)."""
+
+    def __init__(self, words: list[str], seed: int, pool: int = 64) -> None:
+        self.shuffles = []
+        for k in range(pool):
+            shuffled = list(words)
+            random.Random(f"gpuctl-bench-prompt-{seed}-{k}").shuffle(shuffled)
+            self.shuffles.append(shuffled)
+
+    def text(self, index: int) -> str:
+        shuffled = self.shuffles[index % len(self.shuffles)]
+        turn = (index // len(self.shuffles)) % max(1, len(shuffled))
+        return f"{INSTRUCTION} {' '.join(shuffled[turn:])} {' '.join(shuffled[:turn])}".rstrip()
+
+
 @dataclass
 class Calibration:
     """The word count chosen for the wanted prompt length, and what the server said at each probe."""

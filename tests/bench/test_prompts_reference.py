@@ -29,6 +29,15 @@ def test_prompts_are_seeded_shuffles_of_one_word_list():
     assert body(first) == body(second) == Counter(words)  # same words, so the same token count
 
 
+def test_the_prompt_pool_gives_every_request_its_own_start_with_the_same_words():
+    words = prompts.word_list(40, seed=3)
+    pool = prompts.PromptPool(words, seed=3, pool=16)
+    texts = [pool.text(i) for i in range(16 * 40)]
+    assert len({t[len(prompts.INSTRUCTION) : len(prompts.INSTRUCTION) + 25] for t in texts}) == len(texts)
+    assert all(Counter(t.split()) == Counter(texts[0].split()) for t in texts)
+    assert pool.text(5) == prompts.PromptPool(words, seed=3, pool=16).text(5)  # seeded
+
+
 @pytest.mark.parametrize(("tokens_of", "words", "tokens", "probes"), [
     (lambda w: w + 25, 155, 180, 3),  # one token per word plus a chat template: exact on the third probe
     (lambda w: 3 * w // 2 + 20, 107, 180, 3),
