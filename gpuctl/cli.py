@@ -200,8 +200,11 @@ def deploy_command(inventory_ref: str, limit: tuple[str, ...], dry: bool, diff: 
         return click.confirm("Apply these changes?", default=False, err=True)
 
     err.print(f"deploy {inv.label}: {', '.join(h.name for h in hosts)}" + (" (dry run)" if dry else ""))
+    from gpuctl.keystore import Keystore
+
+    keystore = Keystore.for_inventory(inv.path, write=not dry)
     outcomes = fleet.deploy(hosts, inv.base_dir, dry=dry, diff=diff, progress=progress, confirm=confirm,
-                            verbose=verbose)  # fmt: skip
+                            verbose=verbose, keystore=keystore)  # fmt: skip
     if as_json:
         click.echo(json.dumps({"inventory": inv.label, "dry": dry, "hosts": [o.as_dict() for o in outcomes]}, indent=2))
     else:
@@ -254,8 +257,11 @@ def verify(target: str, inventory_ref: str | None, limit: tuple[str, ...], engin
     if target.startswith(("http://", "https://")):
         reports = [verify_url(target, engine, model, api_key_env, expect_version, options)]
     else:
+        from gpuctl.keystore import Keystore
+
         inv, hosts = resolve_verify_target(target, inventory_ref, limit)
         options.base_dir = inv.base_dir
+        options.keystore = Keystore.for_inventory(inv.path, write=False)
         reports = runner.verify_hosts(hosts, options, progress)
     if as_json:
         click.echo(json.dumps({"ok": all(r.ok for r in reports), "engines": [r.as_dict() for r in reports]}, indent=2))
@@ -328,6 +334,98 @@ def print_reports(reports: list[Any]) -> None:
                 out.print(f"  {check.name}: last lines:")
                 for line in check.details:
                     out.print(f"    {line}")
+
+
+@main.group()
+def keys() -> None:
+    """The gateway keys gpuctl generates (kept 0600 in INVENTORY_DIR/.gpuctl/NAME/)."""
+
+
+def gateway_hosts(inv: Any, limit: tuple[str, ...]) -> list[HostSpec]:
+    hosts = [h for h in inv.select(limit) if h.gateway is not None]
+    if not hosts:
+        raise GpuctlError(f"{inv.label}: no selected host has a gateway")
+    return hosts
+
+
+@keys.command(name="list")
+@click.argument("inventory_ref", metavar="INVENTORY")
+@limit_option
+@json_option
+def keys_list(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
+    """Where each gateway's key and CA are (never the values)."""
+    from gpuctl.keystore import Keystore
+
+    inv = inventory.load(inventory_ref)
+    store = Keystore.for_inventory(inv.path, write=False)
+    rows = []
+    for host in gateway_hosts(inv, limit):
+        assert host.gateway is not None
+        generated = host.gateway.api_key is None
+        key = str(store.path(store.api_key_name(host.name))) if generated else host.gateway.api_key.describe()  # type: ignore[union-attr]
+        rows.append({
+            "host": host.name, "url": host.gateway_url(host.gateway_default_engine()) + "/v1",  # type: ignore[arg-type]
+            "key": key, "key_exists": store.api_key(host.name) is not None if generated else None,
+            "ca": str(store.ca_path) if host.gateway.tls == "private-ca" else host.gateway.ca_file or "system CAs",
+        })  # fmt: skip
+    if as_json:
+        click.echo(json.dumps({"inventory": inv.label, "gateways": rows}, indent=2))
+        return
+    table = Table(title=f"gateway keys of {inv.label}", title_justify="left")
+    for column in ("host", "base URL", "key", "trust"):
+        table.add_column(column)
+    for row in rows:
+        missing = " (not yet created: gpuctl deploy makes it)" if row["key_exists"] is False else ""
+        table.add_row(row["host"], row["url"], row["key"] + missing, row["ca"])
+    console().print(table)
+
+
+@keys.command(name="rotate")
+@click.argument("inventory_ref", metavar="INVENTORY")
+@limit_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def keys_rotate(inventory_ref: str, limit: tuple[str, ...], yes: bool, as_json: bool) -> None:
+    """Replace generated gateway keys: deploy the new key (nginx reloads, nothing restarts), then keep it.
+
+    The local key file changes only for hosts whose deploy succeeded, so a failed host keeps working
+    with its old key on both sides.
+    """
+    from gpuctl import fleet
+    from gpuctl.keystore import Keystore
+
+    inv = inventory.load(inventory_ref)
+    hosts = gateway_hosts(inv, limit)
+    pinned = [h.name for h in hosts if h.gateway is not None and h.gateway.api_key is not None]
+    if pinned:
+        raise GpuctlError(f"{inv.label}: {', '.join(pinned)}: the gateway key comes from the inventory's secret "
+                          "reference; change it there and run gpuctl deploy")  # fmt: skip
+    staged = Keystore.for_inventory(inv.path, write=False)
+    missing = [h.name for h in hosts if staged.api_key(h.name) is None]
+    if missing:
+        raise GpuctlError(f"{inv.label}: {', '.join(missing)}: no key to rotate yet (gpuctl deploy creates it)")
+    if not yes and sys.stdin.isatty() and not click.confirm(
+            f"Rotate the gateway key of {', '.join(h.name for h in hosts)}? Clients need the new key.", err=True):
+        sys.exit(EXIT_FAILED)
+    new_keys = {h.name: staged.rotate_api_key(h.name) for h in hosts}
+    err = console(stderr=True)
+    outcomes = fleet.deploy(hosts, inv.base_dir, keystore=staged,
+                            progress=None if as_json else lambda host, msg: err.print(f"[{host}] {msg}"))  # fmt: skip
+    store = Keystore.for_inventory(inv.path)
+    rotated = []
+    for outcome in outcomes:
+        if outcome.status != "failed":
+            store.store(store.api_key_name(outcome.name), new_keys[outcome.name] + "\n", 0o600)
+            rotated.append(outcome.name)
+    if as_json:
+        click.echo(json.dumps({"inventory": inv.label, "rotated": rotated,
+                               "hosts": [o.as_dict() for o in outcomes]}, indent=2))  # fmt: skip
+    else:
+        print_outcomes(outcomes, title="key rotation")
+        for name in rotated:
+            err.print(f"{name}: new key in {store.path(store.api_key_name(name))}")
+    if len(rotated) != len(hosts):
+        sys.exit(EXIT_FAILED)
 
 
 @main.command()
