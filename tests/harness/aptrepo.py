@@ -65,7 +65,7 @@ MASKED_UNITS: tuple[str, ...] = (
 REPO_PACKAGES: tuple[str, ...] = (
     "docker.io", "containerd", "runc", "iptables", "ca-certificates", "curl", "gnupg", "zstd",
     "nginx", "caddy", "ufw", "nftables", "jq", "pciutils", "kmod", "openssl",
-    "hello", "tree", "busybox-static",
+    "certbot", "pebble", "hello", "tree", "busybox-static",
 )
 
 COMPOSE_PLUGIN_PATH = "/usr/libexec/docker/cli-plugins/docker-compose"
