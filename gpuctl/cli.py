@@ -17,7 +17,7 @@ from rich.table import Table
 
 from gpuctl import __version__, inventory
 from gpuctl.errors import GpuctlError, InventoryError
-from gpuctl.render import render_host, write_tree
+from gpuctl.render import firewall_ports, render_host, write_tree
 from gpuctl.spec import HostSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -107,10 +107,11 @@ def check(inventory_ref: str, limit: tuple[str, ...], force: bool, as_json: bool
     out = console()
     out.print(f"{inv.label}: {len(hosts)} host(s) OK")
     table = Table()
-    for column in ("host", "connection", "GPUs", "engines"):
+    for column in ("host", "connection", "GPUs", "engines", "exposure"):
         table.add_column(column)
     for host in hosts:
-        table.add_row(host.name, host.connection_label(), gpu_label(host), "\n".join(engine_labels(host)))
+        table.add_row(host.name, host.connection_label(), gpu_label(host), "\n".join(engine_labels(host)),
+                      exposure_label(host))  # fmt: skip
     out.print(table)
 
 
@@ -480,6 +481,20 @@ def engine_labels(host: HostSpec) -> list[str]:
     return labels or ["none"]
 
 
+def exposure_label(host: HostSpec) -> str:
+    """How other machines reach the host's engines: its gateway URL, or loopback only (SSH tunnel)."""
+    lines = []
+    default = host.gateway_default_engine()
+    if default is not None and host.gateway is not None:
+        lines.append(f"{host.gateway_url(default)}/v1 ({host.gateway.tls})")
+    elif host.engines():
+        lines.append("loopback only (gpuctl verify uses an SSH tunnel)")
+    lines += [f"RISK: {e.bind}:{e.port} open without a gateway" for e in host.public_engines()]
+    if host.firewall_enabled():
+        lines.append("firewall: " + ", ".join(map(str, firewall_ports(host))))
+    return "\n".join(lines)
+
+
 def host_summary(host: HostSpec) -> dict[str, Any]:
     """A host as JSON: its whole spec (secret references only, never values) plus derived names."""
     data = host.model_dump(mode="json")
@@ -490,6 +505,10 @@ def host_summary(host: HostSpec) -> dict[str, Any]:
     if host.ollama is not None:
         data["ollama"]["unit"] = host.ollama.unit_name
         data["ollama"]["environment"] = host.ollama.environment()
+    default = host.gateway_default_engine()
+    if default is not None and data["gateway"] is not None:
+        data["gateway"]["base_url"] = host.gateway_url(default) + "/v1"
+    data["firewall"]["open_tcp"] = firewall_ports(host) if host.firewall_enabled() else None
     return data
 
 

@@ -282,6 +282,8 @@ def test_switching_v1_to_ollama_reloads_only_the_gateway(gw_host, deployed):
         models = call(deployed, "GET", "/v1/models")
         assert models.status_code == 200 and [m["id"] for m in models.json()["data"]] == ["qwen2.5:0.5b"]
         assert call(deployed, "POST", "/api/pull", json={"model": "x"}).status_code == 403
+        for method, path in (("GET", "/api/tags"), ("POST", "/api/pull"), ("GET", "/v1/models")):
+            assert call(deployed, method, path, None, json={"model": "x"}).status_code == 401, path
         assert call(deployed, "GET", "/engines/main/v1/models").json()["data"][0]["id"] == "tiny"
         assert engine_started(gw_host) == before
     finally:

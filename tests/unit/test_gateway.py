@@ -6,6 +6,7 @@ the fleet tests (tests/deploy/test_deploy_gateway.py) run nginx -t and the whole
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import ssl
@@ -230,3 +231,16 @@ def test_gateway_material_type_is_what_render_takes():
     files = by_path(render_host(edge_host(), lambda ref: "sk-engine-0123456789abcdef0123", material))
     assert files["/etc/gpuctl/gateway/tls/key.pem"].content == "<secret certificate key (private-ca)>\n"
     assert "a" * 43 in files["/etc/gpuctl/gateway/secrets.conf"].content
+
+
+def test_check_shows_each_hosts_base_url_and_open_ports():
+    from harness.cli import run_cli
+
+    result = run_cli("check", "prod", "--json")
+    assert result.exit_code == 0, result.output
+    hosts = {h["name"]: h for h in json.loads(result.stdout)["hosts"]}
+    assert hosts["gpu-01"]["gateway"]["base_url"] == "https://203.0.113.11/v1"
+    assert hosts["gpu-h100-01"]["gateway"]["base_url"] == "https://llm.example.com/v1"
+    assert hosts["gpu-h100-01"]["firewall"]["open_tcp"] == [22, 80, 443]
+    table = run_cli("check", "prod").stdout
+    assert "https://203.0.113.11/v1 (private-ca)" in table and "firewall: 22, 443" in table
