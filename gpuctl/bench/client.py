@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class Endpoint:
     model: str
     api_key: str | None = None
     exact_output: bool = False  # vLLM: ignore_eos + min_tokens, so every reply is exactly max_tokens long
+    verify: str | bool = True  # https: the CA file to trust, or True for the system's CAs
 
     @property
     def path(self) -> str:
@@ -109,7 +111,8 @@ class LoadGenerator:
 
     async def run(self) -> BenchResult:
         largest = max(self.settings.concurrency)
-        connector = aiohttp.TCPConnector(limit=largest, limit_per_host=largest, ttl_dns_cache=300)
+        trust = ssl.create_default_context(cafile=self.endpoint.verify) if isinstance(self.endpoint.verify, str) else True
+        connector = aiohttp.TCPConnector(limit=largest, limit_per_host=largest, ttl_dns_cache=300, ssl=trust)
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout_s, sock_connect=10)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as session:
             self.session = session

@@ -50,6 +50,8 @@ class Target:
     weights: str | None
     open: Callable[[], AbstractContextManager[str]]
     url: str | None = None
+    via: str = "direct"  # direct (a URL, a local host, a public bind), ssh tunnel, or gateway
+    verify: str | bool = True  # TLS trust for https: a CA file, or the system's CAs
 
 
 @click.command()
@@ -81,12 +83,14 @@ class Target:
               metavar="SECONDS", help="Give up on a request after SECONDS (counted as an error).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Also write one row per level to FILE.")
+@click.option("--direct", is_flag=True, help="Hosts with a gateway: bench the engine itself (through an SSH tunnel), "
+                                            "not the gateway's https URL that clients use.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def bench(target: str, inventory_ref: str | None, limit: tuple[str, ...], concurrency: str, requests: int | None,
           duration_s: float | None, prompt_tokens: int, output_tokens: int, api: str | None, engine: str | None,
           model: str | None, api_key_env: str | None, gpu: str | None, seed: int, request_timeout_s: float,
-          csv_path: Path | None, quiet: bool, as_json: bool) -> None:  # fmt: skip
+          csv_path: Path | None, direct: bool, quiet: bool, as_json: bool) -> None:  # fmt: skip
     """Tokens/s and latency per concurrency level.
 
     TARGET is a host name, an inventory, or a URL. Closed loop: at each level that many streams send
@@ -103,7 +107,7 @@ def bench(target: str, inventory_ref: str | None, limit: tuple[str, ...], concur
     if target.startswith(("http://", "https://")):
         targets = [url_target(target, engine, api, model, api_key_env, gpu)]
     else:
-        targets = host_targets(target, inventory_ref, limit, engine, api, model)
+        targets = host_targets(target, inventory_ref, limit, engine, api, model, direct)
     err = console(stderr=True)
     runs = [bench_target(t, settings, None if quiet else err.print) for t in targets]
 
@@ -133,13 +137,14 @@ def bench_target(target: Target, settings: Any, say: Callable[[str], Any] | None
 
     def progress(message: str) -> None:
         if say is not None:
-            say(f"[{target.host} {target.engine_name or target.engine or 'engine'}] {message}")
+            via = "" if target.via == "direct" else f" via {target.via}"
+            say(f"[{target.host} {target.engine_name or target.engine or 'engine'}{via}] {message}")
 
     try:
         with target.open() as base_url:
             complete(target, base_url)
             endpoint = client.Endpoint(base_url, target.api, target.model, target.api_key,  # type: ignore[arg-type]
-                                       exact_output=target.engine == "vllm")  # fmt: skip
+                                       exact_output=target.engine == "vllm", verify=target.verify)  # fmt: skip
             result = client.run(endpoint, settings, progress)
     except (ConnectionError, OSError, GpuctlError) as exc:
         run = new_run(target)
@@ -175,7 +180,7 @@ def new_run(target: Target) -> Any:
     engine = target.engine or "?"
     return Run(host=target.host, engine_name=target.engine_name or engine, engine_label=engine_label(target),
                api=target.api or "?", model=target.model or "?", gpu_label=target.gpu_label, url=target.url,
-               subject=Subject(target.gpu, engine, target.model or "", target.weights or ""))  # fmt: skip
+               via=target.via, subject=Subject(target.gpu, engine, target.model or "", target.weights or ""))  # fmt: skip
 
 
 def engine_label(target: Target) -> str:
@@ -231,7 +236,7 @@ def discover_model(base_url: str, target: Target) -> str:
     headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
     path = "/api/tags" if target.engine == "ollama" else "/v1/models"
     try:
-        response = requests.get(base_url + path, headers=headers, timeout=PROBE_TIMEOUT_S)
+        response = requests.get(base_url + path, headers=headers, timeout=PROBE_TIMEOUT_S, verify=target.verify)
         data = response.json() if response.status_code == 200 else {}
     except (requests.RequestException, ValueError) as exc:
         raise ConnectionError(f"GET {path}: {type(exc).__name__}") from None
@@ -244,17 +249,29 @@ def discover_model(base_url: str, target: Target) -> str:
     return names[0]
 
 
+@contextlib.contextmanager
+def failing(message: str) -> Iterator[str]:
+    """An endpoint that cannot be opened (the run reports MESSAGE)."""
+    raise ConnectionError(message)
+    yield ""  # unreachable: makes this a generator
+
+
 def host_targets(target: str, inventory_ref: str | None, limit: tuple[str, ...], engine: str | None,
-                 api: str | None, model: str | None) -> list[Target]:  # fmt: skip
-    """Every engine (or only --engine's) of the hosts TARGET names, with the spec's key, model and GPU."""
+                 api: str | None, model: str | None, direct: bool = False) -> list[Target]:  # fmt: skip
+    """Every engine (or only --engine's) of the hosts TARGET names, with the spec's key, model and GPU;
+    behind a gateway, as its clients reach it (https, the gateway key, the CA gpuctl handed out)
+    unless DIRECT."""
     from gpuctl.bench.reference import weight_format
     from gpuctl.cli import resolve_verify_target
-    from gpuctl.spec import VllmSpec
+    from gpuctl.keystore import Keystore
+    from gpuctl.spec import VllmSpec, is_loopback
+    from gpuctl.verify.gateway import gateway_access
     from gpuctl.verify.remote import Remote
     from gpuctl.verify.runner import endpoint as engine_endpoint
     from gpuctl.verify.runner import engine_label as spec_engine_label
 
     inv, hosts = resolve_verify_target(target, inventory_ref, limit)
+    keystore = Keystore.for_inventory(inv.path, write=False)
     targets = []
     for host in hosts:
         for spec in host.engines():
@@ -270,12 +287,23 @@ def host_targets(target: str, inventory_ref: str | None, limit: tuple[str, ...],
             else:
                 name = model or (spec.models[0] if spec.models else None)
                 key, weights = None, weight_format("ollama", name) if name else None
-            targets.append(Target(
+            item = Target(
                 host=host.name, engine_name=spec_engine_label(spec), engine=kind, api=api or ("openai" if kind == "vllm" else "ollama"),
-                model=name, api_key=key, gpu=host.gpus.model if host.gpus else None, gpu_label=f"{host.gpus.count}× {host.gpus.model}" if host.gpus else "none (CPU)",
-                weights=weights,
+                model=name, api_key=key, gpu=host.gpus.model if host.gpus else None,
+                gpu_label=f"{host.gpus.count}× {host.gpus.model}" if host.gpus else "none (CPU)", weights=weights,
                 open=lambda host=host, spec=spec: engine_endpoint(Remote(host), host, spec),
-            ))  # fmt: skip
+                via="ssh tunnel" if not host.local and is_loopback(spec.bind) else "direct",
+            )  # fmt: skip
+            if host.gateway is not None and not direct:
+                item.via = "gateway"
+                try:
+                    access = gateway_access(host, spec, keystore, inv.base_dir)
+                except GpuctlError as exc:  # this host's key is missing: the others are still benched
+                    item.open = lambda message=str(exc): failing(message)
+                else:
+                    item.api_key, item.verify, item.url = access.api_key, access.verify, access.base_url
+                    item.open = lambda url=access.base_url: contextlib.nullcontext(url)
+            targets.append(item)
     if not targets:
         raise GpuctlError(f"{target}: no {engine + ' ' if engine else ''}engine to bench in the spec")
     return targets

@@ -28,6 +28,7 @@ class Run:
     gpu_label: str
     subject: reference.Subject
     url: str | None = None
+    via: str = "direct"
     calibration: Calibration | None = None
     levels: list[LevelStats] = field(default_factory=list)
     error: str | None = None
@@ -52,7 +53,7 @@ class Run:
             levels.append(data)
         return {
             "host": self.host, "engine": self.engine_name, "engine_label": self.engine_label, "api": self.api,
-            "model": self.model, "gpu": self.gpu_label, "url": self.url, "ok": self.ok, "error": self.error,
+            "model": self.model, "gpu": self.gpu_label, "url": self.url, "via": self.via, "ok": self.ok, "error": self.error,
             "prompt": None if cal is None else {"target_tokens": cal.target_tokens, "words": cal.words,
                                                 "probes": cal.probes, "calibration_error": cal.error},
             "levels": levels,
@@ -135,8 +136,9 @@ def print_table(out: Console, runs: list[Run], settings: Settings) -> None:
                    "ok/err"):  # fmt: skip
         table.add_column(column, justify="right" if column in right else "left")
     for run in runs:
+        host = run.host if run.via == "direct" else f"{run.host} via {run.via}"
         if run.error is not None and not run.levels:
-            table.add_row(run.host, run.gpu_label, run.engine_label, run.model, "-", "-", "-", "-", "-", "-", "-",
+            table.add_row(host, run.gpu_label, run.engine_label, run.model, "-", "-", "-", "-", "-", "-", "-",
                           "-", "-", "-", "failed")  # fmt: skip
             continue
         for level in run.levels:
@@ -146,7 +148,7 @@ def print_table(out: Console, runs: list[Run], settings: Settings) -> None:
                 published = f"{_rate(comparison.row.aggregate_tok_s)} / {_rate(comparison.row.per_stream_tok_s)}"
                 delta = f"{comparison.aggregate_delta:+.0%} / {comparison.per_stream_delta:+.0%}"
             tokens = f"{level.prompt_tokens_mean:,.0f} / {level.output_tokens_mean:,.0f}" if level.requests else "-"
-            table.add_row(run.host, run.gpu_label, run.engine_label, run.model, str(level.concurrency),
+            table.add_row(host, run.gpu_label, run.engine_label, run.model, str(level.concurrency),
                           _rate(level.aggregate_tok_s), _rate(level.per_stream_tok_s), published, delta,
                           _ms(level.ttft_s), _ms(level.itl_s), _s(level.e2e_s), f"{level.requests_per_s:,.2f}", tokens,
                           f"{level.requests}/{level.errors}")  # fmt: skip

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from gpuctl.bench import client, report
 from harness.cli import run_cli
@@ -229,3 +230,91 @@ def test_a_url_nothing_listens_on_is_a_failed_run():
     result = run_cli("bench", "http://127.0.0.1:9", "-c", "1", "-q")
     assert result.exit_code == 1
     assert "127.0.0.1:9: GET /api/version: no answer (ConnectionError)" in result.stdout
+
+
+class TlsFront:
+    """TLS on 127.0.0.1 in front of a plain HTTP server, bytes piped both ways: the TLS half of a gateway
+    (the key is not translated, so the engine behind it takes the gateway's key)."""
+
+    def __init__(self, cert: Path, key: Path, upstream_port: int) -> None:
+        import asyncio
+        import ssl
+        import threading
+
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        self.upstream_port = upstream_port
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self.thread = threading.Thread(target=self.serve, args=(started,), daemon=True)
+        self.thread.start()
+        assert started.wait(10)
+
+    def serve(self, started) -> None:  # type: ignore[no-untyped-def]
+        import asyncio
+
+        async def pipe(reader, writer) -> None:  # type: ignore[no-untyped-def]
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader, writer) -> None:  # type: ignore[no-untyped-def]
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        async def main() -> None:
+            self.server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=self.context)
+            self.port = self.server.sockets[0].getsockname()[1]
+            started.set()
+            await self.server.serve_forever()
+
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(main())
+        except BaseException:  # cancelled at stop()
+            pass
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(lambda: [t.cancel() for t in __import__("asyncio").all_tasks(self.loop)])
+        self.thread.join(10)
+
+
+def test_a_host_behind_a_gateway_is_benched_over_https_with_the_gateway_key_and_ca(vllm, tmp_path):
+    from gpuctl.keystore import Keystore
+
+    (tmp_path / "inventories").mkdir()
+    inventory = tmp_path / "inventories" / "edge.py"
+    keystore = Keystore.for_inventory(inventory)
+    cert = keystore.server_cert("box", ["127.0.0.1"])  # also makes the private CA the inventory's clients trust
+    (tmp_path / "cert.pem").write_text(cert.chain_pem)
+    (tmp_path / "key.pem").write_text(cert.key_pem)
+    front = TlsFront(tmp_path / "cert.pem", tmp_path / "key.pem", vllm.port)
+    try:
+        inventory.write_text(textwrap.dedent(f"""
+            from gpuctl.inventory import Gateway, Gpu, Host, Secret, Vllm
+            edge = [Host("box", local=True, gpus=Gpu(model="RTX 4090", count=1, memory_gib=24),
+                         gateway=Gateway(port={front.port}, api_key=Secret.env("BENCH_KEY")),
+                         vllm=Vllm(image="vllm/vllm-openai:v0.32.0", model="meta-llama/Llama-3.1-8B-Instruct",
+                                   served_model_name="llama-3.1-8b", port=1, api_key=Secret.env("BENCH_KEY")))]
+        """))  # the engine's own port (1) is never used: clients go through the gateway
+        code, data, stderr = bench_json("box", "-c", "2", "-n", "4", "--output-tokens", "6", cwd=tmp_path,
+                                        env={"BENCH_KEY": KEY})  # fmt: skip
+        assert code == 0, stderr
+        run = data["runs"][0]
+        assert (run["via"], run["url"], run["ok"]) == ("gateway", f"https://127.0.0.1:{front.port}", True)
+        assert run["levels"][0]["output_tokens"]["total"] == 24
+        assert "[box vllm:main via gateway] c=2: done: 4 ok" in stderr
+
+        # Trusting another CA: every request fails on TLS (and says so); nothing goes out in clear.
+        keystore.ca_path.write_text(Keystore(tmp_path / "other-ca").ca()[0].public_bytes(Encoding.PEM).decode())
+        code, data, _ = bench_json("box", "-c", "1", "-n", "2", cwd=tmp_path, env={"BENCH_KEY": KEY})
+        assert code == 1
+        kinds = data["runs"][0]["levels"][0]["error_kinds"]
+        assert kinds and all("CERTIFICATE_VERIFY_FAILED" in kind for kind in kinds), kinds
+    finally:
+        front.stop()
