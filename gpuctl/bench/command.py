@@ -1,7 +1,8 @@
 """`gpuctl bench TARGET`: the published throughput table, measured on a host, an inventory or a URL.
 
-TARGET resolves as for `gpuctl verify`: engines of inventory hosts are reached directly or through an
-SSH tunnel when they listen on loopback, with the spec's API key; a URL takes --engine/--model/
+TARGET resolves as for `gpuctl verify`: engines of inventory hosts are reached through their gateway
+as clients reach them (https, the gateway key, the inventory's CA), or else directly or through an SSH
+tunnel when they listen on loopback, with the spec's API key; a URL takes --engine/--model/
 --api-key-env (engine and model are asked from the server when not given). Heavy imports (aiohttp,
 the inventory) happen only when the command runs, so `gpuctl --help` stays fast.
 """
@@ -29,7 +30,7 @@ PROBE_TIMEOUT_S = 10
 def parse_concurrency(text: str) -> list[int]:
     """'1,8,32' → [1, 8, 32]; anything else is one clear GpuctlError."""
     parts = [part.strip() for part in text.split(",")]
-    if not parts or not all(part.isdigit() and 1 <= int(part) <= MAX_CONCURRENCY for part in parts):
+    if not all(part.isascii() and part.isdigit() and 1 <= int(part) <= MAX_CONCURRENCY for part in parts):
         raise GpuctlError(f"--concurrency {text!r}: give whole numbers from 1 to {MAX_CONCURRENCY} separated by "
                           "commas, e.g. 1,8,32")  # fmt: skip
     return [int(part) for part in parts]

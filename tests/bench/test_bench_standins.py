@@ -208,6 +208,7 @@ def test_duration_stops_new_requests(vllm):
     (["--concurrency", "0,x"], "error: --concurrency '0,x': give whole numbers from 1 to 4096 separated by commas, e.g. 1,8,32"),
     (["--concurrency", "8,,32"], "error: --concurrency '8,,32': give whole numbers"),
     (["--concurrency", "-1"], "error: --concurrency '-1': give whole numbers"),
+    (["--concurrency", "²,4097"], "error: --concurrency '²,4097': give whole numbers"),
     (["--api-key-env", "GPUCTL_UNSET_VAR"], "error: --api-key-env GPUCTL_UNSET_VAR: environment variable is not set"),
     (["--csv", "/nonexistent-dir/out.csv"], "error: --csv /nonexistent-dir/out.csv: cannot write: No such file or directory"),
     (["--engine", "vllm", "--api", "ollama"], "error: --api ollama: vLLM has no Ollama API (use --api openai)"),
