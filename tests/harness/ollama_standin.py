@@ -700,6 +700,12 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     app: "OllamaApp"
 
+    def setup(self) -> None:
+        """TCP_NODELAY like Go's net/http (on by default for every TCP connection): each NDJSON line
+        leaves at once instead of waiting, by Nagle's algorithm, for the client's delayed ACK (~40 ms)."""
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     # -- low-level helpers ---------------------------------------------------------------
     def send_response(self, code: int, message: str | None = None) -> None:
         """Like the base class, minus the Server header (gin sends none)."""
