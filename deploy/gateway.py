@@ -12,6 +12,7 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.files import Directory, Link
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -21,6 +22,7 @@ from gpuctl.render import ACME_WEBROOT, GATEWAY_TLS_CERT, GATEWAY_TLS_KEY, Rende
 from gpuctl.spec import GatewaySpec, HostSpec
 
 LETSENCRYPT_LIVE = "/etc/letsencrypt/live"
+DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 
 
 @deploy("Gateway (nginx)")
@@ -31,9 +33,7 @@ def gateway(spec: HostSpec, rendered: list[RenderedFile]) -> None:
     packages = ["nginx"] + (["certbot"] if gw.tls == "acme" else [])
     apt.packages(name="nginx" + (" and certbot" if gw.tls == "acme" else ""), packages=packages,
                  update=True, cache_time=3600, no_recommends=True)  # fmt: skip
-    removed = files.link(name="No default nginx site (it would answer without a key)",
-                         path="/etc/nginx/sites-enabled/default", present=False)  # fmt: skip
-    changes = [removed]
+    changes = [remove_default_site()]
     if gw.tls == "acme":
         changes += acme_bootstrap(gw)
     changes += [put_rendered(item) for item in rendered]
@@ -44,6 +44,18 @@ def gateway(spec: HostSpec, rendered: list[RenderedFile]) -> None:
                  _if=any_changed(*changes))  # fmt: skip
     if gw.tls == "acme":
         acme_certificate(gw)
+
+
+def remove_default_site():  # type: ignore[no-untyped-def]
+    """Debian's default site answers on port 80 without a key: remove it (a link, or a plain file).
+
+    Before nginx is installed the link does not exist yet, but the install is about to make it."""
+    name = "No default nginx site (it would answer without a key)"
+    if host.get_fact(Link, path=DEFAULT_SITE):
+        return files.link(name=name, path=DEFAULT_SITE, present=False)
+    if not host.get_fact(Directory, path="/etc/nginx"):
+        return server.shell(name=name, commands=[f"rm -f {DEFAULT_SITE}"])
+    return files.file(name=name, path=DEFAULT_SITE, present=False)
 
 
 def acme_bootstrap(gw: GatewaySpec) -> list:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import gevent
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
@@ -256,12 +257,18 @@ def deploy(
         return list(outcomes.values())
     state.set_stage(StateStage.Execute)
     stopped: str | None = None
+    hub = gevent.get_hub()
+    print_exception = hub.print_exception
+    if not verbose:  # gevent prints a greenlet's exception as a traceback; the summary says it in one line
+        hub.print_exception = lambda *args: None  # type: ignore[method-assign]
     try:
         _tolerate_all_failed(run_ops, state)
     except Exception as exc:  # noqa: BLE001 - an operation raising stops pyinfra's run; report it per host
         stopped = plan.mask(f"{type(exc).__name__}: {exc}")
         if verbose:
             logging.getLogger("gpuctl").exception("the deploy stopped")
+    finally:
+        hub.print_exception = print_exception  # type: ignore[method-assign]
     state.set_stage(StateStage.Disconnect)
     for host in state.inventory:
         name = host.data.gpuctl_name

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import jinja2
 
 from gpuctl.errors import GpuctlError
-from gpuctl.keystore import ServerCert
 from gpuctl.spec import (
     API_KEY_RE,
     CONTAINER_PORT,
@@ -28,6 +28,9 @@ from gpuctl.spec import (
     VllmSpec,
     is_loopback,
 )
+
+if TYPE_CHECKING:
+    from gpuctl.keystore import ServerCert  # cryptography: imported only where certificates are made
 
 HF_CACHE_DIR = PurePosixPath("/var/lib/gpuctl/huggingface")
 WAIT_HEALTHY = PurePosixPath("/usr/local/libexec/gpuctl/wait-healthy")

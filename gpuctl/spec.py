@@ -546,6 +546,7 @@ class GatewaySpec(Strict):
     allow_ollama_admin: bool = Field(
         False, description="let key holders reach Ollama's /api/pull, push, create, delete and copy"
     )
+    listen_ipv6: bool = Field(True, description="also listen on [::] (turn off where the kernel has no IPv6)")
     max_body: str = Field("16m", pattern=r"^\d+[km]?$", description="largest request body (nginx client_max_body_size)")
 
     @field_validator("domain")

@@ -66,3 +66,23 @@ def test_a_firewall_that_would_close_the_session_port_is_refused(mapped_host, tm
     assert "table inet gpuctl" in mapped_host.run("nft list tables").stdout
     code, report = deploy(tmp_path / "edge.py")
     assert (code, report["hosts"][0]["status"]) == (0, "unchanged")
+
+
+def test_an_operation_that_raises_fails_the_host_in_one_line_without_a_traceback(mapped_host, tmp_path):
+    """A path pyinfra cannot handle (a folder where nginx's default site link goes) makes pyinfra raise:
+    the host fails with that one line, and no traceback reaches the user."""
+    inventory = write_inventory(tmp_path / "edge.py", mapped_host, "allow_tcp=[22]")
+    mapped_host.run("rm -rf /etc/nginx/sites-enabled/default && mkdir /etc/nginx/sites-enabled/default")
+    try:
+        result = subprocess.run(["gpuctl", "deploy", str(inventory), "--yes", "--json"], capture_output=True,
+                                text=True, timeout=600)  # fmt: skip
+        assert result.returncode == 1
+        assert "Traceback" not in result.stdout + result.stderr
+        [outcome] = json.loads(result.stdout)["hosts"]
+        # pyinfra raises while preparing (facts known) or while running (facts changed by earlier operations).
+        assert outcome["failed_operation"] in ("prepare", "Gateway (nginx) | No default nginx site (it would answer "
+                                               "without a key)"), outcome  # fmt: skip
+        assert outcome["error"] == "OperationError: /etc/nginx/sites-enabled/default exists and is not a file"
+    finally:
+        mapped_host.run("rmdir /etc/nginx/sites-enabled/default")
+    assert deploy(inventory)[0] == 0

@@ -140,6 +140,13 @@ def test_nginx_site_routes_engines_and_blocks_ollama_admin_routes():
     assert "/api/(pull" not in allowed
 
 
+def test_ipv6_listeners_can_be_turned_off():
+    site = "/etc/nginx/conf.d/gpuctl-gateway.conf"
+    assert "listen [::]:443 ssl;" in by_path(render_host(edge_host()))[site].content
+    without = by_path(render_host(edge_host(listen_ipv6=False, tls="acme", domain="a.example.com", acme_email="o@a")))
+    assert "[::]" not in without[site].content and "listen 443 ssl;" in without[site].content
+
+
 def test_render_without_secrets_shows_placeholders():
     files = by_path(render_host(edge_host()))
     assert "<secret gateway key: generated>" in files["/etc/gpuctl/gateway/secrets.conf"].content
