@@ -3,20 +3,46 @@
 from __future__ import annotations
 
 from io import StringIO
+from pathlib import PurePosixPath
 
+from pyinfra import host
 from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.server import Home
 from pyinfra.operations import files
 
 from gpuctl.render import RenderedFile
 
+PRIVATE_TREE = PurePosixPath("/etc/gpuctl")
+"""gpuctl's own configuration tree: its folders are 0700 root, so a file uploaded there is never readable
+by others, not even in the moment between pyinfra's upload and its chmod."""
+
+
+def folder_mode(folder: PurePosixPath) -> str:
+    return "0700" if folder == PRIVATE_TREE or PRIVATE_TREE in folder.parents else "0755"
+
+
+def private_upload_dir() -> str | None:
+    """With sudo, pyinfra uploads to a temporary file first (in /tmp, 0644 by default). Secret files go
+    through a 0700 folder in the SSH user's home instead; None when no sudo is used."""
+    if not host.data.get("_sudo"):
+        return None
+    home = host.get_fact(Home, _sudo=False)
+    folder = f"{home}/.cache/gpuctl-upload"
+    files.directory(name="Private upload folder (sudo)", path=folder, present=True, mode="0700", _sudo=False)
+    return folder
+
 
 def put_rendered(item: RenderedFile) -> OperationMeta:
     """Upload one rendered file; a no-op when the host already has the same content and mode."""
-    files.directory(
-        name=f"Directory {item.path.parent}", path=str(item.path.parent), present=True,
-        user="root", group="root", mode="0755",
-    )  # fmt: skip
+    for folder in reversed([item.path.parent, *item.path.parent.parents]):
+        if folder == PRIVATE_TREE or PRIVATE_TREE in folder.parents or folder == item.path.parent:
+            files.directory(name=f"Directory {folder}", path=str(folder), present=True,
+                            user="root", group="root", mode=folder_mode(folder))  # fmt: skip
+    extra = {}
+    if item.secret and (upload := private_upload_dir()) is not None:
+        extra["_temp_dir"] = upload
     return files.put(
         name=f"File {item.path}" + (" (secret, 0600)" if item.secret else ""),
         src=StringIO(item.content), dest=str(item.path), mode=item.mode_str, user=item.owner, group=item.group,
+        **extra,
     )  # fmt: skip

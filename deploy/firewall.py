@@ -26,7 +26,11 @@ class FirewallWouldLockOut(RuntimeError):
 @deploy("Firewall (nftables)")
 def firewall(spec: HostSpec, rendered: list[RenderedFile]) -> None:
     """Install nftables, put the ruleset and its unit, check the ruleset, then (re)load it on change."""
-    session_port = None if spec.local else host.get_fact(SshServerPort)
+    # Read as the SSH user itself: sudo's env_reset would drop SSH_CONNECTION.
+    session_port = None if spec.local else host.get_fact(SshServerPort, _sudo=False)
+    if not spec.local and session_port is None:
+        raise FirewallWouldLockOut("cannot tell which port this SSH session arrived on ($SSH_CONNECTION is empty), "
+                                   "so the firewall is not applied: it could close that port")  # fmt: skip
     if session_port is not None and session_port not in firewall_ports(spec):
         raise FirewallWouldLockOut(
             f"this SSH session arrives on port {session_port}, which the firewall would close "

@@ -425,6 +425,10 @@ def keys_rotate(inventory_ref: str, limit: tuple[str, ...], yes: bool, as_json: 
         print_outcomes(outcomes, title="key rotation")
         for name in rotated:
             err.print(f"{name}: new key in {store.path(store.api_key_name(name))}")
+        for outcome in outcomes:
+            if outcome.status == "failed":
+                err.print(f"{outcome.name}: not rotated; if its gateway already reloaded, it expects a key that was "
+                          "not kept: gpuctl deploy puts the kept key back")  # fmt: skip
     if len(rotated) != len(hosts):
         sys.exit(EXIT_FAILED)
 

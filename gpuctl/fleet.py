@@ -7,6 +7,7 @@ run in parallel; one host failing (unreachable, an operation erroring) never sto
 from __future__ import annotations
 
 import difflib
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import BaseStateCallback, StateStage
 from pyinfra.context import ctx_host, ctx_state
-from pyinfra.facts.files import FileContents
+from pyinfra.facts.files import FileContents, Sha256File
 
 from gpuctl.errors import GpuctlError
 from gpuctl.keystore import Keystore, ServerCert
@@ -353,11 +354,12 @@ def _diffs(host: Any, plan: Plan, files: list[RenderedFile]) -> list[str]:
     """Unified diffs between the host's files and the rendered ones, secret values masked."""
     diffs = []
     for item in files:
-        current = host.get_fact(FileContents, path=str(item.path))
-        if item.secret:
-            if current is None or "\n".join(current).strip() != item.content.strip():
+        if item.secret:  # compared by hash: the host's secret file is never read into this process or its log
+            remote = host.get_fact(Sha256File, path=str(item.path))
+            if remote != hashlib.sha256(item.content.encode()).hexdigest():
                 diffs.append(f"--- {item.path} (secret, 0600): would change; content not shown\n")
             continue
+        current = host.get_fact(FileContents, path=str(item.path))
         before = plan.mask("\n".join(current) + "\n") if current is not None else ""
         after = plan.mask(item.content)
         if before != after:

@@ -202,11 +202,19 @@ def gateway_upstreams(host: HostSpec, resolve: SecretResolver) -> list[dict[str,
                               "which the gateway's nginx configuration cannot hold")  # fmt: skip
         upstreams.append({
             "id": ident, "port": engine.port, "label": f"vllm:{engine.name}" if is_vllm else "ollama",
+            "address": _loopback_address(engine.bind),
             "prefix": host.gateway_prefix(engine), "authorization": f"Bearer {key}" if key else "",
             "admin_blocked": not is_vllm and not (host.gateway and host.gateway.allow_ollama_admin),
             "loopback": is_loopback(engine.bind),
         })  # fmt: skip
     return upstreams
+
+
+def _loopback_address(bind: str) -> str:
+    """Where the gateway reaches an engine bound to BIND: itself if loopback, else 127.0.0.1 (or [::1])."""
+    if bind in ("0.0.0.0", "::") or not is_loopback(bind):
+        return "[::1]" if ":" in bind else "127.0.0.1"
+    return f"[{bind}]" if ":" in bind else bind
 
 
 def key_pattern(key: str) -> str:
@@ -221,7 +229,8 @@ def render_gateway(host: HostSpec, resolve: SecretResolver, material: GatewayMat
     gateway = host.gateway
     assert gateway is not None
     upstreams = gateway_upstreams(host, resolve)
-    routes = [{"prefix": u["prefix"], "upstream": u["id"], "port": u["port"], "admin_blocked": u["admin_blocked"]}
+    routes = [{"prefix": u["prefix"], "upstream": u["id"], "host": f"{u['address']}:{u['port']}",
+               "admin_blocked": u["admin_blocked"]}
               for u in upstreams]  # fmt: skip
     routes.sort(key=lambda r: (r["prefix"] == "", r["prefix"]))
     # With ACME these two are links that deploy points at certbot's files (a bootstrap certificate first).
@@ -270,6 +279,7 @@ def render_firewall(host: HostSpec) -> list[RenderedFile]:
     nets = [ipaddress.ip_network(n, strict=False) for n in host.firewall.allow_from]
     context = {
         "host": host, "open_tcp": firewall_ports(host), "ruleset": FIREWALL_RULES,
+        "public_ports": sorted({e.port for e in host.public_engines() if isinstance(e, VllmSpec)}),
         "allow_v4": [str(n) for n in nets if n.version == 4], "allow_v6": [str(n) for n in nets if n.version == 6],
     }  # fmt: skip
     return [

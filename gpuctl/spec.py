@@ -655,6 +655,8 @@ class HostSpec(Strict):
 
     def _check_gateway(self, gateway: GatewaySpec) -> None:
         names = [e.name for e in self.vllm] + (["ollama"] if self.ollama else [])
+        if self.ollama is not None and "ollama" in names[:-1]:
+            raise FieldError("vllm", "a vllm engine named 'ollama' would share the gateway's /engines/ollama with Ollama")
         if not names:
             raise FieldError("gateway", "the host has no engine to put behind the gateway")
         if gateway.engine is None and len(names) > 1:

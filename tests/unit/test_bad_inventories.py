@@ -82,6 +82,8 @@ CASES = [
     ("gateway-which-engine", vllm_host(engines=TWO_ENGINES.format('gpus=[0]'), host="gateway=Gateway()", gpus=2)
      .replace("gpus=[0]), Vllm", "gpus=[0]), Vllm").replace('model="m", gpus=[0])]', 'model="m", gpus=[1], port=8001)]'),
      "gpu-01", "gateway.engine: the host has several engines: name the one behind /v1 (a, b)"),
+    ("gateway-engine-named-ollama", vllm_host('name="ollama"', host='ollama=Ollama(version="0.13.0", port=11435), gateway=Gateway(engine="ollama")'),
+     "gpu-01", "vllm: a vllm engine named 'ollama' would share the gateway's /engines/ollama with Ollama"),
     ("gateway-unknown-engine", vllm_host(host='gateway=Gateway(engine="ollama")'), "gpu-01",
      "gateway.engine: 'ollama' is not an engine of this host (main)"),
     ("gateway-provided-without-key", vllm_host(host='gateway=Gateway(tls="provided", cert_file="c.pem")'), "gpu-01",

@@ -130,7 +130,7 @@ def test_gateway_files_hold_secrets_only_in_0600_files(monkeypatch, tmp_path):
 def test_nginx_site_routes_engines_and_blocks_ollama_admin_routes():
     site = by_path(render_host(edge_host(metrics_allow=["10.9.0.0/24"])))["/etc/nginx/conf.d/gpuctl-gateway.conf"].content
     assert "include /etc/gpuctl/gateway/secrets.conf;" in site
-    assert "    10.9.0.0/24 1;" in site and '"0:1:/metrics" 1;' in site
+    assert "    10.9.0.0/24 1;" in site and '"~^0:1:/metrics$" 1;' in site  # regex: plain map strings ignore case
     locations = re.findall(r"^    location (.+?) \{", site, re.M)
     assert locations == ["@gpuctl_unauthorized", "/engines/b/", "~ ^/engines/ollama/api/(pull|push|create|delete|copy|blobs)(/|$)",
                          "/engines/ollama/", "/"]  # fmt: skip
@@ -138,6 +138,14 @@ def test_nginx_site_routes_engines_and_blocks_ollama_admin_routes():
     assert "proxy_buffering off;" in site and "listen 443 ssl;" in site
     allowed = by_path(render_host(edge_host(allow_ollama_admin=True)))["/etc/nginx/conf.d/gpuctl-gateway.conf"].content
     assert "/api/(pull" not in allowed
+
+
+def test_the_gateway_reaches_each_engine_on_its_own_loopback_address():
+    host = edge_host().model_copy(deep=True)
+    host.vllm[1] = host.vllm[1].model_copy(update={"bind": "::1"})
+    site = by_path(render_host(host))["/etc/nginx/conf.d/gpuctl-gateway.conf"].content
+    assert "server [::1]:8001;" in site and "proxy_set_header Host [::1]:8001;" in site
+    assert "server 127.0.0.1:11434;" in site and "proxy_set_header Host 127.0.0.1:11434;" in site
 
 
 def test_ipv6_listeners_can_be_turned_off():
@@ -211,6 +219,13 @@ def test_rendered_ruleset_passes_nft_check_and_a_broken_one_does_not(nft, tmp_pa
     path.write_text(ruleset)
     result = nft_check(path)
     assert (result.returncode, result.stderr) == (0, "")
+    public = edge_host().model_copy(deep=True)
+    public.vllm[1] = public.vllm[1].model_copy(update={"bind": "0.0.0.0", "unsafe_public_bind": True})
+    public_rules = by_path(render_host(public))["/etc/gpuctl/firewall.nft"].content
+    assert "elements = { 22, 443, 8001 }" in public_rules
+    assert "meta l4proto tcp ct status dnat ct original proto-dst { 8001 } accept" in public_rules  # Docker DNATs it: forward too
+    path.write_text(public_rules)
+    assert nft_check(path).returncode == 0
     path.write_text(ruleset.replace("policy drop;", "policy dorp;"))
     assert nft_check(path).returncode != 0
 
