@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from gpuctl.bench import reference
@@ -152,6 +153,8 @@ def print_table(out: Console, runs: list[Run], settings: Settings) -> None:
                           _rate(level.aggregate_tok_s), _rate(level.per_stream_tok_s), published, delta,
                           _ms(level.ttft_s), _ms(level.itl_s), _s(level.e2e_s), f"{level.requests_per_s:,.2f}", tokens,
                           f"{level.requests}/{level.errors}")  # fmt: skip
+    if not out.is_terminal:  # pipes and logs get whole rows (a wrapped cell would split a row in two)
+        out.width = max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum)
     out.print(table)
     for line in notes(runs, settings):
         out.print(line)
