@@ -191,7 +191,7 @@ def _still_good(chain_pem: str, ca_cert: x509.Certificate, names: list[str]) -> 
     try:
         cert = x509.load_pem_x509_certificates(chain_pem.encode())[0]
         cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, Exception):  # noqa: BLE001 - any doubt means reissue
+    except Exception:  # noqa: BLE001 - any doubt (unreadable, another issuer) means reissue
         return False
     if cert.not_valid_after_utc - _now() < dt.timedelta(days=RENEW_BEFORE_DAYS):
         return False

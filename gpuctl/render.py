@@ -7,6 +7,7 @@ the secret values will go.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -274,8 +275,6 @@ def firewall_ports(host: HostSpec) -> list[int]:
 
 def render_firewall(host: HostSpec) -> list[RenderedFile]:
     """The nftables ruleset and the oneshot unit that loads it at boot."""
-    import ipaddress
-
     nets = [ipaddress.ip_network(n, strict=False) for n in host.firewall.allow_from]
     context = {
         "host": host, "open_tcp": firewall_ports(host), "ruleset": FIREWALL_RULES,

@@ -42,10 +42,13 @@ class PinnedTrustSession(requests.Session):
         return settings
 
 
-def gateway_access(host: HostSpec, engine: VllmSpec | OllamaSpec, keystore: Keystore, base_dir: Path) -> GatewayAccess:
+def gateway_access(host: HostSpec, engine: VllmSpec | OllamaSpec, keystore: Keystore | None,
+                   base_dir: Path) -> GatewayAccess:  # fmt: skip
     """The URL, key and trust for ENGINE behind HOST's gateway (never creates a key)."""
     gateway = host.gateway
     assert gateway is not None
+    if keystore is None:
+        raise GpuctlError(f"{host.name}: the gateway's key and CA are in the inventory's keystore, and none is open")
     if gateway.api_key is not None:
         key = gateway.api_key.resolve(base_dir)
     else:

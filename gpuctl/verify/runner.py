@@ -77,7 +77,7 @@ def verify_host(host: HostSpec, options: Options, progress: Progress | None = No
     for engine in host.engines():
         label = engine_label(engine)
         try:
-            access = gateway_access(host, engine, options.keystore or Keystore(Path("."), write=False),
+            access = gateway_access(host, engine, options.keystore,
                                     options.base_dir) if host.gateway is not None else None  # fmt: skip
         except GpuctlError as exc:
             reports.append(EngineReport(host.name, label, None, [Check("gateway key", False, str(exc))]))
