@@ -7,13 +7,13 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.server import Groups
+from pyinfra.facts.server import Arch, Groups
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from gpuctl.deploy.facts import FileText, OllamaModels
 from gpuctl.deploy.files import put_rendered
-from gpuctl.render import RenderedFile
+from gpuctl.render import RenderedFile, templates_dir
 from gpuctl.spec import OllamaSpec
 
 VERSION_MARKER = "/usr/local/lib/ollama/.gpuctl-version"
@@ -21,37 +21,21 @@ DOWNLOAD_DIR = "/var/cache/gpuctl/ollama"
 READY_WAIT_S = 60
 
 
-def install_script(ollama: OllamaSpec) -> str:
-    """Download the archive and sha256sum.txt, verify, and only then replace the installed files.
+def install_command(ollama: OllamaSpec, host_arch: str) -> str:
+    """Run templates/ollama/install-ollama.sh: read the release's sha256sum.txt, take the first listed
+    archive among the acceptable ones, verify its checksum, and only then replace the installed files.
 
-    A wrong checksum stops here, before anything installed is touched: the running version stays.
+    A wrong checksum stops before anything installed is touched: the running version stays.
     `curl` reads https:// mirrors and file:// folders alike.
     """
-    archive = ollama.archive_name()
-    folder = f"{DOWNLOAD_DIR}/{ollama.version}"
-    source = ollama.source_url()
-    return "\n".join([
-        "set -eu",
-        f"mkdir -p {folder} && cd {folder}",
-        f"curl -fsSL --retry 3 -o {archive}.part {shlex.quote(f'{source}/{archive}')}",
-        f"curl -fsSL --retry 3 -o sha256sum.txt {shlex.quote(f'{source}/sha256sum.txt')}",
-        f"expected=$(awk '$2 == \"{archive}\" || $2 == \"*{archive}\" || $2 == \"./{archive}\" {{print $1}}' sha256sum.txt)",
-        f'[ -n "$expected" ] || {{ echo "sha256sum.txt has no line for {archive}" >&2; exit 1; }}',
-        f"actual=$(sha256sum {archive}.part | cut -d' ' -f1)",
-        f'[ "$expected" = "$actual" ] || {{ echo "checksum mismatch for {archive}: expected $expected, got $actual" >&2; '
-        f"rm -f {archive}.part; exit 1; }}",
-        f"mv {archive}.part {archive}",
-        "rm -rf staging && mkdir staging",
-        f"tar -C staging -xf {archive}",
-        '[ -x staging/bin/ollama ] || { echo "archive has no bin/ollama" >&2; exit 1; }',
-        "rm -rf /usr/local/lib/ollama.new && mkdir -p /usr/local/lib/ollama.new",
-        "if [ -d staging/lib/ollama ]; then cp -a staging/lib/ollama/. /usr/local/lib/ollama.new/; fi",
-        f"echo {ollama.version} > /usr/local/lib/ollama.new/.gpuctl-version",
-        "install -m 0755 staging/bin/ollama /usr/local/bin/ollama.new",
-        "rm -rf /usr/local/lib/ollama.old; [ ! -d /usr/local/lib/ollama ] || mv /usr/local/lib/ollama /usr/local/lib/ollama.old",
-        "mv /usr/local/lib/ollama.new /usr/local/lib/ollama && mv /usr/local/bin/ollama.new /usr/local/bin/ollama",
-        "rm -rf /usr/local/lib/ollama.old staging",
-    ])  # fmt: skip
+    script = (templates_dir() / "ollama" / "install-ollama.sh").read_text()
+    args = [ollama.version, ollama.source_url(), DOWNLOAD_DIR, "/", *ollama.archive_candidates(host_arch)]
+    return f"sh -c {shlex.quote(script)} install-ollama {shlex.join(args)}"
+
+
+def needs_zstd(ollama: OllamaSpec, host_arch: str) -> bool:
+    """zstd is installed only when the archive expected first is a .tar.zst (Ollama 0.14.0 and later)."""
+    return ollama.archive_candidates(host_arch)[0].endswith(".tar.zst")
 
 
 def pull_script(address: str, model: str) -> str:
@@ -76,7 +60,9 @@ def api_address(ollama: OllamaSpec) -> str:
 @deploy("Ollama")
 def ollama_engine(ollama: OllamaSpec, rendered: list[RenderedFile]) -> None:
     """Install the pinned Ollama, its unit and drop-in; restart on change; pre-pull the models."""
-    apt.packages(name="Ollama's tools (curl, zstd)", packages=["curl", "ca-certificates", "zstd", "tar"],
+    host_arch = host.get_fact(Arch) or "unknown"
+    tools = ["curl", "ca-certificates", "tar", *(["zstd"] if needs_zstd(ollama, host_arch) else [])]
+    apt.packages(name=f"Ollama's tools ({', '.join(tools)})", packages=tools,
                  update=True, cache_time=3600, no_recommends=True)  # fmt: skip
     server.group(name="Group ollama", group="ollama", system=True)
     extra_groups = [g for g in ("render", "video") if g in (host.get_fact(Groups) or [])]
@@ -87,7 +73,7 @@ def ollama_engine(ollama: OllamaSpec, rendered: list[RenderedFile]) -> None:
     installed = host.get_fact(FileText, path=VERSION_MARKER)
     if installed != ollama.version:
         binary = server.shell(name=f"Install Ollama {ollama.version} (was {installed or 'absent'}), sha256 verified",
-                              commands=[install_script(ollama)])  # fmt: skip
+                              commands=[install_command(ollama, host_arch)])  # fmt: skip
     else:
         binary = None
         host.noop(f"Ollama {ollama.version} is installed")

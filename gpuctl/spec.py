@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from gpuctl import outside
 from gpuctl.errors import GpuctlError
 
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -393,12 +394,15 @@ class OllamaSpec(Strict):
     )
     cpu_fallback: bool = Field(False, description="allow running on the CPU when no GPU is usable")
     release_url: str = Field(
-        "https://github.com/ollama/ollama/releases/download/v{version}",
+        outside.OLLAMA_RELEASES,
         description="where the release archive and sha256sum.txt are (a mirror, or file:///dir)",
     )
-    arch: Literal["amd64", "arm64"] = "amd64"
-    archive_format: Literal["tar.zst", "tgz"] = Field(
-        "tar.zst", description="release archive format: tar.zst (current releases) or tgz (older)"
+    arch: Literal["auto", "amd64", "arm64"] = Field(
+        "auto", description="release archive architecture; auto: from the host (uname -m)"
+    )
+    archive_format: Literal["auto", "tar.zst", "tgz"] = Field(
+        "auto", description="auto: whichever archive the release's sha256sum.txt lists (.tar.zst from 0.14.0, "
+        ".tgz before); set only for a mirror that repackages releases",
     )
 
     @field_validator("version")
@@ -443,13 +447,21 @@ class OllamaSpec(Strict):
                              "host (TLS and a key on every route), or set unsafe_public_bind=True to accept that risk")  # fmt: skip
         if self.kv_cache_type != "f16" and not self.flash_attention:
             raise FieldError("kv_cache_type", f"{self.kv_cache_type} needs flash_attention=True")
+        genuine = outside.ollama_archive_format(self.version)
+        if self.release_url == outside.OLLAMA_RELEASES and self.archive_format not in ("auto", genuine):
+            raise FieldError("archive_format", f"Ollama {self.version} is released as .{genuine} only (.tar.zst "
+                             "from 0.14.0, .tgz before): remove archive_format and gpuctl picks what the release lists")
         return self
 
     unit_name: ClassVar[str] = "ollama.service"
     dropin_path: ClassVar[str] = "/etc/systemd/system/ollama.service.d/override.conf"
 
-    def archive_name(self) -> str:
-        return f"ollama-linux-{self.arch}.{self.archive_format}"
+    def archive_candidates(self, host_arch: str) -> list[str]:
+        """Acceptable release archives for a host whose `uname -m` is HOST_ARCH, best first."""
+        arch = self.arch if self.arch != "auto" else outside.OLLAMA_ARCHES.get(host_arch.strip())
+        if arch is None:
+            raise GpuctlError(f"Ollama publishes Linux archives for amd64 and arm64 only; this host is {host_arch!r}")
+        return outside.ollama_linux_archives(self.version, arch, self.archive_format)
 
     def source_url(self) -> str:
         return self.release_url.format(version=self.version).rstrip("/")

@@ -10,7 +10,7 @@ laptop = [
         "dev-laptop",
         local=True,
         ollama=Ollama(
-            version="0.13.0",
+            version="0.40.2",  # current stable release, checked 2026-12-04: see gpuctl/outside.py
             bind="127.0.0.1",
             port=11434,
             keep_alive="30m",

@@ -18,7 +18,7 @@ vagrant = [
         ssh_user="vagrant",
         ssh_key=VAGRANT_KEY,
         ssh_strict_host_key_checking="no",
-        ollama=Ollama(version="0.13.0", keep_alive="-1", cpu_fallback=True, models=["qwen2.5:0.5b"]),
+        ollama=Ollama(version="0.40.2", keep_alive="-1", cpu_fallback=True, models=["qwen2.5:0.5b"]),
         gateway=Gateway(),  # https://192.168.121.50/v1 with the generated key; the firewall comes with it
     ),
 ]

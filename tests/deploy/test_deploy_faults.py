@@ -41,7 +41,7 @@ def test_dead_host_fails_alone_and_rerun_converges(fleet, tmp_path):
     inventory.write_text(textwrap.dedent(f"""
         from gpuctl.inventory import Defaults, Host, Ollama
         fleet = [{", ".join(entries)}]
-        fleet_defaults = Defaults(ollama=Ollama(version={VERSION!r}, cpu_fallback=True, archive_format="tgz",
+        fleet_defaults = Defaults(ollama=Ollama(version={VERSION!r}, cpu_fallback=True,
                                                 release_url={mirror.MIRROR_URL!r}, models=["tinyllama"]))
     """))
     dead = hosts[1]

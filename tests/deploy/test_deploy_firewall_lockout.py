@@ -29,7 +29,7 @@ def write_inventory(path: Path, host: Host, firewall: str) -> Path:
         from gpuctl.inventory import Firewall, Gateway, Host, Ollama
         edge = [Host({host.name!r}, address={host.address!r}, ssh_port=2222, ssh_key={str(host.ssh_key)!r},
                      ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="no",
-                     ollama=Ollama(version="0.13.0", cpu_fallback=True, archive_format="tgz",
+                     ollama=Ollama(version="0.13.0", cpu_fallback=True,
                                    release_url={mirror.MIRROR_URL!r}),
                      gateway=Gateway(), firewall=Firewall({firewall}))]
     """))

@@ -44,7 +44,7 @@ def write_inventory(path: Path, host: Host, gateway: str = "") -> Path:
                      docker=dict(packages=["docker.io", "docker-compose-plugin"]),
                      vllm=Vllm(name="main", image={IMAGE!r}, model="org/tiny-model", served_model_name="tiny",
                                gpu_access="none", start_timeout_s=120, api_key=Secret.env("GPUCTL_TEST_ENGINE_KEY")),
-                     ollama=Ollama(version={OLLAMA_VERSION!r}, cpu_fallback=True, archive_format="tgz",
+                     ollama=Ollama(version={OLLAMA_VERSION!r}, cpu_fallback=True,
                                    release_url={mirror.MIRROR_URL!r}, models=["qwen2.5:0.5b"]),
                      gateway=Gateway(engine="main", metrics_allow=[{host.address!r}]{gateway}))]
     """))

@@ -11,16 +11,17 @@ import json
 import subprocess
 import sys
 import tarfile
-import textwrap
 
 import pytest
 from harness import mirror
 from harness.cli import REPO
 from harness.fleet import Fleet, Host
 
+from gpuctl import outside
+
 pytestmark = pytest.mark.fleet
 
-VERSION = "0.13.0"
+VERSION = outside.OLLAMA_VERSION  # what the README's main job installs
 SITE = "/opt/gpuctl-site"
 
 
@@ -45,12 +46,12 @@ def laptop(fleet: Fleet) -> Host:
     host.write_file("/usr/local/bin/gpuctl", f'#!/bin/sh\nPYTHONPATH={SITE} exec python3 -m gpuctl.cli "$@"\n', mode=0o755)
     mirror.serve(host)
     mirror.publish(host, VERSION)
-    host.write_file("/srv/work/inventories/dev-laptop.py", textwrap.dedent(f"""
-        from gpuctl.inventory import Host, Ollama
-        laptop = [Host("dev-laptop", local=True,
-                       ollama=Ollama(version={VERSION!r}, keep_alive="30m", cpu_fallback=True, archive_format="tgz",
-                                     release_url={mirror.MIRROR_URL!r}, models=["qwen2.5:0.5b"]))]
-    """))
+    # The README's own inventory, with only the release URL pointed at the local mirror (no internet).
+    inventory = (REPO / "inventories" / "dev-laptop.py").read_text()
+    pin = f'version="{VERSION}",'
+    assert inventory.count(pin) == 1, "the test expects dev-laptop.py to pin VERSION once"
+    inventory = inventory.replace(pin, f"{pin} release_url={mirror.MIRROR_URL!r},")
+    host.write_file("/srv/work/inventories/dev-laptop.py", inventory)
     return host
 
 
@@ -59,6 +60,8 @@ def test_local_deploy_then_verify_on_the_machine_itself(laptop):
     assert first.rc == 0, first.stdout + first.stderr
     assert json.loads(first.stdout)["hosts"][0]["status"] == "changed"
     assert laptop.run("systemctl is-active ollama.service").stdout.strip() == "active"
+    # A current release ships .tar.zst only; nothing in the inventory had to say so.
+    assert laptop.read_file("/usr/local/lib/ollama/.gpuctl-archive").decode().strip() == "ollama-linux-amd64.tar.zst"
 
     verify = laptop.run("cd /srv/work && gpuctl verify dev-laptop --json", check=False, timeout=300)
     assert verify.rc == 0, verify.stdout + verify.stderr

@@ -23,7 +23,7 @@ VERSION = "0.13.0"
 
 
 def write_inventory(path: Path, host: Host, **ollama: object) -> Path:
-    settings = {"version": VERSION, "bind": "0.0.0.0", "unsafe_public_bind": True, "cpu_fallback": True, "archive_format": "tgz",
+    settings = {"version": VERSION, "bind": "0.0.0.0", "unsafe_public_bind": True, "cpu_fallback": True,
                 "release_url": mirror.MIRROR_URL, "models": ["qwen2.5:0.5b"], **ollama}  # fmt: skip
     args = ", ".join(f"{k}={v!r}" for k, v in settings.items())
     path.write_text(textwrap.dedent(f"""
@@ -83,6 +83,11 @@ def test_first_deploy_reaches_an_enabled_service_answering_from_outside(ollama_h
     assert config["env"]["OLLAMA_KEEP_ALIVE"] == "5m"
     assert config["env"]["OLLAMA_HOST"] == "0.0.0.0:11434"
     assert "OLLAMA_" not in ollama_host.read_file("/etc/systemd/system/ollama.service").decode()
+    # 0.13.0's release lists .tgz Linux archives only: gpuctl took that one without being told.
+    listing = ollama_host.run(f"curl -fsS {mirror.MIRROR_URL.format(version=VERSION)}/sha256sum.txt").stdout
+    assert "./ollama-linux-amd64.tgz" in listing and ".tar.zst" not in listing
+    assert ollama_host.read_file("/usr/local/lib/ollama/.gpuctl-archive").decode().strip() == "ollama-linux-amd64.tgz"
+    assert ollama_host.run("dpkg -s zstd", check=False).rc != 0, "a .tgz release needs no zstd"
 
 
 def test_second_deploy_changes_nothing_and_restarts_nothing(ollama_host, deployed):
@@ -183,3 +188,29 @@ def test_verify_of_a_stopped_unit_fails_with_its_journal(ollama_host, tmp_path):
         assert checks["version"]["reason"].startswith("no connection")
     finally:
         ollama_host.run("systemctl start ollama.service")
+
+
+def test_upgrade_from_a_tgz_release_to_current_tar_zst_releases_and_forward_again(ollama_host, deployed, tmp_path):
+    """0.13.0 (.tgz only) → 0.34.4 → 0.40.2 (.tar.zst only; sha256sum.txt lists every platform's files,
+    install.sh and the -mlx archives): no archive_format in the inventory, each step verified by the
+    checksum, the service restarted onto the new binary, and a redeploy after it changes nothing."""
+    previous = ollama_host.read_file("/usr/local/lib/ollama/.gpuctl-version").decode().strip()
+    for version in ("0.34.4", "0.40.2"):
+        mirror.publish(ollama_host, version)
+        listing = ollama_host.run(f"curl -fsS {mirror.MIRROR_URL.format(version=version)}/sha256sum.txt").stdout
+        assert "./ollama-linux-amd64.tar.zst" in listing and "ollama-linux-amd64.tgz" not in listing
+        inventory = write_inventory(tmp_path / f"dev-{version}.py", ollama_host, version=version, keep_alive="-1")
+        pid = main_pid(ollama_host)
+        code, report, stderr = gpuctl_deploy(inventory)
+        assert code == 0, stderr
+        changes = report["hosts"][0]["changes"]
+        assert f"Ollama | Install Ollama {version} (was {previous}), sha256 verified" in changes
+        if previous == VERSION:  # zstd arrives with the first .tar.zst release, not before
+            assert "Ollama | Ollama's tools (curl, ca-certificates, tar, zstd)" in changes
+        assert main_pid(ollama_host) != pid
+        assert get_json(f"http://{ollama_host.address}:11434/api/version") == {"version": version}
+        archive = ollama_host.read_file("/usr/local/lib/ollama/.gpuctl-archive").decode().strip()
+        assert archive == "ollama-linux-amd64.tar.zst"
+        previous = version
+    code, report, _ = gpuctl_deploy(inventory)
+    assert (code, report["hosts"][0]["status"]) == (0, "unchanged")

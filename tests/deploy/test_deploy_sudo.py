@@ -39,7 +39,7 @@ def write_inventory(path: Path, host: Host) -> Path:
         from gpuctl.inventory import Gateway, Host, Ollama
         edge = [Host({host.name!r}, address={host.address!r}, ssh_user={USER!r}, ssh_key={str(host.ssh_key)!r},
                      ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="yes",
-                     ollama=Ollama(version="0.13.0", cpu_fallback=True, archive_format="tgz",
+                     ollama=Ollama(version="0.13.0", cpu_fallback=True,
                                    release_url={mirror.MIRROR_URL!r}, models=["qwen2.5:0.5b"]),
                      gateway=Gateway())]
     """))

@@ -1,15 +1,25 @@
-"""A local Ollama release mirror for fleet hosts (no internet): a release archive whose `ollama`
-binary is the Ollama STAND-IN (harness/ollama_standin.py; the real server cannot run here), with
-the release's sha256sum.txt, served over HTTP on the host's loopback by python3 -m http.server."""
+"""A local Ollama release mirror for fleet hosts (no internet), laid out like the real releases.
+
+Each published version holds exactly the files gpuctl.outside.ollama_release_files says that release
+has (darwin, windows, linux amd64/arm64, rocm, jetpack…), `.tgz` Linux archives before 0.14.0 and
+`.tar.zst` after, and a sha256sum.txt shaped like the real one ('<sha256>  ./<file>', unsorted). The
+Linux archives' `ollama` binary is the Ollama STAND-IN (harness/ollama_standin.py; the real server
+cannot run here); every other file is a small placeholder with a correct checksum. Served over HTTP
+on the host's loopback by python3 -m http.server.
+"""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+import subprocess
 import tarfile
 from pathlib import Path
 
 from harness.fleet import Host
+
+from gpuctl.outside import ollama_release_files
 
 STANDIN = Path(__file__).with_name("ollama_standin.py")
 MIRROR_DIR = "/srv/ollama-mirror"
@@ -17,14 +27,14 @@ MIRROR_PORT = 8099
 MIRROR_URL = f"http://127.0.0.1:{MIRROR_PORT}/v{{version}}"
 
 
-def release_archive(version: str) -> bytes:
-    """ollama-linux-amd64.tgz laid out like the real one: bin/ollama and lib/ollama/…"""
+def release_tar(version: str) -> bytes:
+    """The uncompressed tar of a Linux archive, laid out like the real one: bin/ollama and lib/ollama/…"""
     wrapper = (
         "#!/bin/sh\n# Ollama STAND-IN for tests (see harness/ollama_standin.py)\n"
         f'OLLAMA_STANDIN_VERSION="{version}" exec python3 /usr/local/lib/ollama/ollama_standin.py "$@"\n'
     )
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, data, mode in (
             ("bin/ollama", wrapper.encode(), 0o755),
             ("lib/ollama/ollama_standin.py", STANDIN.read_bytes(), 0o644),
@@ -35,13 +45,42 @@ def release_archive(version: str) -> bytes:
     return buffer.getvalue()
 
 
+def compress(data: bytes, name: str) -> bytes:
+    """gzip for .tgz, the zstd program for .tar.zst (Python 3.11 has no zstd module)."""
+    if name.endswith(".tgz"):
+        return gzip.compress(data, mtime=0)
+    return subprocess.run(["zstd", "-q", "-c", "-3"], input=data, capture_output=True, check=True).stdout
+
+
+def release_files(version: str) -> dict[str, bytes]:
+    """Every file of VERSION's release: real (stand-in) Linux archives, placeholders for the rest."""
+    payload = release_tar(version)
+    files = {}
+    for name in ollama_release_files(version):
+        if name.startswith("ollama-linux-") and ("-amd64." in name or "-arm64." in name):
+            files[name] = compress(payload, name)
+        else:
+            files[name] = f"placeholder for {name} of Ollama {version} (test mirror)\n".encode()
+    return files
+
+
+def checksum_file(files: dict[str, bytes], corrupt: str | None = None) -> str:
+    """sha256sum.txt as the release job writes it; CORRUPT names a file whose line is wrong."""
+    lines = []
+    for name, data in reversed(list(files.items())):  # `find` order, not sorted
+        digest = hashlib.sha256(data + (b"x" if name == corrupt else b"")).hexdigest()
+        lines.append(f"{digest}  ./{name}\n")
+    return "".join(lines)
+
+
 def publish(host: Host, version: str, *, corrupt: bool = False) -> None:
-    """Put VERSION's archive and sha256sum.txt in the host's mirror (CORRUPT: a wrong checksum)."""
-    archive = release_archive(version)
-    digest = hashlib.sha256(archive + (b"x" if corrupt else b"")).hexdigest()
+    """Put VERSION's release in the host's mirror (CORRUPT: a wrong checksum for the amd64 archive)."""
+    files = release_files(version)
     folder = f"{MIRROR_DIR}/v{version}"
-    host.write_file(f"{folder}/ollama-linux-amd64.tgz", archive)
-    host.write_file(f"{folder}/sha256sum.txt", f"{digest}  ./ollama-linux-amd64.tgz\n{'0' * 64}  ./other.tgz\n")
+    amd64 = next(name for name in files if name.startswith("ollama-linux-amd64."))
+    for name, data in files.items():
+        host.write_file(f"{folder}/{name}", data)
+    host.write_file(f"{folder}/sha256sum.txt", checksum_file(files, corrupt=amd64 if corrupt else None))
 
 
 def serve(host: Host) -> None:

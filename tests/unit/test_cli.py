@@ -29,7 +29,7 @@ def test_check_lists_every_example_host_and_engine():
         assert expected in result.stdout
     laptop = run_cli("check", "dev-laptop")
     assert laptop.exit_code == 0
-    assert "ollama 0.13.0 on 127.0.0.1:11434" in laptop.stdout
+    assert "ollama 0.40.2 on 127.0.0.1:11434" in laptop.stdout
 
 
 def test_check_json_is_the_spec_with_derived_names():

@@ -1,0 +1,163 @@
+"""The outside-facts table (gpuctl/outside.py) and everything that must agree with it.
+
+What these tests cannot reach — a real Ollama release's files, a package name on a distribution —
+is recorded in gpuctl.outside with its source and date. These tests keep the spec's defaults, the
+example inventories and the README consistent with that table, and run Ollama's installer script
+(templates/ollama/install-ollama.sh) for real, with sh and curl, against local folders laid out like
+real releases (file:// mirrors; the archives' binary is the Ollama stand-in).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from harness import mirror
+from harness.cli import REPO
+
+from gpuctl import inventory, outside
+from gpuctl.errors import GpuctlError
+from gpuctl.render import templates_dir
+from gpuctl.spec import HostSpec, OllamaSpec
+
+SCRIPT = templates_dir() / "ollama" / "install-ollama.sh"
+EXAMPLES = ("prod", "dev-laptop", "vagrant")
+
+
+def test_every_fact_names_its_source_and_date():
+    assert len(outside.FACTS) >= 4
+    for fact in outside.FACTS:
+        assert fact.topic and fact.statement and len(fact.source) > 20, fact
+        assert re.fullmatch(r"20\d\d-\d\d-\d\d", fact.checked), fact
+
+
+@pytest.mark.parametrize(("version", "expected"), [
+    ("0.13.0", "tgz"), ("0.13.5", "tgz"), ("0.14.0", "tar.zst"), ("0.14.0-rc1", "tar.zst"), ("0.40.2", "tar.zst"),
+])  # fmt: skip
+def test_ollama_archive_format_by_release(version, expected):
+    assert outside.ollama_archive_format(version) == expected
+
+
+def test_archive_candidates_follow_the_host_architecture_and_prefer_what_the_release_ships():
+    current = OllamaSpec(version="0.40.2")
+    assert current.archive_candidates("x86_64") == ["ollama-linux-amd64.tar.zst", "ollama-linux-amd64.tgz"]
+    assert current.archive_candidates("aarch64") == ["ollama-linux-arm64.tar.zst", "ollama-linux-arm64.tgz"]
+    assert OllamaSpec(version="0.13.5").archive_candidates("x86_64") == ["ollama-linux-amd64.tgz", "ollama-linux-amd64.tar.zst"]
+    pinned = OllamaSpec(version="0.40.2", arch="arm64", archive_format="tar.zst", release_url="https://mirror.example/v{version}")
+    assert pinned.archive_candidates("x86_64") == ["ollama-linux-arm64.tar.zst"]
+    with pytest.raises(GpuctlError, match="amd64 and arm64 only; this host is 'riscv64'"):
+        current.archive_candidates("riscv64")
+
+
+def test_forcing_a_format_the_real_release_lacks_is_refused_unless_a_mirror_repackages():
+    with pytest.raises(ValueError, match=r"archive_format: Ollama 0.40.2 is released as .tar.zst only"):
+        OllamaSpec(version="0.40.2", archive_format="tgz")
+    with pytest.raises(ValueError, match=r"archive_format: Ollama 0.13.0 is released as .tgz only"):
+        OllamaSpec(version="0.13.0", archive_format="tar.zst")
+    assert OllamaSpec(version="0.40.2", archive_format="tgz", release_url="file:///srv/repackaged/v{version}")
+
+
+@pytest.mark.parametrize("version", ["0.13.5", "0.14.0", "0.16.0", "0.40.2"])
+def test_test_mirrors_list_what_the_real_release_lists(version):
+    names = outside.ollama_release_files(version)
+    linux = [n for n in names if n.startswith("ollama-linux-")]
+    assert "ollama-darwin.tgz" in names and "OllamaSetup.exe" in names  # other platforms' files stay in the list
+    suffix = ".tgz" if version == "0.13.5" else ".tar.zst"
+    assert linux and all(n.endswith(suffix) for n in linux), linux
+    assert ("install.sh" in names) == (version in ("0.16.0", "0.40.2"))
+    listing = mirror.checksum_file(dict.fromkeys(names, b"x"))
+    assert all(re.fullmatch(r"[0-9a-f]{64}  \./\S+", line) for line in listing.splitlines())
+
+
+# ---- the installer script, run for real ----------------------------------------------------
+
+
+def test_installer_script_passes_shellcheck():
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (CI installs it)")
+    result = subprocess.run(["shellcheck", "-s", "sh", str(SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def local_release(root: Path, version: str, *, corrupt: bool = False) -> str:
+    """A file:// release folder for VERSION laid out like the real one; returns its URL."""
+    folder = root / "mirror" / f"v{version}"
+    folder.mkdir(parents=True)
+    files = mirror.release_files(version)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    amd64 = next(n for n in files if n.startswith("ollama-linux-amd64."))
+    (folder / "sha256sum.txt").write_text(mirror.checksum_file(files, corrupt=amd64 if corrupt else None))
+    return f"file://{folder}"
+
+
+def install(tmp_path: Path, version: str, source: str, *candidates: str) -> subprocess.CompletedProcess[str]:
+    args = [version, source, str(tmp_path / "downloads"), str(tmp_path / "root"), *candidates]
+    return subprocess.run(["sh", str(SCRIPT), *args], capture_output=True, text=True, timeout=60)
+
+
+def installed(tmp_path: Path) -> tuple[str, str]:
+    lib = tmp_path / "root/usr/local/lib/ollama"
+    return (lib / ".gpuctl-version").read_text().strip(), (lib / ".gpuctl-archive").read_text().strip()
+
+
+@pytest.mark.parametrize(("version", "arch", "archive"), [
+    ("0.13.5", "x86_64", "ollama-linux-amd64.tgz"),
+    ("0.40.2", "x86_64", "ollama-linux-amd64.tar.zst"),
+    ("0.40.2", "aarch64", "ollama-linux-arm64.tar.zst"),
+    ("0.13.0", "aarch64", "ollama-linux-arm64.tgz"),
+])  # fmt: skip
+def test_installer_takes_the_archive_the_release_lists(tmp_path, version, arch, archive):
+    source = local_release(tmp_path, version)
+    result = install(tmp_path, version, source, *OllamaSpec(version=version).archive_candidates(arch))
+    assert result.returncode == 0, result.stderr
+    assert installed(tmp_path) == (version, archive)
+    ollama = tmp_path / "root/usr/local/bin/ollama"
+    assert ollama.stat().st_mode & 0o111 and f'OLLAMA_STANDIN_VERSION="{version}"' in ollama.read_text()
+    assert (tmp_path / "root/usr/local/lib/ollama/ollama_standin.py").is_file()
+
+
+def test_installer_names_the_release_when_it_lists_no_acceptable_archive(tmp_path):
+    source = local_release(tmp_path, "0.40.2")
+    result = install(tmp_path, "0.40.2", source, "ollama-linux-amd64.tgz")  # forced, but this release has none
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"the release at {source} lists none of: ollama-linux-amd64.tgz (in its sha256sum.txt)"
+    assert not (tmp_path / "root/usr/local/bin/ollama").exists()
+
+
+def test_installer_says_when_the_release_does_not_exist(tmp_path):
+    result = install(tmp_path, "0.99.0", f"file://{tmp_path}/nowhere/v0.99.0", "ollama-linux-amd64.tar.zst")
+    assert result.returncode == 1
+    assert f"cannot read file://{tmp_path}/nowhere/v0.99.0/sha256sum.txt: is the version or release_url wrong?" in result.stderr
+
+
+def test_installer_keeps_the_installed_version_on_a_checksum_mismatch(tmp_path):
+    assert install(tmp_path, "0.13.5", local_release(tmp_path, "0.13.5"), "ollama-linux-amd64.tgz").returncode == 0
+    bad = local_release(tmp_path, "0.40.2", corrupt=True)
+    result = install(tmp_path, "0.40.2", bad, "ollama-linux-amd64.tar.zst", "ollama-linux-amd64.tgz")
+    assert result.returncode == 1
+    assert "checksum mismatch for ollama-linux-amd64.tar.zst: expected" in result.stderr
+    assert installed(tmp_path) == ("0.13.5", "ollama-linux-amd64.tgz")
+
+
+# ---- consistency of pins with the table ------------------------------------------------------
+
+
+def example_hosts() -> list[HostSpec]:
+    return [h for name in EXAMPLES for h in inventory.load(name, cwd=REPO).hosts.values()]
+
+
+def test_example_inventories_pin_the_current_ollama_and_force_no_archive():
+    ollama = [h.ollama for h in example_hosts() if h.ollama is not None]
+    assert len(ollama) == 2
+    for spec in ollama:
+        assert spec.version == outside.OLLAMA_VERSION
+        assert (spec.archive_format, spec.arch, spec.release_url) == ("auto", "auto", outside.OLLAMA_RELEASES)
+
+
+def test_readme_names_the_pinned_versions():
+    readme = (REPO / "README.md").read_text()
+    assert f"Ollama {outside.OLLAMA_VERSION}" in readme
