@@ -13,11 +13,12 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
+from gpuctl import outside
 from gpuctl.deploy.facts import NvidiaLoadedDriver, NvidiaPciDevices, NvidiaSmiStatus
 from gpuctl.errors import GpuctlError
 from gpuctl.spec import DriverSpec, HostSpec
 
-DEFAULT_BRANCH = 580
+DEFAULT_BRANCH = outside.DRIVER_BRANCH
 NOUVEAU_BLACKLIST = "/etc/modprobe.d/gpuctl-blacklist-nouveau.conf"
 
 

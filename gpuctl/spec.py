@@ -490,7 +490,7 @@ class OllamaSpec(Strict):
 class ContainerToolkitSpec(Strict):
     """NVIDIA container toolkit from NVIDIA's apt repository, all four packages pinned to one version."""
 
-    version: str = Field("1.18.0-1", pattern=r"^\d+\.\d+\.\d+(~rc\.\d+)?-\d+$", description="apt version, e.g. 1.18.0-1")
+    version: str = Field(outside.TOOLKIT_VERSION, pattern=r"^\d+\.\d+\.\d+(~rc\.\d+)?-\d+$", description="apt version, e.g. 1.18.0-1")
     repository: str = Field(
         "https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH)", description="apt source (a mirror)"
     )
@@ -654,6 +654,9 @@ class HostSpec(Strict):
         gpu_count = self.gpus.count if self.gpus else 0
         if self.driver is not None and self.gpus is None:
             raise FieldError("driver", "is set but the host declares no GPUs (set gpus=Gpu(...))")
+        if self.gpus is not None and self.gpus.nvswitch and self.driver is not None and not self.driver.server:
+            raise FieldError("driver.server", f"nvswitch=True needs nvidia-fabricmanager-{self.driver.branch}, which "
+                             "depends on the -server driver flavour (nvidia-kernel-common-N-server): keep server=True")
         names = [e.name for e in self.vllm]
         if len(names) != len(set(names)):
             raise FieldError("vllm", "two engines share a name: give each vllm engine its own name=")

@@ -16,6 +16,8 @@ import pytest
 from harness import gpu_standin
 from harness.fleet import Fleet, Host
 
+from gpuctl import outside
+
 pytestmark = pytest.mark.fleet
 
 DRIVER = "NVIDIA driver | "
@@ -70,10 +72,11 @@ def test_bare_gpu_host_plans_driver_toolkit_and_refuses_to_reboot(gpu_host, tmp_
     assert key == ["curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | gpg --batch --yes --dearmor "
                    "-o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"]
     assert f"{TOOLKIT}NVIDIA apt source (/etc/apt/sources.list.d/nvidia-container-toolkit.list)" in commands
-    toolkit = " ".join(commands[f"{TOOLKIT}NVIDIA container toolkit 1.18.0-1 (pinned)"])
-    for package in ("nvidia-container-toolkit=1.18.0-1", "nvidia-container-toolkit-base=1.18.0-1",
-                    "libnvidia-container-tools=1.18.0-1", "libnvidia-container1=1.18.0-1"):
-        assert package in toolkit
+    pin = outside.TOOLKIT_VERSION
+    toolkit = " ".join(commands[f"{TOOLKIT}NVIDIA container toolkit {pin} (pinned)"])
+    for package in ("nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools",
+                    "libnvidia-container1"):
+        assert f"{package}={pin}" in toolkit
     assert commands[f"{TOOLKIT}Docker: nvidia runtime configured, Docker restarted"] == [
         "nvidia-ctk runtime configure --runtime=docker", "systemctl restart docker.service"]
     assert commands[f"{TOOLKIT}CDI spec (/etc/cdi/nvidia.yaml)"] == [

@@ -239,6 +239,11 @@ def test_preflight_names_an_old_driver_and_a_process_holding_gpu_memory(vllm_hos
         passed = vllm_host.run(script, check=False, timeout=120)
         assert passed.rc == 0, passed.stderr
         assert passed.stdout.startswith("preflight ok")
+        # R610's banner says "CUDA UMD Version" (no "CUDA Version" any more): still read.
+        gpu_standin.configure(vllm_host, cuda="13.3", others_mib=0, driver="610.43.02")
+        assert "KMD Version: 610.43.02     CUDA UMD Version: 13.3" in vllm_host.run("nvidia-smi").stdout
+        passed = vllm_host.run(script, check=False, timeout=120)
+        assert passed.rc == 0, passed.stderr
         assert engine_state(vllm_host, "a") == before
     finally:
         gpu_standin.remove(vllm_host)

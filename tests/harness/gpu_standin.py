@@ -23,27 +23,33 @@ exit 0
 
 NVIDIA_SMI = """#!/bin/sh
 # GPU STAND-IN (tests only): nvidia-smi of a host with a loaded {version} driver and one H100.
-# /etc/gpuctl-test/nvidia-smi.conf may set CUDA (driver's CUDA version) and OTHERS_MIB (memory held
-# by another process, pid 4242) to stage an old driver or a busy GPU.
-CUDA=13.0; OTHERS_MIB=0
+# /etc/gpuctl-test/nvidia-smi.conf may set CUDA (driver's CUDA version), OTHERS_MIB (memory held
+# by another process, pid 4242) and DRIVER (a >= 610 version prints R610's banner: "KMD Version",
+# "CUDA UMD Version") to stage an old or new driver or a busy GPU.
+CUDA=13.0; OTHERS_MIB=0; DRIVER={version}
 [ -r /etc/gpuctl-test/nvidia-smi.conf ] && . /etc/gpuctl-test/nvidia-smi.conf
 UUID=GPU-979d25eb-2ab7-bbf6-96eb-1060b2d3a27f
 case "$*" in
-  *--query-gpu=driver_version,memory.used,memory.total*) echo "{version}, $OTHERS_MIB, 81559" ;;
+  *--query-gpu=driver_version,memory.used,memory.total*) echo "$DRIVER, $OTHERS_MIB, 81559" ;;
   *--query-gpu=index,uuid,memory.total,memory.used*) echo "0, $UUID, 81559, $OTHERS_MIB" ;;
   *--query-gpu=memory.used,memory.total*) echo "$OTHERS_MIB, 81559" ;;
-  *--query-gpu=driver_version*) echo {version} ;;
+  *--query-gpu=driver_version*) echo "$DRIVER" ;;
   *--query-compute-apps*) [ "$OTHERS_MIB" -gt 0 ] && echo "4242, python3, $OTHERS_MIB, $UUID" ;;
   -L) echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: $UUID)" ;;
-  *) echo "NVIDIA-SMI {version}             Driver Version: {version}     CUDA Version: $CUDA" ;;
+  *) if [ "${{DRIVER%%.*}}" -ge 610 ]; then
+       echo "| NVIDIA-SMI $DRIVER              KMD Version: $DRIVER     CUDA UMD Version: $CUDA     |"
+     else
+       echo "| NVIDIA-SMI $DRIVER             Driver Version: $DRIVER     CUDA Version: $CUDA     |"
+     fi ;;
 esac
 exit 0
 """
 
 
-def configure(host: Host, cuda: str = "13.0", others_mib: int = 0) -> None:
-    """Stage the driver's CUDA version and memory held by another process."""
-    host.write_file("/etc/gpuctl-test/nvidia-smi.conf", f"CUDA={cuda}\nOTHERS_MIB={others_mib}\n")
+def configure(host: Host, cuda: str = "13.0", others_mib: int = 0, driver: str = DRIVER_VERSION) -> None:
+    """Stage the driver (its version decides the banner's shape), its CUDA version and memory held by
+    another process."""
+    host.write_file("/etc/gpuctl-test/nvidia-smi.conf", f"CUDA={cuda}\nOTHERS_MIB={others_mib}\nDRIVER={driver}\n")
 
 
 def remove(host: Host) -> None:
