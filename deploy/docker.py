@@ -1,16 +1,42 @@
-"""Docker engine and the Compose v2 plugin, enabled at boot."""
+"""Docker engine and the Compose v2 plugin, enabled at boot: the distribution's packages on Ubuntu,
+Docker's own signed apt repository on Debian (whose docker.io is 20.10, with no Compose v2)."""
 
 from __future__ import annotations
 
-from pyinfra.api import deploy
-from pyinfra.operations import apt, systemd
+import shlex
+from io import StringIO
 
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.files import File
+from pyinfra.operations import apt, files, server, systemd
+
+from gpuctl.deploy.distribution import Distribution, docker_packages, docker_source
 from gpuctl.spec import HostSpec
+
+KEYRING = "/etc/apt/keyrings/docker.asc"
+SOURCES = "/etc/apt/sources.list.d/docker.list"
 
 
 @deploy("Docker")
-def docker(spec: HostSpec) -> None:
-    """Install the Docker packages from the spec and keep docker.service enabled and running."""
-    apt.packages(name="Docker engine and Compose v2 plugin", packages=spec.docker.packages,
+def docker(spec: HostSpec, dist: Distribution) -> None:
+    """Install the Docker packages for DIST and keep docker.service enabled and running."""
+    if docker_source(spec, dist) == "docker" and not spec.docker.packages:
+        docker_repository(spec, dist)
+    apt.packages(name="Docker engine and Compose v2 plugin", packages=docker_packages(spec, dist),
                  update=True, cache_time=3600, no_recommends=True)  # fmt: skip
     systemd.service(name="docker.service enabled and running", service="docker.service", running=True, enabled=True)
+
+
+def docker_repository(spec: HostSpec, dist: Distribution) -> None:
+    """Docker's apt repository for DIST's codename, signed by Docker's key (docs.docker.com, install on Debian)."""
+    url = spec.docker.repository.format(distribution=dist.id).rstrip("/")
+    if host.get_fact(File, path=KEYRING) is None:
+        files.directory(name="Directory /etc/apt/keyrings", path="/etc/apt/keyrings", present=True, mode="0755")
+        server.shell(name=f"Docker's apt key ({KEYRING})", commands=[
+            f"curl -fsSL --retry 3 {shlex.quote(url + '/gpg')} -o {KEYRING} && chmod a+r {KEYRING}"
+        ])  # fmt: skip
+    sources = files.put(name=f"Docker apt source ({SOURCES})",
+                        src=StringIO(f"deb [signed-by={KEYRING}] {url} {dist.codename} stable\n"),
+                        dest=SOURCES, mode="0644", user="root", group="root")  # fmt: skip
+    apt.update(name="apt update (Docker source changed)", _if=sources.did_change)

@@ -110,3 +110,18 @@ class SshServerPort(FactBase[int | None]):
     def process(self, output: list[str]) -> int | None:
         fields = output[0].split() if output else []
         return int(fields[3]) if len(fields) == 4 and fields[3].isdigit() else None
+
+
+class OsRelease(FactBase[dict[str, str]]):
+    """/etc/os-release as a dict (ID, VERSION_ID, VERSION_CODENAME, PRETTY_NAME…), quotes removed."""
+
+    def command(self) -> str:
+        return "cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        fields = {}
+        for line in output:
+            key, sep, value = line.strip().partition("=")
+            if sep and key and not key.startswith("#"):
+                fields[key] = value.strip().strip("'\"")
+        return fields

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pyinfra import host
 
 from gpuctl.deploy.container_toolkit import container_toolkit
+from gpuctl.deploy.distribution import require_supported
 from gpuctl.deploy.docker import docker
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.firewall import firewall
@@ -19,9 +20,10 @@ from gpuctl.spec import HostSpec
 
 def deploy_host(spec: HostSpec, rendered: list[RenderedFile]) -> None:
     """Add every operation for SPEC to the current pyinfra host, using the files rendered for it."""
+    dist = require_supported(spec)
     nvidia_driver(spec)
     if spec.needs_docker():
-        docker(spec)
+        docker(spec, dist)
         if spec.needs_nvidia():
             container_toolkit(spec)
         put_rendered(next(f for f in rendered if f.path == WAIT_HEALTHY))

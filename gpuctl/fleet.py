@@ -241,7 +241,8 @@ def deploy(
         except Exception as exc:  # noqa: BLE001 - a host's preparation failing must not stop the others
             outcomes[name].status, outcomes[name].failed_operation = "failed", "prepare"
             explained = errors.for_host(host.name, plan) if isinstance(exc, PyinfraError) else ""
-            outcomes[name].error = explained or plan.mask(f"{type(exc).__name__}: {exc}")
+            said = str(exc) if isinstance(exc, GpuctlError) else f"{type(exc).__name__}: {exc}"  # ours read as sentences
+            outcomes[name].error = explained or plan.mask(said)
             if verbose:
                 logging.getLogger("gpuctl").exception("preparing %s failed", name)
             _tolerate_all_failed(state.fail_hosts, {host})

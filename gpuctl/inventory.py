@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from gpuctl.errors import GpuctlError, InventoryError
 from gpuctl.spec import (
+    DockerSpec,
     DriverSpec,
     FirewallSpec,
     GatewaySpec,
@@ -106,6 +107,7 @@ if TYPE_CHECKING:
     Ollama = OllamaSpec
     Gpu = GpuSpec
     Driver = DriverSpec
+    Docker = DockerSpec
     Architecture = ModelArchitecture
     Gateway = GatewaySpec
     Firewall = FirewallSpec
@@ -119,6 +121,7 @@ else:
     Ollama = _builder(OllamaSpec)
     Gpu = _builder(GpuSpec)
     Driver = _builder(DriverSpec)
+    Docker = _builder(DockerSpec)
     Architecture = _builder(ModelArchitecture)
     Gateway = _builder(GatewaySpec)
     Firewall = _builder(FirewallSpec)

@@ -108,13 +108,13 @@ def max_cuda_of_driver(version: str) -> str | None:
 
 SUPPORTED_DISTRIBUTIONS = {"ubuntu": ("22.04", "24.04"), "debian": ("12", "13")}
 
-DOCKER_PACKAGES = {
-    "ubuntu": ["docker.io", "docker-compose-v2"],
-    "debian": ["docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"],
-}
-"""Docker per distribution when the inventory names no packages. Ubuntu's own docker.io (29.x on
-24.04) and docker-compose-v2 are current; Debian 12's docker.io is 20.10 (no CDI) and Debian has no
-Compose v2 package, so Debian hosts get Docker's own repository."""
+DOCKER_DISTRIBUTION_PACKAGES = {"ubuntu": ["docker.io", "docker-compose-v2"]}
+"""Docker from the distribution itself, where it is current: Ubuntu's docker.io (29.x on 24.04) and
+docker-compose-v2. Debian 12's docker.io is 20.10 (no CDI) and Debian has no Compose v2 package, so
+Debian hosts get Docker's own repository by default."""
+
+DOCKER_CE_PACKAGES = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"]
+"""Docker from Docker's own apt repository (DOCKER_REPOSITORY)."""
 
 DOCKER_REPOSITORY = "https://download.docker.com/linux/{distribution}"
 DOCKER_CDI_SINCE = (25, 0)

@@ -505,13 +505,19 @@ class ContainerToolkitSpec(Strict):
 
 
 class DockerSpec(Strict):
-    """Docker engine and the Compose v2 plugin, from the distribution's (or a configured) apt repository."""
+    """Docker engine and the Compose v2 plugin.
 
-    packages: list[str] = Field(
-        default_factory=lambda: ["docker.io", "docker-compose-v2"],
-        description="apt packages: Ubuntu's docker.io + docker-compose-v2, or Docker's docker-ce + "
-        "docker-compose-plugin",
+    source "auto": Ubuntu's own docker.io + docker-compose-v2 on Ubuntu, Docker's apt repository
+    (docker-ce, docker-compose-plugin) on Debian, whose own docker.io is 20.10 with no Compose v2.
+    `packages` overrides the list, installed from whatever apt sources the host has.
+    """
+
+    source: Literal["auto", "distribution", "docker"] = "auto"
+    packages: list[str] | None = Field(
+        None, description="apt packages instead of the source's defaults (e.g. a local repository's)"
     )
+    repository: str = Field(outside.DOCKER_REPOSITORY, description="Docker's apt repository or a mirror; "
+                            "{distribution} becomes ubuntu or debian")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

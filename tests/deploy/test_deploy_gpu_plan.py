@@ -1,8 +1,9 @@
 """The NVIDIA driver and container-toolkit steps, planned (`deploy --dry`) on a real fleet host.
 
-The only stand-in is the GPU: fake `lspci`/`nvidia-smi` (harness/gpu_standin.py, output copied
-from a real H100) make the host report an NVIDIA GPU. Everything else the plan depends on is read
-from the real host over SSH. The test asserts the exact packages, files and commands planned, that
+The stand-ins are the GPU: fake `lspci`/`nvidia-smi` (harness/gpu_standin.py, output copied from a
+real H100) make the host report an NVIDIA GPU; and the OS identity: the Debian fleet host's
+/etc/os-release says Ubuntu 24.04 (GPU hosts on Debian are refused, tested below with the real one).
+Everything else the plan depends on is read from the real host over SSH. The test asserts the exact packages, files and commands planned, that
 nothing was changed, and that a host with no GPU declared skips every NVIDIA step.
 """
 
@@ -44,7 +45,9 @@ def plan(host: Host, tmp_path, gpus: str = 'gpus=Gpu(model="H100 80GB", count=1,
 
 @pytest.fixture(scope="module")
 def gpu_host(fleet: Fleet) -> Host:
-    return fleet.new_host("gpuplan")
+    host = fleet.new_host("gpuplan")
+    gpu_standin.claim_ubuntu(host)
+    return host
 
 
 def test_bare_gpu_host_plans_driver_toolkit_and_refuses_to_reboot(gpu_host, tmp_path):
@@ -119,3 +122,52 @@ def test_host_without_gpus_skips_every_nvidia_step(gpu_host, tmp_path):
     assert outcome["exit_code"] == 0
     assert outcome["changes"], "the host still has Docker and vLLM to set up"
     assert not [name for name in outcome["changes"] if name.startswith(("NVIDIA", DRIVER, TOOLKIT))]
+
+
+def test_debian_gpu_host_is_refused_in_one_line_before_any_change(gpu_host, tmp_path):
+    gpu_standin.install(gpu_host, gpus=1, driver_loaded=False)
+    gpu_standin.restore_debian(gpu_host)
+    try:
+        for dry in (["--dry"], []):
+            inventory = tmp_path / "gpu.py"
+            plan(gpu_host, tmp_path)  # writes the inventory
+            result = subprocess.run(["gpuctl", "deploy", str(inventory), "--yes", "--json", *dry],
+                                    capture_output=True, text=True, timeout=300)  # fmt: skip
+            [outcome] = json.loads(result.stdout)["hosts"]
+            assert (result.returncode, outcome["status"], outcome["failed_operation"]) == (1, "failed", "prepare")
+            assert outcome["error"].startswith("GPU hosts on Debian GNU/Linux 12 (bookworm) are refused: gpuctl installs "
+                                               "the NVIDIA driver from Ubuntu's packages"), outcome["error"]
+            assert "\n" not in outcome["error"]
+        assert not gpu_host.run("test -e /etc/modprobe.d/gpuctl-blacklist-nouveau.conf", check=False).ok
+        assert not gpu_host.run("test -e /usr/local/libexec/gpuctl/wait-healthy", check=False).ok
+    finally:
+        gpu_standin.claim_ubuntu(gpu_host)
+
+
+def test_debian_host_gets_docker_from_dockers_repository_by_default(gpu_host, tmp_path):
+    """A CPU engine on a real Debian 12 host, no docker= in the inventory: Docker's own signed repository
+    for bookworm and docker-ce + docker-compose-plugin are planned (Debian's docker.io is 20.10)."""
+    gpu_standin.restore_debian(gpu_host)
+    try:
+        inventory = tmp_path / "cpu.py"
+        inventory.write_text(textwrap.dedent(f"""
+            from gpuctl.inventory import Host, Vllm
+            g = [Host({gpu_host.name!r}, address={gpu_host.address!r}, ssh_key={str(gpu_host.ssh_key)!r},
+                      ssh_known_hosts_file={str(gpu_host.known_hosts)!r}, ssh_strict_host_key_checking="yes",
+                      vllm=Vllm(image="vllm/vllm-openai:v0.32.0", model="m", gpu_access="none"))]
+        """))
+        result = subprocess.run(["gpuctl", "deploy", str(inventory), "--dry", "--json"],
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        [outcome] = json.loads(result.stdout)["hosts"]
+        assert result.returncode == 0, outcome
+        commands = outcome["commands"]
+        assert commands["Docker | Docker's apt key (/etc/apt/keyrings/docker.asc)"] == [
+            "curl -fsSL --retry 3 https://download.docker.com/linux/debian/gpg -o /etc/apt/keyrings/docker.asc "
+            "&& chmod a+r /etc/apt/keyrings/docker.asc"]
+        assert "Docker | Docker apt source (/etc/apt/sources.list.d/docker.list)" in commands
+        install = " ".join(commands["Docker | Docker engine and Compose v2 plugin"])
+        assert "docker-ce docker-ce-cli containerd.io docker-compose-plugin" in install
+        assert "docker.io" not in install
+        assert not [name for name in outcome["changes"] if name.startswith(("NVIDIA", DRIVER, TOOLKIT))]
+    finally:
+        gpu_standin.claim_ubuntu(gpu_host)

@@ -64,3 +64,27 @@ def install(host: Host, gpus: int = 1, driver_loaded: bool = False) -> None:
         host.write_file("/usr/local/bin/nvidia-smi", NVIDIA_SMI.format(version=DRIVER_VERSION), mode=0o755)
     else:
         host.run("rm -f /usr/local/bin/nvidia-smi")
+
+
+UBUNTU_2404_OS_RELEASE = """PRETTY_NAME="Ubuntu 24.04.3 LTS"
+NAME="Ubuntu"
+VERSION_ID="24.04"
+VERSION="24.04.3 LTS (Noble Numbat)"
+VERSION_CODENAME=noble
+ID=ubuntu
+ID_LIKE=debian
+HOME_URL="https://www.ubuntu.com/"
+UBUNTU_CODENAME=noble
+"""
+"""/etc/os-release of Ubuntu 24.04.3 (its first lines as captured on the H100 host, tests/data)."""
+
+
+def claim_ubuntu(host: Host) -> None:
+    """OS-IDENTITY STAND-IN: the Debian fleet host's /etc/os-release says Ubuntu 24.04, so gpuctl plans
+    the Ubuntu GPU path there (GPU hosts on Debian are refused). For dry runs only: the packages
+    planned are Ubuntu's and do not exist in the fleet's Debian repository."""
+    host.write_file("/etc/os-release", UBUNTU_2404_OS_RELEASE)
+
+
+def restore_debian(host: Host) -> None:
+    host.run("ln -sf ../usr/lib/os-release /etc/os-release")
