@@ -161,3 +161,28 @@ def test_example_inventories_pin_the_current_ollama_and_force_no_archive():
 def test_readme_names_the_pinned_versions():
     readme = (REPO / "README.md").read_text()
     assert f"Ollama {outside.OLLAMA_VERSION}" in readme
+
+
+def test_example_gpu_hosts_pin_the_tables_vllm_image_driver_branch_and_toolkit():
+    gpu_hosts = [h for h in example_hosts() if h.gpus is not None]
+    assert len(gpu_hosts) == 3
+    for host in gpu_hosts:
+        assert {engine.image for engine in host.vllm} == {outside.VLLM_IMAGE}
+        assert host.driver is not None and host.driver.branch == outside.DRIVER_BRANCH
+        assert host.container_toolkit.version == outside.TOOLKIT_VERSION
+        assert outside.max_cuda_of_driver(f"{host.driver.branch}.0") == "13.0"  # what the CUDA 13 images need
+
+
+def test_readme_pin_table_matches_the_outside_table():
+    readme = (REPO / "README.md").read_text()
+    for text in (f"`{outside.VLLM_IMAGE}`", f"branch {outside.DRIVER_BRANCH}", f"| {outside.TOOLKIT_VERSION} |"):
+        assert text in readme, text
+
+
+def test_rendered_commands_rely_on_the_images_entrypoint():
+    """The image's ENTRYPOINT is `vllm serve`: the compose command holds only its arguments."""
+    assert outside.VLLM_ENTRYPOINT == ("vllm", "serve")
+    for host in example_hosts():
+        for engine in host.vllm:
+            args = engine.command_args()
+            assert args[0] not in outside.VLLM_ENTRYPOINT and "serve" not in args, args[:3]
