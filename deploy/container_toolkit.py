@@ -8,14 +8,15 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
-from pyinfra.operations import apt, files, server
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import apt, files, server, systemd
 
-from gpuctl.deploy.facts import DockerRuntimes
-from gpuctl.spec import HostSpec
+from gpuctl import outside
+from gpuctl.deploy.facts import CdiStaleness, DockerRuntimes
+from gpuctl.spec import ContainerToolkitSpec, HostSpec
 
 KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
 SOURCES = "/etc/apt/sources.list.d/nvidia-container-toolkit.list"
-CDI_SPEC = "/etc/cdi/nvidia.yaml"
 # After `systemctl daemon-reload`, containers can lose their GPUs ("Failed to initialize NVML:
 # Unknown Error", nvidia-container-toolkit #48) unless /dev/char symlinks exist for the devices.
 DEV_CHAR_RULE = "/etc/udev/rules.d/71-nvidia-dev-char.rules"
@@ -47,11 +48,33 @@ def container_toolkit(spec: HostSpec) -> None:
         ])  # fmt: skip
     else:
         host.noop("Docker already has the nvidia runtime")
-    # Regenerate the CDI spec when it is missing or the toolkit changed.
-    cdi_condition = {} if host.get_fact(File, path=CDI_SPEC) is None else {"_if": packages.did_change}
-    server.shell(name=f"CDI spec ({CDI_SPEC})", commands=[f"nvidia-ctk cdi generate --output={CDI_SPEC}"],
-                 **cdi_condition)  # fmt: skip
+    cdi_spec(toolkit, packages)
     rule = files.put(name=f"udev rule against NVML loss after daemon-reload ({DEV_CHAR_RULE})",
                      src=StringIO(DEV_CHAR_RULE_TEXT), dest=DEV_CHAR_RULE, mode="0644", user="root", group="root")  # fmt: skip
     server.shell(name="Create /dev/char symlinks for the NVIDIA devices",
                  commands=["nvidia-ctk system create-dev-char-symlinks --create-all"], _if=rule.did_change)  # fmt: skip
+
+
+def cdi_spec(toolkit: ContainerToolkitSpec, packages: OperationMeta) -> None:
+    """Keep the CDI spec listing exactly the GPUs the driver sees.
+
+    Toolkit 1.18 and later ship nvidia-cdi-refresh: its .path unit regenerates /var/run/cdi/nvidia.yaml
+    when the driver or nvidia-ctk changes, its .service at every boot. gpuctl enables it, removes the
+    static /etc/cdi copy older gpuctl versions wrote (it would outlive a driver change), and runs the
+    refresh when the spec is stale or the toolkit changed. Older toolkits get the static file, regenerated
+    on the same conditions.
+    """
+    stale = host.get_fact(CdiStaleness)
+    if outside.version_tuple(toolkit.version) >= outside.TOOLKIT_CDI_REFRESH_SINCE:
+        files.file(name=f"No static CDI spec ({outside.CDI_STATIC_SPEC}; nvidia-cdi-refresh keeps "
+                   f"{outside.CDI_REFRESHED_SPEC} current)", path=outside.CDI_STATIC_SPEC, present=False)  # fmt: skip
+        systemd.service(name="nvidia-cdi-refresh.path enabled (regenerates the CDI spec on driver changes)",
+                        service="nvidia-cdi-refresh.path", running=True, enabled=True)  # fmt: skip
+        target, command = outside.CDI_REFRESHED_SPEC, "systemctl start nvidia-cdi-refresh.service"
+    else:
+        target, command = outside.CDI_STATIC_SPEC, f"nvidia-ctk cdi generate --output={outside.CDI_STATIC_SPEC}"
+    if stale:
+        server.shell(name=f"Regenerate the CDI spec ({target}): {stale}", commands=[command])
+    else:
+        server.shell(name=f"Regenerate the CDI spec ({target}): the toolkit changed", commands=[command],
+                     _if=packages.did_change)  # fmt: skip

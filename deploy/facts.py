@@ -6,6 +6,8 @@ import json
 
 from pyinfra.api import FactBase
 
+from gpuctl.gpu_facts import cdi_staleness
+
 
 class DockerImageId(FactBase[str | None]):
     """The local image ID of IMAGE, or None when the image is not on the host."""
@@ -125,3 +127,30 @@ class OsRelease(FactBase[dict[str, str]]):
             if sep and key and not key.startswith("#"):
                 fields[key] = value.strip().strip("'\"")
         return fields
+
+
+class CdiStaleness(FactBase[str | None]):
+    """Why the host's CDI spec does not list exactly the GPUs nvidia-smi sees; None when it does."""
+
+    def command(self) -> str:
+        return (
+            "if command -v nvidia-ctk >/dev/null 2>&1; then nvidia-ctk cdi list 2>/dev/null; "
+            "else echo gpuctl:no-nvidia-ctk; fi; echo gpuctl:smi; nvidia-smi -L 2>/dev/null || true"
+        )
+
+    def process(self, output: list[str]) -> str | None:
+        text = "\n".join(output)
+        if "gpuctl:no-nvidia-ctk" in text:
+            return "nvidia-ctk is not installed yet"
+        cdi, _, smi = text.partition("gpuctl:smi")
+        return cdi_staleness(cdi, smi)
+
+
+class SystemdBooted(FactBase[bool]):
+    """Whether systemd is PID 1 (/run/systemd/system exists, as sd_booted(3) tests)."""
+
+    def command(self) -> str:
+        return "test -d /run/systemd/system && echo yes || echo no"
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[0].strip() == "yes"

@@ -8,6 +8,7 @@ consistent with it. To move a pin, check the source, change it here with the new
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -22,8 +23,9 @@ class Fact:
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
-    """(0, 14, 0) for '0.14.0' or 'v0.14.0-rc1' (a release candidate sorts with its release)."""
-    core = version.removeprefix("v").split("-", 1)[0]
+    """(0, 14, 0) for '0.14.0', 'v0.14.0-rc1' or an apt version like '1.18.0~rc.1-1' (a release candidate
+    sorts with its release)."""
+    core = re.split(r"[-~]", version.removeprefix("v"), maxsplit=1)[0]
     return tuple(int(part) for part in core.split("."))
 
 

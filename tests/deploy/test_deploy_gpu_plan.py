@@ -18,6 +18,9 @@ from harness import gpu_standin
 from harness.fleet import Fleet, Host
 
 from gpuctl import outside
+from gpuctl.spec import HostSpec, VllmSpec
+from gpuctl.verify.host_checks import cdi_check
+from gpuctl.verify.remote import Remote
 
 pytestmark = pytest.mark.fleet
 
@@ -82,8 +85,10 @@ def test_bare_gpu_host_plans_driver_toolkit_and_refuses_to_reboot(gpu_host, tmp_
         assert f"{package}={pin}" in toolkit
     assert commands[f"{TOOLKIT}Docker: nvidia runtime configured, Docker restarted"] == [
         "nvidia-ctk runtime configure --runtime=docker", "systemctl restart docker.service"]
-    assert commands[f"{TOOLKIT}CDI spec (/etc/cdi/nvidia.yaml)"] == [
-        "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"]
+    # Toolkit >= 1.18: nvidia-cdi-refresh keeps /var/run/cdi/nvidia.yaml current; no static copy in /etc/cdi.
+    assert commands[f"{TOOLKIT}Regenerate the CDI spec (/var/run/cdi/nvidia.yaml): nvidia-ctk is not installed yet"] == [
+        "systemctl start nvidia-cdi-refresh.service"]
+    assert f"{TOOLKIT}nvidia-cdi-refresh.path enabled (regenerates the CDI spec on driver changes)" in commands
     assert f"{TOOLKIT}udev rule against NVML loss after daemon-reload (/etc/udev/rules.d/71-nvidia-dev-char.rules)" in commands
     # A dry run changes nothing on the host.
     assert not gpu_host.run("test -e /etc/modprobe.d/gpuctl-blacklist-nouveau.conf", check=False).ok
@@ -171,3 +176,33 @@ def test_debian_host_gets_docker_from_dockers_repository_by_default(gpu_host, tm
         assert not [name for name in outcome["changes"] if name.startswith(("NVIDIA", DRIVER, TOOLKIT))]
     finally:
         gpu_standin.claim_ubuntu(gpu_host)
+
+
+def test_stale_cdi_spec_is_named_by_verify_and_the_planned_refresh_repairs_it(gpu_host, tmp_path):
+    """A simulated GPU/driver change: the CDI spec still lists another GPU. verify's cdi check names both
+    UUIDs; deploy plans nvidia-cdi-refresh; running what it planned makes the spec current, verify passes
+    and the next plan has nothing stale. CONTAINER-TOOLKIT STAND-IN: nvidia-ctk and the refresh unit
+    (harness/gpu_standin.py), with the GPU stand-in's nvidia-smi."""
+    old = "GPU-3eb87630-93d5-b2b6-b8ff-9b359caf4ee2"
+    gpu_standin.install(gpu_host, gpus=1, driver_loaded=True)
+    gpu_standin.install_toolkit(gpu_host, spec_uuid=old)
+    spec = HostSpec(name=gpu_host.name, address=gpu_host.address, ssh_key=str(gpu_host.ssh_key),
+                    ssh_known_hosts_file=str(gpu_host.known_hosts), ssh_strict_host_key_checking="yes",
+                    gpus={"model": "H100 80GB", "count": 1, "memory_gib": 80},
+                    vllm=[VllmSpec(image="vllm/vllm-openai:v0.32.0", model="m", gpu_access="cdi")])  # fmt: skip
+    try:
+        before = cdi_check(Remote(spec))
+        assert not before.ok
+        assert before.reason == (f"the CDI spec lacks {gpu_standin.UUID}; it lists {old}, which the driver does not see "
+                                 "(stale after a driver or GPU change): gpuctl deploy regenerates it (nvidia-cdi-refresh)")
+        outcome = plan(gpu_host, tmp_path)
+        [(name, command)] = [(n, c) for n, c in outcome["commands"].items() if "Regenerate the CDI spec" in n]
+        assert name == f"{TOOLKIT}Regenerate the CDI spec (/var/run/cdi/nvidia.yaml): " + before.reason.rsplit(": gpuctl deploy", 1)[0]
+        assert command == ["systemctl start nvidia-cdi-refresh.service"]
+        gpu_host.run(command[0])
+        after = cdi_check(Remote(spec))
+        assert (after.ok, after.reason) == (True, "the CDI spec lists the 1 GPU(s) the driver sees")
+        again = plan(gpu_host, tmp_path)
+        assert not [n for n in again["changes"] if "stale" in n], again["changes"]
+    finally:
+        gpu_standin.remove_toolkit(gpu_host)

@@ -12,6 +12,7 @@ from harness.fleet import Host
 
 LSPCI_LINE = "00:06.0 3D controller [0302]: NVIDIA Corporation GH100 [H100 SXM5 80GB] [10de:2330] (rev a1)"
 DRIVER_VERSION = "580.159.04"
+UUID = "GPU-979d25eb-2ab7-bbf6-96eb-1060b2d3a27f"
 
 LSPCI = """#!/bin/sh
 # GPU STAND-IN (tests only): answers `lspci -d 10de: ...` as a host with {count} H100 would.
@@ -88,3 +89,54 @@ def claim_ubuntu(host: Host) -> None:
 
 def restore_debian(host: Host) -> None:
     host.run("ln -sf ../usr/lib/os-release /etc/os-release")
+
+
+NVIDIA_CTK = """#!/bin/sh
+# CONTAINER-TOOLKIT STAND-IN (tests only; the real toolkit cannot be installed here). Two commands:
+#   nvidia-ctk cdi list                     devices of the CDI specs in /etc/cdi and /var/run/cdi
+#   nvidia-ctk cdi generate [--output=F]    a spec for the GPUs `nvidia-smi -L` lists (default:
+#                                           $NVIDIA_CTK_CDI_OUTPUT_FILE_PATH, as nvidia-cdi-refresh sets it)
+case "$1 $2" in
+  "cdi list")
+    n=$(cat /etc/cdi/*.yaml /var/run/cdi/*.yaml 2>/dev/null | grep -c '^  - name:')
+    echo "INFO[0000] Found $n CDI devices" >&2
+    cat /etc/cdi/*.yaml /var/run/cdi/*.yaml 2>/dev/null | sed -n 's/^  - name: "\\{0,1\\}\\([^"]*\\)"\\{0,1\\}$/nvidia.com\\/gpu=\\1/p'
+    ;;
+  "cdi generate")
+    out=${NVIDIA_CTK_CDI_OUTPUT_FILE_PATH:-/dev/stdout}
+    case "$3" in --output=*) out=${3#--output=} ;; esac
+    mkdir -p "$(dirname "$out")"
+    {
+      echo 'cdiVersion: 0.5.0'; echo 'kind: nvidia.com/gpu'; echo 'devices:'
+      nvidia-smi -L | sed -n 's/^GPU \\([0-9]*\\): .*(UUID: \\(GPU-[0-9a-f-]*\\)).*/  - name: "\\1"\\n  - name: \\2/p'
+      echo '  - name: all'
+    } > "$out"
+    echo "INFO[0000] Generated CDI spec with version 0.5.0" >&2
+    ;;
+  *) echo "nvidia-ctk stand-in: unsupported: $*" >&2; exit 2 ;;
+esac
+"""
+
+CDI_REFRESH_SERVICE = """[Unit]
+Description=Refresh NVIDIA CDI specification (CONTAINER-TOOLKIT STAND-IN, shaped like the toolkit's unit)
+[Service]
+Type=oneshot
+Environment=NVIDIA_CTK_CDI_OUTPUT_FILE_PATH=/var/run/cdi/nvidia.yaml
+ExecStart=/usr/local/bin/nvidia-ctk cdi generate
+"""
+
+
+def install_toolkit(host: Host, spec_uuid: str | None = None) -> None:
+    """CONTAINER-TOOLKIT STAND-IN: nvidia-ctk and nvidia-cdi-refresh.service; SPEC_UUID stages a CDI spec
+    left from another GPU (a stale spec after a driver or GPU change)."""
+    host.write_file("/usr/local/bin/nvidia-ctk", NVIDIA_CTK, mode=0o755)
+    host.write_file("/etc/systemd/system/nvidia-cdi-refresh.service", CDI_REFRESH_SERVICE)
+    host.run("systemctl daemon-reload")
+    if spec_uuid is not None:
+        host.write_file("/var/run/cdi/nvidia.yaml", "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n"
+                        f'  - name: "0"\n  - name: {spec_uuid}\n  - name: all\n')  # fmt: skip
+
+
+def remove_toolkit(host: Host) -> None:
+    host.run("rm -f /usr/local/bin/nvidia-ctk /etc/systemd/system/nvidia-cdi-refresh.service /var/run/cdi/nvidia.yaml"
+             " && systemctl daemon-reload")

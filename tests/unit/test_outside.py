@@ -186,3 +186,10 @@ def test_rendered_commands_rely_on_the_images_entrypoint():
         for engine in host.vllm:
             args = engine.command_args()
             assert args[0] not in outside.VLLM_ENTRYPOINT and "serve" not in args, args[:3]
+
+
+def test_versions_compare_across_ollama_tags_and_apt_versions():
+    assert outside.version_tuple("v0.14.0-rc1") == (0, 14, 0)
+    assert outside.version_tuple("1.18.0~rc.1-1") == (1, 18, 0)
+    assert outside.version_tuple(outside.TOOLKIT_VERSION) >= outside.TOOLKIT_CDI_REFRESH_SINCE
+    assert outside.version_tuple("1.17.9-1") < outside.TOOLKIT_CDI_REFRESH_SINCE
