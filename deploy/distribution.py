@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pyinfra import host
 
 from gpuctl import outside
-from gpuctl.deploy.facts import OsRelease
-from gpuctl.errors import GpuctlError
+from gpuctl.deploy.facts import OsRelease, SystemdBooted
+from gpuctl.errors import NO_SYSTEMD, GpuctlError
 from gpuctl.spec import HostSpec
 
 
@@ -69,6 +69,8 @@ def docker_packages(spec: HostSpec, dist: Distribution) -> list[str]:
 
 def require_supported(spec: HostSpec) -> Distribution:
     """The host's distribution; stop this host (before any change) when SPEC cannot be deployed there."""
+    if not host.get_fact(SystemdBooted):
+        raise GpuctlError(f"{'this machine' if spec.local else spec.name} {NO_SYSTEMD}")
     dist = host_distribution()
     reason = refusal(spec, dist)
     if reason is not None:

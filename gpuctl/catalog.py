@@ -38,19 +38,20 @@ GPUS = [
 ]
 
 
-def _norm(text: str) -> str:
+def normalized(text: str) -> str:
+    """A GPU name reduced for matching: 'NVIDIA GeForce RTX 4090' → 'rtx4090'."""
     return re.sub(r"[^a-z0-9]", "", text.lower().removeprefix("nvidia").replace("geforce", ""))
 
 
 def find_gpu(model: str) -> GpuFacts | None:
     """The catalog entry for a GPU model string ('RTX 4090', 'NVIDIA H100 80GB HBM3', 'a100-80gb')."""
-    wanted = _norm(model)
+    wanted = normalized(model)
     # Longest names first, so 'A100 80GB' wins over a bare 'A100' match.
     for gpu in sorted(GPUS, key=lambda g: -len(g.name)):
-        if _norm(gpu.name) in wanted or wanted == _norm(gpu.name).replace("gb", ""):
+        if normalized(gpu.name) in wanted or wanted == normalized(gpu.name).replace("gb", ""):
             return gpu
     for gpu in GPUS:  # 'H100' alone, 'A100' alone: the first listed size
-        if wanted and _norm(gpu.name).startswith(wanted):
+        if wanted and normalized(gpu.name).startswith(wanted):
             return gpu
     return None
 

@@ -135,7 +135,8 @@ def plan(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
             numbers = "\n".join(f"{k}: {v:,}" if isinstance(v, int) else f"{k}: {v}" for k, v in p.numbers.items())
             table.add_row(p.host, p.engine, p.verdict, numbers, "\n".join(p.reasons + [f"warning: {w}" for w in p.warnings]))
         console().print(table)
-    sys.exit(EXIT_FAILED if any(p.verdict == "does not fit" for p in plans) else EXIT_OK)
+    # "Does not fit" is an inventory that cannot work: exit 2 (bad input), as check and deploy refuse it.
+    sys.exit(EXIT_BAD_INPUT if any(p.verdict == "does not fit" for p in plans) else EXIT_OK)
 
 
 @main.command()
@@ -248,6 +249,7 @@ def verify(target: str, inventory_ref: str | None, limit: tuple[str, ...], engin
            api_key_env: str | None, expect_version: str | None, wait_s: float, gen_timeout: float, as_json: bool) -> None:  # fmt: skip
     """Check that endpoints really work: TARGET is a host name, an inventory, or a URL."""
     from gpuctl.verify import runner
+    from gpuctl.verify.checks import unreachable
 
     options = runner.Options(wait_s=wait_s, generation_timeout_s=gen_timeout)
     err = console(stderr=True)
@@ -268,6 +270,9 @@ def verify(target: str, inventory_ref: str | None, limit: tuple[str, ...], engin
         click.echo(json.dumps({"ok": all(r.ok for r in reports), "engines": [r.as_dict() for r in reports]}, indent=2))
     else:
         print_reports(reports)
+        if not target.startswith(("http://", "https://")) and any(unreachable(c) for r in reports for c in r.checks):
+            limit_hint = f" --limit {target}" if target in inv.hosts else ""
+            err.print(f"hint: nothing answered; to deploy it: gpuctl deploy {inv.label}{limit_hint}")
     sys.exit(EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED)
 
 

@@ -176,8 +176,15 @@ def resolve_path(ref: str, cwd: Path | None = None) -> Path:
     """An inventory reference: a path to a .py file, or a name looked up as inventories/NAME.py."""
     cwd = cwd or Path.cwd()
     candidate = Path(ref).expanduser()
+    path = candidate if candidate.is_absolute() else cwd / candidate
+    if path.is_dir() and (os.sep in ref or not (cwd / "inventories" / f"{ref}.py").is_file()):
+        inside = sorted(p.name for p in path.glob("*.py") if not p.name.startswith("_"))
+        hint = f": give one of its files ({', '.join(inside)})" if inside else ""
+        raise GpuctlError(f"inventory {ref}: is a folder; an inventory is one Python file (.py){hint}")
+    if path.suffix and path.suffix != ".py" and (path.is_file() or os.sep in ref or "." in ref):
+        raise GpuctlError(f"inventory {ref}: gpuctl inventories are Python files (.py) holding Host(...) lists, "
+                          f"not {path.suffix} files (see inventories/prod.py)")  # fmt: skip
     if ref.endswith(".py") or os.sep in ref:
-        path = candidate if candidate.is_absolute() else cwd / candidate
         if not path.is_file():
             raise GpuctlError(f"inventory {ref}: no such file")
         return path
@@ -185,7 +192,8 @@ def resolve_path(ref: str, cwd: Path | None = None) -> Path:
     if not path.is_file():
         folder = cwd / "inventories"
         known = sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_")) if folder.is_dir() else []
-        hint = f" (available: {', '.join(known)})" if known else " (no inventories/ folder here)"
+        hint = f" (available: {', '.join(known)})" if known else (
+            " (inventories/ holds no .py file)" if folder.is_dir() else " (no inventories/ folder here)")
         raise GpuctlError(f"inventory {ref}: not found as inventories/{ref}.py in {cwd}{hint}")
     return path
 
@@ -204,11 +212,27 @@ def load(ref: str, cwd: Path | None = None) -> Inventory:
             hosts[name] = HostSpec.model_validate(data)
         except ValidationError as exc:
             problems += [f"{label}: {name}: {line}" for line in describe_errors(exc, data)]
+    problems += _shared_addresses(hosts, label)
     if problems:
         raise InventoryError(problems)
     if not hosts:
         raise InventoryError([f"{label}: defines no hosts (a module-level list of Host(...) is a group)"])
     return Inventory(path=path, label=label, hosts=hosts, groups=groups)
+
+
+def _shared_addresses(hosts: dict[str, HostSpec], label: str) -> list[str]:
+    """Two hosts reaching one machine (same address and SSH port, or both local) would fight over its
+    files and engines: an error unless both say shared_address=True."""
+    first: dict[tuple[str, int], str] = {}
+    problems = []
+    for name, host in hosts.items():
+        key = ("this machine", 0) if host.local else ((host.address or "").lower(), host.ssh_port)
+        other = first.setdefault(key, name)
+        if other != name and not (host.shared_address and hosts[other].shared_address):
+            where = "local=True" if host.local else f"{host.address} port {host.ssh_port}"
+            problems.append(f"{label}: {name}: address: {where} is also host {other}'s (one machine deployed as two "
+                            "hosts fights itself): fix the address, or set shared_address=True on both")  # fmt: skip
+    return problems
 
 
 def _label(path: Path, cwd: Path) -> str:
@@ -270,6 +294,11 @@ def _collect(
                 entries.setdefault(host.name, host)
                 if host.name not in groups[key]:
                     groups[key].append(host.name)
+    grouped = {id(host) for key, value in namespace.items() if key in groups for host in value}
+    for key, value in namespace.items():
+        if _is_host(value) and id(value) not in grouped and not key.startswith("_"):
+            problems.append(f"{label}: {value.name}: the variable {key} = Host(...) is in no group, so it would not be "
+                            f"deployed: put it in a list (e.g. hosts = [{key}, ...]) or remove it")  # fmt: skip
     for key in defaults:
         group = key.removesuffix("_defaults")
         if key != "defaults" and group not in groups:

@@ -22,6 +22,8 @@ from pydantic import (
 )
 
 from gpuctl import outside
+from gpuctl.catalog import find_gpu
+from gpuctl.catalog import normalized as normalized_gpu_name
 from gpuctl.errors import GpuctlError
 
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -29,6 +31,7 @@ ENGINE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 DURATION_RE = re.compile(r"^(-1|0|-?\d+(\.\d+)?(ns|us|ms|s|m|h)(\d+(\.\d+)?(ns|us|ms|s|m|h))*)$")
+ADDRESS_NAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$")
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(-rc\d+)?$")
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -113,6 +116,16 @@ class GpuSpec(Strict):
     count: int = Field(ge=1, le=16)
     memory_gib: float = Field(gt=0, le=1024, description="memory of one GPU in GiB")
     nvswitch: bool = Field(False, description="HGX/NVSwitch system: needs nvidia-fabricmanager")
+
+    @model_validator(mode="after")
+    def _memory_of_a_known_model(self) -> GpuSpec:
+        """A model the catalog names exactly must have the catalog's memory (the planner trusts it)."""
+        known = find_gpu(self.model)
+        if known is not None and normalized_gpu_name(known.name) in normalized_gpu_name(self.model):
+            if abs(self.memory_gib - known.memory_gib) > max(1.0, 0.05 * known.memory_gib):
+                raise FieldError("memory_gib", f"an {known.name} has {known.memory_gib:g} GiB, not {self.memory_gib:g}: "
+                                 "fix memory_gib or model (a model the catalog does not know keeps any memory)")  # fmt: skip
+        return self
 
 
 class DriverSpec(Strict):
@@ -626,6 +639,9 @@ class HostSpec(Strict):
     name: str
     address: str | None = Field(None, description="IP or DNS name to SSH to")
     local: bool = Field(False, description="this machine itself (no SSH)")
+    shared_address: bool = Field(
+        False, description="another host of the inventory has the same address and SSH port, on purpose"
+    )
     ssh_user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]*$")
     ssh_port: Port = 22
     ssh_key: str | None = None
@@ -646,6 +662,32 @@ class HostSpec(Strict):
     def _hostname(cls, value: str) -> str:
         if not HOSTNAME_RE.match(value):
             raise ValueError("must be a lowercase host name (letters, digits, '-')")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        """An IPv4/IPv6 literal or a DNS name (RFC 1123), nothing else: no URL, port, user or spaces."""
+        if value is None:
+            return None
+        if value != value.strip() or not value:
+            raise ValueError(f"{value!r} has spaces around it")
+        try:
+            return str(ipaddress.ip_address(value.strip("[]")))
+        except ValueError:
+            pass
+        if "://" in value or "@" in value or "/" in value:
+            raise ValueError(f"{value!r} is not an address: give only the IP address or DNS name "
+                             "(ssh_user= and ssh_port= hold the rest)")  # fmt: skip
+        if re.fullmatch(r"[0-9.]+", value):
+            raise ValueError(f"{value!r} is not a valid IPv4 address")
+        if re.fullmatch(r"[^:\[\]]+:\d{1,5}", value):
+            raise ValueError(f"{value!r} is not an address: give the SSH port as ssh_port=")
+        if ":" in value:
+            raise ValueError(f"{value!r} is not a valid IPv6 address")
+        if not ADDRESS_NAME_RE.match(value.lower()):
+            raise ValueError(f"{value!r} is neither an IPv4/IPv6 address nor a DNS name (RFC 1123: letters, "
+                             "digits and '-' in dot-separated labels of at most 63)")  # fmt: skip
         return value
 
     @field_validator("vllm", mode="before")

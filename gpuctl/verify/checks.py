@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from urllib.parse import urlsplit
 
 
 @dataclass
@@ -32,11 +33,36 @@ def run_check(name: str, func: Callable[[], Check]) -> Check:
     except requests.Timeout as exc:
         return Check(name, False, f"timed out: {_short(exc)}")
     except requests.ConnectionError as exc:
-        return Check(name, False, f"no connection: {_short(exc)}")
+        return Check(name, False, connection_reason(exc))
     except requests.RequestException as exc:
         return Check(name, False, f"request failed: {_short(exc)}")
     except ValueError as exc:  # a body that is not the JSON the API promises
         return Check(name, False, f"unexpected answer: {exc}")
+
+
+UNREACHABLE = ("nothing answers on ", "cannot resolve ")
+"""How a reason starts when the endpoint could not be reached at all (later checks are then skipped)."""
+
+
+def unreachable(check: Check) -> bool:
+    return not check.ok and check.reason.startswith(UNREACHABLE)
+
+
+def connection_reason(exc: requests.ConnectionError) -> str:
+    """Say what did not answer as a person would: 'nothing answers on 127.0.0.1:11434 (connection refused)'."""
+    url = urlsplit(getattr(exc.request, "url", None) or "")
+    where = url.netloc or "the endpoint"
+    text = str(exc)
+    causes = {
+        "refused": "connection refused", "No route to host": "no route to host",
+        "Network is unreachable": "network unreachable", "timed out": "connection timed out",
+    }  # fmt: skip
+    if any(m in text for m in ("Name or service not known", "Temporary failure in name resolution", "nodename nor servname")):
+        return f"cannot resolve {url.hostname or where}: check the host's address"
+    if any(m in text for m in ("RemoteDisconnected", "Connection reset", "Connection aborted")):
+        return f"{where} closed the connection without answering: is the engine starting or crashing?"
+    why = next((cause for marker, cause in causes.items() if marker in text), _short(exc))
+    return f"nothing answers on {where} ({why}): is the engine deployed and running?"
 
 
 def _short(exc: Exception) -> str:

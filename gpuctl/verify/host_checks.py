@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from gpuctl.errors import NO_SYSTEMD
+from gpuctl.gpu_facts import cdi_staleness, gpu_uuids
 from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
 from gpuctl.verify.checks import Check
 from gpuctl.verify.remote import Remote
@@ -14,7 +16,11 @@ LOG_LINES = 20
 
 
 def unit_check(remote: Remote, unit: str) -> Check:
-    out = remote.run(f"systemctl is-active {unit}; systemctl is-enabled {unit}; systemctl show -p NRestarts --value {unit}")
+    out = remote.run(f"test -d /run/systemd/system || echo gpuctl:no-systemd; systemctl is-active {unit}; "
+                     f"systemctl is-enabled {unit}; systemctl show -p NRestarts --value {unit}")  # fmt: skip
+    if "gpuctl:no-systemd" in out.stdout:
+        where = "this machine" if remote.host.local else remote.host.name
+        return Check("unit", False, f"{where} {NO_SYSTEMD}")
     lines = (out.stdout.split() + ["?", "?", "0"])[:3]
     active, enabled, restarts = lines
     ok = active == "active" and enabled == "enabled"
@@ -61,7 +67,21 @@ def gpu_checks(remote: Remote, host: HostSpec, engine: VllmSpec | None) -> list[
         checks.append(Check("gpu_in_container", inside.ok,
                             "nvidia-smi works inside the container" if inside.ok else
                             f"nvidia-smi fails inside the container: {(inside.stdout + inside.stderr).strip()[:160]}"))  # fmt: skip
+    if engine is not None and engine.gpu_access == "cdi":
+        checks.append(cdi_check(remote))
     return checks
+
+
+def cdi_check(remote: Remote) -> Check:
+    """The CDI spec Docker resolves nvidia.com/gpu=… from must list the GPUs the driver sees now."""
+    listed = remote.run("nvidia-ctk cdi list 2>/dev/null")
+    seen = remote.run("nvidia-smi -L")
+    if not listed.ok:
+        return Check("cdi", False, f"nvidia-ctk cdi list failed (exit {listed.rc}): is the container toolkit installed?")
+    stale = cdi_staleness(listed.stdout, seen.stdout)
+    if stale:
+        return Check("cdi", False, f"{stale}: gpuctl deploy regenerates it (nvidia-cdi-refresh)")
+    return Check("cdi", True, f"the CDI spec lists the {len(gpu_uuids(seen.stdout))} GPU(s) the driver sees")
 
 
 def bind_check(remote: Remote, port: int, allowed: str) -> Check:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import requests
 
-from gpuctl.verify.checks import Check, Clock, run_check
+from gpuctl.verify.checks import Check, Clock, run_check, unreachable
 
 PROMPT = [{"role": "user", "content": "Say hello in five words."}]
 FOREVER_AFTER_S = 100 * 365 * 24 * 3600  # a negative keep-alive shows as an expiry centuries away
@@ -56,7 +56,7 @@ class OllamaChecker:
 
     def run(self) -> list[Check]:
         checks = [run_check("version", self.version)]
-        if not checks[0].ok and "no connection" in checks[0].reason:
+        if unreachable(checks[0]):
             return checks
         checks.append(run_check("models", self.models))
         if self.model is None:

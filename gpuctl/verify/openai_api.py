@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import requests
 
-from gpuctl.verify.checks import Check, Clock, run_check
+from gpuctl.verify.checks import Check, Clock, run_check, unreachable
 
 PROMPT = [{"role": "user", "content": "Say hello in five words."}]
 ENGINE_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:generation_tokens_total")
@@ -48,7 +48,7 @@ class VllmChecker:
 
     def run(self) -> list[Check]:
         checks = [run_check("health", self.health)]
-        if not checks[0].ok and "no connection" in checks[0].reason:
+        if unreachable(checks[0]):
             return checks  # nothing listens: the other checks would only repeat it
         for name, func in (("version", self.version), ("models", self.models), ("chat", self.chat),
                            ("stream", self.stream), ("auth", self.auth), ("metrics", self.metrics)):  # fmt: skip

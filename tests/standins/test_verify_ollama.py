@@ -55,7 +55,7 @@ def test_keep_alive_that_did_not_reach_the_server_fails(ollama):
 def test_nothing_listening_is_one_failed_check(tmp_path):
     checks = OllamaChecker(OllamaExpectations(base_url="http://127.0.0.1:9")).run()
     assert [(c.name, c.ok) for c in checks] == [("version", False)]
-    assert checks[0].reason.startswith("no connection")
+    assert checks[0].reason == "nothing answers on 127.0.0.1:9 (connection refused): is the engine deployed and running?"
 
 
 def test_durations():

@@ -126,6 +126,24 @@ CASES = [
     ("ollama-model-name", ollama_host('models=["Llama 3"]'), "laptop", "ollama.models: 'Llama 3' is not an Ollama model name"),
     ("ollama-missing-version", ollama_host().replace('version="0.13.0", ', ""), "laptop", "ollama.version: is required"),
     ("vllm-missing-model", vllm_host().replace('model="m", ', ""), "gpu-01", "vllm.model: is required"),
+    # Addresses: an IPv4/IPv6 literal or an RFC 1123 DNS name, nothing else.
+    ("address-url", vllm_host().replace('"10.0.0.1"', '"ssh://10.0.0.11"'), "gpu-01",
+     "address: 'ssh://10.0.0.11' is not an address: give only the IP address or DNS name"),
+    ("address-trailing-space", vllm_host().replace('"10.0.0.1"', '"10.0.0.11 "'), "gpu-01",
+     "address: '10.0.0.11 ' has spaces around it"),
+    ("address-bad-ipv4", vllm_host().replace('"10.0.0.1"', '"10.0.0.300"'), "gpu-01",
+     "address: '10.0.0.300' is not a valid IPv4 address"),
+    ("address-with-port", vllm_host().replace('"10.0.0.1"', '"gpu-01.example.com:2222"'), "gpu-01",
+     "address: 'gpu-01.example.com:2222' is not an address: give the SSH port as ssh_port="),
+    ("address-with-user", vllm_host().replace('"10.0.0.1"', '"root@10.0.0.1"'), "gpu-01",
+     "address: 'root@10.0.0.1' is not an address"),
+    ("address-bad-ipv6", vllm_host().replace('"10.0.0.1"', '"2001:db8::zz"'), "gpu-01",
+     "address: '2001:db8::zz' is not a valid IPv6 address"),
+    ("address-underscore", vllm_host().replace('"10.0.0.1"', '"gpu_01.lab"'), "gpu-01",
+     "address: 'gpu_01.lab' is neither an IPv4/IPv6 address nor a DNS name (RFC 1123"),
+    # A GPU the catalog names exactly has the catalog's memory.
+    ("gpu-memory-contradicts-catalog", vllm_host().replace("memory_gib=24", "memory_gib=80"), "gpu-01",
+     "gpus.memory_gib: an RTX 4090 has 24 GiB, not 80: fix memory_gib or model"),
 ]
 
 
@@ -157,6 +175,14 @@ FILE_CASES = [
     ("defined-twice", HEADER + "a = [Host('x', local=True)]\nb = [Host('x', address='10.0.0.1')]\n",
      "error: inventories/bad.py: x: defined twice with different settings"),
     ("mixed-group", HEADER + "g = [Host('x', local=True), 'y']\n", "error: inventories/bad.py: group g: every item must be Host(...)"),
+    ("host-in-no-group", HEADER + "gpu01 = Host('a', address='10.0.0.1')\ngpu02 = Host('b', address='10.0.0.2')\n"
+     "g = [gpu01]\n", "error: inventories/bad.py: b: the variable gpu02 = Host(...) is in no group, so it would not be "
+     "deployed: put it in a list (e.g. hosts = [gpu02, ...]) or remove it"),
+    ("same-address-and-port", HEADER + "g = [Host('a', address='10.0.0.1'), Host('b', address='10.0.0.1')]\n",
+     "error: inventories/bad.py: b: address: 10.0.0.1 port 22 is also host a's (one machine deployed as two hosts "
+     "fights itself): fix the address, or set shared_address=True on both"),
+    ("two-local-hosts", HEADER + "g = [Host('a', local=True), Host('b', local=True)]\n",
+     "error: inventories/bad.py: b: address: local=True is also host a's"),
 ]
 
 
@@ -179,6 +205,26 @@ def test_missing_inventory_names_what_exists(tmp_path):
     assert result.stderr.strip() == (
         f"error: inventory prodd: not found as inventories/prodd.py in {tmp_path} (available: prod)"
     )
+
+
+def test_same_address_on_another_port_or_declared_shared_is_accepted(tmp_path):
+    source = HEADER + ("g = [Host('a', address='10.0.0.1'), Host('b', address='10.0.0.1', ssh_port=2222),\n"
+                       "     Host('c', address='10.0.0.5', shared_address=True), Host('d', address='10.0.0.5', shared_address=True)]\n")
+    (tmp_path / "ok.py").write_text(source)
+    result = run_cli("check", str(tmp_path / "ok.py"), cwd=tmp_path)
+    assert result.exit_code == 0, result.stderr
+
+
+def test_an_inventory_that_is_not_a_python_file_says_what_is_expected(tmp_path):
+    (tmp_path / "hosts.yaml").write_text("all:\n  hosts: {}\n")
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "prod.py").write_text("")
+    yaml = run_cli("check", "hosts.yaml", cwd=tmp_path)
+    assert (yaml.exit_code, yaml.stderr.strip()) == (2, "error: inventory hosts.yaml: gpuctl inventories are Python files "
+                                                        "(.py) holding Host(...) lists, not .yaml files (see inventories/prod.py)")
+    folder = run_cli("check", "fleet", cwd=tmp_path)
+    assert (folder.exit_code, folder.stderr.strip()) == (
+        2, "error: inventory fleet: is a folder; an inventory is one Python file (.py): give one of its files (prod.py)")
 
 
 def test_missing_inventory_path(tmp_path):

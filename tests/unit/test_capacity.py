@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
@@ -179,7 +180,8 @@ def test_check_refuses_what_cannot_start_unless_forced(tmp_path):
     assert forced.exit_code == 0
     assert "warning: --force: inventories/big.py: gpu-01: vllm:main: does not fit" in forced.stderr
     planned = run_cli("plan", "big", "--json", cwd=tmp_path)
-    assert planned.exit_code == 1
+    assert planned.exit_code == 2, "does not fit means the same in plan as in check: bad input"
+    assert json.loads(planned.stdout)["engines"][0]["verdict"] == "does not fit"
 
 
 @pytest.mark.parametrize("name", ["prod", "dev-laptop", "vagrant"])
