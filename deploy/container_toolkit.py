@@ -7,11 +7,11 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import File
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, server, systemd
 
 from gpuctl import outside
+from gpuctl.deploy.apt_source import signed_apt_source
 from gpuctl.deploy.facts import CdiStaleness, DockerRuntimes
 from gpuctl.spec import ContainerToolkitSpec, HostSpec
 
@@ -32,14 +32,8 @@ def container_toolkit(spec: HostSpec) -> None:
     toolkit = spec.container_toolkit
     apt.packages(name="Tools for NVIDIA's apt repository", packages=["curl", "gnupg", "ca-certificates"],
                  update=True, cache_time=3600, no_recommends=True)  # fmt: skip
-    if host.get_fact(File, path=KEYRING) is None:
-        server.shell(name=f"NVIDIA apt key ({KEYRING})", commands=[
-            f"curl -fsSL {shlex.quote(toolkit.gpgkey_url)} | gpg --batch --yes --dearmor -o {KEYRING}"
-        ])  # fmt: skip
-    sources = files.put(name=f"NVIDIA apt source ({SOURCES})",
-                        src=StringIO(f"deb [signed-by={KEYRING}] {toolkit.repository} /\n"),
-                        dest=SOURCES, mode="0644", user="root", group="root")  # fmt: skip
-    apt.update(name="apt update (NVIDIA source changed)", _if=sources.did_change)
+    signed_apt_source("NVIDIA", f"curl -fsSL {shlex.quote(toolkit.gpgkey_url)} | gpg --batch --yes --dearmor -o {KEYRING}",
+                      KEYRING, SOURCES, f"deb [signed-by={KEYRING}] {toolkit.repository} /")  # fmt: skip
     packages = apt.packages(name=f"NVIDIA container toolkit {toolkit.version} (pinned)",
                             packages=toolkit.pinned(), no_recommends=True)  # fmt: skip
     if '"nvidia"' not in (host.get_fact(DockerRuntimes) or ""):

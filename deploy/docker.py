@@ -4,13 +4,11 @@ Docker's own signed apt repository on Debian (whose docker.io is 20.10, with no 
 from __future__ import annotations
 
 import shlex
-from io import StringIO
 
-from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import File
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, systemd
 
+from gpuctl.deploy.apt_source import signed_apt_source
 from gpuctl.deploy.distribution import Distribution, docker_packages, docker_source
 from gpuctl.spec import HostSpec
 
@@ -31,12 +29,6 @@ def docker(spec: HostSpec, dist: Distribution) -> None:
 def docker_repository(spec: HostSpec, dist: Distribution) -> None:
     """Docker's apt repository for DIST's codename, signed by Docker's key (docs.docker.com, install on Debian)."""
     url = spec.docker.repository.format(distribution=dist.id).rstrip("/")
-    if host.get_fact(File, path=KEYRING) is None:
-        files.directory(name="Directory /etc/apt/keyrings", path="/etc/apt/keyrings", present=True, mode="0755")
-        server.shell(name=f"Docker's apt key ({KEYRING})", commands=[
-            f"curl -fsSL --retry 3 {shlex.quote(url + '/gpg')} -o {KEYRING} && chmod a+r {KEYRING}"
-        ])  # fmt: skip
-    sources = files.put(name=f"Docker apt source ({SOURCES})",
-                        src=StringIO(f"deb [signed-by={KEYRING}] {url} {dist.codename} stable\n"),
-                        dest=SOURCES, mode="0644", user="root", group="root")  # fmt: skip
-    apt.update(name="apt update (Docker source changed)", _if=sources.did_change)
+    files.directory(name="Directory /etc/apt/keyrings", path="/etc/apt/keyrings", present=True, mode="0755")
+    signed_apt_source("Docker", f"curl -fsSL --retry 3 {shlex.quote(url + '/gpg')} -o {KEYRING} && chmod a+r {KEYRING}",
+                      KEYRING, SOURCES, f"deb [signed-by={KEYRING}] {url} {dist.codename} stable")  # fmt: skip

@@ -166,7 +166,7 @@ def test_debian_host_gets_docker_from_dockers_repository_by_default(gpu_host, tm
         [outcome] = json.loads(result.stdout)["hosts"]
         assert result.returncode == 0, outcome
         commands = outcome["commands"]
-        assert commands["Docker | Docker's apt key (/etc/apt/keyrings/docker.asc)"] == [
+        assert commands["Docker | Docker apt key (/etc/apt/keyrings/docker.asc)"] == [
             "curl -fsSL --retry 3 https://download.docker.com/linux/debian/gpg -o /etc/apt/keyrings/docker.asc "
             "&& chmod a+r /etc/apt/keyrings/docker.asc"]
         assert "Docker | Docker apt source (/etc/apt/sources.list.d/docker.list)" in commands
