@@ -59,12 +59,15 @@ def docker_source(spec: HostSpec, dist: Distribution) -> str:
 
 
 def docker_packages(spec: HostSpec, dist: Distribution) -> list[str]:
-    """The inventory's packages, else those of the chosen source for DIST."""
+    """The inventory's packages, else those of the chosen source for DIST; pinned where versions= says."""
     if spec.docker.packages:
-        return list(spec.docker.packages)
-    if docker_source(spec, dist) == "docker":
-        return list(outside.DOCKER_CE_PACKAGES)
-    return list(outside.DOCKER_DISTRIBUTION_PACKAGES[dist.id])
+        names = list(spec.docker.packages)
+    elif docker_source(spec, dist) == "docker":
+        names = list(outside.DOCKER_CE_PACKAGES)
+    else:
+        names = list(outside.DOCKER_DISTRIBUTION_PACKAGES[dist.id])
+    pins = spec.docker.versions
+    return [f"{name}={pins[name]}" if name in pins else name for name in names]
 
 
 def require_supported(spec: HostSpec) -> Distribution:

@@ -531,6 +531,18 @@ class DockerSpec(Strict):
     )
     repository: str = Field(outside.DOCKER_REPOSITORY, description="Docker's apt repository or a mirror; "
                             "{distribution} becomes ubuntu or debian")  # fmt: skip
+    versions: dict[str, str] = Field(
+        default_factory=dict,
+        description="apt versions to pin, per package, e.g. {'docker-ce': '5:29.1.3-1~debian.12~bookworm'}",
+    )
+
+    @field_validator("versions")
+    @classmethod
+    def _apt_versions(cls, value: dict[str, str]) -> dict[str, str]:
+        for package, version in value.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", package) or not re.fullmatch(r"[0-9A-Za-z.+~:-]+", version):
+                raise ValueError(f"{package}={version} is not an apt package and version (e.g. docker-ce: 5:29.1.3-1~debian.12~bookworm)")
+        return value
 
 
 # ---------------------------------------------------------------------------------------------

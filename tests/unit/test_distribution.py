@@ -6,6 +6,7 @@ Debian 12), Ubuntu 24.04's as captured on the H100 host (tests/data) and complet
 
 from __future__ import annotations
 
+import pytest
 from harness.gpu_standin import UBUNTU_2404_OS_RELEASE
 
 from gpuctl import outside
@@ -80,3 +81,13 @@ def test_debians_own_docker_is_refused_unless_packages_are_named():
     assert reason == ("Debian GNU/Linux 12 (bookworm)'s own Docker is docker.io 20.10 (no CDI) and it has no Compose v2 "
                       "package: set docker=Docker(source=\"docker\") (Docker's repository, the default on Debian)")
     assert refusal(cpu_vllm_host(docker=DockerSpec(source="distribution", packages=["docker.io"])), DEBIAN) is None
+
+
+def test_docker_packages_are_pinned_where_the_inventory_says():
+    pinned = cpu_vllm_host(docker=DockerSpec(versions={"docker-ce": "5:29.1.3-1~debian.12~bookworm",
+                                                       "docker-ce-cli": "5:29.1.3-1~debian.12~bookworm"}))
+    assert docker_packages(pinned, DEBIAN) == ["docker-ce=5:29.1.3-1~debian.12~bookworm",
+                                               "docker-ce-cli=5:29.1.3-1~debian.12~bookworm", "containerd.io",
+                                               "docker-compose-plugin"]
+    with pytest.raises(ValueError, match="is not an apt package and version"):
+        DockerSpec(versions={"docker-ce": "29; rm -rf /"})
