@@ -69,7 +69,10 @@ def model_of(engine: VllmSpec) -> ModelFacts | None:
 
 def weight_bytes_per_param(engine: VllmSpec) -> tuple[str, float]:
     """The weight format (quantization, a name like …-FP8, or the dtype) and its bytes per parameter."""
-    fmt = engine.quantization or weight_format_of(engine.model) or ("fp32" if engine.dtype == "float32" else "bf16")
+    # A method that names no width (compressed-tensors, modelopt…) leaves it to the model's name.
+    method = (engine.quantization or "").removesuffix("_marlin")
+    fmt = (method if method in WEIGHT_BYTES else None) or weight_format_of(engine.model) or (
+        "fp32" if engine.dtype == "float32" else "bf16")
     return fmt, WEIGHT_BYTES.get(fmt, 2.0)
 
 

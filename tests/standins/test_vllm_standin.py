@@ -28,7 +28,7 @@ GOLDEN = json.loads((Path(__file__).parent / "data" / "vllm_0.32.0_real.json").r
 CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
 
 # The flags gpuctl renders (gpuctl/spec.py VllmSpec.command_args), both boolean spellings.
-GPUCTL_ARGS = ["--model", "org/Model-8B", "--served-model-name", "m", "--host", "0.0.0.0",
+GPUCTL_ARGS = ["org/Model-8B", "--served-model-name", "m", "--host", "0.0.0.0",
                "--port", "8000", "--gpu-memory-utilization", "0.9", "--kv-cache-dtype", "fp8",
                "--tensor-parallel-size", "2", "--max-model-len", "8192", "--max-num-seqs", "64",
                "--dtype", "bfloat16", "--quantization", "awq", "--enable-chunked-prefill",
@@ -106,7 +106,7 @@ def test_served_model_name_without_model_is_rejected() -> None:
 
 
 def test_accepts_every_flag_gpuctl_renders(vllm_module: ModuleType) -> None:
-    for argv in (["serve", *GPUCTL_ARGS], GPUCTL_ARGS,
+    for argv in (["serve", *GPUCTL_ARGS], GPUCTL_ARGS, ["serve", "--model", *GPUCTL_ARGS],  # the last: deprecated form
                  ["serve", "org/Model-8B", "-tp", "2", "--max_model_len", "32k",
                   "--no-enable-chunked-prefill", "--enable-prefix-caching", "--enforce-eager",
                   "--trust-remote-code", "--download-dir", "/d", "--generation-config", "vllm",

@@ -141,6 +141,11 @@ CASES = [
      "address: '2001:db8::zz' is not a valid IPv6 address"),
     ("address-underscore", vllm_host().replace('"10.0.0.1"', '"gpu_01.lab"'), "gpu-01",
      "address: 'gpu_01.lab' is neither an IPv4/IPv6 address nor a DNS name (RFC 1123"),
+    # The pinned vLLM's own choices (gpuctl/outside.py VLLM_CHOICES, read from vLLM 0.32 itself).
+    ("quantization-unknown-to-the-pinned-vllm", vllm_host('quantization="bitsandbytes"'), "gpu-01",
+     "vllm.quantization: vLLM v0.32.0 does not accept 'bitsandbytes'"),
+    ("quantization-typo", vllm_host('quantization="gptq_marln"'), "gpu-01",
+     "vllm.quantization: vLLM v0.32.0 does not accept 'gptq_marln' (did you mean 'gptq_marlin'"),
     # A GPU the catalog names exactly has the catalog's memory.
     ("gpu-memory-contradicts-catalog", vllm_host().replace("memory_gib=24", "memory_gib=80"), "gpu-01",
      "gpus.memory_gib: an RTX 4090 has 24 GiB, not 80: fix memory_gib or model"),

@@ -188,3 +188,11 @@ def test_check_refuses_what_cannot_start_unless_forced(tmp_path):
 def test_example_inventories_fit(name):
     result = run_cli("plan", name, "--json")
     assert result.exit_code == 0, result.stdout
+
+
+def test_a_quantization_method_that_names_no_width_takes_it_from_the_model_name():
+    from gpuctl.capacity import weight_bytes_per_param
+
+    fp8 = VllmSpec(image=IMAGE, model="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic", quantization="compressed-tensors")
+    assert weight_bytes_per_param(fp8) == ("fp8", 1.0)
+    assert weight_bytes_per_param(VllmSpec(image=IMAGE, model="org/x-AWQ", quantization="awq_marlin")) == ("awq", 0.5625)

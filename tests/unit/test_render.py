@@ -124,9 +124,12 @@ def test_rendering_is_deterministic(tmp_path):
 
 
 def parse_flags(argv: list[str]) -> dict[str, str | bool]:
-    """`--flag value` pairs and bare `--switch`es of a command line, as a dict."""
+    """`--flag value` pairs and bare `--switch`es of a command line, as a dict; a leading positional
+    argument (vllm serve's model) under "model"."""
     flags: dict[str, str | bool] = {}
     i = 0
+    if argv and not argv[0].startswith("-"):
+        flags["model"], i = argv[0], 1
     while i < len(argv):
         if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
             flags[argv[i]] = argv[i + 1]
@@ -162,7 +165,7 @@ def test_prod_rtx4090_vllm_command_line_matches_the_inventory(tmp_path):
         service = compose_service(host, host.vllm[0], tmp_path)
         flags = parse_flags(service["command"])
         assert flags == {
-            "--model": "meta-llama/Llama-3.1-8B-Instruct",
+            "model": "meta-llama/Llama-3.1-8B-Instruct",
             "--served-model-name": "llama-3.1-8b",
             "--host": "0.0.0.0",
             "--port": "8000",
@@ -192,7 +195,7 @@ def test_prod_h100_uses_both_gpus_with_tensor_parallel(tmp_path):
     service = compose_service(host, host.vllm[0], tmp_path)
     flags = parse_flags(service["command"])
     assert flags["--tensor-parallel-size"] == "2"
-    assert flags["--model"] == "RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic"
+    assert flags["model"] == "RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic"
     assert service["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["0", "1"]
 
 
@@ -202,6 +205,7 @@ def test_every_vllm_command_line_reads_back_as_the_spec(host, tmp_path):
         service = compose_service(host, engine, tmp_path)
         assert service["command"] == engine.command_args()
         flags = parse_flags(service["command"])
+        assert flags["model"] == engine.model and "--model" not in flags
         assert flags["--gpu-memory-utilization"] == f"{engine.gpu_memory_utilization:g}"
         assert flags["--kv-cache-dtype"] == engine.kv_cache_dtype
         assert flags["--served-model-name"] == engine.served_name
