@@ -112,20 +112,14 @@ def plan_vllm(host: HostSpec, engine: VllmSpec) -> EnginePlan:
     if max_len > model.max_context:
         plan.verdict = "does not fit"
         plan.reasons.append(f"max_model_len {max_len} exceeds {model.name}'s context of {model.max_context}")
-    if pool <= 0:
+    if pool <= 0 or tokens < max_len:
         plan.verdict = "does not fit"
-        plan.reasons.append(
-            f"weights need {weights / GIB:.1f} GiB per GPU + {VLLM_OVERHEAD_GIB:g} GiB overhead, but "
-            f"{engine.gpu_memory_utilization:g} × {host.gpus.memory_gib:g} GiB gives {budget / GIB:.1f} GiB: "
-            f"{_bigger_fixes(engine, fmt)}"
-        )
-    elif tokens < max_len:
-        plan.verdict = "does not fit"
-        plan.reasons.append(
-            f"the KV cache holds {tokens:,} tokens, less than one sequence of max_model_len {max_len:,}: "
-            f"lower max_model_len to {tokens:,} or less" + ("" if kv_dtype_bytes <= 1 else ", or use kv_cache_dtype='fp8'")
-            + ", or add GPUs"
-        )
+        if pool <= 0:
+            problem = (f"weights need {weights / GIB:.1f} GiB per GPU + {VLLM_OVERHEAD_GIB:g} GiB overhead, but "
+                       f"{engine.gpu_memory_utilization:g} × {host.gpus.memory_gib:g} GiB gives {budget / GIB:.1f} GiB")
+        else:
+            problem = f"the KV cache holds {tokens:,} tokens, less than one sequence of max_model_len {max_len:,}"
+        plan.reasons.append(f"{problem}: {fixes_that_fit(host, engine, model, max_len, tokens)}")
     elif concurrency < TIGHT_CONCURRENCY:
         plan.verdict = "tight"
         plan.reasons.append(f"only {concurrency:.2f} sequences of {max_len:,} tokens fit at once")
@@ -134,14 +128,52 @@ def plan_vllm(host: HostSpec, engine: VllmSpec) -> EnginePlan:
     return plan
 
 
-def _bigger_fixes(engine: VllmSpec, fmt: str) -> str:
+MAX_GPU_MEMORY_UTILIZATION = 0.98  # the spec's upper bound
+TP_SIZES = (1, 2, 4, 8, 16)  # tensor-parallel sizes vLLM runs (attention heads split evenly)
+
+
+def vllm_cache_tokens(host: HostSpec, engine: VllmSpec, model: ModelFacts, *, tp: int, per_param: float,
+                      utilization: float, kv_bytes: float) -> int:  # fmt: skip
+    """Cache tokens per the formula at the top of this module, for one set of choices."""
+    assert host.gpus is not None
+    pool = utilization * host.gpus.memory_gib * GIB - model.params_b * 1e9 * per_param / tp - VLLM_OVERHEAD_GIB * GIB
+    return cache_tokens(pool, kv_bytes_per_token(model, kv_bytes, tp))
+
+
+def fixes_that_fit(host: HostSpec, engine: VllmSpec, model: ModelFacts, max_len: int, tokens: int) -> str:
+    """Only changes that would fit, each computed: a lower max_model_len, an fp8 KV cache, the smallest
+    tensor-parallel size, a quantized checkpoint, a higher gpu_memory_utilization (≤ 0.98)."""
+    assert host.gpus is not None
+    fmt, per_param = weight_bytes_per_param(engine)
+    kv_bytes = KV_BYTES[engine.kv_cache_dtype] or (4 if engine.dtype == "float32" else 2)
+    now = {"tp": engine.tensor_parallel_size, "per_param": per_param, "utilization": engine.gpu_memory_utilization,
+           "kv_bytes": kv_bytes}  # fmt: skip
+
+    def fits(**change: float) -> bool:
+        return vllm_cache_tokens(host, engine, model, **{**now, **change}) >= max_len  # type: ignore[arg-type]
+
     fixes = []
-    if fmt in ("bf16", "fp16", "fp32"):
-        fixes.append("a quantised model (FP8 or AWQ)")
-    fixes.append("more GPUs (tensor_parallel_size)")
-    if engine.gpu_memory_utilization < 0.95:
-        fixes.append("a higher gpu_memory_utilization")
-    return "use " + " or ".join(fixes)
+    if tokens >= BLOCK_TOKENS:
+        fixes.append(f"lower max_model_len to {tokens:,} or less")
+    if kv_bytes > 1 and fits(kv_bytes=1):
+        fixes.append("use kv_cache_dtype='fp8'")
+    wider = [tp for tp in TP_SIZES if tp > now["tp"] and model.kv_heads % min(tp, model.kv_heads) == 0 and fits(tp=tp)]
+    if wider and wider[0] <= host.gpus.count:
+        fixes.append(f"set tensor_parallel_size={wider[0]} (the host has {host.gpus.count} GPUs)")
+    elif wider:
+        fixes.append(f"use {wider[0]} GPUs with tensor_parallel_size={wider[0]} (this host has {host.gpus.count})")
+    for name, bytes_per_param in (("FP8", WEIGHT_BYTES["fp8"]), ("AWQ/GPTQ 4-bit", WEIGHT_BYTES["awq"])):
+        if bytes_per_param < per_param and fits(per_param=bytes_per_param):
+            fixes.append(f"serve an {name} checkpoint of {model.name} ({fmt} now)")
+            break
+    needed = next((u / 100 for u in range(int(now["utilization"] * 100) + 1, int(MAX_GPU_MEMORY_UTILIZATION * 100) + 1)
+                   if fits(utilization=u / 100)), None)  # fmt: skip
+    if needed is not None:
+        fixes.append(f"raise gpu_memory_utilization to {needed:g}")
+    if not fixes:
+        return (f"no setting of this engine fits {model.name} on {host.gpus.count}× {host.gpus.model}: "
+                "use a smaller model or GPUs with more memory")
+    return "; or ".join(fixes)
 
 
 def ollama_model_bytes(name: str) -> tuple[ModelFacts | None, str, float]:

@@ -68,9 +68,37 @@ def test_llama_70b_bf16_on_one_a100_does_not_fit():
     # weights 70.6e9 × 2 B = 131.5 GiB > 0.90 × 80 GiB = 72 GiB
     plan = one(vllm_host("A100 80GB", 1, 80, model="meta-llama/Llama-3.1-70B-Instruct", max_model_len=8192))
     assert plan.verdict == "does not fit"
+    # Only fixes that fit, each computed: 131.5 / 2 = 65.7 + 2 < 72 GiB; FP8: 70.6e9 × 1 B = 65.8 GiB + 2 < 72.
     assert plan.reasons == ["weights need 131.5 GiB per GPU + 2 GiB overhead, but 0.9 × 80 GiB gives 72.0 GiB: "
-                            "use a quantised model (FP8 or AWQ) or more GPUs (tensor_parallel_size) or a higher "
-                            "gpu_memory_utilization"]  # fmt: skip
+                            "use 2 GPUs with tensor_parallel_size=2 (this host has 1); or serve an FP8 checkpoint "
+                            "of Llama 3.1 70B (bf16 now)"]  # fmt: skip
+
+
+def test_70b_on_one_24gb_card_offers_only_what_would_fit():
+    """Even 0.98 × 24 GiB cannot hold 37 GiB of AWQ weights: no gpu_memory_utilization or quantization advice;
+    bf16 needs 131.5 GiB ÷ 8 = 16.4 + 2 < 21.6 GiB, so tensor parallel 8 (6 would not split 8 KV heads)."""
+    plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.3-70B-Instruct", max_model_len=8192))
+    assert plan.reasons == ["weights need 131.5 GiB per GPU + 2 GiB overhead, but 0.9 × 24 GiB gives 21.6 GiB: "
+                            "use 8 GPUs with tensor_parallel_size=8 (this host has 1)"]  # fmt: skip
+    awq = one(vllm_host("RTX 4090", 1, 24, model="org/Llama-3.3-70B-Instruct-AWQ", max_model_len=8192))
+    assert awq.reasons[0].endswith("use 4 GPUs with tensor_parallel_size=4 (this host has 1)"), awq.reasons
+
+
+def test_a_higher_utilization_is_offered_only_when_it_fits():
+    # 38,032 tokens at 0.90 (first case, floored to blocks); 0.01 more is 0.24 GiB, about 1,966 tokens of 128 KiB,
+    # which reaches 40,000 (checked with vllm_cache_tokens below)
+    plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=40000))
+    assert plan.reasons == ["the KV cache holds 38,032 tokens, less than one sequence of max_model_len 40,000: "
+                            "lower max_model_len to 38,032 or less; or use kv_cache_dtype='fp8'; or use 2 GPUs with "
+                            "tensor_parallel_size=2 (this host has 1); or serve an FP8 checkpoint of Llama 3.1 8B "
+                            "(bf16 now); or raise gpu_memory_utilization to 0.91"]  # fmt: skip
+    from gpuctl.capacity import vllm_cache_tokens
+    from gpuctl.catalog import find_model
+
+    host = vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct")
+    llama = find_model("meta-llama/Llama-3.1-8B-Instruct")
+    at = {u: vllm_cache_tokens(host, host.vllm[0], llama, tp=1, per_param=2.0, utilization=u, kv_bytes=2) for u in (0.90, 0.91)}
+    assert at[0.90] == 38032 and at[0.90] < 40000 <= at[0.91]
 
 
 def test_qwen_7b_on_l4_uses_its_four_kv_heads():
@@ -93,8 +121,10 @@ def test_kv_too_small_for_one_sequence_names_the_fix():
     # from the first case: 38,032 tokens < max_model_len 131,072
     plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=131072))
     assert plan.verdict == "does not fit"
+    # fp8 KV gives 76,064 (still < 131,072): not offered; two GPUs hold the weights once and twice the cache.
     assert plan.reasons == ["the KV cache holds 38,032 tokens, less than one sequence of max_model_len 131,072: "
-                            "lower max_model_len to 38,032 or less, or use kv_cache_dtype='fp8', or add GPUs"]
+                            "lower max_model_len to 38,032 or less; or use 2 GPUs with tensor_parallel_size=2 "
+                            "(this host has 1)"]  # fmt: skip
 
 
 def test_fp8_kv_on_ampere_is_a_warning():
