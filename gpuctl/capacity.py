@@ -2,7 +2,7 @@
 
 vLLM, per GPU:  budget = gpu_memory_utilization × memory
                 weights = parameters × bytes per parameter ÷ tensor-parallel size
-                KV pool = budget − weights − runtime overhead
+                KV pool = budget − weights − runtime overhead (an estimate: vllm_overhead_gib)
                 KV bytes per token = 2 × layers × max(1, kv_heads ÷ tp) × head_dim × bytes(KV dtype)
                 cache tokens = KV pool ÷ KV bytes per token, in whole blocks of 16 tokens
                 max concurrency at max_model_len = cache tokens ÷ max_model_len
@@ -23,7 +23,6 @@ from gpuctl.errors import GpuctlError
 from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
 
 Verdict = Literal["fits", "tight", "does not fit", "unknown"]
-VLLM_OVERHEAD_GIB = 2.0  # CUDA context, activations and CUDA graphs per GPU (an estimate; vLLM profiles it)
 OLLAMA_OVERHEAD_GIB = 0.5
 OLLAMA_DEFAULT_CONTEXT = 4096
 BLOCK_TOKENS = 16
@@ -42,6 +41,45 @@ class EnginePlan:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def max_num_batched_tokens(host: HostSpec, engine: VllmSpec) -> int:
+    """--max-num-batched-tokens from extra_args, else vLLM 0.32's default for its API server, which depends on
+    the GPU (vllm/engine/arg_utils.py, EngineArgs._set_default_args): 16384 from 160 GiB, 8192 from 70 GiB
+    (not A100), 2048 otherwise."""
+    args = list(engine.extra_args)
+    for i, arg in enumerate(args):
+        if arg == "--max-num-batched-tokens" and i + 1 < len(args) and args[i + 1].isdigit():
+            return int(args[i + 1])
+        if arg.startswith("--max-num-batched-tokens=") and arg.split("=", 1)[1].isdigit():
+            return int(arg.split("=", 1)[1])
+    memory = host.gpus.memory_gib if host.gpus else 0
+    if memory >= 160:
+        return 16384
+    return 8192 if memory >= 70 and "a100" not in host.gpus.model.lower() else 2048  # type: ignore[union-attr]
+
+
+def vllm_overhead_gib(host: HostSpec, engine: VllmSpec, model: ModelFacts) -> dict[str, float]:
+    """Memory per GPU that vLLM takes beside weights and KV cache: an estimate (vLLM measures it when it
+    starts), in three parts, each from vLLM's own start-up profile lines:
+    - non-torch memory (CUDA context, cuBLAS and NCCL workspaces): "non_torch_memory takes 0.16/0.28/0.33 GiB"
+      (generative-computing/mellea#416, vllm-project/vllm#15039, #14452 on a tensor-parallel worker): 0.35;
+    - the activation peak of the profile run, which grows with the tokens of one batch and the model's
+      size per GPU: 0.23 GiB for a 0.5B model, 1.01-1.77 GiB for a 5.4B one (mellea#416, vllm#14452), fitted
+      as 0.2 + 0.15 × billions of parameters per GPU × max_num_batched_tokens ÷ 2048, at most 4;
+    - CUDA graphs, none with --enforce-eager: "took 0.13 GiB" for 0.5B (mellea#416), "0.36 GiB" (gpustack
+      runner#251), 1.40 GiB for Llama 4 Maverick on 8 GPUs (sgl-project/sglang#8538): 0.1 + 0.03 per
+      billion parameters per GPU, at most 1.5.
+    """
+    per_gpu_b = model.params_b / engine.tensor_parallel_size
+    batched = max_num_batched_tokens(host, engine)
+    eager = "--enforce-eager" in engine.extra_args
+    parts = {
+        "non_torch": 0.35,
+        "activation": min(4.0, 0.2 + 0.15 * per_gpu_b * batched / 2048),
+        "cuda_graphs": 0.0 if eager else min(1.5, 0.1 + 0.03 * per_gpu_b),
+    }
+    return {name: round(value, 2) for name, value in parts.items()}
 
 
 def kv_bytes_per_token(model: ModelFacts, kv_dtype_bytes: float, tp: int = 1) -> float:
@@ -92,8 +130,9 @@ def plan_vllm(host: HostSpec, engine: VllmSpec) -> EnginePlan:
     memory = host.gpus.memory_gib * GIB
     budget = engine.gpu_memory_utilization * memory
     weights = model.params_b * 1e9 * per_param / tp
-    overhead = VLLM_OVERHEAD_GIB * GIB
-    pool = budget - weights - overhead
+    overhead_parts = vllm_overhead_gib(host, engine, model)
+    overhead_gib = round(sum(overhead_parts.values()), 2)
+    pool = budget - weights - overhead_gib * GIB
     kv_dtype_bytes = KV_BYTES[engine.kv_cache_dtype] or (4 if engine.dtype == "float32" else 2)
     per_token = kv_bytes_per_token(model, kv_dtype_bytes, tp)
     tokens = cache_tokens(pool, per_token)
@@ -101,7 +140,8 @@ def plan_vllm(host: HostSpec, engine: VllmSpec) -> EnginePlan:
     concurrency = tokens / max_len if max_len else 0.0
     plan.numbers = {
         "model": model.name, "weights": fmt, "gpu_memory_gib": host.gpus.memory_gib, "budget_gib": round(budget / GIB, 2),
-        "weights_per_gpu_gib": round(weights / GIB, 2), "overhead_gib": VLLM_OVERHEAD_GIB,
+        "weights_per_gpu_gib": round(weights / GIB, 2), "overhead_gib_estimate": overhead_gib,
+        "max_num_batched_tokens": max_num_batched_tokens(host, engine),
         "kv_pool_gib": round(pool / GIB, 2), "kv_bytes_per_token": int(per_token), "cache_tokens": tokens,
         "max_model_len": max_len, "max_concurrency": round(concurrency, 2),
     }  # fmt: skip
@@ -115,7 +155,7 @@ def plan_vllm(host: HostSpec, engine: VllmSpec) -> EnginePlan:
     if pool <= 0 or tokens < max_len:
         plan.verdict = "does not fit"
         if pool <= 0:
-            problem = (f"weights need {weights / GIB:.1f} GiB per GPU + {VLLM_OVERHEAD_GIB:g} GiB overhead, but "
+            problem = (f"weights need {weights / GIB:.1f} GiB per GPU + about {overhead_gib:g} GiB overhead, but "
                        f"{engine.gpu_memory_utilization:g} × {host.gpus.memory_gib:g} GiB gives {budget / GIB:.1f} GiB")
         else:
             problem = f"the KV cache holds {tokens:,} tokens, less than one sequence of max_model_len {max_len:,}"
@@ -136,7 +176,8 @@ def vllm_cache_tokens(host: HostSpec, engine: VllmSpec, model: ModelFacts, *, tp
                       utilization: float, kv_bytes: float) -> int:  # fmt: skip
     """Cache tokens per the formula at the top of this module, for one set of choices."""
     assert host.gpus is not None
-    pool = utilization * host.gpus.memory_gib * GIB - model.params_b * 1e9 * per_param / tp - VLLM_OVERHEAD_GIB * GIB
+    overhead = sum(vllm_overhead_gib(host, engine.model_copy(update={"tensor_parallel_size": tp}), model).values())
+    pool = utilization * host.gpus.memory_gib * GIB - model.params_b * 1e9 * per_param / tp - round(overhead, 2) * GIB
     return cache_tokens(pool, kv_bytes_per_token(model, kv_bytes, tp))
 
 

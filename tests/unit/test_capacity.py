@@ -32,22 +32,23 @@ def blocks(tokens: float) -> int:
 
 
 def test_llama_8b_bf16_on_rtx4090_bf16_kv():
-    # weights 8.03e9 × 2 B = 16.06e9 B; budget 0.90 × 24 GiB; overhead 2 GiB
+    # weights 8.03e9 × 2 B = 16.06e9 B; budget 0.90 × 24 GiB; overhead estimate 2.09 GiB per GPU:
+    # 0.35 non-torch + (0.2 + 0.15 × 8.03 × 2048/2048 = 1.40) activation + (0.1 + 0.03 × 8.03 = 0.34) CUDA graphs
     # KV/token = 2 × 32 layers × 8 KV heads × 128 × 2 B = 131,072 B (128 KiB)
     plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=16384))
-    pool = 0.90 * 24 * GIB - 8.03e9 * 2 - 2 * GIB
+    pool = 0.90 * 24 * GIB - 8.03e9 * 2 - 2.09 * GIB
     assert plan.numbers["kv_bytes_per_token"] == 131072
-    assert plan.numbers["cache_tokens"] == blocks(pool / 131072)  # = 38,032
-    assert plan.numbers["cache_tokens"] == 38032
-    assert plan.verdict == "fits" and plan.numbers["max_concurrency"] == round(38032 / 16384, 2)  # 2.32
+    assert plan.numbers["cache_tokens"] == blocks(pool / 131072)  # = 37,296
+    assert plan.numbers["cache_tokens"] == 37296
+    assert plan.verdict == "fits" and plan.numbers["max_concurrency"] == round(37296 / 16384, 2)  # 2.32
 
 
 def test_same_with_fp8_kv_doubles_the_tokens():
     # fp8 KV: 1 byte → 65,536 B per token; the pool is unchanged
     plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=16384,
                          kv_cache_dtype="fp8"))  # fmt: skip
-    pool = 0.90 * 24 * GIB - 8.03e9 * 2 - 2 * GIB
-    assert plan.numbers["cache_tokens"] == blocks(pool / 65536) == 76064
+    pool = 0.90 * 24 * GIB - 8.03e9 * 2 - 2.09 * GIB
+    assert plan.numbers["cache_tokens"] == blocks(pool / 65536) == 74592
     assert plan.warnings == []  # Ada has native fp8
 
 
@@ -57,73 +58,78 @@ def test_llama_70b_fp8_on_two_h100_with_tensor_parallel():
     plan = one(vllm_host("H100 80GB", 2, 80, model="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic",
                          tensor_parallel_size=2, gpu_memory_utilization=0.92, max_model_len=32768,
                          kv_cache_dtype="fp8"))  # fmt: skip
-    pool = 0.92 * 80 * GIB - 70.6e9 / 2 - 2 * GIB
+    # overhead 5.51: 0.35 + min(4, 0.2 + 0.15 × 35.3 × 8192/2048) + (0.1 + 0.03 × 35.3 = 1.16); 8192 batched
+    # tokens is vLLM 0.32's API-server default on an 80 GiB GPU that is not an A100
+    pool = 0.92 * 80 * GIB - 70.6e9 / 2 - 5.51 * GIB
     assert plan.numbers["weights"] == "fp8"
     assert plan.numbers["kv_bytes_per_token"] == 81920
-    assert plan.numbers["cache_tokens"] == blocks(pool / 81920) == 507552
-    assert plan.numbers["max_concurrency"] == round(507552 / 32768, 2)  # 15.49
+    assert plan.numbers["cache_tokens"] == blocks(pool / 81920) == 461552
+    assert plan.numbers["max_concurrency"] == round(461552 / 32768, 2)  # 14.09
 
 
 def test_llama_70b_bf16_on_one_a100_does_not_fit():
     # weights 70.6e9 × 2 B = 131.5 GiB > 0.90 × 80 GiB = 72 GiB
     plan = one(vllm_host("A100 80GB", 1, 80, model="meta-llama/Llama-3.1-70B-Instruct", max_model_len=8192))
     assert plan.verdict == "does not fit"
-    # Only fixes that fit, each computed: 131.5 / 2 = 65.7 + 2 < 72 GiB; FP8: 70.6e9 × 1 B = 65.8 GiB + 2 < 72.
-    assert plan.reasons == ["weights need 131.5 GiB per GPU + 2 GiB overhead, but 0.9 × 80 GiB gives 72.0 GiB: "
-                            "use 2 GPUs with tensor_parallel_size=2 (this host has 1); or serve an FP8 checkpoint "
-                            "of Llama 3.1 70B (bf16 now)"]  # fmt: skip
+    # Only fixes that fit, each computed. Overhead 0.35 + 4 (activation, at most) + 1.5 (graphs, at most) = 5.85.
+    # tp 2: 65.7 + 5.51 GiB leaves 0.8 GiB, under one 8,192-token sequence at 160 KiB a token; FP8 weights
+    # (65.8 GiB) leave 0.3 GiB; tp 4 and 4-bit weights (37 GiB) both fit.
+    assert plan.reasons == ["weights need 131.5 GiB per GPU + about 5.85 GiB overhead, but 0.9 × 80 GiB gives 72.0 GiB: "
+                            "use 4 GPUs with tensor_parallel_size=4 (this host has 1); or serve an AWQ/GPTQ 4-bit "
+                            "checkpoint of Llama 3.1 70B (bf16 now)"]  # fmt: skip
 
 
 def test_70b_on_one_24gb_card_offers_only_what_would_fit():
     """Even 0.98 × 24 GiB cannot hold 37 GiB of AWQ weights: no gpu_memory_utilization or quantization advice;
-    bf16 needs 131.5 GiB ÷ 8 = 16.4 + 2 < 21.6 GiB, so tensor parallel 8 (6 would not split 8 KV heads)."""
+    bf16 needs 131.5 GiB ÷ 8 = 16.4 + about 2 GiB < 21.6 GiB, so tensor parallel 8 (6 would not split 8 KV heads)."""
     plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.3-70B-Instruct", max_model_len=8192))
-    assert plan.reasons == ["weights need 131.5 GiB per GPU + 2 GiB overhead, but 0.9 × 24 GiB gives 21.6 GiB: "
+    assert plan.reasons == ["weights need 131.5 GiB per GPU + about 5.85 GiB overhead, but 0.9 × 24 GiB gives 21.6 GiB: "
                             "use 8 GPUs with tensor_parallel_size=8 (this host has 1)"]  # fmt: skip
     awq = one(vllm_host("RTX 4090", 1, 24, model="org/Llama-3.3-70B-Instruct-AWQ", max_model_len=8192))
     assert awq.reasons[0].endswith("use 4 GPUs with tensor_parallel_size=4 (this host has 1)"), awq.reasons
 
 
 def test_a_higher_utilization_is_offered_only_when_it_fits():
-    # 38,032 tokens at 0.90 (first case, floored to blocks); 0.01 more is 0.24 GiB, about 1,966 tokens of 128 KiB,
-    # which reaches 40,000 (checked with vllm_cache_tokens below)
+    # 37,296 tokens at 0.90 (first case); each 0.01 more is 0.24 GiB, about 1,966 tokens of 128 KiB: 0.92
+    # reaches 40,000 (checked with vllm_cache_tokens below)
     plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=40000))
-    assert plan.reasons == ["the KV cache holds 38,032 tokens, less than one sequence of max_model_len 40,000: "
-                            "lower max_model_len to 38,032 or less; or use kv_cache_dtype='fp8'; or use 2 GPUs with "
+    assert plan.reasons == ["the KV cache holds 37,296 tokens, less than one sequence of max_model_len 40,000: "
+                            "lower max_model_len to 37,296 or less; or use kv_cache_dtype='fp8'; or use 2 GPUs with "
                             "tensor_parallel_size=2 (this host has 1); or serve an FP8 checkpoint of Llama 3.1 8B "
-                            "(bf16 now); or raise gpu_memory_utilization to 0.91"]  # fmt: skip
+                            "(bf16 now); or raise gpu_memory_utilization to 0.92"]  # fmt: skip
     from gpuctl.capacity import vllm_cache_tokens
     from gpuctl.catalog import find_model
 
     host = vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct")
     llama = find_model("meta-llama/Llama-3.1-8B-Instruct")
-    at = {u: vllm_cache_tokens(host, host.vllm[0], llama, tp=1, per_param=2.0, utilization=u, kv_bytes=2) for u in (0.90, 0.91)}
-    assert at[0.90] == 38032 and at[0.90] < 40000 <= at[0.91]
+    at = {u: vllm_cache_tokens(host, host.vllm[0], llama, tp=1, per_param=2.0, utilization=u, kv_bytes=2)
+          for u in (0.90, 0.91, 0.92)}  # fmt: skip
+    assert at[0.90] == 37296 and at[0.91] < 40000 <= at[0.92]
 
 
 def test_qwen_7b_on_l4_uses_its_four_kv_heads():
     # weights 7.62e9 × 2 B; KV/token = 2 × 28 × 4 × 128 × 2 B = 57,344 B
     plan = one(vllm_host("L4", 1, 24, model="Qwen/Qwen2.5-7B-Instruct", max_model_len=32768))
-    pool = 0.90 * 24 * GIB - 7.62e9 * 2 - 2 * GIB
+    pool = 0.90 * 24 * GIB - 7.62e9 * 2 - 2.02 * GIB  # 0.35 + 1.34 + 0.33
     assert plan.numbers["kv_bytes_per_token"] == 57344
-    assert plan.numbers["cache_tokens"] == blocks(pool / 57344) == 101232
-    assert plan.verdict == "fits"  # 101,232 / 32,768 = 3.09 sequences, above the "tight" threshold of 2
+    assert plan.numbers["cache_tokens"] == blocks(pool / 57344) == 100848
+    assert plan.verdict == "fits"  # 100,848 / 32,768 = 3.08 sequences, above the "tight" threshold of 2
 
 
 def test_tight_when_fewer_than_two_sequences_fit():
-    # 38,032 tokens (first case) / 24,576 = 1.55 sequences
+    # 37,296 tokens (first case) / 24,576 = 1.52 sequences
     plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=24576))
     assert plan.verdict == "tight"
-    assert plan.reasons == ["only 1.55 sequences of 24,576 tokens fit at once"]
+    assert plan.reasons == ["only 1.52 sequences of 24,576 tokens fit at once"]
 
 
 def test_kv_too_small_for_one_sequence_names_the_fix():
-    # from the first case: 38,032 tokens < max_model_len 131,072
+    # from the first case: 37,296 tokens < max_model_len 131,072
     plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=131072))
     assert plan.verdict == "does not fit"
-    # fp8 KV gives 76,064 (still < 131,072): not offered; two GPUs hold the weights once and twice the cache.
-    assert plan.reasons == ["the KV cache holds 38,032 tokens, less than one sequence of max_model_len 131,072: "
-                            "lower max_model_len to 38,032 or less; or use 2 GPUs with tensor_parallel_size=2 "
+    # fp8 KV gives 74,592 (still < 131,072): not offered; two GPUs hold the weights once and twice the cache.
+    assert plan.reasons == ["the KV cache holds 37,296 tokens, less than one sequence of max_model_len 131,072: "
+                            "lower max_model_len to 37,296 or less; or use 2 GPUs with tensor_parallel_size=2 "
                             "(this host has 1)"]  # fmt: skip
 
 
@@ -139,7 +145,7 @@ def test_a_model_described_in_the_inventory_is_planned():
     plan = one(vllm_host("L40S", 1, 48, model="acme/private-13b", max_model_len=4096,
                          architecture={"params_b": 13, "layers": 40, "kv_heads": 8, "head_dim": 128,
                                        "max_context": 8192}))  # fmt: skip
-    pool = 0.90 * 48 * GIB - 13e9 * 2 - 2 * GIB
+    pool = 0.90 * 48 * GIB - 13e9 * 2 - 2.99 * GIB  # 0.35 + 2.15 + 0.49
     assert plan.numbers["cache_tokens"] == blocks(pool / 163840)
 
 
@@ -226,3 +232,22 @@ def test_a_quantization_method_that_names_no_width_takes_it_from_the_model_name(
     fp8 = VllmSpec(image=IMAGE, model="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic", quantization="compressed-tensors")
     assert weight_bytes_per_param(fp8) == ("fp8", 1.0)
     assert weight_bytes_per_param(VllmSpec(image=IMAGE, model="org/x-AWQ", quantization="awq_marlin")) == ("awq", 0.5625)
+
+
+def test_the_overhead_estimate_depends_on_batch_tokens_cuda_graphs_and_model_size():
+    from gpuctl.capacity import max_num_batched_tokens, vllm_overhead_gib
+    from gpuctl.catalog import find_model
+
+    llama8 = find_model("meta-llama/Llama-3.1-8B-Instruct")
+    rtx = vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct")
+    assert max_num_batched_tokens(rtx, rtx.vllm[0]) == 2048  # vLLM 0.32's API-server default below 70 GiB
+    assert vllm_overhead_gib(rtx, rtx.vllm[0], llama8) == {"non_torch": 0.35, "activation": 1.4, "cuda_graphs": 0.34}
+    eager = vllm_host("RTX 4090", 1, 24, model="m", extra_args=["--enforce-eager", "--max-num-batched-tokens", "4096"])
+    assert max_num_batched_tokens(eager, eager.vllm[0]) == 4096
+    assert vllm_overhead_gib(eager, eager.vllm[0], llama8) == {"non_torch": 0.35, "activation": 2.61, "cuda_graphs": 0.0}
+    h100 = vllm_host("H100 80GB", 1, 80, model="m")
+    a100 = vllm_host("A100 80GB", 1, 80, model="m")
+    h200 = vllm_host("H200", 1, 141, model="m")
+    assert [max_num_batched_tokens(h, h.vllm[0]) for h in (h100, a100, h200)] == [8192, 2048, 8192]
+    plan = one(rtx.model_copy(update={"vllm": [VllmSpec(image=IMAGE, model="meta-llama/Llama-3.1-8B-Instruct")]}))
+    assert plan.numbers["overhead_gib_estimate"] == 2.09 and plan.numbers["max_num_batched_tokens"] == 2048
