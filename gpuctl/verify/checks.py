@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,20 +29,49 @@ class Check:
 
 
 def run_check(name: str, func: Callable[[], Check]) -> Check:
-    """Run FUNC; a network error becomes a failed check that says what did not answer."""
+    """Run FUNC; a network error or an answer of the wrong shape becomes a failed check saying what happened."""
     try:
         return func()
     except requests.Timeout as exc:
-        return Check(name, False, f"timed out: {_short(exc)}")
+        return Check(name, False, timeout_reason(exc))
+    except requests.exceptions.SSLError as exc:
+        return Check(name, False, tls_reason(exc))
     except requests.ConnectionError as exc:
         return Check(name, False, connection_reason(exc))
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema) as exc:
+        return Check(name, False, f"{UNUSABLE_URL}{str(exc).strip(chr(39))}")
+    except (json.JSONDecodeError, requests.exceptions.JSONDecodeError) as exc:  # requests' own, with simplejson: the body is not the JSON the API promises
+        return Check(name, False, f"answered with something that is not JSON: {exc.doc[:80]!r}")
     except requests.RequestException as exc:
         return Check(name, False, f"request failed: {_short(exc)}")
-    except ValueError as exc:  # a body that is not the JSON the API promises
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:  # JSON of the wrong shape
+        return Check(name, False, f"unexpected answer: a field the API promises is missing or of the wrong type ({exc!r})")
+    except ValueError as exc:
         return Check(name, False, f"unexpected answer: {exc}")
 
 
-UNREACHABLE = ("nothing answers on ", "cannot resolve ")
+def _where(exc: requests.RequestException) -> str:
+    url = urlsplit(getattr(exc.request, "url", None) or "")
+    return url.netloc or "the endpoint"
+
+
+def timeout_reason(exc: requests.Timeout) -> str:
+    """'127.0.0.1:8000 did not answer within 5 s (read timeout)', without the library's repr."""
+    limit = re.search(r"timeout=([0-9.]+)", str(exc))
+    within = f" within {float(limit.group(1)):g} s" if limit else ""
+    kind = "connect timeout: nothing accepted the connection" if isinstance(exc, requests.ConnectTimeout) else "read timeout"
+    return f"{_where(exc)} did not answer{within} ({kind})"
+
+
+def tls_reason(exc: requests.exceptions.SSLError) -> str:
+    """'TLS with HOST:PORT failed ([SSL: CERTIFICATE_VERIFY_FAILED] …)'; the bracketed OpenSSL reason only."""
+    detail = re.search(r"\[SSL[^\]]*\][^'\"(]*", str(exc))
+    why = detail.group(0).strip().rstrip(" .") if detail else "handshake failed"
+    return f"TLS with {_where(exc)} failed ({why}): does it serve https, and is its certificate from the CA given?"
+
+
+UNUSABLE_URL = "the URL cannot be used: "
+UNREACHABLE = ("nothing answers on ", "cannot resolve ", "TLS with ", UNUSABLE_URL)
 """How a reason starts when the endpoint could not be reached at all (later checks are then skipped)."""
 
 
@@ -51,7 +82,7 @@ def unreachable(check: Check) -> bool:
 def connection_reason(exc: requests.ConnectionError) -> str:
     """Say what did not answer as a person would: 'nothing answers on 127.0.0.1:11434 (connection refused)'."""
     url = urlsplit(getattr(exc.request, "url", None) or "")
-    where = url.netloc or "the endpoint"
+    where = _where(exc)
     text = str(exc)
     causes = {
         "refused": "connection refused", "No route to host": "no route to host",

@@ -68,7 +68,11 @@ class OllamaChecker:
 
     def version(self) -> Check:
         response = self.http.get(self.url("/api/version"), timeout=self.expect.request_timeout_s)
+        if response.status_code != 200:
+            return Check("version", False, f"GET /api/version answered {response.status_code}: {response.text[:80]}".rstrip(": "))
         got = response.json().get("version")
+        if got is None:
+            return Check("version", False, "GET /api/version answered without a version: is this Ollama?")
         if self.expect.version is None:
             return Check("version", True, f"Ollama {got}", {"version": str(got)})
         ok = got == self.expect.version
@@ -105,7 +109,8 @@ class OllamaChecker:
         except (requests.Timeout, requests.ConnectionError):
             if clock.timing.chunks == 0:
                 return Check("chat", False, f"engine not generating: no token within {self.expect.generation_timeout_s:g} s")
-            raise
+            return Check("chat", False, f"the stream stalled after {clock.timing.chunks} token(s): nothing more within "
+                                        f"{self.expect.generation_timeout_s:g} s")  # fmt: skip
         timing = clock.finish()
         timing.tokens = final.get("eval_count", timing.chunks)
         if timing.chunks == 0 or not final:
@@ -139,6 +144,7 @@ class OllamaChecker:
             ok = left > FOREVER_AFTER_S
         else:
             ok = abs(left - wanted) <= KEEP_ALIVE_TOLERANCE_S
-        reason = f"expires in {left:.0f} s (spec keep-alive {self.expect.keep_alive})"
+        when = "never expires" if left > FOREVER_AFTER_S else f"expires in {left:.0f} s"
+        reason = f"{when} (spec keep-alive {self.expect.keep_alive})"
         return Check("keep_alive", ok, reason if ok else f"{reason}: OLLAMA_KEEP_ALIVE did not reach the server",
                      {"expires_in_s": round(left)})  # fmt: skip

@@ -61,7 +61,11 @@ class VllmChecker:
 
     def version(self) -> Check:
         response = self.http.get(self.url("/version"), timeout=self.expect.request_timeout_s)
-        got = response.json().get("version") if response.status_code == 200 else None
+        if response.status_code != 200:
+            return Check("version", False, f"GET /version answered {response.status_code}: {response.text[:80]}".rstrip(": "))
+        got = response.json().get("version")
+        if got is None:
+            return Check("version", False, "GET /version answered without a version: is this vLLM?")
         if self.expect.version is None:
             return Check("version", got is not None, f"vLLM {got} (no pinned version to compare)", {"version": str(got)})
         ok = got == self.expect.version
@@ -79,7 +83,9 @@ class VllmChecker:
         if self.expect.max_model_len is not None and length != self.expect.max_model_len:
             return Check("models", False, f"{self.expect.model} has max_model_len {length}, the spec says "
                                           f"{self.expect.max_model_len}", {"max_model_len": length or 0})  # fmt: skip
-        return Check("models", True, f"{self.expect.model} listed (max_model_len {length})", {"max_model_len": length or 0})
+        if length is None:
+            return Check("models", True, f"{self.expect.model} listed (the server gives no max_model_len)")
+        return Check("models", True, f"{self.expect.model} listed (max_model_len {length})", {"max_model_len": length})
 
     def _not_generating(self, what: str) -> Check:
         try:
@@ -104,7 +110,10 @@ class VllmChecker:
         usage = data.get("usage") or {}
         ok = bool(content) and usage.get("completion_tokens", 0) > 0
         numbers = {"completion_tokens": usage.get("completion_tokens", 0), "prompt_tokens": usage.get("prompt_tokens", 0)}
-        reason = f"{len(content)} characters, usage counted" if ok else f"empty content or no usage: {data}"[:200]
+        finish = data["choices"][0].get("finish_reason")
+        reason = (f"{len(content)} characters, usage counted" if ok else
+                  f"the reply has {'no content' if not content else 'no usage count'} (finish_reason {finish}, "
+                  f"{usage.get('completion_tokens', 0)} completion tokens)")  # fmt: skip
         return Check("chat", ok, reason, numbers)
 
     def stream(self) -> Check:
@@ -130,7 +139,8 @@ class VllmChecker:
             # A read timeout inside a stream surfaces as ConnectionError(ReadTimeoutError).
             if clock.timing.chunks == 0:
                 return self._not_generating("stream")
-            raise
+            return Check("stream", False, f"the stream stalled after {clock.timing.chunks} token(s): nothing more within "
+                                          f"{self.expect.generation_timeout_s:g} s")  # fmt: skip
         timing = clock.finish()
         timing.tokens = usage.get("completion_tokens", timing.chunks)
         if timing.chunks == 0:
