@@ -154,3 +154,13 @@ class SystemdBooted(FactBase[bool]):
 
     def process(self, output: list[str]) -> bool:
         return bool(output) and output[0].strip() == "yes"
+
+
+class UnitActiveState(FactBase[str]):
+    """`systemctl is-active UNIT`: active, inactive, failed, activating… ('' when systemctl says nothing)."""
+
+    def command(self, unit: str) -> str:
+        return f"systemctl is-active '{unit}' 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str:
+        return output[0].strip() if output else ""

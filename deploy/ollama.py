@@ -13,6 +13,7 @@ from pyinfra.operations.util import any_changed
 
 from gpuctl.deploy.facts import FileText, OllamaModels
 from gpuctl.deploy.files import put_rendered
+from gpuctl.deploy.units import restart_command, start_unless_active
 from gpuctl.render import RenderedFile, templates_dir
 from gpuctl.spec import OllamaSpec
 
@@ -81,8 +82,8 @@ def ollama_engine(ollama: OllamaSpec, rendered: list[RenderedFile]) -> None:
     systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*changes))
     restart_if = any_changed(*changes, *([binary] if binary else []))
     server.shell(name="Restart ollama.service (its files or binary changed)",
-                 commands=["systemctl restart ollama.service"], _if=restart_if)  # fmt: skip
-    systemd.service(name="ollama.service enabled and running", service="ollama.service", running=True, enabled=True)
+                 commands=[restart_command("ollama.service")], _if=restart_if)  # fmt: skip
+    start_unless_active("ollama.service")
     address = api_address(ollama)
     present = host.get_fact(OllamaModels, address=address) or []
     for model in ollama.models:

@@ -14,16 +14,9 @@ from pyinfra.facts.files import Sha1File
 from gpuctl.deploy.facts import DockerImageId
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.preflight import preflight_script
+from gpuctl.deploy.units import restart_command, start_unless_active
 from gpuctl.render import HF_CACHE_DIR, RenderedFile
 from gpuctl.spec import HostSpec, VllmSpec
-
-
-def restart_command(unit: str) -> str:
-    """Restart UNIT; on failure print its last journal lines so the deploy summary says why."""
-    return (
-        f"systemctl restart {unit} || "
-        f"{{ journalctl -u {unit} -n 25 --no-pager -o cat >&2; exit 1; }}"
-    )
 
 
 def files_differ(rendered: list[RenderedFile]) -> bool:
@@ -53,4 +46,4 @@ def vllm_engine(spec: HostSpec, engine: VllmSpec, rendered: list[RenderedFile]) 
     systemd.daemon_reload(name="systemd daemon-reload", _if=unit_change.did_change)
     server.shell(name=f"Restart {engine.unit_name} (its files changed)", commands=[restart_command(engine.unit_name)],
                  _if=any_changed(*changes))  # fmt: skip
-    systemd.service(name=f"{engine.unit_name} enabled and running", service=engine.unit_name, running=True, enabled=True)
+    start_unless_active(engine.unit_name)

@@ -24,6 +24,7 @@ from pyinfra.context import ctx_host, ctx_state
 from pyinfra.facts.files import FileContents, Sha256File
 
 from gpuctl.errors import GpuctlError
+from gpuctl.pyinfra_names import op_name
 from gpuctl.keystore import Keystore, ServerCert
 from gpuctl.render import GatewayMaterial, RenderedFile, key_pattern, render_host
 from gpuctl.spec import HostSpec, SecretRef
@@ -182,16 +183,11 @@ class _Recorder(BaseStateCallback):
         meta = state.ops[host][op_hash].operation_meta
         # The result is not recorded yet when pyinfra calls this; the plan's answer is.
         if self.progress and meta._maybe_is_change:  # noqa: SLF001
-            self.progress(host.data.gpuctl_name, f"done: {_op_name(state, op_hash)}")
+            self.progress(host.data.gpuctl_name, f"done: {op_name(state, host, op_hash)}")
 
     def operation_host_error(self, state: State, host: Any, op_hash: str, retry_count: int = 0, max_retries: int = 0) -> None:  # type: ignore[override]
         if self.progress:
-            self.progress(host.data.gpuctl_name, f"FAILED: {_op_name(state, op_hash)}")
-
-
-def _op_name(state: State, op_hash: str) -> str:
-    names = sorted(state.op_meta[op_hash].names)
-    return names[0] if names else op_hash
+            self.progress(host.data.gpuctl_name, f"FAILED: {op_name(state, host, op_hash)}")
 
 
 def deploy(
@@ -299,7 +295,7 @@ def _planned_changes(state: State, host: Any) -> list[str]:
     planned = unguarded + guarded if unguarded else []
     for op_hash in state.ops[host]:
         state.ops[host][op_hash].operation_meta._maybe_is_change = op_hash in planned  # noqa: SLF001
-    return [_op_name(state, op_hash) for op_hash in state.get_op_order() if op_hash in planned]
+    return [op_name(state, host, op_hash) for op_hash in state.get_op_order() if op_hash in planned]
 
 
 def _planned_commands(state: State, host: Any, plan: Plan) -> dict[str, list[str]]:
@@ -308,7 +304,7 @@ def _planned_commands(state: State, host: Any, plan: Plan) -> dict[str, list[str
     for op_hash in state.get_op_order():
         data = state.ops[host].get(op_hash)
         if data is not None and data.operation_meta._maybe_is_change:  # noqa: SLF001 - set by _planned_changes
-            commands[_op_name(state, op_hash)] = [plan.mask(str(c)) for c in data.command_generator()]
+            commands[op_name(state, host, op_hash)] = [plan.mask(str(c)) for c in data.command_generator()]
     return commands
 
 
@@ -332,13 +328,13 @@ def _collect_results(state: State, host: Any, outcome: HostOutcome, plan: Plan) 
             continue
         if not meta.did_succeed():
             outcome.status = "failed"
-            outcome.failed_operation = _op_name(state, op_hash)
+            outcome.failed_operation = op_name(state, host, op_hash)
             output = meta._combined_output  # noqa: SLF001 - pyinfra keeps the command output here
             text = (output.stderr or output.stdout) if output is not None else ""
             outcome.error = plan.mask(text.strip())[-2000:] or "the operation failed without output"
             return
         if meta.did_change():
-            outcome.changes.append(_op_name(state, op_hash))
+            outcome.changes.append(op_name(state, host, op_hash))
     outcome.status = "changed" if outcome.changes else "unchanged"
 
 
@@ -347,18 +343,19 @@ def _mark_stopped(state: State, host: Any, outcome: HostOutcome, error: str) -> 
     for op_hash in state.get_op_order():
         data = state.ops[host].get(op_hash)
         if data is not None and not data.operation_meta.is_complete():
-            outcome.status, outcome.failed_operation, outcome.error = "failed", _op_name(state, op_hash), error
+            outcome.status, outcome.failed_operation, outcome.error = "failed", op_name(state, host, op_hash), error
             return
 
 
 def _diffs(host: Any, plan: Plan, files: list[RenderedFile]) -> list[str]:
-    """Unified diffs between the host's files and the rendered ones, secret values masked."""
+    """Unified diffs between the host's files and the rendered ones, secret values masked; each names its host."""
     diffs = []
+    name = host.data.gpuctl_name
     for item in files:
         if item.secret:  # compared by hash: the host's secret file is never read into this process or its log
             remote = host.get_fact(Sha256File, path=str(item.path))
             if remote != hashlib.sha256(item.content.encode()).hexdigest():
-                diffs.append(f"--- {item.path} (secret, 0600): would change; content not shown\n")
+                diffs.append(f"--- {name}:{item.path} (secret, 0600): would change; content not shown\n")
             continue
         current = host.get_fact(FileContents, path=str(item.path))
         before = plan.mask("\n".join(current) + "\n") if current is not None else ""
@@ -366,6 +363,6 @@ def _diffs(host: Any, plan: Plan, files: list[RenderedFile]) -> list[str]:
         if before != after:
             diffs.append("".join(difflib.unified_diff(
                 before.splitlines(keepends=True), after.splitlines(keepends=True),
-                fromfile=f"{item.path} (on host)", tofile=f"{item.path} (rendered)",
+                fromfile=f"{name}:{item.path} (on the host)", tofile=f"{name}:{item.path} (rendered)",
             )))  # fmt: skip
     return diffs

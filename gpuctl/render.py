@@ -218,6 +218,10 @@ def _loopback_address(bind: str) -> str:
     return f"[{bind}]" if ":" in bind else bind
 
 
+BEARER_PATTERN = "[Bb][Ee][Aa][Rr][Ee][Rr]"
+"""The auth scheme "Bearer" in any case (RFC 7235 §2.1: the scheme is case-insensitive; the key is not)."""
+
+
 def key_pattern(key: str) -> str:
     """KEY as a case-sensitive nginx regex that matches exactly it (nginx's plain map strings ignore case)."""
     if not API_KEY_RE.match(key):
@@ -244,6 +248,7 @@ def render_gateway(host: HostSpec, resolve: SecretResolver, material: GatewayMat
     context = {
         "host": host, "gateway": gateway, "upstreams": upstreams, "routes": routes, "secrets_conf": secrets_conf,
         "tls_cert": tls_cert, "tls_key": tls_key, "acme_webroot": ACME_WEBROOT, "key_pattern": api_key_pattern,
+        "scheme_pattern": BEARER_PATTERN,
         "admin_routes": "|".join(OLLAMA_ADMIN_ROUTES),
     }  # fmt: skip
     files = [

@@ -150,6 +150,14 @@ def test_every_route_answers_401_without_the_right_key(deployed, method, path):
         assert response.json()["error"]["type"] == "unauthorized"
 
 
+def test_the_auth_scheme_is_case_insensitive_and_the_key_is_not(deployed):
+    """RFC 7235 §2.1: "bearer KEY" and "BEARER KEY" are the same credentials as "Bearer KEY"."""
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        response = requests.get(deployed["base"] + "/v1/models", headers={"Authorization": f"{scheme} {deployed['key']}"},
+                                verify=str(deployed["ca"]), timeout=30)  # fmt: skip
+        assert response.status_code == 200, (scheme, response.status_code)
+
+
 def test_streamed_completion_with_the_key_and_tls_verified_against_the_handed_out_ca(deployed):
     body = {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 12, "stream": True,
             "stream_options": {"include_usage": True}}  # fmt: skip

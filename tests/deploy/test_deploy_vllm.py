@@ -283,3 +283,32 @@ def test_wait_gives_up_early_when_the_unit_fails(vllm_host, first_deploy, tmp_pa
     finally:
         vllm_host.run(f"rm -f {dropin} && systemctl daemon-reload && systemctl reset-failed gpuctl-vllm-b.service; "
                       "systemctl restart gpuctl-vllm-b.service", timeout=200)
+
+
+def test_six_changes_in_an_hour_each_restart_the_engine(vllm_host, first_deploy, tmp_path):
+    """StartLimitBurst=5 per hour guards against crash loops; gpuctl's own restarts must neither count
+    against it nor be refused by it (the sixth deploy of alternating settings used to leave the engine down)."""
+    for i in range(6):
+        inventory = write_inventory(tmp_path / f"prod{i}.py", vllm_host, a_extra=f", max_num_seqs={12 if i % 2 else 16}")
+        before = engine_state(vllm_host, "a")
+        result = gpuctl("deploy", str(inventory), "--yes", "--json")
+        assert result.returncode == 0, (i, result.stdout[-3000:])
+        assert "vLLM engine | Restart gpuctl-vllm-a.service (its files changed)" in json.loads(result.stdout)["hosts"][0]["changes"]
+        assert engine_state(vllm_host, "a") != before
+        assert vllm_host.run("systemctl is-active gpuctl-vllm-a").stdout.strip() == "active"
+    # Crash-loop protection stays in the unit.
+    assert vllm_host.run("systemctl show -p StartLimitBurst --value gpuctl-vllm-a").stdout.strip() == "5"
+
+
+def test_deploy_starts_an_engine_locked_by_its_start_limit(vllm_host, first_deploy, tmp_path):
+    """Six starts inside the hour (a crash loop, or hands on the host) lock the unit: systemd refuses
+    the next start. An unchanged deploy is the operator asking for the engine: it starts it again."""
+    inventory = write_inventory(tmp_path / "prod.py", vllm_host, a_extra=", max_num_seqs=12")
+    assert gpuctl("deploy", str(inventory), "--yes").returncode == 0
+    vllm_host.run("for i in 1 2 3 4 5 6 7; do systemctl restart gpuctl-vllm-b.service || break; done; true", timeout=600)
+    state = vllm_host.run("systemctl show -p ActiveState,Result --value gpuctl-vllm-b").stdout.split()
+    assert sorted(state) == ["failed", "start-limit-hit"], state
+    result = gpuctl("deploy", str(inventory), "--yes", "--json")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert json.loads(result.stdout)["hosts"][0]["changes"] == ["vLLM engine | Start gpuctl-vllm-b.service (was failed)"]
+    assert vllm_host.run("systemctl is-active gpuctl-vllm-b").stdout.strip() == "active"

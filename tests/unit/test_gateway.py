@@ -19,7 +19,7 @@ from cryptography import x509
 
 from gpuctl.fleet import prepare
 from gpuctl.keystore import KEY_PREFIX, Keystore
-from gpuctl.render import GatewayMaterial, firewall_ports, key_pattern, render_host
+from gpuctl.render import BEARER_PATTERN, GatewayMaterial, firewall_ports, key_pattern, render_host
 from gpuctl.spec import FirewallSpec, GatewaySpec, HostSpec, OllamaSpec, SecretRef, VllmSpec
 
 IMAGE = "vllm/vllm-openai:v0.32.0"
@@ -97,12 +97,13 @@ def test_rotation_replaces_the_key_and_a_dry_keystore_writes_nothing(tmp_path):
 # -- nginx files --------------------------------------------------------------------------------
 
 
-def test_key_pattern_matches_exactly_the_key_case_sensitively():
+def test_key_pattern_matches_exactly_the_key_case_sensitively_and_the_scheme_in_any_case():
     key = "sk-gpuctl-Ab.c+d_e~f/g=h-0123456789"
-    pattern = re.compile(f"^Bearer {key_pattern(key)}$")
-    assert pattern.match(f"Bearer {key}")
+    pattern = re.compile(f"^{BEARER_PATTERN} +{key_pattern(key)}$")
+    for good in (f"Bearer {key}", f"bearer {key}", f"BEARER {key}", f"Bearer  {key}"):  # RFC 7235: scheme any case
+        assert pattern.match(good), good
     for other in (f"Bearer {key.swapcase()}", f"Bearer {key}x", f"Bearer {key.replace('.', 'X')}",
-                  f"bearer {key}", key):  # fmt: skip
+                  f"Basic {key}", f"Bearer{key}", key):  # fmt: skip
         assert not pattern.match(other), other
     for bad in ("short", "sk-" + "x" * 30 + '"', "sk-" + "x" * 30 + " y", "sk-" + "x" * 30 + "$"):
         with pytest.raises(Exception, match="gateway.api_key"):
@@ -122,7 +123,7 @@ def test_gateway_files_hold_secrets_only_in_0600_files(monkeypatch, tmp_path):
     assert all(files[p].mode == 0o600 and files[p].secret for p in holders)
     assert gateway_key in plan.secrets and plan.mask(f"x {gateway_key} y") == "x ******** y"
     secrets_conf = files["/etc/gpuctl/gateway/secrets.conf"].content
-    assert f'"~^Bearer {key_pattern(gateway_key)}$" 1;' in secrets_conf
+    assert f'"~^{BEARER_PATTERN} +{key_pattern(gateway_key)}$" 1;' in secrets_conf
     assert 'default "Bearer sk-engine-0123456789abcdef0123";' in secrets_conf  # engine a gets its own key
     assert "map $gpuctl_key_ok $gpuctl_upstream_auth_vllm_b {\n    default \"\";" in secrets_conf
 

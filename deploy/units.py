@@ -1,0 +1,32 @@
+"""Starting and restarting gpuctl's units on purpose, without tripping their crash-loop start limit."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.operations import server, systemd
+
+from gpuctl.deploy.facts import UnitActiveState
+
+
+def restart_command(unit: str, verb: str = "restart") -> str:
+    """Restart UNIT; on failure print its last journal lines so the deploy summary says why.
+
+    `reset-failed` first: the unit's StartLimitBurst guards against crash loops, and a restart gpuctl asks
+    for on purpose must neither count against it nor be refused by it (systemctl(1): reset-failed also
+    resets the start rate-limit counter). Crash-loop protection between deploys stays as it is.
+    """
+    return (
+        f"systemctl reset-failed {unit} 2>/dev/null || true; systemctl {verb} {unit} || "
+        f"{{ journalctl -u {unit} -n 25 --no-pager -o cat >&2; exit 1; }}"
+    )
+
+
+def start_unless_active(unit: str) -> None:
+    """Enable UNIT and start it when it is not active, clearing a failed state (a start limit hit by
+    crash loops, a failed start) first: a deploy is the operator's explicit request to run it."""
+    systemd.service(name=f"{unit} enabled", service=unit, running=None, enabled=True)
+    state = host.get_fact(UnitActiveState, unit=unit)
+    if state == "active":
+        host.noop(f"{unit} is active")
+        return
+    server.shell(name=f"Start {unit} (was {state or 'unknown'})", commands=[restart_command(unit, "start")])
