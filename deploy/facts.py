@@ -164,3 +164,13 @@ class UnitActiveState(FactBase[str]):
 
     def process(self, output: list[str]) -> str:
         return output[0].strip() if output else ""
+
+
+class NftTableLoaded(FactBase[bool]):
+    """Whether gpuctl's nftables table (inet gpuctl) is loaded in the live ruleset."""
+
+    def command(self) -> str:
+        return "nft list table inet gpuctl >/dev/null 2>&1 && echo yes || echo no"
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[0].strip() == "yes"

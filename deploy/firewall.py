@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, server, systemd
 from pyinfra.operations.util import any_changed
 
-from gpuctl.deploy.facts import SshServerPort
+from gpuctl.deploy.facts import NftTableLoaded, SshServerPort
 from gpuctl.deploy.files import put_rendered
 from gpuctl.render import FIREWALL_RULES, RenderedFile, firewall_ports
 from gpuctl.spec import HostSpec
@@ -41,5 +42,10 @@ def firewall(spec: HostSpec, rendered: list[RenderedFile]) -> None:
     server.shell(name="nft -c (ruleset check)", commands=[f"nft -c -f {FIREWALL_RULES}"], _if=any_changed(*changes))
     systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*changes))
     systemd.service(name=f"{UNIT} enabled and loaded", service=UNIT, running=True, enabled=True)
-    server.shell(name="Apply the firewall ruleset (atomic; established connections stay)",
-                 commands=[f"systemctl reload {UNIT}"], _if=any_changed(*changes))  # fmt: skip
+    # The live ruleset, not only the file: a table deleted by hand or by `nft flush ruleset` is loaded again.
+    if host.get_fact(NftTableLoaded) is False and host.get_fact(SystemdStatus).get(UNIT):
+        server.shell(name="Apply the firewall ruleset (the live table inet gpuctl was missing)",
+                     commands=[f"nft -c -f {FIREWALL_RULES} && systemctl reload {UNIT}"])  # fmt: skip
+    else:
+        server.shell(name="Apply the firewall ruleset (atomic; established connections stay)",
+                     commands=[f"systemctl reload {UNIT}"], _if=any_changed(*changes))  # fmt: skip

@@ -5,6 +5,7 @@ or container log lines that explain it."""
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from gpuctl.errors import NO_SYSTEMD
 from gpuctl.gpu_facts import cdi_staleness, gpu_uuids
@@ -106,8 +107,49 @@ def _same(address: str, allowed: str) -> bool:
         return False
 
 
+def engine_key_check(remote: Remote, engine: VllmSpec) -> Check:
+    """Behind a gateway, clients never see the engine's key (the gateway adds it), so the API checks cannot
+    tell whether the engine itself still enforces it: ask on the host, without a key, as a local user would."""
+    address = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(engine.bind, engine.bind)
+    address = f"[{address}]" if ":" in address and not address.startswith("[") else address
+    out = remote.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{address}:{engine.port}/v1/models")
+    code = out.stdout.strip()
+    if code == "401":
+        return Check("engine key", True, f"on the host, {address}:{engine.port}/v1/models refuses a request without "
+                                         "the engine's key (401)")  # fmt: skip
+    if code == "200":
+        return Check("engine key", False, f"on the host, {address}:{engine.port}/v1/models answers 200 without a key: "
+                                          "the engine runs without its API key; gpuctl deploy restores it")  # fmt: skip
+    return Check("engine key", False, f"on the host, {address}:{engine.port}/v1/models without a key answered "
+                                      f"{code if code not in ('', '000') else 'nothing'}")  # fmt: skip
+
+
+def firewall_check(remote: Remote, host: HostSpec) -> Check:
+    """The live nftables table, not only the file: loaded, dropping by default, with the ports it should open."""
+    from gpuctl.render import firewall_ports
+
+    out = remote.run("nft list table inet gpuctl")
+    if not out.ok:
+        return Check("firewall", False, "the live nftables table inet gpuctl is not loaded (deleted by hand or by "
+                                        "`nft flush ruleset`): every port is open; gpuctl deploy loads it again")  # fmt: skip
+    live = out.stdout
+    missing = [str(p) for p in firewall_ports(host) if not re.search(rf"\b{p}\b", live)]
+    if "policy drop" not in live or missing:
+        why = "its input chain does not drop by default" if "policy drop" not in live else f"it lacks ports {', '.join(missing)}"
+        return Check("firewall", False, f"the live table inet gpuctl differs from gpuctl's ruleset ({why}): "
+                                        "gpuctl deploy loads it again")  # fmt: skip
+    return Check("firewall", True, f"table inet gpuctl is loaded: input drops all but {', '.join(map(str, firewall_ports(host)))}")
+
+
 def engine_host_checks(remote: Remote, host: HostSpec, engine: VllmSpec | OllamaSpec) -> list[Check]:
     if isinstance(engine, VllmSpec):
-        return [unit_check(remote, engine.unit_name), container_check(remote, engine),
-                *gpu_checks(remote, host, engine), bind_check(remote, engine.port, engine.bind)]
-    return [unit_check(remote, engine.unit_name), *gpu_checks(remote, host, None), bind_check(remote, engine.port, engine.bind)]
+        checks = [unit_check(remote, engine.unit_name), container_check(remote, engine),
+                  *gpu_checks(remote, host, engine), bind_check(remote, engine.port, engine.bind)]  # fmt: skip
+        if host.gateway is not None and engine.api_key is not None:
+            checks.append(engine_key_check(remote, engine))
+    else:
+        checks = [unit_check(remote, engine.unit_name), *gpu_checks(remote, host, None),
+                  bind_check(remote, engine.port, engine.bind)]  # fmt: skip
+    if host.firewall_enabled():
+        checks.append(firewall_check(remote, host))
+    return checks

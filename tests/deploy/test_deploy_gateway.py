@@ -299,6 +299,51 @@ def test_switching_v1_to_ollama_reloads_only_the_gateway(gw_host, deployed):
         assert gpuctl("deploy", str(deployed["inventory"]), "--yes").returncode == 0
 
 
+def verify_checks(deployed: dict) -> tuple[int, dict[tuple[str, str], dict]]:
+    result = gpuctl("verify", str(deployed["inventory"]), "--json", timeout=300)
+    report = json.loads(result.stdout)
+    return result.returncode, {(e["engine"], c["name"]): c for e in report["engines"] for c in e["checks"]}
+
+
+def test_a_deleted_firewall_table_is_named_by_verify_and_loaded_again_by_deploy(gw_host, deployed):
+    """Fault: `nft delete table inet gpuctl` (by hand, or a `flush ruleset`): every port is open again."""
+    gw_host.run("nft delete table inet gpuctl")
+    try:
+        code, checks = verify_checks(deployed)
+        assert code == 1
+        assert checks[("vllm:main", "firewall")]["reason"] == (
+            "the live nftables table inet gpuctl is not loaded (deleted by hand or by `nft flush ruleset`): every "
+            "port is open; gpuctl deploy loads it again")
+        result = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
+        assert result.returncode == 0, result.stdout[-2000:]
+        assert json.loads(result.stdout)["hosts"][0]["changes"] == [
+            "Firewall (nftables) | Apply the firewall ruleset (the live table inet gpuctl was missing)"]
+        assert gw_host.run("nft list table inet gpuctl", check=False).ok
+        code, checks = verify_checks(deployed)
+        assert code == 0 and checks[("vllm:main", "firewall")]["reason"].startswith("table inet gpuctl is loaded: input drops all but 22")
+    finally:
+        gw_host.run("nft list table inet gpuctl >/dev/null 2>&1 || systemctl reload gpuctl-firewall", check=False)
+
+
+def test_an_engine_running_without_its_key_is_named_by_verify_and_repaired_by_deploy(gw_host, deployed):
+    """Fault: the engine restarted without its key. Behind the gateway clients never see the engine's key,
+    so only a check on the host itself can tell; deploy rewrites the 0600 env file and restarts the engine."""
+    gw_host.run("sed -i '/^VLLM_API_KEY=/d' /etc/gpuctl/vllm-main/vllm.env && systemctl restart gpuctl-vllm-main",
+                timeout=300)  # fmt: skip
+    code, checks = verify_checks(deployed)
+    assert code == 1
+    assert checks[("vllm:main", "engine key")]["reason"] == (
+        "on the host, 127.0.0.1:8000/v1/models answers 200 without a key: the engine runs without its API key; "
+        "gpuctl deploy restores it")
+    result = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "vLLM engine | Restart gpuctl-vllm-main.service (its files changed)" in json.loads(result.stdout)["hosts"][0]["changes"]
+    code, checks = verify_checks(deployed)
+    assert code == 0, {k: c["reason"] for k, c in checks.items() if not c["ok"]}
+    assert checks[("vllm:main", "engine key")]["reason"] == (
+        "on the host, 127.0.0.1:8000/v1/models refuses a request without the engine's key (401)")
+
+
 def test_no_secret_in_output_logs_or_world_readable_files(gw_host, deployed):
     dry = gpuctl("deploy", str(deployed["inventory"]), "--dry", "--diff", "--verbose")
     outputs = [deployed["result"].stdout, deployed["result"].stderr, dry.stdout, dry.stderr]

@@ -204,5 +204,8 @@ def test_stale_cdi_spec_is_named_by_verify_and_the_planned_refresh_repairs_it(gp
         assert (after.ok, after.reason) == (True, "the CDI spec lists the 1 GPU(s) the driver sees")
         again = plan(gpu_host, tmp_path)
         assert not [n for n in again["changes"] if "stale" in n], again["changes"]
+        gpu_standin.remove_toolkit(gpu_host)
+        missing = cdi_check(Remote(spec))
+        assert (missing.ok, missing.reason) == (False, "nvidia-ctk cdi list failed (exit 127): is the container toolkit installed?")
     finally:
         gpu_standin.remove_toolkit(gpu_host)

@@ -69,6 +69,10 @@ def test_local_deploy_then_verify_on_the_machine_itself(laptop):
     assert engine["url"] == "http://127.0.0.1:11434"
     assert {c["name"]: c["ok"] for c in engine["checks"]} == {
         "unit": True, "bind": True, "version": True, "models": True, "chat": True, "openai": True, "keep_alive": True}
+    reasons = {c["name"]: c["reason"] for c in engine["checks"]}
+    assert reasons["unit"] == "ollama.service is active and enabled"
+    assert reasons["bind"] == "port 11434 listens on 127.0.0.1 only"
+    assert reasons["version"] == f"Ollama {VERSION}"
 
     again = laptop.run("cd /srv/work && gpuctl deploy dev-laptop --yes --json", check=False, timeout=600)
     assert again.rc == 0

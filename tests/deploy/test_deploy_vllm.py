@@ -9,6 +9,7 @@ Docker is apt-installed before the deploy only so the image can be imported firs
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import textwrap
 import time
@@ -194,10 +195,17 @@ def test_gpu_checks_on_the_host_and_inside_the_container(vllm_host, first_deploy
                         gpus={"model": "H100 80GB", "count": 1, "memory_gib": 80},
                         vllm=[VllmSpec(name="a", image=IMAGE, model="m", gpu_access="reservation")])  # fmt: skip
         checks = {c.name: c for c in gpu_checks(Remote(spec), spec, spec.vllm[0])}
-        assert checks["gpu"].ok, checks["gpu"].reason
+        assert (checks["gpu"].ok, checks["gpu"].reason) == (True, "1 GPU(s), driver 580.159.04")
         assert checks["gpu"].numbers == {"memory_used_mib": 0.0, "memory_total_mib": 81559.0, "driver": "580.159.04"}
         assert not checks["gpu_in_container"].ok
         assert checks["gpu_in_container"].reason.startswith("nvidia-smi fails inside the container")
+        # A driver that lost its kernel module (after a kernel upgrade): nvidia-smi's own words, and its exit code.
+        vllm_host.write_file("/usr/local/bin/nvidia-smi", "#!/bin/sh\n# GPU STAND-IN: a driver that does not answer\n"
+                             "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\"\nexit 9\n",
+                             mode=0o755)  # fmt: skip
+        failed = {c.name: c for c in gpu_checks(Remote(spec), spec, spec.vllm[0])}["gpu"]
+        assert (failed.ok, failed.reason) == (False, "nvidia-smi failed on the host (exit 9): NVIDIA-SMI has failed "
+                                                     "because it couldn't communicate with the NVIDIA driver.")
     finally:
         gpu_standin.remove(vllm_host)
 
@@ -256,6 +264,9 @@ def test_crashed_container_fails_with_its_logs_then_wait_sees_it_recover(vllm_ho
     b = next({c["name"]: c for c in e["checks"]} for e in report["engines"] if e["engine"] == "vllm:b")
     assert code == 1
     assert not b["container"]["ok"]
+    # Killed (137) and not yet replaced by the unit's restart, or already removed by it: both said in words.
+    assert re.fullmatch(r"gpuctl-vllm-b exited, \w+ \(exit code 137\)|no container gpuctl-vllm-b: .+",
+                        b["container"]["reason"]), b["container"]["reason"]
     assert b["container"]["details"], "the container's last log lines explain the failure"
     # systemd restarts the unit (Restart=on-failure) after RestartSec; once it is starting again,
     # --wait follows the cold start with progress.

@@ -20,13 +20,12 @@ import json
 import os
 import re
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
+from harness import local_http
 
 from gpuctl.verify.checks import Check, run_check
 from gpuctl.verify.ollama_api import OllamaChecker, OllamaExpectations
@@ -62,36 +61,9 @@ def pull(server, model: str = MODEL) -> None:
 def canned_server(routes: dict[tuple[str, str], tuple[int, str, bytes]]) -> Iterator[str]:
     """A PURPOSE-BUILT HTTP server on 127.0.0.1 (not a stand-in): (METHOD, PATH) -> (status, content type,
     body); anything else is a 404. Shut down when the block ends."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-        def answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            status, ctype, body = routes.get((self.command, self.path), (404, "application/json", b'{"error":"no route"}'))
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = answer
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with local_http.serve(lambda method, path, _headers: routes.get(
+            (method, path), (404, "application/json", b'{"error":"no route"}'))) as url:
+        yield url
 
 
 def json_bytes(obj: object) -> bytes:

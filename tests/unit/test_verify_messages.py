@@ -59,3 +59,21 @@ def test_a_server_that_hangs_up_is_named():
     assert check.reason == f"127.0.0.1:{port} closed the connection without answering: is the engine starting or crashing?"
     assert not unreachable(check)
     assert "Error(" not in check.reason and "HTTPConnection" not in check.reason
+
+
+def test_a_host_without_engines_is_said_plainly(tmp_path):
+    """This machine as a host with no engine: verify reaches it (no SSH for local=True) and says so."""
+    import json
+    import textwrap
+
+    from harness.cli import run_cli
+
+    (tmp_path / "inventories").mkdir()
+    (tmp_path / "inventories" / "bare.py").write_text(textwrap.dedent("""
+        from gpuctl.inventory import Host
+        g = [Host("bare", local=True)]
+    """))
+    result = run_cli("verify", "bare", "--json", cwd=tmp_path)
+    assert result.exit_code == 0
+    [report] = json.loads(result.stdout)["engines"]
+    assert [(c["name"], c["ok"], c["reason"]) for c in report["checks"]] == [("engines", True, "no engine in the spec")]
