@@ -721,6 +721,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def read_body(self) -> bytes:
         """Request body (Content-Length or chunked)."""
+        self.body_consumed = True
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks = []
             while True:
@@ -789,7 +790,30 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     # -- dispatch --------------------------------------------------------------------------
+    body_consumed = False
+    UNREAD_BODY_LIMIT = 256 * 1024
+
+    def discard_unread_body(self) -> None:
+        """As the real server does after a handler that did not read the request body (Go's net/http
+        discards up to 256 KiB, uvicorn/h11 the same or closes): drain it, or close the connection, so a
+        kept-alive connection never reads that body as the next request."""
+        if self.body_consumed:
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked" or length > self.UNREAD_BODY_LIMIT:
+            self.close_connection = True
+        elif length:
+            self.rfile.read(length)
+
     def dispatch(self) -> None:
+        """Handle one request, then discard what the handler left of its body."""
+        self.body_consumed = False
+        try:
+            self.route()
+        finally:
+            self.discard_unread_body()
+
+    def route(self) -> None:
         """Find the route and run it, turning HttpError into JSON errors."""
         path = self.path.split("?", 1)[0]
         routes = self.app.routes
