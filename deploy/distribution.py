@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pyinfra import host
 
 from gpuctl import outside
-from gpuctl.deploy.facts import OsRelease, SystemdBooted
+from gpuctl.deploy.facts import CommandSucceeds, OsRelease
 from gpuctl.errors import NO_SYSTEMD, GpuctlError
 from gpuctl.spec import HostSpec
 
@@ -72,7 +72,7 @@ def docker_packages(spec: HostSpec, dist: Distribution) -> list[str]:
 
 def require_supported(spec: HostSpec) -> Distribution:
     """The host's distribution; stop this host (before any change) when SPEC cannot be deployed there."""
-    if not host.get_fact(SystemdBooted):
+    if not host.get_fact(CommandSucceeds, test="test -d /run/systemd/system"):
         raise GpuctlError(f"{'this machine' if spec.local else spec.name} {NO_SYSTEMD}")
     dist = host_distribution()
     reason = refusal(spec, dist)

@@ -146,11 +146,12 @@ class CdiStaleness(FactBase[str | None]):
         return cdi_staleness(cdi, smi)
 
 
-class SystemdBooted(FactBase[bool]):
-    """Whether systemd is PID 1 (/run/systemd/system exists, as sd_booted(3) tests)."""
+class CommandSucceeds(FactBase[bool]):
+    """Whether a test command exits 0: `test -d /run/systemd/system` (systemd is PID 1, as sd_booted(3)
+    tests), `nft list table inet gpuctl` (gpuctl's table is in the live ruleset)…"""
 
-    def command(self) -> str:
-        return "test -d /run/systemd/system && echo yes || echo no"
+    def command(self, test: str) -> str:
+        return f"{test} >/dev/null 2>&1 && echo yes || echo no"
 
     def process(self, output: list[str]) -> bool:
         return bool(output) and output[0].strip() == "yes"
@@ -164,13 +165,3 @@ class UnitActiveState(FactBase[str]):
 
     def process(self, output: list[str]) -> str:
         return output[0].strip() if output else ""
-
-
-class NftTableLoaded(FactBase[bool]):
-    """Whether gpuctl's nftables table (inet gpuctl) is loaded in the live ruleset."""
-
-    def command(self) -> str:
-        return "nft list table inet gpuctl >/dev/null 2>&1 && echo yes || echo no"
-
-    def process(self, output: list[str]) -> bool:
-        return bool(output) and output[0].strip() == "yes"

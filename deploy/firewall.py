@@ -12,7 +12,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, server, systemd
 from pyinfra.operations.util import any_changed
 
-from gpuctl.deploy.facts import NftTableLoaded, SshServerPort
+from gpuctl.deploy.facts import CommandSucceeds, SshServerPort
 from gpuctl.deploy.files import put_rendered
 from gpuctl.render import FIREWALL_RULES, RenderedFile, firewall_ports
 from gpuctl.spec import HostSpec
@@ -43,7 +43,7 @@ def firewall(spec: HostSpec, rendered: list[RenderedFile]) -> None:
     systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*changes))
     systemd.service(name=f"{UNIT} enabled and loaded", service=UNIT, running=True, enabled=True)
     # The live ruleset, not only the file: a table deleted by hand or by `nft flush ruleset` is loaded again.
-    if host.get_fact(NftTableLoaded) is False and host.get_fact(SystemdStatus).get(UNIT):
+    if not host.get_fact(CommandSucceeds, test="nft list table inet gpuctl") and host.get_fact(SystemdStatus).get(UNIT):
         server.shell(name="Apply the firewall ruleset (the live table inet gpuctl was missing)",
                      commands=[f"nft -c -f {FIREWALL_RULES} && systemctl reload {UNIT}"])  # fmt: skip
     else:

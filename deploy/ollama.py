@@ -15,7 +15,7 @@ from gpuctl.deploy.facts import FileText, OllamaModels
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.units import restart_command, start_unless_active
 from gpuctl.render import RenderedFile, templates_dir
-from gpuctl.spec import OllamaSpec
+from gpuctl.spec import OllamaSpec, on_host_address
 
 VERSION_MARKER = "/usr/local/lib/ollama/.gpuctl-version"
 DOWNLOAD_DIR = "/var/cache/gpuctl/ollama"
@@ -53,9 +53,7 @@ def pull_script(address: str, model: str) -> str:
 
 def api_address(ollama: OllamaSpec) -> str:
     """Where gpuctl talks to Ollama on the host itself (loopback when it listens everywhere)."""
-    bind = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(ollama.bind, ollama.bind)
-    bind = f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind
-    return f"{bind}:{ollama.port}"
+    return on_host_address(ollama.bind, ollama.port)
 
 
 @deploy("Ollama")

@@ -167,6 +167,13 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def on_host_address(bind: str, port: int) -> str:
+    """HOST:PORT to reach an engine bound to BIND from the host itself (loopback when it listens everywhere)."""
+    address = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(bind, bind)
+    address = f"[{address}]" if ":" in address and not address.startswith("[") else address
+    return f"{address}:{port}"
+
+
 def parse_image(ref: str) -> tuple[str, str | None, str | None]:
     """Split an image reference into (repository, tag, digest); raise ValueError if malformed."""
     if not ref or any(c.isspace() for c in ref) or ref != ref.strip():

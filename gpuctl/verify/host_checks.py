@@ -9,7 +9,7 @@ import re
 
 from gpuctl.errors import NO_SYSTEMD
 from gpuctl.gpu_facts import cdi_staleness, gpu_uuids
-from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
+from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec, on_host_address
 from gpuctl.verify.checks import Check
 from gpuctl.verify.remote import Remote
 
@@ -110,17 +110,16 @@ def _same(address: str, allowed: str) -> bool:
 def engine_key_check(remote: Remote, engine: VllmSpec) -> Check:
     """Behind a gateway, clients never see the engine's key (the gateway adds it), so the API checks cannot
     tell whether the engine itself still enforces it: ask on the host, without a key, as a local user would."""
-    address = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(engine.bind, engine.bind)
-    address = f"[{address}]" if ":" in address and not address.startswith("[") else address
-    out = remote.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{address}:{engine.port}/v1/models")
+    where = on_host_address(engine.bind, engine.port)
+    out = remote.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{where}/v1/models")
     code = out.stdout.strip()
     if code == "401":
-        return Check("engine key", True, f"on the host, {address}:{engine.port}/v1/models refuses a request without "
+        return Check("engine key", True, f"on the host, {where}/v1/models refuses a request without "
                                          "the engine's key (401)")  # fmt: skip
     if code == "200":
-        return Check("engine key", False, f"on the host, {address}:{engine.port}/v1/models answers 200 without a key: "
+        return Check("engine key", False, f"on the host, {where}/v1/models answers 200 without a key: "
                                           "the engine runs without its API key; gpuctl deploy restores it")  # fmt: skip
-    return Check("engine key", False, f"on the host, {address}:{engine.port}/v1/models without a key answered "
+    return Check("engine key", False, f"on the host, {where}/v1/models without a key answered "
                                       f"{code if code not in ('', '000') else 'nothing'}")  # fmt: skip
 
 
