@@ -10,7 +10,8 @@ as they can, one SSE event (one HTTP chunk) per token:
 The client's CPU time per token (process CPU over the level / output tokens) says how far it is from
 saturating a core; machine-wide CPU and steal show what else ran. Prints figures only.
 
-    python benchmarks/bench_ceiling.py [--server both] [--concurrency 64] [--output-tokens 16,40,220] [--duration 5] [--repeats 3]
+    python benchmarks/bench_ceiling.py [--server both] [--concurrency 64] [--output-tokens 16,40,220] \
+        [--duration 5] [--repeats 3]
 
 Target (issue #8): at least 20,000 streamed tokens/s and 500 requests/s at concurrency 64.
 """
@@ -49,15 +50,28 @@ def process_cpu(pid: int) -> float:
 
 def machine_ticks() -> tuple[int, int, int]:
     """(busy, steal, total) clock ticks of all CPUs so far, from /proc/stat."""
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in Path("/proc/stat").read_text().split()[1:9])
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split()[1:9]
+    )
     total = user + nice + system + idle + iowait + irq + softirq + steal
     return total - idle - iowait - steal, steal, total
 
 
 @contextlib.contextmanager
 def standin_server() -> Iterator[tuple[str, int]]:
-    with start_vllm(["serve", "org/tiny", "--served-model-name", "tiny", "--max-model-len", "8192",
-                     "--max-num-seqs", "1024", "--disable-uvicorn-access-log"]) as server:  # fmt: skip
+    with start_vllm(
+        [
+            "serve",
+            "org/tiny",
+            "--served-model-name",
+            "tiny",
+            "--max-model-len",
+            "8192",
+            "--max-num-seqs",
+            "1024",
+            "--disable-uvicorn-access-log",
+        ]
+    ) as server:
         yield server.base_url, server.process.pid
 
 
@@ -76,24 +90,34 @@ def fast_server() -> Iterator[tuple[str, int]]:
         process.wait(timeout=10)
 
 
-def measure(name: str, base_url: str, pid: int, args: argparse.Namespace, shapes: list[int]) -> dict[int, client.LevelStats]:
+def measure(
+    name: str, base_url: str, pid: int, args: argparse.Namespace, shapes: list[int]
+) -> dict[int, client.LevelStats]:
     endpoint = client.Endpoint(base_url, "openai", "tiny", exact_output=True)
     best: dict[int, client.LevelStats] = {}
     for repeat in range(1, args.repeats + 1):
         for tokens in shapes:
-            settings = client.Settings(concurrency=[args.concurrency], prompt_tokens=args.prompt_tokens,
-                                       output_tokens=tokens, duration_s=args.duration, calibrate=repeat == 1)  # fmt: skip
+            settings = client.Settings(
+                concurrency=[args.concurrency],
+                prompt_tokens=args.prompt_tokens,
+                output_tokens=tokens,
+                duration_s=args.duration,
+                calibrate=repeat == 1,
+            )
             server_cpu0, ticks0 = process_cpu(pid), machine_ticks()
             (level,) = client.run(endpoint, settings).levels
             server_cpu = process_cpu(pid) - server_cpu0
-            busy, steal, total = (b - a for a, b in zip(ticks0, machine_ticks()))
+            busy, steal, total = (b - a for a, b in zip(ticks0, machine_ticks(), strict=False))
             cpus = os.cpu_count() or 1
             others = max(0.0, busy / max(total, 1) * cpus - (level.client_cpu_s + server_cpu) / level.window_s)
-            print(f"{name} run {repeat} c={args.concurrency} {tokens:>3} tokens/reply: {level.aggregate_tok_s:>8,.0f} tok/s "
-                  f"{level.requests_per_s:>6,.0f} req/s; client CPU {level.client_cpu_us_per_token:5.1f} µs/token "
-                  f"({level.client_cpu_s / level.window_s:4.0%} of a core), server {server_cpu / level.window_s:4.0%}, "
-                  f"other processes ~{others:.0%}, steal {steal / max(total, 1):.0%}; {level.requests:,} requests, "
-                  f"{level.errors} errors")  # fmt: skip
+            print(
+                f"{name} run {repeat} c={args.concurrency} {tokens:>3} tokens/reply: "
+                f"{level.aggregate_tok_s:>8,.0f} tok/s "
+                f"{level.requests_per_s:>6,.0f} req/s; client CPU {level.client_cpu_us_per_token:5.1f} µs/token "
+                f"({level.client_cpu_s / level.window_s:4.0%} of a core), server {server_cpu / level.window_s:4.0%}, "
+                f"other processes ~{others:.0%}, steal {steal / max(total, 1):.0%}; {level.requests:,} requests, "
+                f"{level.errors} errors"
+            )
             if tokens not in best or level.aggregate_tok_s > best[tokens].aggregate_tok_s:
                 best[tokens] = level
     return best
@@ -109,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     shapes = [int(n) for n in args.output_tokens.split(",")]
-    servers = {"standin": ("vLLM stand-in (tests/harness/vllm_standin.py, FAST)", standin_server),
-               "fast": ("fast stream server (benchmarks/fast_stream_server.py)", fast_server)}  # fmt: skip
+    servers = {
+        "standin": ("vLLM stand-in (tests/harness/vllm_standin.py, FAST)", standin_server),
+        "fast": ("fast stream server (benchmarks/fast_stream_server.py)", fast_server),
+    }
     chosen = list(servers) if args.server == "both" else [args.server]
 
     print(f"before: {load()}")
@@ -121,12 +147,18 @@ def main(argv: list[str] | None = None) -> int:
             results[key] = measure(key, base_url, pid, args, shapes)
     print(f"after: {load()}")
     for key in chosen:
-        print(f"best of {args.repeats} against the {servers[key][0]}, concurrency {args.concurrency}, {args.duration:g} s each:")
+        print(
+            f"best of {args.repeats} against the {servers[key][0]}, concurrency {args.concurrency}, "
+            f"{args.duration:g} s each:"
+        )
         for tokens, level in results[key].items():
             ok = level.aggregate_tok_s >= TOKENS_TARGET and level.requests_per_s >= REQUESTS_TARGET
-            print(f"  {tokens:>3} tokens/reply: {level.aggregate_tok_s:,.0f} streamed tok/s, {level.requests_per_s:,.0f} req/s, "
-                  f"client {level.client_cpu_us_per_token:.1f} µs CPU per token (~{1e6 / level.client_cpu_us_per_token:,.0f} "
-                  "tok/s per core of client CPU)" + ("  [meets ≥20,000 tok/s and ≥500 req/s]" if ok else ""))  # fmt: skip
+            print(
+                f"  {tokens:>3} tokens/reply: {level.aggregate_tok_s:,.0f} streamed tok/s, "
+                f"{level.requests_per_s:,.0f} req/s, client {level.client_cpu_us_per_token:.1f} µs CPU per token "
+                f"(~{1e6 / level.client_cpu_us_per_token:,.0f} "
+                "tok/s per core of client CPU)" + ("  [meets ≥20,000 tok/s and ≥500 req/s]" if ok else "")
+            )
     return 0
 
 

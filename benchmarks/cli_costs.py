@@ -43,8 +43,9 @@ def timed_runs(argv: list[str], repeats: int, cwd: Path) -> list[float]:
 
 
 def show(label: str, times: list[float]) -> None:
-    print(f"{label}: best {min(times) * 1e3:,.0f} ms, median {statistics.median(times) * 1e3:,.0f} ms "
-          f"({len(times)} runs)")  # fmt: skip
+    print(
+        f"{label}: best {min(times) * 1e3:,.0f} ms, median {statistics.median(times) * 1e3:,.0f} ms ({len(times)} runs)"
+    )
 
 
 def inventory_of(hosts: int) -> str:
@@ -61,7 +62,8 @@ def inventory_of(hosts: int) -> str:
         {rtx}
         ]
         rtx_defaults = Defaults(gpus=Gpu(model="RTX 4090", count=1, memory_gib=24), vllm=Vllm(
-            image="vllm/vllm-openai:v0.32.0", model="meta-llama/Llama-3.1-8B-Instruct", served_model_name="llama-3.1-8b",
+            image="vllm/vllm-openai:v0.32.0", model="meta-llama/Llama-3.1-8B-Instruct",
+            served_model_name="llama-3.1-8b",
             max_model_len=16384, kv_cache_dtype="fp8", api_key=Secret.env("VLLM_API_KEY")))
         h100 = [
         {h100}
@@ -111,11 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         path = folder / f"fleet{args.hosts}.py"
         path.write_text(inventory_of(args.hosts))
         out = folder / "out"
-        times = timed_runs([*GPUCTL, "render", str(path), "--out", str(out), "--json"], max(3, args.repeats // 2), folder)
+        times = timed_runs(
+            [*GPUCTL, "render", str(path), "--out", str(out), "--json"], max(3, args.repeats // 2), folder
+        )
         show(f"gpuctl render, {args.hosts}-host inventory (whole command)", times)
         best = min((render_in_process(path, folder / f"in-process-{i}") for i in range(3)), key=lambda r: r[0] + r[1])
-        print(f"in process, best of 3: load + validate {best[0] * 1e3:,.0f} ms, render + write {best[1] * 1e3:,.0f} ms "
-              f"({best[2]:,} files, {best[1] / args.hosts * 1e3:.2f} ms per host)")  # fmt: skip
+        print(
+            f"in process, best of 3: load + validate {best[0] * 1e3:,.0f} ms, render + write {best[1] * 1e3:,.0f} ms "
+            f"({best[2]:,} files, {best[1] / args.hosts * 1e3:.2f} ms per host)"
+        )
     print(f"after: {load()}")
     return 0
 

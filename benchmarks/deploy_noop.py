@@ -31,12 +31,14 @@ def inventory_for(hosts, folder: Path) -> Path:
         for h in hosts
     )
     path = folder / f"bench{len(hosts)}.py"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         from gpuctl.inventory import Defaults, Host, Ollama
         bench = [{entries}]
         bench_defaults = Defaults(ollama=Ollama(version={VERSION!r}, cpu_fallback=True, archive_format="tgz",
                                                 release_url={mirror.MIRROR_URL!r}, models=["tinyllama"]))
-    """))
+    """)
+    )
     return path
 
 
@@ -63,8 +65,11 @@ def main() -> None:
             inventory = inventory_for(hosts, Path(tmp))
             first = timed_deploy(inventory)
             noop = [timed_deploy(inventory) for _ in range(args.repeats)]
-            print(f"{count:>3} host(s): first deploy {first:6.2f} s; no-op redeploy median {statistics.median(noop):5.2f} s "
-                  f"(min {min(noop):.2f}, max {max(noop):.2f}, {args.repeats} runs)")
+            print(
+                f"{count:>3} host(s): first deploy {first:6.2f} s; "
+                f"no-op redeploy median {statistics.median(noop):5.2f} s "
+                f"(min {min(noop):.2f}, max {max(noop):.2f}, {args.repeats} runs)"
+            )
             for host in hosts:
                 host.destroy()
 

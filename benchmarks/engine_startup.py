@@ -33,10 +33,18 @@ def timed(label: str, func, *args, **kwargs):  # type: ignore[no-untyped-def]
 
 def first_completion_seconds(server: engine.VllmServer, max_tokens: int = 16) -> float:
     """Latency of one non-streamed chat completion."""
-    body = json.dumps({"model": server.served_model_name, "max_tokens": max_tokens,
-                       "messages": [{"role": "user", "content": "Hello!"}]}).encode()
-    request = urllib.request.Request(f"{server.base_url}/v1/chat/completions", data=body,
-                                     headers={**server.headers, "Content-Type": "application/json"})
+    body = json.dumps(
+        {
+            "model": server.served_model_name,
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "Hello!"}],
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{server.base_url}/v1/chat/completions",
+        data=body,
+        headers={**server.headers, "Content-Type": "application/json"},
+    )
     started = time.monotonic()
     with urllib.request.urlopen(request, timeout=120) as response:
         response.read()
@@ -53,20 +61,27 @@ def main(argv: list[str] | None = None) -> int:
     venv = timed("engine venv (ensure)", engine.ensure_engine_venv, progress=True)
     marker = engine.read_marker(venv)
     state = "cached" if venv_was_built else "built now"
-    print(f"engine venv: {venv} ({state}; first build took {marker['build_seconds']} s, "
-          f"{marker['size_bytes'] / 2**30:.2f} GiB, vllm {marker['vllm_version']}, torch {marker['torch_version']})")
+    print(
+        f"engine venv: {venv} ({state}; first build took {marker['build_seconds']} s, "
+        f"{marker['size_bytes'] / 2**30:.2f} GiB, vllm {marker['vllm_version']}, torch {marker['torch_version']})"
+    )
     model = timed("tiny model (ensure)", engine.ensure_tiny_model, venv)
 
-    server = engine.start_vllm_server(venv, model, kv_cache_space_gib=args.kv_cache_gib,
-                                      max_model_len=args.max_model_len)
+    server = engine.start_vllm_server(
+        venv, model, kv_cache_space_gib=args.kv_cache_gib, max_model_len=args.max_model_len
+    )
     try:
         print(f"cold start to /health: {server.startup_seconds:.1f} s (vLLM {server.version})")
         print(f"first completion: {first_completion_seconds(server):.2f} s")
         print(f"second completion: {first_completion_seconds(server):.2f} s")
-        print(f"RSS: {server.rss_total_bytes() / 2**20:.0f} MiB over {len(server.all_pids())} processes "
-              f"(API server {engine.rss_bytes(server.api_pid) / 2**20:.0f} MiB)")
-        print(f"KV cache ({args.kv_cache_gib} GiB): {server.kv_cache_tokens} tokens, "
-              f"max concurrency {server.max_concurrency}x")
+        print(
+            f"RSS: {server.rss_total_bytes() / 2**20:.0f} MiB over {len(server.all_pids())} processes "
+            f"(API server {engine.rss_bytes(server.api_pid) / 2**20:.0f} MiB)"
+        )
+        print(
+            f"KV cache ({args.kv_cache_gib} GiB): {server.kv_cache_tokens} tokens, "
+            f"max concurrency {server.max_concurrency}x"
+        )
         print(f"log line: {server.kv_cache_log_line}")
     finally:
         server.stop()

@@ -19,8 +19,7 @@ import json
 import signal
 from functools import lru_cache
 
-HEADERS = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-           b"transfer-encoding: chunked\r\n\r\n")  # fmt: skip
+HEADERS = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
 MAX_BODY = 1 << 20
 
 
@@ -30,20 +29,45 @@ def chunk(payload: bytes) -> bytes:
 
 
 def envelope(choices: list[dict], **extra: object) -> bytes:
-    data = {"id": "chatcmpl-fast", "object": "chat.completion.chunk", "created": 0, "model": "fast",
-            "choices": choices, **extra}  # fmt: skip
+    data = {
+        "id": "chatcmpl-fast",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "fast",
+        "choices": choices,
+        **extra,
+    }
     return json.dumps(data, separators=(",", ":")).encode()
 
 
 @lru_cache(maxsize=256)
 def reply(tokens: int, prompt_tokens: int, usage: bool) -> bytes:
     """The whole response body of a streamed reply of TOKENS tokens."""
-    parts = [HEADERS, chunk(envelope([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                        "finish_reason": None}]))]  # fmt: skip
+    parts = [
+        HEADERS,
+        chunk(
+            envelope(
+                [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]
+            )
+        ),
+    ]
     for i in range(tokens):
         finish = "length" if i == tokens - 1 else None
-        parts.append(chunk(envelope([{"index": 0, "delta": {"content": f" w{i % 100}"}, "logprobs": None,
-                                      "finish_reason": finish, "token_ids": None}])))  # fmt: skip
+        parts.append(
+            chunk(
+                envelope(
+                    [
+                        {
+                            "index": 0,
+                            "delta": {"content": f" w{i % 100}"},
+                            "logprobs": None,
+                            "finish_reason": finish,
+                            "token_ids": None,
+                        }
+                    ]
+                )
+            )
+        )
     if usage:
         counts = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + tokens, "completion_tokens": tokens}
         parts.append(chunk(envelope([], usage=counts)))
@@ -53,7 +77,9 @@ def reply(tokens: int, prompt_tokens: int, usage: bool) -> bytes:
 
 
 def simple(status: str, body: bytes) -> bytes:
-    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

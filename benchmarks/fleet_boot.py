@@ -29,8 +29,9 @@ def describe_build(what: str, seconds: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=3, help="hosts to boot (default 3)")
-    parser.add_argument("--idle", type=float, default=5.0,
-                        help="seconds to let the hosts settle before measuring memory")
+    parser.add_argument(
+        "--idle", type=float, default=5.0, help="seconds to let the hosts settle before measuring memory"
+    )
     args = parser.parse_args(argv)
     missing = missing_prerequisites()
     if missing:

@@ -47,8 +47,10 @@ def time_cli(label: str, args: list[str], repeats: int, key: str | None) -> None
         times.append(time.perf_counter() - started)
         if done.returncode != 0:
             raise SystemExit(f"verify {label} failed:\n{done.stdout}\n{done.stderr}")
-    print(f"{label}: gpuctl verify (fresh process) best {min(times) * 1e3:,.0f} ms, "
-          f"median {statistics.median(times) * 1e3:,.0f} ms ({repeats} runs)")  # fmt: skip
+    print(
+        f"{label}: gpuctl verify (fresh process) best {min(times) * 1e3:,.0f} ms, "
+        f"median {statistics.median(times) * 1e3:,.0f} ms ({repeats} runs)"
+    )
 
 
 def time_checks(label: str, checker: VllmChecker | OllamaChecker, names: list[str]) -> None:
@@ -72,29 +74,51 @@ def main(argv: list[str] | None = None) -> int:
     vllm_checks = ["health", "version", "models", "chat", "stream", "auth", "metrics"]
 
     with tempfile.TemporaryDirectory() as tmp:
-        with start_vllm(["serve", "org/tiny", "--served-model-name", "tiny", "--api-key", "k",
-                         "--disable-uvicorn-access-log"], log_dir=Path(tmp), fast=False) as vllm:  # fmt: skip
+        with start_vllm(
+            ["serve", "org/tiny", "--served-model-name", "tiny", "--api-key", "k", "--disable-uvicorn-access-log"],
+            log_dir=Path(tmp),
+            fast=False,
+        ) as vllm:
             label = "vLLM stand-in"
-            time_cli(label, [vllm.base_url, "--engine", "vllm", "--model", "tiny", "--api-key-env", KEY_VAR],
-                     args.repeats, "k")  # fmt: skip
-            time_checks(label, VllmChecker(VllmExpectations(vllm.base_url, "tiny", api_key="k", key_required=True)),
-                        vllm_checks)  # fmt: skip
+            time_cli(
+                label,
+                [vllm.base_url, "--engine", "vllm", "--model", "tiny", "--api-key-env", KEY_VAR],
+                args.repeats,
+                "k",
+            )
+            time_checks(
+                label, VllmChecker(VllmExpectations(vllm.base_url, "tiny", api_key="k", key_required=True)), vllm_checks
+            )
         with start_ollama(Path(tmp) / "models", log_dir=Path(tmp), fast=False) as ollama:
             requests.post(f"{ollama.base_url}/api/pull", json={"model": "llama3.1:8b", "stream": False}, timeout=30)
             label = "Ollama stand-in"
             time_cli(label, [ollama.base_url, "--engine", "ollama", "--model", "llama3.1:8b"], args.repeats, None)
-            time_checks(label, OllamaChecker(OllamaExpectations(ollama.base_url, models=["llama3.1:8b"])),
-                        ["version", "models", "chat", "openai"])  # fmt: skip
+            time_checks(
+                label,
+                OllamaChecker(OllamaExpectations(ollama.base_url, models=["llama3.1:8b"])),
+                ["version", "models", "chat", "openai"],
+            )
 
     if args.real_vllm or engine.is_complete(engine.engine_venv_path()):
         venv = engine.ensure_engine_venv(progress=True)
         server = engine.start_vllm_server(venv, engine.ensure_tiny_model(venv))
         try:
             label = f"real vLLM {server.version} (CPU, tiny model)"
-            time_cli(label, [server.base_url, "--engine", "vllm", "--model", server.served_model_name,
-                             "--api-key-env", KEY_VAR], args.repeats, server.api_key)  # fmt: skip
-            time_checks(label, VllmChecker(VllmExpectations(server.base_url, server.served_model_name,
-                                                            api_key=server.api_key, key_required=True)), vllm_checks)  # fmt: skip
+            time_cli(
+                label,
+                [server.base_url, "--engine", "vllm", "--model", server.served_model_name, "--api-key-env", KEY_VAR],
+                args.repeats,
+                server.api_key,
+            )
+            time_checks(
+                label,
+                VllmChecker(
+                    VllmExpectations(
+                        server.base_url, server.served_model_name, api_key=server.api_key, key_required=True
+                    )
+                ),
+                vllm_checks,
+            )
         finally:
             server.stop()
     else:

@@ -14,6 +14,12 @@ def signed_apt_source(owner: str, key_command: str, keyring: str, sources: str, 
     LINE (which names the keyring in signed-by=), and update apt's lists only when the list changed."""
     if host.get_fact(File, path=keyring) is None:
         server.shell(name=f"{owner} apt key ({keyring})", commands=[key_command])
-    changed = files.put(name=f"{owner} apt source ({sources})", src=StringIO(line + "\n"), dest=sources,
-                        mode="0644", user="root", group="root")  # fmt: skip
+    changed = files.put(
+        name=f"{owner} apt source ({sources})",
+        src=StringIO(line + "\n"),
+        dest=sources,
+        mode="0644",
+        user="root",
+        group="root",
+    )
     apt.update(name=f"apt update ({owner} source changed)", _if=changed.did_change)

@@ -30,23 +30,47 @@ DEV_CHAR_RULE_TEXT = (
 def container_toolkit(spec: HostSpec) -> None:
     """Let Docker hand GPUs to containers; restart Docker only when its configuration changed."""
     toolkit = spec.container_toolkit
-    apt.packages(name="Tools for NVIDIA's apt repository", packages=["curl", "gnupg", "ca-certificates"],
-                 update=True, cache_time=3600, no_recommends=True)  # fmt: skip
-    signed_apt_source("NVIDIA", f"curl -fsSL {shlex.quote(toolkit.gpgkey_url)} | gpg --batch --yes --dearmor -o {KEYRING}",
-                      KEYRING, SOURCES, f"deb [signed-by={KEYRING}] {toolkit.repository} /")  # fmt: skip
-    packages = apt.packages(name=f"NVIDIA container toolkit {toolkit.version} (pinned)",
-                            packages=toolkit.pinned(), no_recommends=True)  # fmt: skip
+    apt.packages(
+        name="Tools for NVIDIA's apt repository",
+        packages=["curl", "gnupg", "ca-certificates"],
+        update=True,
+        cache_time=3600,
+        no_recommends=True,
+    )
+    signed_apt_source(
+        "NVIDIA",
+        f"curl -fsSL {shlex.quote(toolkit.gpgkey_url)} | gpg --batch --yes --dearmor -o {KEYRING}",
+        KEYRING,
+        SOURCES,
+        f"deb [signed-by={KEYRING}] {toolkit.repository} /",
+    )
+    packages = apt.packages(
+        name=f"NVIDIA container toolkit {toolkit.version} (pinned)", packages=toolkit.pinned(), no_recommends=True
+    )
     if '"nvidia"' not in (host.get_fact(DockerRuntimes) or ""):
-        server.shell(name="Docker: nvidia runtime configured, Docker restarted", commands=[
-            "nvidia-ctk runtime configure --runtime=docker", "systemctl restart docker.service",
-        ])  # fmt: skip
+        server.shell(
+            name="Docker: nvidia runtime configured, Docker restarted",
+            commands=[
+                "nvidia-ctk runtime configure --runtime=docker",
+                "systemctl restart docker.service",
+            ],
+        )
     else:
         host.noop("Docker already has the nvidia runtime")
     cdi_spec(toolkit, packages)
-    rule = files.put(name=f"udev rule against NVML loss after daemon-reload ({DEV_CHAR_RULE})",
-                     src=StringIO(DEV_CHAR_RULE_TEXT), dest=DEV_CHAR_RULE, mode="0644", user="root", group="root")  # fmt: skip
-    server.shell(name="Create /dev/char symlinks for the NVIDIA devices",
-                 commands=["nvidia-ctk system create-dev-char-symlinks --create-all"], _if=rule.did_change)  # fmt: skip
+    rule = files.put(
+        name=f"udev rule against NVML loss after daemon-reload ({DEV_CHAR_RULE})",
+        src=StringIO(DEV_CHAR_RULE_TEXT),
+        dest=DEV_CHAR_RULE,
+        mode="0644",
+        user="root",
+        group="root",
+    )
+    server.shell(
+        name="Create /dev/char symlinks for the NVIDIA devices",
+        commands=["nvidia-ctk system create-dev-char-symlinks --create-all"],
+        _if=rule.did_change,
+    )
 
 
 def cdi_spec(toolkit: ContainerToolkitSpec, packages: OperationMeta) -> None:
@@ -60,15 +84,24 @@ def cdi_spec(toolkit: ContainerToolkitSpec, packages: OperationMeta) -> None:
     """
     stale = host.get_fact(CdiStaleness)
     if outside.version_tuple(toolkit.version) >= outside.TOOLKIT_CDI_REFRESH_SINCE:
-        files.file(name=f"No static CDI spec ({outside.CDI_STATIC_SPEC}; nvidia-cdi-refresh keeps "
-                   f"{outside.CDI_REFRESHED_SPEC} current)", path=outside.CDI_STATIC_SPEC, present=False)  # fmt: skip
-        systemd.service(name="nvidia-cdi-refresh.path enabled (regenerates the CDI spec on driver changes)",
-                        service="nvidia-cdi-refresh.path", running=True, enabled=True)  # fmt: skip
+        files.file(
+            name=f"No static CDI spec ({outside.CDI_STATIC_SPEC}; nvidia-cdi-refresh keeps "
+            f"{outside.CDI_REFRESHED_SPEC} current)",
+            path=outside.CDI_STATIC_SPEC,
+            present=False,
+        )
+        systemd.service(
+            name="nvidia-cdi-refresh.path enabled (regenerates the CDI spec on driver changes)",
+            service="nvidia-cdi-refresh.path",
+            running=True,
+            enabled=True,
+        )
         target, command = outside.CDI_REFRESHED_SPEC, "systemctl start nvidia-cdi-refresh.service"
     else:
         target, command = outside.CDI_STATIC_SPEC, f"nvidia-ctk cdi generate --output={outside.CDI_STATIC_SPEC}"
     if stale:
         server.shell(name=f"Regenerate the CDI spec ({target}): {stale}", commands=[command])
     else:
-        server.shell(name=f"Regenerate the CDI spec ({target}): the toolkit changed", commands=[command],
-                     _if=packages.did_change)  # fmt: skip
+        server.shell(
+            name=f"Regenerate the CDI spec ({target}): the toolkit changed", commands=[command], _if=packages.did_change
+        )

@@ -27,8 +27,12 @@ class Distribution:
 
     @classmethod
     def from_os_release(cls, fields: dict[str, str]) -> Distribution:
-        return cls(fields.get("ID", "").lower(), fields.get("VERSION_ID", ""), fields.get("VERSION_CODENAME", ""),
-                   fields.get("PRETTY_NAME") or fields.get("ID") or "an unknown distribution")  # fmt: skip
+        return cls(
+            fields.get("ID", "").lower(),
+            fields.get("VERSION_ID", ""),
+            fields.get("VERSION_CODENAME", ""),
+            fields.get("PRETTY_NAME") or fields.get("ID") or "an unknown distribution",
+        )
 
 
 def host_distribution() -> Distribution:
@@ -42,12 +46,21 @@ def refusal(spec: HostSpec, dist: Distribution) -> str | None:
         names = ", ".join(f"{name.capitalize()} {' / '.join(versions)}" for name, versions in supported.items())
         return f"gpuctl deploys to {names} (apt and systemd); this host runs {dist.pretty}"
     if spec.gpus is not None and dist.id == "debian":
-        return (f"GPU hosts on {dist.pretty} are refused: gpuctl installs the NVIDIA driver from Ubuntu's "
-                f"packages (nvidia-headless-N-server-open), which Debian lacks; use Ubuntu 22.04/24.04 for GPU "
-                f"hosts (Debian serves CPU engines such as Ollama with cpu_fallback=True)")  # fmt: skip
-    if spec.needs_docker() and dist.id == "debian" and docker_source(spec, dist) == "distribution" and not spec.docker.packages:
-        return (f"{dist.pretty}'s own Docker is docker.io 20.10 (no CDI) and it has no Compose v2 package: "
-                "set docker=Docker(source=\"docker\") (Docker's repository, the default on Debian)")
+        return (
+            f"GPU hosts on {dist.pretty} are refused: gpuctl installs the NVIDIA driver from Ubuntu's "
+            f"packages (nvidia-headless-N-server-open), which Debian lacks; use Ubuntu 22.04/24.04 for GPU "
+            f"hosts (Debian serves CPU engines such as Ollama with cpu_fallback=True)"
+        )
+    if (
+        spec.needs_docker()
+        and dist.id == "debian"
+        and docker_source(spec, dist) == "distribution"
+        and not spec.docker.packages
+    ):
+        return (
+            f"{dist.pretty}'s own Docker is docker.io 20.10 (no CDI) and it has no Compose v2 package: "
+            'set docker=Docker(source="docker") (Docker\'s repository, the default on Debian)'
+        )
     return None
 
 

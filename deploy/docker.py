@@ -21,8 +21,13 @@ def docker(spec: HostSpec, dist: Distribution) -> None:
     """Install the Docker packages for DIST and keep docker.service enabled and running."""
     if docker_source(spec, dist) == "docker" and not spec.docker.packages:
         docker_repository(spec, dist)
-    apt.packages(name="Docker engine and Compose v2 plugin", packages=docker_packages(spec, dist),
-                 update=True, cache_time=3600, no_recommends=True)  # fmt: skip
+    apt.packages(
+        name="Docker engine and Compose v2 plugin",
+        packages=docker_packages(spec, dist),
+        update=True,
+        cache_time=3600,
+        no_recommends=True,
+    )
     systemd.service(name="docker.service enabled and running", service="docker.service", running=True, enabled=True)
 
 
@@ -30,5 +35,10 @@ def docker_repository(spec: HostSpec, dist: Distribution) -> None:
     """Docker's apt repository for DIST's codename, signed by Docker's key (docs.docker.com, install on Debian)."""
     url = spec.docker.repository.format(distribution=dist.id).rstrip("/")
     files.directory(name="Directory /etc/apt/keyrings", path="/etc/apt/keyrings", present=True, mode="0755")
-    signed_apt_source("Docker", f"curl -fsSL --retry 3 {shlex.quote(url + '/gpg')} -o {KEYRING} && chmod a+r {KEYRING}",
-                      KEYRING, SOURCES, f"deb [signed-by={KEYRING}] {url} {dist.codename} stable")  # fmt: skip
+    signed_apt_source(
+        "Docker",
+        f"curl -fsSL --retry 3 {shlex.quote(url + '/gpg')} -o {KEYRING} && chmod a+r {KEYRING}",
+        KEYRING,
+        SOURCES,
+        f"deb [signed-by={KEYRING}] {url} {dist.codename} stable",
+    )

@@ -36,13 +36,23 @@ def put_rendered(item: RenderedFile) -> OperationMeta:
     """Upload one rendered file; a no-op when the host already has the same content and mode."""
     for folder in reversed([item.path.parent, *item.path.parent.parents]):
         if folder == PRIVATE_TREE or PRIVATE_TREE in folder.parents or folder == item.path.parent:
-            files.directory(name=f"Directory {folder}", path=str(folder), present=True,
-                            user="root", group="root", mode=folder_mode(folder))  # fmt: skip
+            files.directory(
+                name=f"Directory {folder}",
+                path=str(folder),
+                present=True,
+                user="root",
+                group="root",
+                mode=folder_mode(folder),
+            )
     extra = {}
     if item.secret and (upload := private_upload_dir()) is not None:
         extra["_temp_dir"] = upload
     return files.put(
         name=f"File {item.path}" + (" (secret, 0600)" if item.secret else ""),
-        src=StringIO(item.content), dest=str(item.path), mode=item.mode_str, user=item.owner, group=item.group,
+        src=StringIO(item.content),
+        dest=str(item.path),
+        mode=item.mode_str,
+        user=item.owner,
+        group=item.group,
         **extra,
-    )  # fmt: skip
+    )

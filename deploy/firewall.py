@@ -30,8 +30,10 @@ def firewall(spec: HostSpec, rendered: list[RenderedFile]) -> None:
     # Read as the SSH user itself: sudo's env_reset would drop SSH_CONNECTION.
     session_port = None if spec.local else host.get_fact(SshServerPort, _sudo=False)
     if not spec.local and session_port is None:
-        raise FirewallWouldLockOut("cannot tell which port this SSH session arrived on ($SSH_CONNECTION is empty), "
-                                   "so the firewall is not applied: it could close that port")  # fmt: skip
+        raise FirewallWouldLockOut(
+            "cannot tell which port this SSH session arrived on ($SSH_CONNECTION is empty), "
+            "so the firewall is not applied: it could close that port"
+        )
     if session_port is not None and session_port not in firewall_ports(spec):
         raise FirewallWouldLockOut(
             f"this SSH session arrives on port {session_port}, which the firewall would close "
@@ -44,8 +46,13 @@ def firewall(spec: HostSpec, rendered: list[RenderedFile]) -> None:
     systemd.service(name=f"{UNIT} enabled and loaded", service=UNIT, running=True, enabled=True)
     # The live ruleset, not only the file: a table deleted by hand or by `nft flush ruleset` is loaded again.
     if not host.get_fact(CommandSucceeds, test="nft list table inet gpuctl") and host.get_fact(SystemdStatus).get(UNIT):
-        server.shell(name="Apply the firewall ruleset (the live table inet gpuctl was missing)",
-                     commands=[f"nft -c -f {FIREWALL_RULES} && systemctl reload {UNIT}"])  # fmt: skip
+        server.shell(
+            name="Apply the firewall ruleset (the live table inet gpuctl was missing)",
+            commands=[f"nft -c -f {FIREWALL_RULES} && systemctl reload {UNIT}"],
+        )
     else:
-        server.shell(name="Apply the firewall ruleset (atomic; established connections stay)",
-                     commands=[f"systemctl reload {UNIT}"], _if=any_changed(*changes))  # fmt: skip
+        server.shell(
+            name="Apply the firewall ruleset (atomic; established connections stay)",
+            commands=[f"systemctl reload {UNIT}"],
+            _if=any_changed(*changes),
+        )

@@ -31,17 +31,26 @@ def gateway(spec: HostSpec, rendered: list[RenderedFile]) -> None:
     gw = spec.gateway
     assert gw is not None
     packages = ["nginx"] + (["certbot"] if gw.tls == "acme" else [])
-    apt.packages(name="nginx" + (" and certbot" if gw.tls == "acme" else ""), packages=packages,
-                 update=True, cache_time=3600, no_recommends=True)  # fmt: skip
+    apt.packages(
+        name="nginx" + (" and certbot" if gw.tls == "acme" else ""),
+        packages=packages,
+        update=True,
+        cache_time=3600,
+        no_recommends=True,
+    )
     changes = [remove_default_site()]
     if gw.tls == "acme":
         changes += acme_bootstrap(gw)
     changes += [put_rendered(item) for item in rendered]
-    server.shell(name="nginx -t (configuration and certificate check)", commands=["nginx -t -q"],
-                 _if=any_changed(*changes))  # fmt: skip
+    server.shell(
+        name="nginx -t (configuration and certificate check)", commands=["nginx -t -q"], _if=any_changed(*changes)
+    )
     systemd.service(name="nginx.service enabled and running", service="nginx.service", running=True, enabled=True)
-    server.shell(name="Reload nginx (graceful: open streams finish)", commands=["systemctl reload-or-restart nginx"],
-                 _if=any_changed(*changes))  # fmt: skip
+    server.shell(
+        name="Reload nginx (graceful: open streams finish)",
+        commands=["systemctl reload-or-restart nginx"],
+        _if=any_changed(*changes),
+    )
     if gw.tls == "acme":
         acme_certificate(gw)
 
@@ -62,32 +71,48 @@ def acme_bootstrap(gw: GatewaySpec) -> list:
     """Before certbot's first certificate exists, point the gateway at a short-lived self-signed one,
     so nginx can start and serve the http-01 challenge on port 80."""
     live = f"{LETSENCRYPT_LIVE}/{gw.domain}"
-    script = "\n".join([
-        "set -eu",
-        f"mkdir -p {ACME_WEBROOT} {GATEWAY_TLS_CERT.parent}",
-        f"if [ -e {live}/fullchain.pem ]; then",
-        f"  ln -sfn {live}/fullchain.pem {GATEWAY_TLS_CERT}; ln -sfn {live}/privkey.pem {GATEWAY_TLS_KEY}",
-        f"elif [ ! -e {GATEWAY_TLS_CERT} ]; then",
-        f"  (umask 077; openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
-        f"-subj /CN={gw.domain} -keyout {GATEWAY_TLS_KEY} -out {GATEWAY_TLS_CERT} 2>/dev/null)",
-        "  chmod 0644 " + str(GATEWAY_TLS_CERT),
-        "fi",
-    ])  # fmt: skip
+    script = "\n".join(
+        [
+            "set -eu",
+            f"mkdir -p {ACME_WEBROOT} {GATEWAY_TLS_CERT.parent}",
+            f"if [ -e {live}/fullchain.pem ]; then",
+            f"  ln -sfn {live}/fullchain.pem {GATEWAY_TLS_CERT}; ln -sfn {live}/privkey.pem {GATEWAY_TLS_KEY}",
+            f"elif [ ! -e {GATEWAY_TLS_CERT} ]; then",
+            f"  (umask 077; openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
+            f"-subj /CN={gw.domain} -keyout {GATEWAY_TLS_KEY} -out {GATEWAY_TLS_CERT} 2>/dev/null)",
+            "  chmod 0644 " + str(GATEWAY_TLS_CERT),
+            "fi",
+        ]
+    )
     linked = host.get_fact(FileText, path=f"{live}/fullchain.pem") is not None
     present = host.get_fact(FileText, path=str(GATEWAY_TLS_CERT)) is not None
     if linked and present:
         return []
-    return [server.shell(name="TLS bootstrap for ACME (self-signed until certbot's certificate exists)",
-                         commands=[script])]  # fmt: skip
+    return [
+        server.shell(name="TLS bootstrap for ACME (self-signed until certbot's certificate exists)", commands=[script])
+    ]
 
 
 def acme_command(gw: GatewaySpec) -> str:
     """certbot's http-01 webroot issuance; its renewal (certbot.timer) reloads nginx by the deploy hook."""
     parts = [
-        "certbot", "certonly", "--non-interactive", "--agree-tos", "--webroot", "-w", str(ACME_WEBROOT),
-        "-d", str(gw.domain), "-m", str(gw.acme_email), "--server", gw.acme_server,
-        "--deploy-hook", "systemctl reload nginx", "--keep-until-expiring",
-    ]  # fmt: skip
+        "certbot",
+        "certonly",
+        "--non-interactive",
+        "--agree-tos",
+        "--webroot",
+        "-w",
+        str(ACME_WEBROOT),
+        "-d",
+        str(gw.domain),
+        "-m",
+        str(gw.acme_email),
+        "--server",
+        gw.acme_server,
+        "--deploy-hook",
+        "systemctl reload nginx",
+        "--keep-until-expiring",
+    ]
     env = f"REQUESTS_CA_BUNDLE={shlex.quote(gw.acme_ca_bundle)} " if gw.acme_ca_bundle else ""
     return env + " ".join(shlex.quote(p) for p in parts)
 
@@ -97,12 +122,14 @@ def acme_certificate(gw: GatewaySpec) -> None:
     live = f"{LETSENCRYPT_LIVE}/{gw.domain}"
     if host.get_fact(FileText, path=f"{live}/fullchain.pem") is not None:
         return
-    script = "\n".join([
-        "set -eu",
-        acme_command(gw),
-        f"ln -sfn {live}/fullchain.pem {GATEWAY_TLS_CERT}",
-        f"ln -sfn {live}/privkey.pem {GATEWAY_TLS_KEY}",
-        "nginx -t -q",
-        "systemctl reload nginx",
-    ])  # fmt: skip
+    script = "\n".join(
+        [
+            "set -eu",
+            acme_command(gw),
+            f"ln -sfn {live}/fullchain.pem {GATEWAY_TLS_CERT}",
+            f"ln -sfn {live}/privkey.pem {GATEWAY_TLS_KEY}",
+            "nginx -t -q",
+            "systemctl reload nginx",
+        ]
+    )
     server.shell(name=f"ACME certificate for {gw.domain} (certbot, http-01)", commands=[script])

@@ -40,7 +40,7 @@ def installed_branch_check(driver: DriverSpec) -> str:
         "v=$(modinfo -F version nvidia 2>/dev/null || true); "
         f'case "$v" in {driver.branch}.*) echo "nvidia module on disk: $v";; '
         f'*) echo "requested driver branch {driver.branch} but the packages installed ${{v:-no nvidia module}}'
-        f' (Ubuntu ships {driver.package()} as a transitional package on this release): pin the branch it '
+        f" (Ubuntu ships {driver.package()} as a transitional package on this release): pin the branch it "
         f'really installs" >&2; exit 1;; esac'
     )
 
@@ -58,31 +58,49 @@ def nvidia_driver(spec: HostSpec) -> None:
             f"the spec declares {spec.gpus.count}× {spec.gpus.model} but the PCI bus shows "
             f"{len(devices)} NVIDIA GPU(s): fix gpus= in the inventory or check the hardware"
         )
-    blacklist = files.put(name=f"Blacklist nouveau ({NOUVEAU_BLACKLIST})",
-                          src=StringIO("blacklist nouveau\noptions nouveau modeset=0\n"),
-                          dest=NOUVEAU_BLACKLIST, mode="0644", user="root", group="root")  # fmt: skip
-    server.shell(name="Rebuild the initramfs (nouveau blacklisted)", commands=["update-initramfs -u"],
-                 _if=blacklist.did_change)  # fmt: skip
+    blacklist = files.put(
+        name=f"Blacklist nouveau ({NOUVEAU_BLACKLIST})",
+        src=StringIO("blacklist nouveau\noptions nouveau modeset=0\n"),
+        dest=NOUVEAU_BLACKLIST,
+        mode="0644",
+        user="root",
+        group="root",
+    )
+    server.shell(
+        name="Rebuild the initramfs (nouveau blacklisted)", commands=["update-initramfs -u"], _if=blacklist.did_change
+    )
     packages = [driver.package(), driver.utils_package()]
     if spec.gpus.nvswitch:
         packages.append(driver.fabricmanager_package())
-    apt.packages(name=f"NVIDIA driver {driver.branch} packages", packages=packages,
-                 update=True, cache_time=3600, no_recommends=True)  # fmt: skip
+    apt.packages(
+        name=f"NVIDIA driver {driver.branch} packages",
+        packages=packages,
+        update=True,
+        cache_time=3600,
+        no_recommends=True,
+    )
     loaded = host.get_fact(NvidiaLoadedDriver)
     if loaded_branch(loaded) != driver.branch:
-        server.shell(name=f"Check the installed driver is branch {driver.branch}",
-                     commands=[installed_branch_check(driver)])  # fmt: skip
+        server.shell(
+            name=f"Check the installed driver is branch {driver.branch}", commands=[installed_branch_check(driver)]
+        )
         why = f"driver {driver.branch} installed, {loaded or 'none'} loaded"
         if not driver.allow_reboot:
-            server.shell(name=f"Reboot needed ({why})", commands=[
-                f"echo '{why}: reboot {spec.name} (or set driver.allow_reboot=True) and deploy again' >&2; exit 1"
-            ])  # fmt: skip
+            server.shell(
+                name=f"Reboot needed ({why})",
+                commands=[
+                    f"echo '{why}: reboot {spec.name} (or set driver.allow_reboot=True) and deploy again' >&2; exit 1"
+                ],
+            )
             return
         server.reboot(name=f"Reboot to load the new driver ({why})", delay=5, reboot_timeout=900)
-        server.shell(name=f"Check driver {driver.branch} is loaded and nvidia-smi works", commands=[
-            f'v=$(cat /sys/module/nvidia/version); case "$v" in {driver.branch}.*) ;; '
-            f'*) echo "after reboot the loaded driver is $v, not {driver.branch}" >&2; exit 1;; esac; nvidia-smi >/dev/null',
-        ])  # fmt: skip
+        server.shell(
+            name=f"Check driver {driver.branch} is loaded and nvidia-smi works",
+            commands=[
+                f'v=$(cat /sys/module/nvidia/version); case "$v" in {driver.branch}.*) ;; '
+                f'*) echo "after reboot the loaded driver is $v, not {driver.branch}" >&2; exit 1;; esac; nvidia-smi >/dev/null',
+            ],
+        )
     else:
         status = host.get_fact(NvidiaSmiStatus)
         if status != "ok":
@@ -90,8 +108,16 @@ def nvidia_driver(spec: HostSpec) -> None:
                 f"driver {loaded} is loaded but nvidia-smi fails ({status}): after a kernel upgrade the "
                 "modules may not match; reinstall the driver for the running kernel"
             )
-    systemd.service(name="nvidia-persistenced enabled and running", service="nvidia-persistenced.service",
-                     running=True, enabled=True)  # fmt: skip
+    systemd.service(
+        name="nvidia-persistenced enabled and running",
+        service="nvidia-persistenced.service",
+        running=True,
+        enabled=True,
+    )
     if spec.gpus.nvswitch:
-        systemd.service(name="nvidia-fabricmanager enabled and running", service="nvidia-fabricmanager.service",
-                        running=True, enabled=True)  # fmt: skip
+        systemd.service(
+            name="nvidia-fabricmanager enabled and running",
+            service="nvidia-fabricmanager.service",
+            running=True,
+            enabled=True,
+        )

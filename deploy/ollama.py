@@ -42,13 +42,15 @@ def needs_zstd(ollama: OllamaSpec, host_arch: str) -> bool:
 def pull_script(address: str, model: str) -> str:
     """Wait (bounded) for the API, then pull MODEL through it; fail with Ollama's own error."""
     body = json.dumps({"model": model, "stream": False})
-    return "\n".join([
-        "set -eu",
-        f"for i in $(seq 1 {READY_WAIT_S}); do curl -fsS --max-time 2 http://{address}/api/version >/dev/null 2>&1 && break; sleep 1; done",
-        f"out=$(curl -sS --max-time 3600 -w '\\n%{{http_code}}' http://{address}/api/pull -d {shlex.quote(body)})",
-        'code=$(printf "%s" "$out" | tail -n 1)',
-        f'[ "$code" = 200 ] || {{ echo "pull {model} failed ($code): $(printf "%s" "$out" | head -n 1)" >&2; exit 1; }}',
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "set -eu",
+            f"for i in $(seq 1 {READY_WAIT_S}); do curl -fsS --max-time 2 http://{address}/api/version >/dev/null 2>&1 && break; sleep 1; done",
+            f"out=$(curl -sS --max-time 3600 -w '\\n%{{http_code}}' http://{address}/api/pull -d {shlex.quote(body)})",
+            'code=$(printf "%s" "$out" | tail -n 1)',
+            f'[ "$code" = 200 ] || {{ echo "pull {model} failed ($code): $(printf "%s" "$out" | head -n 1)" >&2; exit 1; }}',
+        ]
+    )
 
 
 def api_address(ollama: OllamaSpec) -> str:
@@ -61,26 +63,46 @@ def ollama_engine(ollama: OllamaSpec, rendered: list[RenderedFile]) -> None:
     """Install the pinned Ollama, its unit and drop-in; restart on change; pre-pull the models."""
     host_arch = host.get_fact(Arch) or "unknown"
     tools = ["curl", "ca-certificates", "tar", *(["zstd"] if needs_zstd(ollama, host_arch) else [])]
-    apt.packages(name=f"Ollama's tools ({', '.join(tools)})", packages=tools,
-                 update=True, cache_time=3600, no_recommends=True)  # fmt: skip
+    apt.packages(
+        name=f"Ollama's tools ({', '.join(tools)})", packages=tools, update=True, cache_time=3600, no_recommends=True
+    )
     server.group(name="Group ollama", group="ollama", system=True)
     extra_groups = [g for g in ("render", "video") if g in (host.get_fact(Groups) or [])]
-    server.user(name="User ollama", user="ollama", system=True, group="ollama", groups=extra_groups or None,
-                home="/usr/share/ollama", create_home=True, shell="/bin/false")  # fmt: skip
-    files.directory(name=f"Directory {ollama.models_dir}", path=ollama.models_dir, present=True,
-                    user="ollama", group="ollama", mode="0755")  # fmt: skip
+    server.user(
+        name="User ollama",
+        user="ollama",
+        system=True,
+        group="ollama",
+        groups=extra_groups or None,
+        home="/usr/share/ollama",
+        create_home=True,
+        shell="/bin/false",
+    )
+    files.directory(
+        name=f"Directory {ollama.models_dir}",
+        path=ollama.models_dir,
+        present=True,
+        user="ollama",
+        group="ollama",
+        mode="0755",
+    )
     installed = host.get_fact(FileText, path=VERSION_MARKER)
     if installed != ollama.version:
-        binary = server.shell(name=f"Install Ollama {ollama.version} (was {installed or 'absent'}), sha256 verified",
-                              commands=[install_command(ollama, host_arch)])  # fmt: skip
+        binary = server.shell(
+            name=f"Install Ollama {ollama.version} (was {installed or 'absent'}), sha256 verified",
+            commands=[install_command(ollama, host_arch)],
+        )
     else:
         binary = None
         host.noop(f"Ollama {ollama.version} is installed")
     changes = [put_rendered(item) for item in rendered]
     systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*changes))
     restart_if = any_changed(*changes, *([binary] if binary else []))
-    server.shell(name="Restart ollama.service (its files or binary changed)",
-                 commands=[restart_command("ollama.service")], _if=restart_if)  # fmt: skip
+    server.shell(
+        name="Restart ollama.service (its files or binary changed)",
+        commands=[restart_command("ollama.service")],
+        _if=restart_if,
+    )
     start_unless_active("ollama.service")
     address = api_address(ollama)
     present = host.get_fact(OllamaModels, address=address) or []

@@ -24,18 +24,22 @@ def preflight_script(host: HostSpec, engine: VllmSpec) -> str:
     image = shlex.quote(engine.image)
     lines = [
         "fail=''",
-        "note() { fail=\"$fail\n  $1\"; }",
+        'note() { fail="$fail\n  $1"; }',
         # vLLM >= 0.9 lists every option only with --help=all; older images with --help.
         f"help=$(docker run --rm --network none {image} --help=all 2>&1) || help=$(docker run --rm --network none {image} --help 2>&1)",
     ]
     for flag in flags_of(engine):
         pattern = f"(^|[^a-z0-9-]){re.escape(flag)}([^a-z0-9-]|$)"
-        lines.append(f"printf '%s\\n' \"$help\" | grep -qE -- {shlex.quote(pattern)} || "
-                     f"note {shlex.quote(f'{engine.image} does not accept {flag} (renamed or removed in this version?)')}")  # fmt: skip
+        lines.append(
+            f"printf '%s\\n' \"$help\" | grep -qE -- {shlex.quote(pattern)} || "
+            f"note {shlex.quote(f'{engine.image} does not accept {flag} (renamed or removed in this version?)')}"
+        )
     if host.gpus is not None and engine.gpu_access != "none":
         lines += cuda_lines(image) + memory_lines(engine)
-    lines += ['if [ -n "$fail" ]; then printf "preflight failed:%s\\n" "$fail" >&2; exit 1; fi',
-              f"echo 'preflight ok: {len(flags_of(engine))} flags accepted'"]  # fmt: skip
+    lines += [
+        'if [ -n "$fail" ]; then printf "preflight failed:%s\\n" "$fail" >&2; exit 1; fi',
+        f"echo 'preflight ok: {len(flags_of(engine))} flags accepted'",
+    ]
     return "\n".join(lines)
 
 
@@ -56,8 +60,8 @@ def cuda_lines(image: str, version_file: str = DRIVER_VERSION_FILE) -> list[str]
         "have=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA \\(UMD \\)\\{0,1\\}Version: *\\([0-9][0-9.]*\\).*/\\2/p' | head -n 1)",
         f"driver=$(sed -n 's/^NVRM version:.*  \\([0-9][0-9]*\\.[0-9.]*\\)  .*/\\1/p' {version_file} 2>/dev/null | head -n 1)",
         'if [ -z "$have" ] && [ -n "$driver" ]; then '
-        f"have=$(awk -v b=\"${{driver%%.*}}\" 'BEGIN {{n = split(\"{table}\", t, \" \"); best = 0; "
-        "for (i = 1; i <= n; i++) { split(t[i], kv, \":\"); if (kv[1] + 0 <= b + 0 && kv[1] + 0 > best) { best = kv[1] + 0; cuda = kv[2] } } "
+        f'have=$(awk -v b="${{driver%%.*}}" \'BEGIN {{n = split("{table}", t, " "); best = 0; '
+        'for (i = 1; i <= n; i++) { split(t[i], kv, ":"); if (kv[1] + 0 <= b + 0 && kv[1] + 0 > best) { best = kv[1] + 0; cuda = kv[2] } } '
         "print cuda }'); fi",
         'if [ -n "$need" ] && [ -z "$have" ]; then note "nvidia-smi does not answer: no driver to run CUDA $need"; '
         'elif [ -n "$need" ] && [ "$(printf "%s\\n%s\\n" "$need" "$have" | sort -V | head -n 1)" != "$need" ]; then '
@@ -77,11 +81,11 @@ def memory_lines(engine: VllmSpec) -> list[str]:
         "| awk -F', *' -v i=\"$gpu\" '$1 == i')",
         '  [ -n "$row" ] || { note "GPU $gpu is not visible to nvidia-smi"; continue; }',
         "  uuid=$(echo \"$row\" | awk -F', *' '{print $2}'); total=$(echo \"$row\" | awk -F', *' '{print $3}')",
-        "  others=$(printf '%s\\n' \"$apps\" | awk -F', *' -v u=\"$uuid\" -v ours=\" $ours \" "
-        "'$4 == u && index(ours, \" \" $1 \" \") == 0 {used += $3; who = who sprintf(\" %s (pid %s, %s MiB)\", $2, $1, $3)} "
-        "END {printf \"%d%s\", used, who}')",
-        "  used=${others%% *}; who=${others#* }; [ \"$who\" != \"$others\" ] || who=''",
-        f"  needed=$(awk -v t=\"$total\" 'BEGIN {{printf \"%d\", t * {utilization}}}')",
+        '  others=$(printf \'%s\\n\' "$apps" | awk -F\', *\' -v u="$uuid" -v ours=" $ours " '
+        '\'$4 == u && index(ours, " " $1 " ") == 0 {used += $3; who = who sprintf(" %s (pid %s, %s MiB)", $2, $1, $3)} '
+        'END {printf "%d%s", used, who}\')',
+        '  used=${others%% *}; who=${others#* }; [ "$who" != "$others" ] || who=\'\'',
+        f'  needed=$(awk -v t="$total" \'BEGIN {{printf "%d", t * {utilization}}}\')',
         '  if [ $((total - used)) -lt "$needed" ]; then '
         f'note "GPU $gpu: gpu_memory_utilization {utilization} needs $needed of $total MiB, but $used MiB are held by: $who"; fi',
         "done",

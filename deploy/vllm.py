@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pyinfra import host
-from pyinfra.api import deploy
-from pyinfra.operations import files, server, systemd
-from pyinfra.operations.util import any_changed
-
 from hashlib import sha1
 
+from pyinfra import host
+from pyinfra.api import deploy
 from pyinfra.facts.files import Sha1File
+from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import any_changed
 
 from gpuctl.deploy.facts import DockerImageId
 from gpuctl.deploy.files import put_rendered
@@ -39,11 +38,16 @@ def vllm_engine(spec: HostSpec, engine: VllmSpec, rendered: list[RenderedFile]) 
     if files_differ(rendered):
         # Before the running engine is replaced: does the pinned image accept every flag, is the
         # driver new enough, is the GPU memory free? A failure stops here, the old engine runs on.
-        server.shell(name=f"Preflight {engine.project} (image flags, CUDA, GPU memory)",
-                     commands=[preflight_script(spec, engine)])  # fmt: skip
+        server.shell(
+            name=f"Preflight {engine.project} (image flags, CUDA, GPU memory)",
+            commands=[preflight_script(spec, engine)],
+        )
     changes = [put_rendered(item) for item in rendered]
     unit_change = next(op for op, item in zip(changes, rendered, strict=True) if item.path.name == engine.unit_name)
     systemd.daemon_reload(name="systemd daemon-reload", _if=unit_change.did_change)
-    server.shell(name=f"Restart {engine.unit_name} (its files changed)", commands=[restart_command(engine.unit_name)],
-                 _if=any_changed(*changes))  # fmt: skip
+    server.shell(
+        name=f"Restart {engine.unit_name} (its files changed)",
+        commands=[restart_command(engine.unit_name)],
+        _if=any_changed(*changes),
+    )
     start_unless_active(engine.unit_name)

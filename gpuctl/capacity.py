@@ -12,13 +12,18 @@ Ollama:         weights (GGUF) + NUM_PARALLEL × context × KV bytes per token +
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from pathlib import Path
-
 from gpuctl.catalog import (
-    GIB, WEIGHT_BYTES, ModelFacts, architecture_from_config, find_gpu, find_model, weight_format_of,
-)  # fmt: skip
+    GIB,
+    WEIGHT_BYTES,
+    ModelFacts,
+    architecture_from_config,
+    find_gpu,
+    find_model,
+    weight_format_of,
+)
 from gpuctl.errors import GpuctlError
 from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
 
@@ -109,8 +114,11 @@ def weight_bytes_per_param(engine: VllmSpec) -> tuple[str, float]:
     """The weight format (quantization, a name like …-FP8, or the dtype) and its bytes per parameter."""
     # A method that names no width (compressed-tensors, modelopt…) leaves it to the model's name.
     method = (engine.quantization or "").removesuffix("_marlin")
-    fmt = (method if method in WEIGHT_BYTES else None) or weight_format_of(engine.model) or (
-        "fp32" if engine.dtype == "float32" else "bf16")
+    fmt = (
+        (method if method in WEIGHT_BYTES else None)
+        or weight_format_of(engine.model)
+        or ("fp32" if engine.dtype == "float32" else "bf16")
+    )
     return fmt, WEIGHT_BYTES.get(fmt, 2.0)
 
 
@@ -139,14 +147,23 @@ def plan_vllm(host: HostSpec, engine: VllmSpec) -> EnginePlan:
     max_len = engine.max_model_len or model.max_context
     concurrency = tokens / max_len if max_len else 0.0
     plan.numbers = {
-        "model": model.name, "weights": fmt, "gpu_memory_gib": host.gpus.memory_gib, "budget_gib": round(budget / GIB, 2),
-        "weights_per_gpu_gib": round(weights / GIB, 2), "overhead_gib_estimate": overhead_gib,
+        "model": model.name,
+        "weights": fmt,
+        "gpu_memory_gib": host.gpus.memory_gib,
+        "budget_gib": round(budget / GIB, 2),
+        "weights_per_gpu_gib": round(weights / GIB, 2),
+        "overhead_gib_estimate": overhead_gib,
         "max_num_batched_tokens": max_num_batched_tokens(host, engine),
-        "kv_pool_gib": round(pool / GIB, 2), "kv_bytes_per_token": int(per_token), "cache_tokens": tokens,
-        "max_model_len": max_len, "max_concurrency": round(concurrency, 2),
-    }  # fmt: skip
+        "kv_pool_gib": round(pool / GIB, 2),
+        "kv_bytes_per_token": int(per_token),
+        "cache_tokens": tokens,
+        "max_model_len": max_len,
+        "max_concurrency": round(concurrency, 2),
+    }
     if engine.kv_cache_dtype.startswith("fp8") and gpu is not None and not gpu.native_fp8:
-        plan.warnings.append(f"fp8 KV cache on {gpu.name} ({gpu.arch}) has no native fp8 support: slower, and accuracy may drop")
+        plan.warnings.append(
+            f"fp8 KV cache on {gpu.name} ({gpu.arch}) has no native fp8 support: slower, and accuracy may drop"
+        )
     if not model.exact_kv:
         plan.warnings.append(f"{model.name} uses sliding-window attention: the KV figures are an upper bound")
     if max_len > model.max_context:
@@ -155,8 +172,10 @@ def plan_vllm(host: HostSpec, engine: VllmSpec) -> EnginePlan:
     if pool <= 0 or tokens < max_len:
         plan.verdict = "does not fit"
         if pool <= 0:
-            problem = (f"weights need {weights / GIB:.1f} GiB per GPU + about {overhead_gib:g} GiB overhead, but "
-                       f"{engine.gpu_memory_utilization:g} × {host.gpus.memory_gib:g} GiB gives {budget / GIB:.1f} GiB")
+            problem = (
+                f"weights need {weights / GIB:.1f} GiB per GPU + about {overhead_gib:g} GiB overhead, but "
+                f"{engine.gpu_memory_utilization:g} × {host.gpus.memory_gib:g} GiB gives {budget / GIB:.1f} GiB"
+            )
         else:
             problem = f"the KV cache holds {tokens:,} tokens, less than one sequence of max_model_len {max_len:,}"
         plan.reasons.append(f"{problem}: {fixes_that_fit(host, engine, model, max_len, tokens)}")
@@ -172,8 +191,16 @@ MAX_GPU_MEMORY_UTILIZATION = 0.98  # the spec's upper bound
 TP_SIZES = (1, 2, 4, 8, 16)  # tensor-parallel sizes vLLM runs (attention heads split evenly)
 
 
-def vllm_cache_tokens(host: HostSpec, engine: VllmSpec, model: ModelFacts, *, tp: int, per_param: float,
-                      utilization: float, kv_bytes: float) -> int:  # fmt: skip
+def vllm_cache_tokens(
+    host: HostSpec,
+    engine: VllmSpec,
+    model: ModelFacts,
+    *,
+    tp: int,
+    per_param: float,
+    utilization: float,
+    kv_bytes: float,
+) -> int:
     """Cache tokens per the formula at the top of this module, for one set of choices."""
     assert host.gpus is not None
     overhead = sum(vllm_overhead_gib(host, engine.model_copy(update={"tensor_parallel_size": tp}), model).values())
@@ -187,8 +214,12 @@ def fixes_that_fit(host: HostSpec, engine: VllmSpec, model: ModelFacts, max_len:
     assert host.gpus is not None
     fmt, per_param = weight_bytes_per_param(engine)
     kv_bytes = KV_BYTES[engine.kv_cache_dtype] or (4 if engine.dtype == "float32" else 2)
-    now = {"tp": engine.tensor_parallel_size, "per_param": per_param, "utilization": engine.gpu_memory_utilization,
-           "kv_bytes": kv_bytes}  # fmt: skip
+    now = {
+        "tp": engine.tensor_parallel_size,
+        "per_param": per_param,
+        "utilization": engine.gpu_memory_utilization,
+        "kv_bytes": kv_bytes,
+    }
 
     def fits(**change: float) -> bool:
         return vllm_cache_tokens(host, engine, model, **{**now, **change}) >= max_len  # type: ignore[arg-type]
@@ -207,13 +238,21 @@ def fixes_that_fit(host: HostSpec, engine: VllmSpec, model: ModelFacts, max_len:
         if bytes_per_param < per_param and fits(per_param=bytes_per_param):
             fixes.append(f"serve an {name} checkpoint of {model.name} ({fmt} now)")
             break
-    needed = next((u / 100 for u in range(int(now["utilization"] * 100) + 1, int(MAX_GPU_MEMORY_UTILIZATION * 100) + 1)
-                   if fits(utilization=u / 100)), None)  # fmt: skip
+    needed = next(
+        (
+            u / 100
+            for u in range(int(now["utilization"] * 100) + 1, int(MAX_GPU_MEMORY_UTILIZATION * 100) + 1)
+            if fits(utilization=u / 100)
+        ),
+        None,
+    )
     if needed is not None:
         fixes.append(f"raise gpu_memory_utilization to {needed:g}")
     if not fixes:
-        return (f"no setting of this engine fits {model.name} on {host.gpus.count}× {host.gpus.model}: "
-                "use a smaller model or GPUs with more memory")
+        return (
+            f"no setting of this engine fits {model.name} on {host.gpus.count}× {host.gpus.model}: "
+            "use a smaller model or GPUs with more memory"
+        )
     return "; or ".join(fixes)
 
 
@@ -238,17 +277,25 @@ def plan_ollama(host: HostSpec, ollama: OllamaSpec) -> list[EnginePlan]:
             continue
         kv = ollama.num_parallel * context * kv_bytes_per_token(model, KV_BYTES[ollama.kv_cache_type] or 2)
         total = weights + kv + OLLAMA_OVERHEAD_GIB * GIB
-        plan.numbers = {"model": model.name, "weights": fmt, "weights_gib": round(weights / GIB, 2),
-                        "kv_gib": round(kv / GIB, 2), "total_gib": round(total / GIB, 2),
-                        "gpu_memory_gib": round(gpu_memory / GIB, 2), "context": context,
-                        "num_parallel": ollama.num_parallel}  # fmt: skip
+        plan.numbers = {
+            "model": model.name,
+            "weights": fmt,
+            "weights_gib": round(weights / GIB, 2),
+            "kv_gib": round(kv / GIB, 2),
+            "total_gib": round(total / GIB, 2),
+            "gpu_memory_gib": round(gpu_memory / GIB, 2),
+            "context": context,
+            "num_parallel": ollama.num_parallel,
+        }
         if gpu_memory == 0:
             plan.verdict = "fits" if ollama.cpu_fallback else "does not fit"
             plan.reasons.append(f"runs on the CPU: {total / GIB:.1f} GiB of RAM")
         elif total > gpu_memory:
             plan.verdict = "tight" if ollama.cpu_fallback else "does not fit"
-            plan.reasons.append(f"needs {total / GIB:.1f} GiB, the GPU(s) have {gpu_memory / GIB:.1f}: "
-                                "layers spill to the CPU (much slower)")  # fmt: skip
+            plan.reasons.append(
+                f"needs {total / GIB:.1f} GiB, the GPU(s) have {gpu_memory / GIB:.1f}: "
+                "layers spill to the CPU (much slower)"
+            )
         else:
             plan.reasons.append(f"{total / GIB:.1f} of {gpu_memory / GIB:.1f} GiB on the GPU(s)")
         plans.append(plan)

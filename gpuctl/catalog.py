@@ -83,15 +83,26 @@ MODELS = [
     ModelFacts("Qwen3 32B", 32.8, 64, 8, 128, 40960, aliases=("qwen3-32b", "qwen3:32b")),
     ModelFacts("Mistral 7B", 7.25, 32, 8, 128, 32768, aliases=("mistral-7b", "mistral:7b", "mistral")),
     ModelFacts("Gemma 2 9B", 9.24, 42, 8, 256, 8192, exact_kv=False, aliases=("gemma-2-9b", "gemma2:9b", "gemma2")),
-    ModelFacts("Gemma 3 12B", 12.2, 48, 8, 256, 131072, exact_kv=False, aliases=("gemma-3-12b", "gemma3:12b", "gemma3")),
+    ModelFacts(
+        "Gemma 3 12B", 12.2, 48, 8, 256, 131072, exact_kv=False, aliases=("gemma-3-12b", "gemma3:12b", "gemma3")
+    ),
     ModelFacts("TinyLlama 1.1B", 1.1, 22, 4, 64, 2048, aliases=("tinyllama",)),
 ]
 
 # Bytes per parameter of common weight formats (4-bit formats include their scales).
 WEIGHT_BYTES = {
-    "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "awq": 0.5625, "gptq": 0.5625,
-    "q4_k_m": 4.85 / 8, "q5_k_m": 5.69 / 8, "q8_0": 8.5 / 8, "q4_0": 4.55 / 8, "fp32": 4.0,
-}  # fmt: skip
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "awq": 0.5625,
+    "gptq": 0.5625,
+    "q4_k_m": 4.85 / 8,
+    "q5_k_m": 5.69 / 8,
+    "q8_0": 8.5 / 8,
+    "q4_0": 4.55 / 8,
+    "fp32": 4.0,
+}
 
 
 def find_model(name: str) -> ModelFacts | None:
@@ -130,7 +141,11 @@ def architecture_from_config(path: Path) -> ModelFacts:
     params = (layers * per_layer + embeddings) / 1e9
     window = config.get("sliding_window") if config.get("use_sliding_window", True) else None
     return ModelFacts(
-        name=str(config.get("_name_or_path") or Path(path).parent.name), params_b=params, layers=layers,
-        kv_heads=kv_heads, head_dim=head_dim, max_context=config.get("max_position_embeddings", 0),
+        name=str(config.get("_name_or_path") or Path(path).parent.name),
+        params_b=params,
+        layers=layers,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        max_context=config.get("max_position_embeddings", 0),
         exact_kv=not window,
-    )  # fmt: skip
+    )

@@ -28,8 +28,9 @@ def console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else 200  # pipes and logs get whole lines, not an 80-column wrap
     # No markup or emoji codes: host names, engine labels ("vllm:a") and logs are printed as they are.
-    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ, highlight=False, width=width,
-                   markup=False, emoji=False)
+    return Console(
+        stderr=stderr, no_color="NO_COLOR" in os.environ, highlight=False, width=width, markup=False, emoji=False
+    )
 
 
 class GpuctlGroup(click.Group):
@@ -55,8 +56,9 @@ limit_option = click.option(
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 
-force_option = click.option("--force", is_flag=True,
-                            help="Go on although capacity planning says an engine cannot start (at your risk).")
+force_option = click.option(
+    "--force", is_flag=True, help="Go on although capacity planning says an engine cannot start (at your risk)."
+)
 
 
 def capacity_gate(label: str, hosts: list[HostSpec], force: bool) -> None:
@@ -76,8 +78,13 @@ def capacity_gate(label: str, hosts: list[HostSpec], force: bool) -> None:
             if plan.verdict == "does not fit":
                 problems += [f"{label}: {plan.host}: {plan.engine}: does not fit: {r}" for r in plan.reasons]
     if problems and not force:
-        raise InventoryError(problems + ["(gpuctl plan shows the numbers; --force deploys anyway, at the risk of a "
-                                         "multi-minute cold start that ends in an out-of-memory error)"])  # fmt: skip
+        raise InventoryError(
+            problems
+            + [
+                "(gpuctl plan shows the numbers; --force deploys anyway, at the risk of a "
+                "multi-minute cold start that ends in an out-of-memory error)"
+            ]
+        )
     for problem in problems:
         err.print(f"warning: --force: {problem}")
 
@@ -102,7 +109,9 @@ def check(inventory_ref: str, limit: tuple[str, ...], force: bool, as_json: bool
     hosts = inv.select(limit)
     capacity_gate(inv.label, hosts, force)
     if as_json:
-        click.echo(json.dumps({"inventory": inv.label, "ok": True, "hosts": [host_summary(h) for h in hosts]}, indent=2))
+        click.echo(
+            json.dumps({"inventory": inv.label, "ok": True, "hosts": [host_summary(h) for h in hosts]}, indent=2)
+        )
         return
     out = console()
     out.print(f"{inv.label}: {len(hosts)} host(s) OK")
@@ -110,8 +119,9 @@ def check(inventory_ref: str, limit: tuple[str, ...], force: bool, as_json: bool
     for column in ("host", "connection", "GPUs", "engines", "exposure"):
         table.add_column(column)
     for host in hosts:
-        table.add_row(host.name, host.connection_label(), gpu_label(host), "\n".join(engine_labels(host)),
-                      exposure_label(host))  # fmt: skip
+        table.add_row(
+            host.name, host.connection_label(), gpu_label(host), "\n".join(engine_labels(host)), exposure_label(host)
+        )
     out.print(table)
 
 
@@ -133,7 +143,9 @@ def plan(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
             table.add_column(column)
         for p in plans:
             numbers = "\n".join(f"{k}: {v:,}" if isinstance(v, int) else f"{k}: {v}" for k, v in p.numbers.items())
-            table.add_row(p.host, p.engine, p.verdict, numbers, "\n".join(p.reasons + [f"warning: {w}" for w in p.warnings]))
+            table.add_row(
+                p.host, p.engine, p.verdict, numbers, "\n".join(p.reasons + [f"warning: {w}" for w in p.warnings])
+            )
         console().print(table)
     # "Does not fit" is an inventory that cannot work: exit 2 (bad input), as check and deploy refuse it.
     sys.exit(EXIT_BAD_INPUT if any(p.verdict == "does not fit" for p in plans) else EXIT_OK)
@@ -141,8 +153,13 @@ def plan(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
 
 @main.command()
 @click.argument("inventory_ref", metavar="INVENTORY")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Write files under OUT/HOST/…")  # fmt: skip
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write files under OUT/HOST/…",
+)
 @limit_option
 @json_option
 def render(inventory_ref: str, out_dir: Path, limit: tuple[str, ...], as_json: bool) -> None:
@@ -176,8 +193,16 @@ def render(inventory_ref: str, out_dir: Path, limit: tuple[str, ...], as_json: b
 @click.option("--verbose", "-v", is_flag=True, help="Show pyinfra's own log lines.")
 @force_option
 @json_option
-def deploy_command(inventory_ref: str, limit: tuple[str, ...], dry: bool, diff: bool, yes: bool,
-                   verbose: bool, force: bool, as_json: bool) -> None:  # fmt: skip
+def deploy_command(
+    inventory_ref: str,
+    limit: tuple[str, ...],
+    dry: bool,
+    diff: bool,
+    yes: bool,
+    verbose: bool,
+    force: bool,
+    as_json: bool,
+) -> None:
     """Install drivers, Docker and engines so each host matches the inventory (idempotent)."""
     from gpuctl import fleet
 
@@ -188,8 +213,11 @@ def deploy_command(inventory_ref: str, limit: tuple[str, ...], dry: bool, diff: 
     for host in hosts:
         for engine in host.public_engines():
             label = f"vllm:{engine.name}" if hasattr(engine, "served_model_name") else "ollama"
-            err.print(f"RISK: {host.name}: {label} listens on {engine.bind}:{engine.port} without a gateway "
-                      "(unsafe_public_bind=True): anyone who reaches that port uses the engine", style="bold red")
+            err.print(
+                f"RISK: {host.name}: {label} listens on {engine.bind}:{engine.port} without a gateway "
+                "(unsafe_public_bind=True): anyone who reaches that port uses the engine",
+                style="bold red",
+            )
 
     def progress(host: str, message: str) -> None:
         if not as_json:
@@ -205,8 +233,9 @@ def deploy_command(inventory_ref: str, limit: tuple[str, ...], dry: bool, diff: 
     from gpuctl.keystore import Keystore
 
     keystore = Keystore.for_inventory(inv.path, write=not dry)
-    outcomes = fleet.deploy(hosts, inv.base_dir, dry=dry, diff=diff, progress=progress, confirm=confirm,
-                            verbose=verbose, keystore=keystore)  # fmt: skip
+    outcomes = fleet.deploy(
+        hosts, inv.base_dir, dry=dry, diff=diff, progress=progress, confirm=confirm, verbose=verbose, keystore=keystore
+    )
     if as_json:
         click.echo(json.dumps({"inventory": inv.label, "dry": dry, "hosts": [o.as_dict() for o in outcomes]}, indent=2))
     else:
@@ -240,13 +269,34 @@ def print_outcomes(outcomes: list[Any], title: str) -> None:
 @click.option("--model", help="URL targets: the model name to expect and generate with.")
 @click.option("--api-key-env", metavar="VAR", help="URL targets: environment variable holding the API key.")
 @click.option("--expect-version", help="URL targets: the engine version to expect.")
-@click.option("--wait", "wait_s", type=click.FloatRange(0, 7200), default=0, metavar="SECONDS",
-              help="Wait up to SECONDS for a cold start, with progress; give up early if the unit failed.")
-@click.option("--gen-timeout", type=click.FloatRange(1, 600), default=30, metavar="SECONDS",
-              help="No token within SECONDS means 'engine not generating'.")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(0, 7200),
+    default=0,
+    metavar="SECONDS",
+    help="Wait up to SECONDS for a cold start, with progress; give up early if the unit failed.",
+)
+@click.option(
+    "--gen-timeout",
+    type=click.FloatRange(1, 600),
+    default=30,
+    metavar="SECONDS",
+    help="No token within SECONDS means 'engine not generating'.",
+)
 @json_option
-def verify(target: str, inventory_ref: str | None, limit: tuple[str, ...], engine: str | None, model: str | None,
-           api_key_env: str | None, expect_version: str | None, wait_s: float, gen_timeout: float, as_json: bool) -> None:  # fmt: skip
+def verify(
+    target: str,
+    inventory_ref: str | None,
+    limit: tuple[str, ...],
+    engine: str | None,
+    model: str | None,
+    api_key_env: str | None,
+    expect_version: str | None,
+    wait_s: float,
+    gen_timeout: float,
+    as_json: bool,
+) -> None:
     """Check that endpoints really work: TARGET is a host name, an inventory, or a URL."""
     from gpuctl.verify import runner
     from gpuctl.verify.checks import unreachable
@@ -298,8 +348,9 @@ def resolve_verify_target(target: str, inventory_ref: str | None, limit: tuple[s
     raise GpuctlError(f"{target}: not a URL, an inventory, or a host in inventories/*.py (use -i INVENTORY)")
 
 
-def verify_url(url: str, engine: str | None, model: str | None, api_key_env: str | None,
-               expect_version: str | None, options: Any) -> Any:  # fmt: skip
+def verify_url(
+    url: str, engine: str | None, model: str | None, api_key_env: str | None, expect_version: str | None, options: Any
+) -> Any:
     from gpuctl.verify import ollama_api, openai_api, runner
 
     if engine is None:
@@ -313,22 +364,33 @@ def verify_url(url: str, engine: str | None, model: str | None, api_key_env: str
     if engine == "vllm":
         if not model:
             raise GpuctlError("--engine vllm needs --model (the served model name)")
-        expect = openai_api.VllmExpectations(base_url=url, model=model, api_key=api_key, version=expect_version,
-                                             key_required=api_key is not None,
-                                             generation_timeout_s=options.generation_timeout_s)  # fmt: skip
+        expect = openai_api.VllmExpectations(
+            base_url=url,
+            model=model,
+            api_key=api_key,
+            version=expect_version,
+            key_required=api_key is not None,
+            generation_timeout_s=options.generation_timeout_s,
+        )
         report.checks = openai_api.VllmChecker(expect).run()
     else:
-        report.checks = ollama_api.OllamaChecker(ollama_api.OllamaExpectations(
-            base_url=url, version=expect_version, models=[model] if model else [],
-            generation_timeout_s=max(options.generation_timeout_s, 60))).run()  # fmt: skip
+        report.checks = ollama_api.OllamaChecker(
+            ollama_api.OllamaExpectations(
+                base_url=url,
+                version=expect_version,
+                models=[model] if model else [],
+                generation_timeout_s=max(options.generation_timeout_s, 60),
+            )
+        ).run()
     return report
 
 
 def print_reports(reports: list[Any]) -> None:
     out = console()
     for report in reports:
-        table = Table(title=f"{report.host} {report.engine}" + (f" ({report.url})" if report.url else ""),
-                      title_justify="left")  # fmt: skip
+        table = Table(
+            title=f"{report.host} {report.engine}" + (f" ({report.url})" if report.url else ""), title_justify="left"
+        )
         for column in ("check", "result", "reason", "numbers"):
             table.add_column(column)
         for check in report.checks:
@@ -369,11 +431,15 @@ def keys_list(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None
         assert host.gateway is not None
         generated = host.gateway.api_key is None
         key = str(store.path(store.api_key_name(host.name))) if generated else host.gateway.api_key.describe()  # type: ignore[union-attr]
-        rows.append({
-            "host": host.name, "url": host.gateway_url(host.gateway_default_engine()) + "/v1",  # type: ignore[arg-type]
-            "key": key, "key_exists": store.api_key(host.name) is not None if generated else None,
-            "ca": str(store.ca_path) if host.gateway.tls == "private-ca" else host.gateway.ca_file or "system CAs",
-        })  # fmt: skip
+        rows.append(
+            {
+                "host": host.name,
+                "url": host.gateway_url(host.gateway_default_engine()) + "/v1",  # type: ignore[arg-type]
+                "key": key,
+                "key_exists": store.api_key(host.name) is not None if generated else None,
+                "ca": str(store.ca_path) if host.gateway.tls == "private-ca" else host.gateway.ca_file or "system CAs",
+            }
+        )
     if as_json:
         click.echo(json.dumps({"inventory": inv.label, "gateways": rows}, indent=2))
         return
@@ -404,19 +470,30 @@ def keys_rotate(inventory_ref: str, limit: tuple[str, ...], yes: bool, as_json: 
     hosts = gateway_hosts(inv, limit)
     pinned = [h.name for h in hosts if h.gateway is not None and h.gateway.api_key is not None]
     if pinned:
-        raise GpuctlError(f"{inv.label}: {', '.join(pinned)}: the gateway key comes from the inventory's secret "
-                          "reference; change it there and run gpuctl deploy")  # fmt: skip
+        raise GpuctlError(
+            f"{inv.label}: {', '.join(pinned)}: the gateway key comes from the inventory's secret "
+            "reference; change it there and run gpuctl deploy"
+        )
     staged = Keystore.for_inventory(inv.path, write=False)
     missing = [h.name for h in hosts if staged.api_key(h.name) is None]
     if missing:
         raise GpuctlError(f"{inv.label}: {', '.join(missing)}: no key to rotate yet (gpuctl deploy creates it)")
-    if not yes and sys.stdin.isatty() and not click.confirm(
-            f"Rotate the gateway key of {', '.join(h.name for h in hosts)}? Clients need the new key.", err=True):
+    if (
+        not yes
+        and sys.stdin.isatty()
+        and not click.confirm(
+            f"Rotate the gateway key of {', '.join(h.name for h in hosts)}? Clients need the new key.", err=True
+        )
+    ):
         sys.exit(EXIT_FAILED)
     new_keys = {h.name: staged.rotate_api_key(h.name) for h in hosts}
     err = console(stderr=True)
-    outcomes = fleet.deploy(hosts, inv.base_dir, keystore=staged,
-                            progress=None if as_json else lambda host, msg: err.print(f"[{host}] {msg}"))  # fmt: skip
+    outcomes = fleet.deploy(
+        hosts,
+        inv.base_dir,
+        keystore=staged,
+        progress=None if as_json else lambda host, msg: err.print(f"[{host}] {msg}"),
+    )
     store = Keystore.for_inventory(inv.path)
     rotated = []
     for outcome in outcomes:
@@ -424,16 +501,19 @@ def keys_rotate(inventory_ref: str, limit: tuple[str, ...], yes: bool, as_json: 
             store.store(store.api_key_name(outcome.name), new_keys[outcome.name] + "\n", 0o600)
             rotated.append(outcome.name)
     if as_json:
-        click.echo(json.dumps({"inventory": inv.label, "rotated": rotated,
-                               "hosts": [o.as_dict() for o in outcomes]}, indent=2))  # fmt: skip
+        click.echo(
+            json.dumps({"inventory": inv.label, "rotated": rotated, "hosts": [o.as_dict() for o in outcomes]}, indent=2)
+        )
     else:
         print_outcomes(outcomes, title="key rotation")
         for name in rotated:
             err.print(f"{name}: new key in {store.path(store.api_key_name(name))}")
         for outcome in outcomes:
             if outcome.status == "failed":
-                err.print(f"{outcome.name}: not rotated; if its gateway already reloaded, it expects a key that was "
-                          "not kept: gpuctl deploy puts the kept key back")  # fmt: skip
+                err.print(
+                    f"{outcome.name}: not rotated; if its gateway already reloaded, it expects a key that was "
+                    "not kept: gpuctl deploy puts the kept key back"
+                )
     if len(rotated) != len(hosts):
         sys.exit(EXIT_FAILED)
 
@@ -452,15 +532,36 @@ def status(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
         click.echo(json.dumps({"inventory": inv.label, "engines": [r.as_dict() for r in rows]}, indent=2))
     else:
         table = Table()
-        for column in ("host", "engine", "unit", "health", "version", "model", "running", "waiting", "KV cache", "GPU memory"):
+        for column in (
+            "host",
+            "engine",
+            "unit",
+            "health",
+            "version",
+            "model",
+            "running",
+            "waiting",
+            "KV cache",
+            "GPU memory",
+        ):
             table.add_column(column)
         for r in rows:
             if r.error and r.engine == "-":
                 table.add_row(r.host, "-", r.error, "", "", "", "", "", "", "")
                 continue
             kv = f"{r.kv_cache_usage:.1%}" if r.kv_cache_usage is not None else "-"
-            table.add_row(r.host, r.engine, r.unit, r.health, r.version, r.model, _num(r.running), _num(r.waiting), kv,
-                          r.gpu_memory)  # fmt: skip
+            table.add_row(
+                r.host,
+                r.engine,
+                r.unit,
+                r.health,
+                r.version,
+                r.model,
+                _num(r.running),
+                _num(r.waiting),
+                kv,
+                r.gpu_memory,
+            )
         console().print(table)
     sys.exit(EXIT_FAILED if any(r.error for r in rows) else EXIT_OK)
 

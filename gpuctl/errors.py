@@ -15,6 +15,8 @@ class InventoryError(GpuctlError):
         self.lines = lines
 
 
-NO_SYSTEMD = ("does not run systemd as PID 1 (a container, or WSL without systemd): gpuctl runs engines as "
-              "systemd services; use a host or VM with systemd (WSL: [boot] systemd=true in /etc/wsl.conf)")
+NO_SYSTEMD = (
+    "does not run systemd as PID 1 (a container, or WSL without systemd): gpuctl runs engines as "
+    "systemd services; use a host or VM with systemd (WSL: [boot] systemd=true in /etc/wsl.conf)"
+)
 """Said by deploy and verify alike when /run/systemd/system is missing (the test sd_booted(3) makes)."""

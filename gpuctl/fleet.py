@@ -24,8 +24,8 @@ from pyinfra.context import ctx_host, ctx_state
 from pyinfra.facts.files import FileContents, Sha256File
 
 from gpuctl.errors import GpuctlError
-from gpuctl.pyinfra_names import op_name
 from gpuctl.keystore import Keystore, ServerCert
+from gpuctl.pyinfra_names import op_name
 from gpuctl.render import GatewayMaterial, RenderedFile, key_pattern, render_host
 from gpuctl.spec import HostSpec, SecretRef
 
@@ -49,9 +49,12 @@ class HostOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         data = {
-            "host": self.name, "status": self.status, "changes": self.changes,
-            "failed_operation": self.failed_operation, "error": self.error,
-        }  # fmt: skip
+            "host": self.name,
+            "status": self.status,
+            "changes": self.changes,
+            "failed_operation": self.failed_operation,
+            "error": self.error,
+        }
         if self.commands:
             data["commands"] = self.commands
         return data
@@ -105,8 +108,9 @@ def certificate_names(host: HostSpec) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def gateway_material(host: HostSpec, base_dir: Path, keystore: Keystore | None,
-                     resolve: Callable[[SecretRef], str]) -> GatewayMaterial | None:  # fmt: skip
+def gateway_material(
+    host: HostSpec, base_dir: Path, keystore: Keystore | None, resolve: Callable[[SecretRef], str]
+) -> GatewayMaterial | None:
     """HOST's gateway key and certificate: from the inventory's references, or made by the keystore."""
     gateway = host.gateway
     if gateway is None:
@@ -141,8 +145,12 @@ def pyinfra_host(spec: HostSpec) -> tuple[str, dict[str, Any]]:
     data: dict[str, Any] = {"gpuctl_name": spec.name}
     if spec.local:
         return "@local", data
-    data.update(ssh_hostname=spec.address, ssh_user=spec.ssh_user, ssh_port=spec.ssh_port,
-                ssh_strict_host_key_checking=spec.ssh_strict_host_key_checking)  # fmt: skip
+    data.update(
+        ssh_hostname=spec.address,
+        ssh_user=spec.ssh_user,
+        ssh_port=spec.ssh_port,
+        ssh_strict_host_key_checking=spec.ssh_strict_host_key_checking,
+    )
     if spec.ssh_key:
         data["ssh_key"] = str(Path(spec.ssh_key).expanduser())
     if spec.ssh_known_hosts_file:
@@ -185,7 +193,9 @@ class _Recorder(BaseStateCallback):
         if self.progress and meta._maybe_is_change:  # noqa: SLF001
             self.progress(host.data.gpuctl_name, f"done: {op_name(state, host, op_hash)}")
 
-    def operation_host_error(self, state: State, host: Any, op_hash: str, retry_count: int = 0, max_retries: int = 0) -> None:  # type: ignore[override]
+    def operation_host_error(
+        self, state: State, host: Any, op_hash: str, retry_count: int = 0, max_retries: int = 0
+    ) -> None:  # type: ignore[override]
         if self.progress:
             self.progress(host.data.gpuctl_name, f"FAILED: {op_name(state, host, op_hash)}")
 
@@ -215,8 +225,14 @@ def deploy(
     inventory = Inventory(([pyinfra_host(h) for h in hosts], {}))
     state = State(inventory, Config(FAIL_PERCENT=100, CONNECT_TIMEOUT=10, PARALLEL=max(1, len(hosts))))
     if verbose:  # pyinfra's most verbose output (its CLI's -vvv): commands, their output, facts
-        for flag in ("print_input", "print_output", "print_fact_info", "print_fact_input", "print_fact_output",
-                     "print_noop_info"):  # fmt: skip
+        for flag in (
+            "print_input",
+            "print_output",
+            "print_fact_info",
+            "print_fact_input",
+            "print_fact_output",
+            "print_noop_info",
+        ):
             setattr(state, flag, True)
     recorder = _Recorder(plan, progress)
     state.add_callback_handler(recorder)
@@ -237,7 +253,9 @@ def deploy(
         except Exception as exc:  # noqa: BLE001 - a host's preparation failing must not stop the others
             outcomes[name].status, outcomes[name].failed_operation = "failed", "prepare"
             explained = errors.for_host(host.name, plan) if isinstance(exc, PyinfraError) else ""
-            said = str(exc) if isinstance(exc, GpuctlError) else f"{type(exc).__name__}: {exc}"  # ours read as sentences
+            said = (
+                str(exc) if isinstance(exc, GpuctlError) else f"{type(exc).__name__}: {exc}"
+            )  # ours read as sentences
             outcomes[name].error = explained or plan.mask(said)
             if verbose:
                 logging.getLogger("gpuctl").exception("preparing %s failed", name)
@@ -361,8 +379,14 @@ def _diffs(host: Any, plan: Plan, files: list[RenderedFile]) -> list[str]:
         before = plan.mask("\n".join(current) + "\n") if current is not None else ""
         after = plan.mask(item.content)
         if before != after:
-            diffs.append("".join(difflib.unified_diff(
-                before.splitlines(keepends=True), after.splitlines(keepends=True),
-                fromfile=f"{name}:{item.path} (on the host)", tofile=f"{name}:{item.path} (rendered)",
-            )))  # fmt: skip
+            diffs.append(
+                "".join(
+                    difflib.unified_diff(
+                        before.splitlines(keepends=True),
+                        after.splitlines(keepends=True),
+                        fromfile=f"{name}:{item.path} (on the host)",
+                        tofile=f"{name}:{item.path} (rendered)",
+                    )
+                )
+            )
     return diffs

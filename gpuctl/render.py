@@ -120,8 +120,9 @@ def _template(name: str, **context: object) -> str:
     return _environment().get_template(name).render(**context)
 
 
-def render_host(host: HostSpec, resolve: SecretResolver | None = None,
-                gateway: GatewayMaterial | None = None) -> list[RenderedFile]:  # fmt: skip
+def render_host(
+    host: HostSpec, resolve: SecretResolver | None = None, gateway: GatewayMaterial | None = None
+) -> list[RenderedFile]:
     """Every file HOST receives, sorted by path. Without RESOLVE (and GATEWAY), secrets become placeholders."""
     resolve = resolve or placeholder
     files: list[RenderedFile] = []
@@ -129,7 +130,9 @@ def render_host(host: HostSpec, resolve: SecretResolver | None = None,
         files += render_vllm(host, engine, resolve)
     if host.vllm:
         files.append(
-            RenderedFile(WAIT_HEALTHY, (templates_dir() / "vllm" / "wait-healthy.sh").read_text(), 0o755, component="vllm")
+            RenderedFile(
+                WAIT_HEALTHY, (templates_dir() / "vllm" / "wait-healthy.sh").read_text(), 0o755, component="vllm"
+            )
         )
     if host.ollama is not None:
         files += render_ollama(host, host.ollama)
@@ -152,9 +155,11 @@ def render_vllm(host: HostSpec, engine: VllmSpec, resolve: SecretResolver) -> li
         "hf_cache_dir": f"{HF_CACHE_DIR}:/root/.cache/huggingface",
         "vllm_cache_dir": f"{engine.cache_dir}/cache:/root/.cache/vllm",
         "healthcheck": [
-            "CMD", "python3", "-c",
+            "CMD",
+            "python3",
+            "-c",
             f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}/health', timeout=5)",
-        ],  # fmt: skip
+        ],
         "gpu_ids": [str(i) for i in engine.gpu_indices()],
         "cdi_devices": [f"nvidia.com/gpu={i}" for i in engine.gpu_indices()],
         "stop_grace_s": STOP_GRACE_S,
@@ -166,9 +171,12 @@ def render_vllm(host: HostSpec, engine: VllmSpec, resolve: SecretResolver) -> li
     return [
         RenderedFile(compose_file, _template("vllm/compose.yaml.j2", **context), component=component),
         RenderedFile(
-            engine.config_dir / "vllm.env", _template("vllm/vllm.env.j2", **context), 0o600,
-            component=component, secret=bool(engine.secret_env()),
-        ),  # fmt: skip
+            engine.config_dir / "vllm.env",
+            _template("vllm/vllm.env.j2", **context),
+            0o600,
+            component=component,
+            secret=bool(engine.secret_env()),
+        ),
         RenderedFile(unit, _template("vllm/vllm.service.j2", **context), component=component),
     ]
 
@@ -199,15 +207,22 @@ def gateway_upstreams(host: HostSpec, resolve: SecretResolver) -> list[dict[str,
         ident = f"vllm_{engine.name.replace('-', '_')}" if is_vllm else "ollama"
         key = resolve(engine.api_key) if is_vllm and engine.api_key is not None else None
         if key is not None and ('"' in key or "\\" in key or "$" in key or not key.isprintable()):
-            raise GpuctlError(f"vllm[{engine.name}].api_key: contains a quote, backslash, $ or control character, "
-                              "which the gateway's nginx configuration cannot hold")  # fmt: skip
-        upstreams.append({
-            "id": ident, "port": engine.port, "label": f"vllm:{engine.name}" if is_vllm else "ollama",
-            "address": _loopback_address(engine.bind),
-            "prefix": host.gateway_prefix(engine), "authorization": f"Bearer {key}" if key else "",
-            "admin_blocked": not is_vllm and not (host.gateway and host.gateway.allow_ollama_admin),
-            "loopback": is_loopback(engine.bind),
-        })  # fmt: skip
+            raise GpuctlError(
+                f"vllm[{engine.name}].api_key: contains a quote, backslash, $ or control character, "
+                "which the gateway's nginx configuration cannot hold"
+            )
+        upstreams.append(
+            {
+                "id": ident,
+                "port": engine.port,
+                "label": f"vllm:{engine.name}" if is_vllm else "ollama",
+                "address": _loopback_address(engine.bind),
+                "prefix": host.gateway_prefix(engine),
+                "authorization": f"Bearer {key}" if key else "",
+                "admin_blocked": not is_vllm and not (host.gateway and host.gateway.allow_ollama_admin),
+                "loopback": is_loopback(engine.bind),
+            }
+        )
     return upstreams
 
 
@@ -234,9 +249,15 @@ def render_gateway(host: HostSpec, resolve: SecretResolver, material: GatewayMat
     gateway = host.gateway
     assert gateway is not None
     upstreams = gateway_upstreams(host, resolve)
-    routes = [{"prefix": u["prefix"], "upstream": u["id"], "host": f"{u['address']}:{u['port']}",
-               "admin_blocked": u["admin_blocked"]}
-              for u in upstreams]  # fmt: skip
+    routes = [
+        {
+            "prefix": u["prefix"],
+            "upstream": u["id"],
+            "host": f"{u['address']}:{u['port']}",
+            "admin_blocked": u["admin_blocked"],
+        }
+        for u in upstreams
+    ]
     routes.sort(key=lambda r: (r["prefix"] == "", r["prefix"]))
     # With ACME these two are links that deploy points at certbot's files (a bootstrap certificate first).
     tls_cert, tls_key = GATEWAY_TLS_CERT, GATEWAY_TLS_KEY
@@ -246,15 +267,23 @@ def render_gateway(host: HostSpec, resolve: SecretResolver, material: GatewayMat
         api_key_pattern = f"<secret gateway key: {gateway.api_key.describe() if gateway.api_key else 'generated'}>"
     secrets_conf = GATEWAY_DIR / "secrets.conf"
     context = {
-        "host": host, "gateway": gateway, "upstreams": upstreams, "routes": routes, "secrets_conf": secrets_conf,
-        "tls_cert": tls_cert, "tls_key": tls_key, "acme_webroot": ACME_WEBROOT, "key_pattern": api_key_pattern,
+        "host": host,
+        "gateway": gateway,
+        "upstreams": upstreams,
+        "routes": routes,
+        "secrets_conf": secrets_conf,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "acme_webroot": ACME_WEBROOT,
+        "key_pattern": api_key_pattern,
         "scheme_pattern": BEARER_PATTERN,
         "admin_routes": "|".join(OLLAMA_ADMIN_ROUTES),
-    }  # fmt: skip
+    }
     files = [
         RenderedFile(NGINX_CONF, _template("gateway/gpuctl-gateway.conf.j2", **context), component="gateway"),
-        RenderedFile(secrets_conf, _template("gateway/secrets.conf.j2", **context), 0o600, component="gateway",
-                     secret=True),  # fmt: skip
+        RenderedFile(
+            secrets_conf, _template("gateway/secrets.conf.j2", **context), 0o600, component="gateway", secret=True
+        ),
     ]
     if gateway.tls != "acme":
         cert = material.cert if material is not None else None
@@ -282,10 +311,13 @@ def render_firewall(host: HostSpec) -> list[RenderedFile]:
     """The nftables ruleset and the oneshot unit that loads it at boot."""
     nets = [ipaddress.ip_network(n, strict=False) for n in host.firewall.allow_from]
     context = {
-        "host": host, "open_tcp": firewall_ports(host), "ruleset": FIREWALL_RULES,
+        "host": host,
+        "open_tcp": firewall_ports(host),
+        "ruleset": FIREWALL_RULES,
         "public_ports": sorted({e.port for e in host.public_engines() if isinstance(e, VllmSpec)}),
-        "allow_v4": [str(n) for n in nets if n.version == 4], "allow_v6": [str(n) for n in nets if n.version == 6],
-    }  # fmt: skip
+        "allow_v4": [str(n) for n in nets if n.version == 4],
+        "allow_v6": [str(n) for n in nets if n.version == 6],
+    }
     return [
         RenderedFile(FIREWALL_RULES, _template("firewall/firewall.nft.j2", **context), component="firewall"),
         RenderedFile(FIREWALL_UNIT, _template("firewall/gpuctl-firewall.service.j2", **context), component="firewall"),

@@ -32,7 +32,9 @@ ENGINE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 DURATION_RE = re.compile(r"^(-1|0|-?\d+(\.\d+)?(ns|us|ms|s|m|h)(\d+(\.\d+)?(ns|us|ms|s|m|h))*)$")
-ADDRESS_NAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$")
+ADDRESS_NAME_RE = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$"
+)
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(-rc\d+)?$")
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -122,10 +124,13 @@ class GpuSpec(Strict):
     def _memory_of_a_known_model(self) -> GpuSpec:
         """A model the catalog names exactly must have the catalog's memory (the planner trusts it)."""
         known = find_gpu(self.model)
-        if known is not None and normalized_gpu_name(known.name) in normalized_gpu_name(self.model):
-            if abs(self.memory_gib - known.memory_gib) > max(1.0, 0.05 * known.memory_gib):
-                raise FieldError("memory_gib", f"an {known.name} has {known.memory_gib:g} GiB, not {self.memory_gib:g}: "
-                                 "fix memory_gib or model (a model the catalog does not know keeps any memory)")  # fmt: skip
+        named_exactly = known is not None and normalized_gpu_name(known.name) in normalized_gpu_name(self.model)
+        if named_exactly and abs(self.memory_gib - known.memory_gib) > max(1.0, 0.05 * known.memory_gib):
+            raise FieldError(
+                "memory_gib",
+                f"an {known.name} has {known.memory_gib:g} GiB, not {self.memory_gib:g}: "
+                "fix memory_gib or model (a model the catalog does not know keeps any memory)",
+            )
         return self
 
 
@@ -286,9 +291,12 @@ class VllmSpec(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> VllmSpec:
         if not is_loopback(self.bind) and not self.unsafe_public_bind:
-            raise FieldError("bind", f"{self.bind} publishes vLLM beyond this host, where its API key guards only "
-                             "/v1 (/metrics and the rest stay open): keep 127.0.0.1 and add gateway=Gateway() to the host "
-                             "(TLS and a key on every route), or set unsafe_public_bind=True to accept that risk")  # fmt: skip
+            raise FieldError(
+                "bind",
+                f"{self.bind} publishes vLLM beyond this host, where its API key guards only "
+                "/v1 (/metrics and the rest stay open): keep 127.0.0.1 and add gateway=Gateway() to the host "
+                "(TLS and a key on every route), or set unsafe_public_bind=True to accept that risk",
+            )
         if self.gpus is not None and self.tensor_parallel_size > len(self.gpus):
             raise FieldError(
                 "tensor_parallel_size",
@@ -362,13 +370,19 @@ class VllmSpec(Strict):
         """
         args = [
             self.model,  # positional: `vllm serve MODEL` (the image's entrypoint); --model is deprecated in 0.32
-            "--served-model-name", self.served_name,
-            "--host", "0.0.0.0",
-            "--port", str(CONTAINER_PORT),
-            "--gpu-memory-utilization", f"{self.gpu_memory_utilization:g}",
-            "--kv-cache-dtype", self.kv_cache_dtype,
-            "--tensor-parallel-size", str(self.tensor_parallel_size),
-        ]  # fmt: skip
+            "--served-model-name",
+            self.served_name,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(CONTAINER_PORT),
+            "--gpu-memory-utilization",
+            f"{self.gpu_memory_utilization:g}",
+            "--kv-cache-dtype",
+            self.kv_cache_dtype,
+            "--tensor-parallel-size",
+            str(self.tensor_parallel_size),
+        ]
         if self.max_model_len is not None:
             args += ["--max-model-len", str(self.max_model_len)]
         if self.max_num_seqs is not None:
@@ -436,7 +450,8 @@ class OllamaSpec(Strict):
         "auto", description="release archive architecture; auto: from the host (uname -m)"
     )
     archive_format: Literal["auto", "tar.zst", "tgz"] = Field(
-        "auto", description="auto: whichever archive the release's sha256sum.txt lists (.tar.zst from 0.14.0, "
+        "auto",
+        description="auto: whichever archive the release's sha256sum.txt lists (.tar.zst from 0.14.0, "
         ".tgz before); set only for a mirror that repackages releases",
     )
 
@@ -477,15 +492,21 @@ class OllamaSpec(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> OllamaSpec:
         if not is_loopback(self.bind) and not self.unsafe_public_bind:
-            raise FieldError("bind", f"{self.bind} exposes Ollama, which has no authentication (anyone could "
-                             "pull, delete and run models: CVE-2024-37032): keep 127.0.0.1 and add gateway=Gateway() to the "
-                             "host (TLS and a key on every route), or set unsafe_public_bind=True to accept that risk")  # fmt: skip
+            raise FieldError(
+                "bind",
+                f"{self.bind} exposes Ollama, which has no authentication (anyone could "
+                "pull, delete and run models: CVE-2024-37032): keep 127.0.0.1 and add gateway=Gateway() to the "
+                "host (TLS and a key on every route), or set unsafe_public_bind=True to accept that risk",
+            )
         if self.kv_cache_type != "f16" and not self.flash_attention:
             raise FieldError("kv_cache_type", f"{self.kv_cache_type} needs flash_attention=True")
         genuine = outside.ollama_archive_format(self.version)
         if self.release_url == outside.OLLAMA_RELEASES and self.archive_format not in ("auto", genuine):
-            raise FieldError("archive_format", f"Ollama {self.version} is released as .{genuine} only (.tar.zst "
-                             "from 0.14.0, .tgz before): remove archive_format and gpuctl picks what the release lists")
+            raise FieldError(
+                "archive_format",
+                f"Ollama {self.version} is released as .{genuine} only (.tar.zst "
+                "from 0.14.0, .tgz before): remove archive_format and gpuctl picks what the release lists",
+            )
         return self
 
     unit_name: ClassVar[str] = "ollama.service"
@@ -525,15 +546,20 @@ class OllamaSpec(Strict):
 class ContainerToolkitSpec(Strict):
     """NVIDIA container toolkit from NVIDIA's apt repository, all four packages pinned to one version."""
 
-    version: str = Field(outside.TOOLKIT_VERSION, pattern=r"^\d+\.\d+\.\d+(~rc\.\d+)?-\d+$", description="apt version, e.g. 1.18.0-1")
+    version: str = Field(
+        outside.TOOLKIT_VERSION, pattern=r"^\d+\.\d+\.\d+(~rc\.\d+)?-\d+$", description="apt version, e.g. 1.18.0-1"
+    )
     repository: str = Field(
         "https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH)", description="apt source (a mirror)"
     )
     gpgkey_url: str = "https://nvidia.github.io/libnvidia-container/gpgkey"
 
     packages: ClassVar[tuple[str, ...]] = (
-        "nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1",
-    )  # fmt: skip
+        "nvidia-container-toolkit",
+        "nvidia-container-toolkit-base",
+        "libnvidia-container-tools",
+        "libnvidia-container1",
+    )
 
     def pinned(self) -> list[str]:
         return [f"{package}={self.version}" for package in self.packages]
@@ -551,8 +577,10 @@ class DockerSpec(Strict):
     packages: list[str] | None = Field(
         None, description="apt packages instead of the source's defaults (e.g. a local repository's)"
     )
-    repository: str = Field(outside.DOCKER_REPOSITORY, description="Docker's apt repository or a mirror; "
-                            "{distribution} becomes ubuntu or debian")  # fmt: skip
+    repository: str = Field(
+        outside.DOCKER_REPOSITORY,
+        description="Docker's apt repository or a mirror; {distribution} becomes ubuntu or debian",
+    )
     versions: dict[str, str] = Field(
         default_factory=dict,
         description="apt versions to pin, per package, e.g. {'docker-ce': '5:29.1.3-1~debian.12~bookworm'}",
@@ -563,7 +591,10 @@ class DockerSpec(Strict):
     def _apt_versions(cls, value: dict[str, str]) -> dict[str, str]:
         for package, version in value.items():
             if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", package) or not re.fullmatch(r"[0-9A-Za-z.+~:-]+", version):
-                raise ValueError(f"{package}={version} is not an apt package and version (e.g. docker-ce: 5:29.1.3-1~debian.12~bookworm)")
+                raise ValueError(
+                    f"{package}={version} is not an apt package and version "
+                    "(e.g. docker-ce: 5:29.1.3-1~debian.12~bookworm)"
+                )
         return value
 
 
@@ -604,7 +635,9 @@ class GatewaySpec(Strict):
     api_key: SecretRef | None = Field(
         None, description="the bearer key clients send; default: generated by gpuctl and kept 0600 beside the inventory"
     )
-    engine: str | None = Field(None, description="engine behind /v1: a vllm engine name or 'ollama' (default: the only one)")
+    engine: str | None = Field(
+        None, description="engine behind /v1: a vllm engine name or 'ollama' (default: the only one)"
+    )
     metrics_allow: list[str] = Field(
         default_factory=list, description="scraper addresses or networks that may read /metrics without the key"
     )
@@ -711,8 +744,10 @@ class HostSpec(Strict):
         except ValueError:
             pass
         if "://" in value or "@" in value or "/" in value:
-            raise ValueError(f"{value!r} is not an address: give only the IP address or DNS name "
-                             "(ssh_user= and ssh_port= hold the rest)")  # fmt: skip
+            raise ValueError(
+                f"{value!r} is not an address: give only the IP address or DNS name "
+                "(ssh_user= and ssh_port= hold the rest)"
+            )
         if re.fullmatch(r"[0-9.]+", value):
             raise ValueError(f"{value!r} is not a valid IPv4 address")
         if re.fullmatch(r"[^:\[\]]+:\d{1,5}", value):
@@ -720,8 +755,10 @@ class HostSpec(Strict):
         if ":" in value:
             raise ValueError(f"{value!r} is not a valid IPv6 address")
         if not ADDRESS_NAME_RE.match(value.lower()):
-            raise ValueError(f"{value!r} is neither an IPv4/IPv6 address nor a DNS name (RFC 1123: letters, "
-                             "digits and '-' in dot-separated labels of at most 63)")  # fmt: skip
+            raise ValueError(
+                f"{value!r} is neither an IPv4/IPv6 address nor a DNS name (RFC 1123: letters, "
+                "digits and '-' in dot-separated labels of at most 63)"
+            )
         return value
 
     @field_validator("vllm", mode="before")
@@ -737,8 +774,11 @@ class HostSpec(Strict):
         if self.driver is not None and self.gpus is None:
             raise FieldError("driver", "is set but the host declares no GPUs (set gpus=Gpu(...))")
         if self.gpus is not None and self.gpus.nvswitch and self.driver is not None and not self.driver.server:
-            raise FieldError("driver.server", f"nvswitch=True needs nvidia-fabricmanager-{self.driver.branch}, which "
-                             "depends on the -server driver flavour (nvidia-kernel-common-N-server): keep server=True")
+            raise FieldError(
+                "driver.server",
+                f"nvswitch=True needs nvidia-fabricmanager-{self.driver.branch}, which "
+                "depends on the -server driver flavour (nvidia-kernel-common-N-server): keep server=True",
+            )
         names = [e.name for e in self.vllm]
         if len(names) != len(set(names)):
             raise FieldError("vllm", "two engines share a name: give each vllm engine its own name=")
@@ -753,15 +793,19 @@ class HostSpec(Strict):
     def _check_gateway(self, gateway: GatewaySpec) -> None:
         names = [e.name for e in self.vllm] + (["ollama"] if self.ollama else [])
         if self.ollama is not None and "ollama" in names[:-1]:
-            raise FieldError("vllm", "a vllm engine named 'ollama' would share the gateway's /engines/ollama with Ollama")
+            raise FieldError(
+                "vllm", "a vllm engine named 'ollama' would share the gateway's /engines/ollama with Ollama"
+            )
         if not names:
             raise FieldError("gateway", "the host has no engine to put behind the gateway")
         if gateway.engine is None and len(names) > 1:
-            raise FieldError("gateway.engine", f"the host has several engines: name the one behind /v1 ({', '.join(names)})")
+            raise FieldError(
+                "gateway.engine", f"the host has several engines: name the one behind /v1 ({', '.join(names)})"
+            )
         if gateway.engine is not None and gateway.engine not in names:
             raise FieldError("gateway.engine", f"{gateway.engine!r} is not an engine of this host ({', '.join(names)})")
         if gateway.tls == "acme" and gateway.port != 443:
-            raise FieldError("gateway.port", "ACME (tls=\"acme\") certificates are for port 443")
+            raise FieldError("gateway.port", 'ACME (tls="acme") certificates are for port 443')
 
     def _check_vllm_gpus(self, gpu_count: int) -> None:
         used: dict[int, str] = {}
@@ -800,7 +844,9 @@ class HostSpec(Strict):
     def _check_ollama(self, gpu_count: int) -> None:
         assert self.ollama is not None
         if gpu_count == 0 and not self.ollama.cpu_fallback:
-            raise FieldError("ollama.cpu_fallback", "the host declares no GPUs: set cpu_fallback=True to run on the CPU")
+            raise FieldError(
+                "ollama.cpu_fallback", "the host declares no GPUs: set cpu_fallback=True to run on the CPU"
+            )
         for gpu in self.ollama.gpus or []:
             if gpu >= gpu_count:
                 raise FieldError("ollama.gpus", f"GPU {gpu} does not exist (the host has {gpu_count})")

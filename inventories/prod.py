@@ -41,8 +41,11 @@ rtx4090_defaults = Defaults(
 )
 
 h100 = [
-    Host("gpu-h100-01", address="203.0.113.21",
-         gateway=Gateway(tls="acme", domain="llm.example.com", acme_email="ops@example.com")),
+    Host(
+        "gpu-h100-01",
+        address="203.0.113.21",
+        gateway=Gateway(tls="acme", domain="llm.example.com", acme_email="ops@example.com"),
+    ),
 ]
 h100_defaults = Defaults(
     gpus=Gpu(model="H100 80GB", count=2, memory_gib=80),

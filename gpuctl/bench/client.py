@@ -54,10 +54,20 @@ class Endpoint:
         messages = [{"role": "user", "content": prompt}]
         data: dict[str, Any]
         if self.api == "ollama":
-            data = {"model": self.model, "messages": messages, "stream": True, "options": {"num_predict": output_tokens}}
+            data = {
+                "model": self.model,
+                "messages": messages,
+                "stream": True,
+                "options": {"num_predict": output_tokens},
+            }
         else:
-            data = {"model": self.model, "messages": messages, "max_tokens": output_tokens, "stream": True,
-                    "stream_options": {"include_usage": True}}  # fmt: skip
+            data = {
+                "model": self.model,
+                "messages": messages,
+                "max_tokens": output_tokens,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
             if self.exact_output:
                 data.update(ignore_eos=True, min_tokens=output_tokens)
         return json.dumps(data, separators=(",", ":")).encode()
@@ -97,8 +107,14 @@ LevelHook = Callable[[int], Any]
 class LoadGenerator:
     """Runs the levels of one endpoint in one aiohttp session."""
 
-    def __init__(self, endpoint: Endpoint, settings: Settings, progress: Progress | None = None,
-                 on_level_start: LevelHook | None = None, on_level_end: LevelHook | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        settings: Settings,
+        progress: Progress | None = None,
+        on_level_start: LevelHook | None = None,
+        on_level_end: LevelHook | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.settings = settings
         self.progress = progress or (lambda _message: None)
@@ -111,7 +127,9 @@ class LoadGenerator:
 
     async def run(self) -> BenchResult:
         largest = max(self.settings.concurrency)
-        trust = ssl.create_default_context(cafile=self.endpoint.verify) if isinstance(self.endpoint.verify, str) else True
+        trust = (
+            ssl.create_default_context(cafile=self.endpoint.verify) if isinstance(self.endpoint.verify, str) else True
+        )
         connector = aiohttp.TCPConnector(limit=largest, limit_per_host=largest, ttl_dns_cache=300, ssl=trust)
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout_s, sock_connect=10)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as session:
@@ -165,7 +183,7 @@ class LoadGenerator:
                         rest = content.read_nowait()  # readany() gives one HTTP chunk; take all that arrived
                         parser.feed(data + rest if rest else data, clock())
                     parser.finish()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             result.error = f"timed out after {self.settings.request_timeout_s:g} s"
         except aiohttp.ClientError as exc:
             result.error = f"{type(exc).__name__}: {short(str(exc), 120)}"
@@ -196,8 +214,10 @@ class LoadGenerator:
 
         if self.on_level_start:
             self.on_level_start(concurrency)
-        self.progress(f"c={concurrency}: {limit if limit < MAX_REQUESTS else 'unbounded'} request(s)"
-                      + (f", at most {s.duration_s:g} s" if s.duration_s else ""))  # fmt: skip
+        self.progress(
+            f"c={concurrency}: {limit if limit < MAX_REQUESTS else 'unbounded'} request(s)"
+            + (f", at most {s.duration_s:g} s" if s.duration_s else "")
+        )
         cpu0 = time.process_time()
         t0 = time.perf_counter()
         deadline = t0 + (s.duration_s if s.duration_s is not None else 365 * 86400)
@@ -212,18 +232,23 @@ class LoadGenerator:
         if self.on_level_end:
             self.on_level_end(concurrency)
         stats = summarize(concurrency, results, window, cpu)
-        self.progress(f"c={concurrency}: done: {stats.requests} ok, {stats.errors} error(s), "
-                      f"{stats.aggregate_tok_s:,.1f} tok/s in {window:.1f} s")  # fmt: skip
+        self.progress(
+            f"c={concurrency}: done: {stats.requests} ok, {stats.errors} error(s), "
+            f"{stats.aggregate_tok_s:,.1f} tok/s in {window:.1f} s"
+        )
         return stats
 
-    async def report(self, concurrency: int, limit: int, t0: float, results: list[RequestResult],
-                     state: dict[str, int]) -> None:  # fmt: skip
+    async def report(
+        self, concurrency: int, limit: int, t0: float, results: list[RequestResult], state: dict[str, int]
+    ) -> None:
         """Progress every few seconds while a level runs."""
         while True:
             await asyncio.sleep(PROGRESS_EVERY_S)
             total = f"/{limit}" if limit < MAX_REQUESTS else ""
-            self.progress(f"c={concurrency}: {len(results)}{total} requests, {state['errors']} error(s), "
-                          f"{state['tokens']:,} tokens, {time.perf_counter() - t0:.0f} s")  # fmt: skip
+            self.progress(
+                f"c={concurrency}: {len(results)}{total} requests, {state['errors']} error(s), "
+                f"{state['tokens']:,} tokens, {time.perf_counter() - t0:.0f} s"
+            )
 
 
 def run(endpoint: Endpoint, settings: Settings, progress: Progress | None = None, **hooks: LevelHook) -> BenchResult:

@@ -31,8 +31,9 @@ def parse_concurrency(text: str) -> list[int]:
     """'1,8,32' → [1, 8, 32]; anything else is one clear GpuctlError."""
     parts = [part.strip() for part in text.split(",")]
     if not all(part.isascii() and part.isdigit() and 1 <= int(part) <= MAX_CONCURRENCY for part in parts):
-        raise GpuctlError(f"--concurrency {text!r}: give whole numbers from 1 to {MAX_CONCURRENCY} separated by "
-                          "commas, e.g. 1,8,32")  # fmt: skip
+        raise GpuctlError(
+            f"--concurrency {text!r}: give whole numbers from 1 to {MAX_CONCURRENCY} separated by commas, e.g. 1,8,32"
+        )
     return [int(part) for part in parts]
 
 
@@ -58,40 +59,113 @@ class Target:
 @click.command()
 @click.argument("target")
 @click.option("--inventory", "-i", "inventory_ref", metavar="INVENTORY", help="Inventory holding TARGET.")
-@click.option("--limit", "-l", "limit", multiple=True, metavar="HOST", help="Only these hosts or groups (globs allowed).")
-@click.option("--concurrency", "-c", default="1,8,32", show_default=True, metavar="LIST",
-              help="Concurrency levels, comma-separated; each level keeps this many streams busy.")
-@click.option("--requests", "-n", type=click.IntRange(1, 1_000_000), metavar="N",
-              help="Requests per level (default: 4 × concurrency, at least 8; unbounded with --duration).")
-@click.option("--duration", "duration_s", type=click.FloatRange(0.1, 86400), metavar="SECONDS",
-              help="Per level: send no new request after SECONDS (requests in flight finish).")
-@click.option("--prompt-tokens", type=click.IntRange(1, 1_000_000), default=180, show_default=True,
-              help="Prompt length in tokens (chat template included), calibrated against the server.")
-@click.option("--output-tokens", type=click.IntRange(1, 1_000_000), default=220, show_default=True,
-              help="Tokens each reply must have (vLLM: ignore_eos; Ollama: num_predict).")
-@click.option("--api", type=click.Choice(["openai", "ollama"]),
-              help="openai: /v1/chat/completions (vLLM, Ollama's shim); ollama: Ollama's /api/chat. "
-                   "Default: the engine's own.")
-@click.option("--engine", type=click.Choice(["vllm", "ollama"]),
-              help="Hosts: only this engine. URLs: which server it is (asked from the server if not given).")
-@click.option("--model", help="The model to generate with (URLs: default the server's first; Ollama hosts: "
-                              "default the spec's first).")
+@click.option(
+    "--limit", "-l", "limit", multiple=True, metavar="HOST", help="Only these hosts or groups (globs allowed)."
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    default="1,8,32",
+    show_default=True,
+    metavar="LIST",
+    help="Concurrency levels, comma-separated; each level keeps this many streams busy.",
+)
+@click.option(
+    "--requests",
+    "-n",
+    type=click.IntRange(1, 1_000_000),
+    metavar="N",
+    help="Requests per level (default: 4 × concurrency, at least 8; unbounded with --duration).",
+)
+@click.option(
+    "--duration",
+    "duration_s",
+    type=click.FloatRange(0.1, 86400),
+    metavar="SECONDS",
+    help="Per level: send no new request after SECONDS (requests in flight finish).",
+)
+@click.option(
+    "--prompt-tokens",
+    type=click.IntRange(1, 1_000_000),
+    default=180,
+    show_default=True,
+    help="Prompt length in tokens (chat template included), calibrated against the server.",
+)
+@click.option(
+    "--output-tokens",
+    type=click.IntRange(1, 1_000_000),
+    default=220,
+    show_default=True,
+    help="Tokens each reply must have (vLLM: ignore_eos; Ollama: num_predict).",
+)
+@click.option(
+    "--api",
+    type=click.Choice(["openai", "ollama"]),
+    help="openai: /v1/chat/completions (vLLM, Ollama's shim); ollama: Ollama's /api/chat. Default: the engine's own.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["vllm", "ollama"]),
+    help="Hosts: only this engine. URLs: which server it is (asked from the server if not given).",
+)
+@click.option(
+    "--model",
+    help="The model to generate with (URLs: default the server's first; Ollama hosts: default the spec's first).",
+)
 @click.option("--api-key-env", metavar="VAR", help="URL targets: environment variable holding the API key.")
-@click.option("--gpu", metavar="MODEL", help="URL targets: the GPU behind the URL (e.g. 'RTX 4090'), to compare "
-                                             "with published figures.")
-@click.option("--seed", type=click.IntRange(0, 2**31), default=0, show_default=True, help="Seed of the synthetic prompts.")
-@click.option("--timeout", "request_timeout_s", type=click.FloatRange(1, 3600), default=300, show_default=True,
-              metavar="SECONDS", help="Give up on a request after SECONDS (counted as an error).")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="Also write one row per level to FILE.")
-@click.option("--direct", is_flag=True, help="Hosts with a gateway: bench the engine itself (through an SSH tunnel), "
-                                            "not the gateway's https URL that clients use.")
+@click.option(
+    "--gpu",
+    metavar="MODEL",
+    help="URL targets: the GPU behind the URL (e.g. 'RTX 4090'), to compare with published figures.",
+)
+@click.option(
+    "--seed", type=click.IntRange(0, 2**31), default=0, show_default=True, help="Seed of the synthetic prompts."
+)
+@click.option(
+    "--timeout",
+    "request_timeout_s",
+    type=click.FloatRange(1, 3600),
+    default=300,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up on a request after SECONDS (counted as an error).",
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Also write one row per level to FILE.",
+)
+@click.option(
+    "--direct",
+    is_flag=True,
+    help="Hosts with a gateway: bench the engine itself (through an SSH tunnel), "
+    "not the gateway's https URL that clients use.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def bench(target: str, inventory_ref: str | None, limit: tuple[str, ...], concurrency: str, requests: int | None,
-          duration_s: float | None, prompt_tokens: int, output_tokens: int, api: str | None, engine: str | None,
-          model: str | None, api_key_env: str | None, gpu: str | None, seed: int, request_timeout_s: float,
-          csv_path: Path | None, direct: bool, quiet: bool, as_json: bool) -> None:  # fmt: skip
+def bench(
+    target: str,
+    inventory_ref: str | None,
+    limit: tuple[str, ...],
+    concurrency: str,
+    requests: int | None,
+    duration_s: float | None,
+    prompt_tokens: int,
+    output_tokens: int,
+    api: str | None,
+    engine: str | None,
+    model: str | None,
+    api_key_env: str | None,
+    gpu: str | None,
+    seed: int,
+    request_timeout_s: float,
+    csv_path: Path | None,
+    direct: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Tokens/s and latency per concurrency level.
 
     TARGET is a host name, an inventory, or a URL. Closed loop: at each level that many streams send
@@ -100,9 +174,15 @@ def bench(target: str, inventory_ref: str | None, limit: tuple[str, ...], concur
     from gpuctl.bench.client import Settings
     from gpuctl.cli import EXIT_FAILED, EXIT_OK, console
 
-    settings = Settings(concurrency=parse_concurrency(concurrency), prompt_tokens=prompt_tokens,
-                        output_tokens=output_tokens, requests=requests, duration_s=duration_s,
-                        request_timeout_s=request_timeout_s, seed=seed)  # fmt: skip
+    settings = Settings(
+        concurrency=parse_concurrency(concurrency),
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        requests=requests,
+        duration_s=duration_s,
+        request_timeout_s=request_timeout_s,
+        seed=seed,
+    )
     if csv_path is not None:
         check_writable(csv_path)
     if target.startswith(("http://", "https://")):
@@ -144,8 +224,14 @@ def bench_target(target: Target, settings: Any, say: Callable[[str], Any] | None
     try:
         with target.open() as base_url:
             complete(target, base_url)
-            endpoint = client.Endpoint(base_url, target.api, target.model, target.api_key,  # type: ignore[arg-type]
-                                       exact_output=target.engine == "vllm", verify=target.verify)  # fmt: skip
+            endpoint = client.Endpoint(
+                base_url,
+                target.api,
+                target.model,
+                target.api_key,  # type: ignore[arg-type]
+                exact_output=target.engine == "vllm",
+                verify=target.verify,
+            )
             result = client.run(endpoint, settings, progress)
     except (ConnectionError, OSError, GpuctlError) as exc:
         run = new_run(target)
@@ -179,9 +265,17 @@ def new_run(target: Target) -> Any:
     from gpuctl.bench.report import Run
 
     engine = target.engine or "?"
-    return Run(host=target.host, engine_name=target.engine_name or engine, engine_label=engine_label(target),
-               api=target.api or "?", model=target.model or "?", gpu_label=target.gpu_label, url=target.url,
-               via=target.via, subject=Subject(target.gpu, engine, target.model or "", target.weights or ""))  # fmt: skip
+    return Run(
+        host=target.host,
+        engine_name=target.engine_name or engine,
+        engine_label=engine_label(target),
+        api=target.api or "?",
+        model=target.model or "?",
+        gpu_label=target.gpu_label,
+        url=target.url,
+        via=target.via,
+        subject=Subject(target.gpu, engine, target.model or "", target.weights or ""),
+    )
 
 
 def engine_label(target: Target) -> str:
@@ -189,14 +283,17 @@ def engine_label(target: Target) -> str:
     from gpuctl.bench.reference import weights_label
 
     name = {"vllm": "vLLM", "ollama": "Ollama", None: "?"}.get(target.engine, "OpenAI-compatible")
-    label = f"{name} {weights_label(target.weights)}" if target.weights and target.engine in ("vllm", "ollama") else name
+    label = (
+        f"{name} {weights_label(target.weights)}" if target.weights and target.engine in ("vllm", "ollama") else name
+    )
     if target.engine == "ollama" and target.api == "openai":
         label += " (/v1)"
     return label
 
 
-def url_target(url: str, engine: str | None, api: str | None, model: str | None, api_key_env: str | None,
-               gpu: str | None) -> Target:  # fmt: skip
+def url_target(
+    url: str, engine: str | None, api: str | None, model: str | None, api_key_env: str | None, gpu: str | None
+) -> Target:
     from urllib.parse import urlsplit
 
     api_key = None
@@ -211,8 +308,19 @@ def url_target(url: str, engine: str | None, api: str | None, model: str | None,
     def direct() -> Iterator[str]:
         yield url.rstrip("/")
 
-    return Target(host=urlsplit(url).netloc or url, engine_name=engine, engine=engine, api=api, model=model,
-                  api_key=api_key, gpu=gpu, gpu_label=gpu or "?", weights=None, open=direct, url=url)  # fmt: skip
+    return Target(
+        host=urlsplit(url).netloc or url,
+        engine_name=engine,
+        engine=engine,
+        api=api,
+        model=model,
+        api_key=api_key,
+        gpu=gpu,
+        gpu_label=gpu or "?",
+        weights=None,
+        open=direct,
+        url=url,
+    )
 
 
 def detect_engine(url: str) -> str:
@@ -241,8 +349,11 @@ def discover_model(base_url: str, target: Target) -> str:
         data = response.json() if response.status_code == 200 else {}
     except (requests.RequestException, ValueError) as exc:
         raise ConnectionError(f"GET {path}: {type(exc).__name__}") from None
-    names = [m.get("name") for m in data.get("models", [])] if target.engine == "ollama" else [
-        m.get("id") for m in data.get("data", [])]  # fmt: skip
+    names = (
+        [m.get("name") for m in data.get("models", [])]
+        if target.engine == "ollama"
+        else [m.get("id") for m in data.get("data", [])]
+    )
     names = [n for n in names if n]
     if not names:
         hint = "the API key is missing or wrong (--api-key-env VAR)" if response.status_code == 401 else "give --model"
@@ -257,8 +368,15 @@ def failing(message: str) -> Iterator[str]:
     yield ""  # unreachable: makes this a generator
 
 
-def host_targets(target: str, inventory_ref: str | None, limit: tuple[str, ...], engine: str | None,
-                 api: str | None, model: str | None, direct: bool = False) -> list[Target]:  # fmt: skip
+def host_targets(
+    target: str,
+    inventory_ref: str | None,
+    limit: tuple[str, ...],
+    engine: str | None,
+    api: str | None,
+    model: str | None,
+    direct: bool = False,
+) -> list[Target]:
     """Every engine (or only --engine's) of the hosts TARGET names, with the spec's key, model and GPU;
     behind a gateway, as its clients reach it (https, the gateway key, the CA gpuctl handed out)
     unless DIRECT."""
@@ -289,12 +407,18 @@ def host_targets(target: str, inventory_ref: str | None, limit: tuple[str, ...],
                 name = model or (spec.models[0] if spec.models else None)
                 key, weights = None, weight_format("ollama", name) if name else None
             item = Target(
-                host=host.name, engine_name=spec_engine_label(spec), engine=kind, api=api or ("openai" if kind == "vllm" else "ollama"),
-                model=name, api_key=key, gpu=host.gpus.model if host.gpus else None,
-                gpu_label=f"{host.gpus.count}× {host.gpus.model}" if host.gpus else "none (CPU)", weights=weights,
+                host=host.name,
+                engine_name=spec_engine_label(spec),
+                engine=kind,
+                api=api or ("openai" if kind == "vllm" else "ollama"),
+                model=name,
+                api_key=key,
+                gpu=host.gpus.model if host.gpus else None,
+                gpu_label=f"{host.gpus.count}× {host.gpus.model}" if host.gpus else "none (CPU)",
+                weights=weights,
                 open=lambda host=host, spec=spec: engine_endpoint(Remote(host), host, spec),
                 via="ssh tunnel" if not host.local and is_loopback(spec.bind) else "direct",
-            )  # fmt: skip
+            )
             if host.gateway is not None and not direct:
                 item.via = "gateway"
                 try:

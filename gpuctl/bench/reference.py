@@ -12,8 +12,10 @@ from typing import Any
 
 from gpuctl import catalog
 
-SOURCE = ("REFERENCE.md, 'Published vLLM-vs-Ollama figures' (Llama 3.1 8B unless noted; chat prompts "
-          "~180 tokens in / ~220 out)")  # fmt: skip
+SOURCE = (
+    "REFERENCE.md, 'Published vLLM-vs-Ollama figures' (Llama 3.1 8B unless noted; chat prompts "
+    "~180 tokens in / ~220 out)"
+)
 PROMPT_TOKENS, OUTPUT_TOKENS = 180, 220
 TOLERANCE = 0.15  # within ±15% of the published figure counts as "as published"
 
@@ -44,12 +46,32 @@ ROWS: tuple[ReferenceRow, ...] = (
     ReferenceRow("RTX 4090 24GB", "Ollama Q4_K_M", 1, 96, 96, "RTX 4090", "ollama", LLAMA_8B, "q4_k_m"),
     ReferenceRow("RTX 5060 Ti 16GB", "vLLM FP16", 16, 720, 45, "RTX 5060 Ti", "vllm", LLAMA_8B, "fp16"),
     ReferenceRow("RTX 3090 24GB", "vLLM FP16", 32, 1310, 41, "RTX 3090", "vllm", LLAMA_8B, "fp16"),
-    ReferenceRow("RTX 4090 24GB", "vLLM 70B AWQ", 8, 185, 23, "RTX 4090", "vllm", LLAMA_70B, "awq",
-                 note="a 70B AWQ model needs more than one 24 GB card; matched on the GPU model only"),
-)  # fmt: skip
+    ReferenceRow(
+        "RTX 4090 24GB",
+        "vLLM 70B AWQ",
+        8,
+        185,
+        23,
+        "RTX 4090",
+        "vllm",
+        LLAMA_70B,
+        "awq",
+        note="a 70B AWQ model needs more than one 24 GB card; matched on the GPU model only",
+    ),
+)
 
-WEIGHT_LABELS = {"fp16": "FP16", "fp32": "FP32", "fp8": "FP8", "int8": "INT8", "awq": "AWQ", "gptq": "GPTQ",
-                 "q4_k_m": "Q4_K_M", "q5_k_m": "Q5_K_M", "q8_0": "Q8_0", "q4_0": "Q4_0"}  # fmt: skip
+WEIGHT_LABELS = {
+    "fp16": "FP16",
+    "fp32": "FP32",
+    "fp8": "FP8",
+    "int8": "INT8",
+    "awq": "AWQ",
+    "gptq": "GPTQ",
+    "q4_k_m": "Q4_K_M",
+    "q5_k_m": "Q5_K_M",
+    "q8_0": "Q8_0",
+    "q4_0": "Q4_0",
+}
 
 
 @dataclass(frozen=True)
@@ -67,8 +89,11 @@ class Subject:
         model = catalog.find_model(self.model)
         if gpu is None or model is None:
             return []
-        return [r for r in ROWS if r.gpu == gpu.name and r.engine == self.engine and model.name in r.models
-                and r.weights == self.weights]  # fmt: skip
+        return [
+            r
+            for r in ROWS
+            if r.gpu == gpu.name and r.engine == self.engine and model.name in r.models and r.weights == self.weights
+        ]
 
     def row(self, concurrency: int) -> ReferenceRow | None:
         return next((r for r in self.rows() if r.concurrency == concurrency), None)
@@ -118,8 +143,15 @@ class Comparison:
 
     def as_dict(self) -> dict[str, Any]:
         r = self.row
-        return {"source": SOURCE, "gpu": r.gpu_label, "engine": r.engine_label, "concurrency": r.concurrency,
-                "aggregate_tok_s": r.aggregate_tok_s, "per_stream_tok_s": r.per_stream_tok_s,
-                "aggregate_delta_pct": round(self.aggregate_delta * 100, 1),
-                "per_stream_delta_pct": round(self.per_stream_delta * 100, 1), "verdict": self.verdict,
-                **({"note": r.note} if r.note else {})}  # fmt: skip
+        return {
+            "source": SOURCE,
+            "gpu": r.gpu_label,
+            "engine": r.engine_label,
+            "concurrency": r.concurrency,
+            "aggregate_tok_s": r.aggregate_tok_s,
+            "per_stream_tok_s": r.per_stream_tok_s,
+            "aggregate_delta_pct": round(self.aggregate_delta * 100, 1),
+            "per_stream_delta_pct": round(self.per_stream_delta * 100, 1),
+            "verdict": self.verdict,
+            **({"note": r.note} if r.note else {}),
+        }

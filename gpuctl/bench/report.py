@@ -53,33 +53,82 @@ class Run:
             data["reference"] = comparison.as_dict() if comparison else None
             levels.append(data)
         return {
-            "host": self.host, "engine": self.engine_name, "engine_label": self.engine_label, "api": self.api,
-            "model": self.model, "gpu": self.gpu_label, "url": self.url, "via": self.via, "ok": self.ok, "error": self.error,
-            "prompt": None if cal is None else {"target_tokens": cal.target_tokens, "words": cal.words,
-                                                "probes": cal.probes, "calibration_error": cal.error},
+            "host": self.host,
+            "engine": self.engine_name,
+            "engine_label": self.engine_label,
+            "api": self.api,
+            "model": self.model,
+            "gpu": self.gpu_label,
+            "url": self.url,
+            "via": self.via,
+            "ok": self.ok,
+            "error": self.error,
+            "prompt": None
+            if cal is None
+            else {
+                "target_tokens": cal.target_tokens,
+                "words": cal.words,
+                "probes": cal.probes,
+                "calibration_error": cal.error,
+            },
             "levels": levels,
-        }  # fmt: skip
+        }
 
 
 def settings_dict(settings: Settings) -> dict[str, Any]:
-    return {"concurrency": settings.concurrency, "requests": settings.requests, "duration_s": settings.duration_s,
-            "prompt_tokens": settings.prompt_tokens, "output_tokens": settings.output_tokens, "seed": settings.seed,
-            "request_timeout_s": settings.request_timeout_s}  # fmt: skip
+    return {
+        "concurrency": settings.concurrency,
+        "requests": settings.requests,
+        "duration_s": settings.duration_s,
+        "prompt_tokens": settings.prompt_tokens,
+        "output_tokens": settings.output_tokens,
+        "seed": settings.seed,
+        "request_timeout_s": settings.request_timeout_s,
+    }
 
 
 def as_json(runs: list[Run], settings: Settings) -> dict[str, Any]:
-    return {"ok": all(r.ok for r in runs), "settings": settings_dict(settings), "reference_source": reference.SOURCE,
-            "runs": [r.as_dict() for r in runs]}  # fmt: skip
+    return {
+        "ok": all(r.ok for r in runs),
+        "settings": settings_dict(settings),
+        "reference_source": reference.SOURCE,
+        "runs": [r.as_dict() for r in runs],
+    }
 
 
 CSV_COLUMNS = [
-    "host", "engine", "engine_label", "api", "model", "gpu", "concurrency", "requests", "errors", "window_s",
-    "aggregate_tok_s", "per_stream_tok_s", "requests_per_s",
-    "ttft_ms_p50", "ttft_ms_p90", "ttft_ms_p99", "itl_ms_p50", "itl_ms_p90", "itl_ms_p99",
-    "e2e_s_p50", "e2e_s_p90", "e2e_s_p99", "prompt_tokens_mean", "output_tokens_mean", "output_tokens_total",
-    "client_cpu_us_per_token", "reference_aggregate_tok_s", "reference_per_stream_tok_s",
-    "reference_aggregate_delta_pct", "reference_per_stream_delta_pct", "reference_verdict",
-]  # fmt: skip
+    "host",
+    "engine",
+    "engine_label",
+    "api",
+    "model",
+    "gpu",
+    "concurrency",
+    "requests",
+    "errors",
+    "window_s",
+    "aggregate_tok_s",
+    "per_stream_tok_s",
+    "requests_per_s",
+    "ttft_ms_p50",
+    "ttft_ms_p90",
+    "ttft_ms_p99",
+    "itl_ms_p50",
+    "itl_ms_p90",
+    "itl_ms_p99",
+    "e2e_s_p50",
+    "e2e_s_p90",
+    "e2e_s_p99",
+    "prompt_tokens_mean",
+    "output_tokens_mean",
+    "output_tokens_total",
+    "client_cpu_us_per_token",
+    "reference_aggregate_tok_s",
+    "reference_per_stream_tok_s",
+    "reference_aggregate_delta_pct",
+    "reference_per_stream_delta_pct",
+    "reference_verdict",
+]
 
 
 def csv_rows(runs: list[Run]) -> list[dict[str, Any]]:
@@ -89,8 +138,21 @@ def csv_rows(runs: list[Run]) -> list[dict[str, Any]]:
         d = run.as_dict()
         for lv in d["levels"]:
             row: dict[str, Any] = {k: d[k] for k in ("host", "engine", "engine_label", "api", "model", "gpu")}
-            row.update({k: lv[k] for k in ("concurrency", "requests", "errors", "window_s", "aggregate_tok_s",
-                                           "per_stream_tok_s", "requests_per_s", "client_cpu_us_per_token")})  # fmt: skip
+            row.update(
+                {
+                    k: lv[k]
+                    for k in (
+                        "concurrency",
+                        "requests",
+                        "errors",
+                        "window_s",
+                        "aggregate_tok_s",
+                        "per_stream_tok_s",
+                        "requests_per_s",
+                        "client_cpu_us_per_token",
+                    )
+                }
+            )
             for name in ("ttft_ms", "itl_ms", "e2e_s"):
                 for p in ("p50", "p90", "p99"):
                     row[f"{name}_{p}"] = (lv[name] or {}).get(p, "")
@@ -129,18 +191,50 @@ def _rate(value: float) -> str:
 def print_table(out: Console, runs: list[Run], settings: Settings) -> None:
     """The published table's columns (GPU | engine | concurrency | aggregate tok/s | per-stream tok/s),
     the published figures beside each measurement that has some, then latencies and counts."""
-    table = Table(title=f"gpuctl bench: ~{settings.prompt_tokens} tokens in / {settings.output_tokens} out, "
-                        "closed loop, streamed", title_justify="left")  # fmt: skip
+    table = Table(
+        title=f"gpuctl bench: ~{settings.prompt_tokens} tokens in / {settings.output_tokens} out, "
+        "closed loop, streamed",
+        title_justify="left",
+    )
     right = {"conc.", "aggregate tok/s", "per-stream tok/s", "req/s", "ok/err"}
-    for column in ("host", "GPU", "engine", "model", "conc.", "aggregate tok/s", "per-stream tok/s", "published",
-                   "Δ", "TTFT ms p50/90/99", "ITL ms p50/90/99", "E2E s p50/90/99", "req/s", "tok in/out",
-                   "ok/err"):  # fmt: skip
+    for column in (
+        "host",
+        "GPU",
+        "engine",
+        "model",
+        "conc.",
+        "aggregate tok/s",
+        "per-stream tok/s",
+        "published",
+        "Δ",
+        "TTFT ms p50/90/99",
+        "ITL ms p50/90/99",
+        "E2E s p50/90/99",
+        "req/s",
+        "tok in/out",
+        "ok/err",
+    ):
         table.add_column(column, justify="right" if column in right else "left")
     for run in runs:
         host = run.host if run.via == "direct" else f"{run.host} via {run.via}"
         if run.error is not None and not run.levels:
-            table.add_row(host, run.gpu_label, run.engine_label, run.model, "-", "-", "-", "-", "-", "-", "-",
-                          "-", "-", "-", "failed")  # fmt: skip
+            table.add_row(
+                host,
+                run.gpu_label,
+                run.engine_label,
+                run.model,
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "failed",
+            )
             continue
         for level in run.levels:
             comparison = run.comparison(level)
@@ -149,10 +243,23 @@ def print_table(out: Console, runs: list[Run], settings: Settings) -> None:
                 published = f"{_rate(comparison.row.aggregate_tok_s)} / {_rate(comparison.row.per_stream_tok_s)}"
                 delta = f"{comparison.aggregate_delta:+.0%} / {comparison.per_stream_delta:+.0%}"
             tokens = f"{level.prompt_tokens_mean:,.0f} / {level.output_tokens_mean:,.0f}" if level.requests else "-"
-            table.add_row(host, run.gpu_label, run.engine_label, run.model, str(level.concurrency),
-                          _rate(level.aggregate_tok_s), _rate(level.per_stream_tok_s), published, delta,
-                          _ms(level.ttft_s), _ms(level.itl_s), _s(level.e2e_s), f"{level.requests_per_s:,.2f}", tokens,
-                          f"{level.requests}/{level.errors}")  # fmt: skip
+            table.add_row(
+                host,
+                run.gpu_label,
+                run.engine_label,
+                run.model,
+                str(level.concurrency),
+                _rate(level.aggregate_tok_s),
+                _rate(level.per_stream_tok_s),
+                published,
+                delta,
+                _ms(level.ttft_s),
+                _ms(level.itl_s),
+                _s(level.e2e_s),
+                f"{level.requests_per_s:,.2f}",
+                tokens,
+                f"{level.requests}/{level.errors}",
+            )
     if not out.is_terminal:  # pipes and logs get whole rows (a wrapped cell would split a row in two)
         out.width = max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum)
     out.print(table)
@@ -169,34 +276,43 @@ def notes(runs: list[Run], settings: Settings) -> list[str]:
         if run.error is not None:
             lines.append(f"{who}: {run.error}")
         if run.calibration and run.calibration.error:
-            lines.append(f"{who}: prompt calibration failed ({run.calibration.error}); prompts of "
-                         f"{run.calibration.words} words")  # fmt: skip
+            lines.append(
+                f"{who}: prompt calibration failed ({run.calibration.error}); prompts of {run.calibration.words} words"
+            )
         for level in run.levels:
             low, high = level.output_tokens_range
             if level.requests and (low, high) != (settings.output_tokens, settings.output_tokens):
-                lines.append(f"{who} c={level.concurrency}: replies had {low}–{high} tokens (mean "
-                             f"{level.output_tokens_mean:,.1f}), not the {settings.output_tokens} asked for: the "
-                             "server stopped early (Ollama's num_predict is only a maximum)")  # fmt: skip
+                lines.append(
+                    f"{who} c={level.concurrency}: replies had {low}–{high} tokens (mean "
+                    f"{level.output_tokens_mean:,.1f}), not the {settings.output_tokens} asked for: the "
+                    "server stopped early (Ollama's num_predict is only a maximum)"
+                )
             for message, count in list(level.error_kinds.items())[:3]:
                 lines.append(f"{who} c={level.concurrency}: {count} × {message}")
             per_token = level.client_cpu_us_per_token
             if per_token is not None:
-                lines.append(f"{who} c={level.concurrency}: client CPU {per_token:,.1f} µs per output token "
-                             f"({level.client_cpu_s / max(level.window_s, 1e-9):.0%} of one core), "
-                             f"{level.output_tokens:,} tokens in {level.window_s:,.1f} s")  # fmt: skip
+                lines.append(
+                    f"{who} c={level.concurrency}: client CPU {per_token:,.1f} µs per output token "
+                    f"({level.client_cpu_s / max(level.window_s, 1e-9):.0%} of one core), "
+                    f"{level.output_tokens:,} tokens in {level.window_s:,.1f} s"
+                )
             comparison = run.comparison(level)
             if comparison is not None:
                 compared = True
-                lines.append(f"{who} c={level.concurrency}: {_rate(level.aggregate_tok_s)} tok/s is "
-                             f"{abs(comparison.aggregate_delta):.0%} {'below' if comparison.aggregate_delta < 0 else 'above'} "
-                             f"the published {_rate(comparison.row.aggregate_tok_s)} ({comparison.row.gpu_label}, "
-                             f"{comparison.row.engine_label}): {comparison.verdict}")  # fmt: skip
+                lines.append(
+                    f"{who} c={level.concurrency}: {_rate(level.aggregate_tok_s)} tok/s is "
+                    f"{abs(comparison.aggregate_delta):.0%} {'below' if comparison.aggregate_delta < 0 else 'above'} "
+                    f"the published {_rate(comparison.row.aggregate_tok_s)} ({comparison.row.gpu_label}, "
+                    f"{comparison.row.engine_label}): {comparison.verdict}"
+                )
         published = sorted({r.concurrency for r in run.subject.rows()})
         if published and not any(run.comparison(level) for level in run.levels):
             lines.append(f"{who}: published figures exist at concurrency {', '.join(map(str, published))}")
     if compared:
         lines.append(f"published: {reference.SOURCE}; a Δ within ±{reference.TOLERANCE:.0%} reads 'as published'")
         if (settings.prompt_tokens, settings.output_tokens) != (reference.PROMPT_TOKENS, reference.OUTPUT_TOKENS):
-            lines.append(f"note: these prompts ({settings.prompt_tokens} in / {settings.output_tokens} out) differ from "
-                         f"the published ones (~{reference.PROMPT_TOKENS} / ~{reference.OUTPUT_TOKENS})")  # fmt: skip
+            lines.append(
+                f"note: these prompts ({settings.prompt_tokens} in / {settings.output_tokens} out) differ from "
+                f"the published ones (~{reference.PROMPT_TOKENS} / ~{reference.OUTPUT_TOKENS})"
+            )
     return lines

@@ -116,17 +116,28 @@ class LevelStats:
 
         per_token = self.client_cpu_us_per_token
         return {
-            "concurrency": self.concurrency, "requests": self.requests, "errors": self.errors,
-            "error_kinds": self.error_kinds, "window_s": round(self.window_s, 4),
-            "aggregate_tok_s": round(self.aggregate_tok_s, 2), "per_stream_tok_s": round(self.per_stream_tok_s, 2),
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_kinds": self.error_kinds,
+            "window_s": round(self.window_s, 4),
+            "aggregate_tok_s": round(self.aggregate_tok_s, 2),
+            "per_stream_tok_s": round(self.per_stream_tok_s, 2),
             "requests_per_s": round(self.requests_per_s, 3),
-            "ttft_ms": dist(self.ttft_s, 1e3, 2), "itl_ms": dist(self.itl_s, 1e3, 3), "e2e_s": dist(self.e2e_s, 1, 4),
+            "ttft_ms": dist(self.ttft_s, 1e3, 2),
+            "itl_ms": dist(self.itl_s, 1e3, 3),
+            "e2e_s": dist(self.e2e_s, 1, 4),
             "prompt_tokens": {"total": self.prompt_tokens, "mean": round(self.prompt_tokens_mean, 2)},
-            "output_tokens": {"total": self.output_tokens, "mean": round(self.output_tokens_mean, 2),
-                              "min": self.output_tokens_range[0], "max": self.output_tokens_range[1]},
-            "stream_events": self.events, "client_cpu_s": round(self.client_cpu_s, 4),
+            "output_tokens": {
+                "total": self.output_tokens,
+                "mean": round(self.output_tokens_mean, 2),
+                "min": self.output_tokens_range[0],
+                "max": self.output_tokens_range[1],
+            },
+            "stream_events": self.events,
+            "client_cpu_s": round(self.client_cpu_s, 4),
             "client_cpu_us_per_token": None if per_token is None else round(per_token, 3),
-        }  # fmt: skip
+        }
 
 
 def summarize(concurrency: int, results: Sequence[RequestResult], window_s: float, cpu_s: float) -> LevelStats:
@@ -138,12 +149,20 @@ def summarize(concurrency: int, results: Sequence[RequestResult], window_s: floa
     busy = sum(r.e2e for r in ok)
     window = max(window_s, 1e-9)
     return LevelStats(
-        concurrency=concurrency, requests=len(ok), errors=sum(kinds.values()), error_kinds=dict(kinds.most_common()),
-        window_s=window_s, output_tokens=output_tokens, prompt_tokens=sum(r.prompt_tokens or 0 for r in ok),
-        output_tokens_range=(min(outputs), max(outputs)) if outputs else (0, 0), events=sum(r.events for r in ok),
-        aggregate_tok_s=output_tokens / window, per_stream_tok_s=output_tokens / busy if busy > 0 else 0.0,
+        concurrency=concurrency,
+        requests=len(ok),
+        errors=sum(kinds.values()),
+        error_kinds=dict(kinds.most_common()),
+        window_s=window_s,
+        output_tokens=output_tokens,
+        prompt_tokens=sum(r.prompt_tokens or 0 for r in ok),
+        output_tokens_range=(min(outputs), max(outputs)) if outputs else (0, 0),
+        events=sum(r.events for r in ok),
+        aggregate_tok_s=output_tokens / window,
+        per_stream_tok_s=output_tokens / busy if busy > 0 else 0.0,
         requests_per_s=len(ok) / window,
         ttft_s=Percentiles.of([t for r in ok if (t := r.ttft) is not None]),
         itl_s=Percentiles.of([gap for r in ok for gap in r.gaps]),
-        e2e_s=Percentiles.of([r.e2e for r in ok]), client_cpu_s=cpu_s,
-    )  # fmt: skip
+        e2e_s=Percentiles.of([r.e2e for r in ok]),
+        client_cpu_s=cpu_s,
+    )

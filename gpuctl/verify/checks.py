@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
-from urllib.parse import urlsplit
 
 
 @dataclass
@@ -24,8 +24,13 @@ class Check:
     details: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "reason": self.reason, "numbers": self.numbers,
-                "details": self.details}  # fmt: skip
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "reason": self.reason,
+            "numbers": self.numbers,
+            "details": self.details,
+        }
 
 
 def run_check(name: str, func: Callable[[], Check]) -> Check:
@@ -38,14 +43,23 @@ def run_check(name: str, func: Callable[[], Check]) -> Check:
         return Check(name, False, tls_reason(exc))
     except requests.ConnectionError as exc:
         return Check(name, False, connection_reason(exc))
-    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema) as exc:
+    except (
+        requests.exceptions.InvalidURL,
+        requests.exceptions.MissingSchema,
+        requests.exceptions.InvalidSchema,
+    ) as exc:
         return Check(name, False, f"{UNUSABLE_URL}{str(exc).strip(chr(39))}")
-    except (json.JSONDecodeError, requests.exceptions.JSONDecodeError) as exc:  # requests' own, with simplejson: the body is not the JSON the API promises
+    except (
+        json.JSONDecodeError,
+        requests.exceptions.JSONDecodeError,
+    ) as exc:  # requests' own, with simplejson: the body is not the JSON the API promises
         return Check(name, False, f"answered with something that is not JSON: {exc.doc[:80]!r}")
     except requests.RequestException as exc:
         return Check(name, False, f"request failed: {_short(exc)}")
     except (KeyError, IndexError, TypeError, AttributeError) as exc:  # JSON of the wrong shape
-        return Check(name, False, f"unexpected answer: a field the API promises is missing or of the wrong type ({exc!r})")
+        return Check(
+            name, False, f"unexpected answer: a field the API promises is missing or of the wrong type ({exc!r})"
+        )
     except ValueError as exc:
         return Check(name, False, f"unexpected answer: {exc}")
 
@@ -59,7 +73,11 @@ def timeout_reason(exc: requests.Timeout) -> str:
     """'127.0.0.1:8000 did not answer within 5 s (read timeout)', without the library's repr."""
     limit = re.search(r"timeout=([0-9.]+)", str(exc))
     within = f" within {float(limit.group(1)):g} s" if limit else ""
-    kind = "connect timeout: nothing accepted the connection" if isinstance(exc, requests.ConnectTimeout) else "read timeout"
+    kind = (
+        "connect timeout: nothing accepted the connection"
+        if isinstance(exc, requests.ConnectTimeout)
+        else "read timeout"
+    )
     return f"{_where(exc)} did not answer{within} ({kind})"
 
 
@@ -85,10 +103,15 @@ def connection_reason(exc: requests.ConnectionError) -> str:
     where = _where(exc)
     text = str(exc)
     causes = {
-        "refused": "connection refused", "No route to host": "no route to host",
-        "Network is unreachable": "network unreachable", "timed out": "connection timed out",
-    }  # fmt: skip
-    if any(m in text for m in ("Name or service not known", "Temporary failure in name resolution", "nodename nor servname")):
+        "refused": "connection refused",
+        "No route to host": "no route to host",
+        "Network is unreachable": "network unreachable",
+        "timed out": "connection timed out",
+    }
+    if any(
+        m in text
+        for m in ("Name or service not known", "Temporary failure in name resolution", "nodename nor servname")
+    ):
         return f"cannot resolve {url.hostname or where}: check the host's address"
     if any(m in text for m in ("RemoteDisconnected", "Connection reset", "Connection aborted")):
         return f"{where} closed the connection without answering: is the engine starting or crashing?"

@@ -42,8 +42,9 @@ class PinnedTrustSession(requests.Session):
         return settings
 
 
-def gateway_access(host: HostSpec, engine: VllmSpec | OllamaSpec, keystore: Keystore | None,
-                   base_dir: Path) -> GatewayAccess:  # fmt: skip
+def gateway_access(
+    host: HostSpec, engine: VllmSpec | OllamaSpec, keystore: Keystore | None, base_dir: Path
+) -> GatewayAccess:
     """The URL, key and trust for ENGINE behind HOST's gateway (never creates a key)."""
     gateway = host.gateway
     assert gateway is not None
@@ -54,8 +55,10 @@ def gateway_access(host: HostSpec, engine: VllmSpec | OllamaSpec, keystore: Keys
     else:
         found = keystore.api_key(host.name)
         if found is None:
-            raise GpuctlError(f"{host.name}: no gateway key in {keystore.path(keystore.api_key_name(host.name))} "
-                              "(gpuctl deploy creates it)")  # fmt: skip
+            raise GpuctlError(
+                f"{host.name}: no gateway key in {keystore.path(keystore.api_key_name(host.name))} "
+                "(gpuctl deploy creates it)"
+            )
         key = found
     verify: str | bool = True
     if gateway.tls == "private-ca":
@@ -73,15 +76,23 @@ def gateway_checks(access: GatewayAccess, engine: VllmSpec | OllamaSpec, allow_a
 
     def tls() -> Check:
         response = http.get(access.base_url + "/v1/models", timeout=10)
-        return Check("gateway tls", True, f"certificate verified ({_trust(access)}); GET /v1/models with the key "
-                     f"answered {response.status_code}")  # fmt: skip
+        return Check(
+            "gateway tls",
+            True,
+            f"certificate verified ({_trust(access)}); GET /v1/models with the key answered {response.status_code}",
+        )
 
     def without_key() -> Check:
         answers = {}
         for route in routes:
             method = "POST" if route == "/api/pull" else "GET"
-            response = http.request(method, access.base_url + route, headers={"Authorization": None}, timeout=10,
-                                    json={"model": "gpuctl-verify-probe"} if method == "POST" else None)  # fmt: skip
+            response = http.request(
+                method,
+                access.base_url + route,
+                headers={"Authorization": None},
+                timeout=10,
+                json={"model": "gpuctl-verify-probe"} if method == "POST" else None,
+            )
             answers[route] = response.status_code
         wrong = {route: code for route, code in answers.items() if code != 401}
         if wrong:
@@ -90,13 +101,21 @@ def gateway_checks(access: GatewayAccess, engine: VllmSpec | OllamaSpec, allow_a
         return Check("gateway auth", True, f"without the key every route tried answers 401 ({', '.join(routes)})")
 
     def admin() -> Check:
-        response = http.post(access.base_url + "/api/pull", json={"model": "gpuctl-verify-probe", "stream": False},
-                             timeout=10)  # fmt: skip
+        response = http.post(
+            access.base_url + "/api/pull", json={"model": "gpuctl-verify-probe", "stream": False}, timeout=10
+        )
         if allow_admin:
-            return Check("gateway admin", True, f"admin routes allowed by the inventory (/api/pull: {response.status_code})")
+            return Check(
+                "gateway admin", True, f"admin routes allowed by the inventory (/api/pull: {response.status_code})"
+            )
         ok = response.status_code == 403
-        return Check("gateway admin", ok, "with the key, /api/pull is refused (403)" if ok else
-                     f"with the key, /api/pull answered {response.status_code}, not 403")  # fmt: skip
+        return Check(
+            "gateway admin",
+            ok,
+            "with the key, /api/pull is refused (403)"
+            if ok
+            else f"with the key, /api/pull answered {response.status_code}, not 403",
+        )
 
     checks = [run_check("gateway tls", tls)]
     if not checks[0].ok:

@@ -17,15 +17,19 @@ LOG_LINES = 20
 
 
 def unit_check(remote: Remote, unit: str) -> Check:
-    out = remote.run(f"test -d /run/systemd/system || echo gpuctl:no-systemd; systemctl is-active {unit}; "
-                     f"systemctl is-enabled {unit}; systemctl show -p NRestarts --value {unit}")  # fmt: skip
+    out = remote.run(
+        f"test -d /run/systemd/system || echo gpuctl:no-systemd; systemctl is-active {unit}; "
+        f"systemctl is-enabled {unit}; systemctl show -p NRestarts --value {unit}"
+    )
     if "gpuctl:no-systemd" in out.stdout:
         where = "this machine" if remote.host.local else remote.host.name
         return Check("unit", False, f"{where} {NO_SYSTEMD}")
     lines = (out.stdout.split() + ["?", "?", "0"])[:3]
     active, enabled, restarts = lines
     ok = active == "active" and enabled == "enabled"
-    check = Check("unit", ok, f"{unit} is {active} and {enabled}", {"restarts": int(restarts) if restarts.isdigit() else 0})
+    check = Check(
+        "unit", ok, f"{unit} is {active} and {enabled}", {"restarts": int(restarts) if restarts.isdigit() else 0}
+    )
     if not ok:
         check.details = journal(remote, unit)
     return check
@@ -37,10 +41,17 @@ def journal(remote: Remote, unit: str) -> list[str]:
 
 def container_check(remote: Remote, engine: VllmSpec) -> Check:
     name = engine.project
-    out = remote.run(f"docker inspect -f '{{{{.State.Status}}}} {{{{if .State.Health}}}}{{{{.State.Health.Status}}}}"
-                     f"{{{{else}}}}none{{{{end}}}} {{{{.RestartCount}}}} {{{{.State.ExitCode}}}}' {name}")  # fmt: skip
+    out = remote.run(
+        f"docker inspect -f '{{{{.State.Status}}}} {{{{if .State.Health}}}}{{{{.State.Health.Status}}}}"
+        f"{{{{else}}}}none{{{{end}}}} {{{{.RestartCount}}}} {{{{.State.ExitCode}}}}' {name}"
+    )
     if not out.ok:
-        return Check("container", False, f"no container {name}: {out.stderr.strip()[:160]}", details=journal(remote, engine.unit_name))
+        return Check(
+            "container",
+            False,
+            f"no container {name}: {out.stderr.strip()[:160]}",
+            details=journal(remote, engine.unit_name),
+        )
     status, health, restarts, exit_code = (out.stdout.split() + ["?"] * 4)[:4]
     ok = status == "running" and health == "healthy"
     reason = f"{name} {status}, {health}" + (f" (exit code {exit_code})" if status == "exited" else "")
@@ -56,18 +67,36 @@ def gpu_checks(remote: Remote, host: HostSpec, engine: VllmSpec | None) -> list[
         return []
     out = remote.run("nvidia-smi --query-gpu=driver_version,memory.used,memory.total --format=csv,noheader,nounits")
     if not out.ok:
-        checks = [Check("gpu", False, f"nvidia-smi failed on the host (exit {out.rc}): {(out.stdout + out.stderr).strip()[:160]}")]
+        checks = [
+            Check(
+                "gpu",
+                False,
+                f"nvidia-smi failed on the host (exit {out.rc}): {(out.stdout + out.stderr).strip()[:160]}",
+            )
+        ]
     else:
         rows = [[p.strip() for p in line.split(",")] for line in out.stdout.strip().splitlines()]
         used = sum(float(r[1]) for r in rows)
         total = sum(float(r[2]) for r in rows)
-        checks = [Check("gpu", len(rows) >= host.gpus.count, f"{len(rows)} GPU(s), driver {rows[0][0]}",
-                        {"memory_used_mib": used, "memory_total_mib": total, "driver": rows[0][0]})]  # fmt: skip
+        checks = [
+            Check(
+                "gpu",
+                len(rows) >= host.gpus.count,
+                f"{len(rows)} GPU(s), driver {rows[0][0]}",
+                {"memory_used_mib": used, "memory_total_mib": total, "driver": rows[0][0]},
+            )
+        ]
     if engine is not None and engine.gpu_access != "none":
         inside = remote.run(f"docker exec {engine.project} nvidia-smi -L")
-        checks.append(Check("gpu_in_container", inside.ok,
-                            "nvidia-smi works inside the container" if inside.ok else
-                            f"nvidia-smi fails inside the container: {(inside.stdout + inside.stderr).strip()[:160]}"))  # fmt: skip
+        checks.append(
+            Check(
+                "gpu_in_container",
+                inside.ok,
+                "nvidia-smi works inside the container"
+                if inside.ok
+                else f"nvidia-smi fails inside the container: {(inside.stdout + inside.stderr).strip()[:160]}",
+            )
+        )
     if engine is not None and engine.gpu_access == "cdi":
         checks.append(cdi_check(remote))
     return checks
@@ -78,7 +107,9 @@ def cdi_check(remote: Remote) -> Check:
     listed = remote.run("nvidia-ctk cdi list 2>/dev/null")
     seen = remote.run("nvidia-smi -L")
     if not listed.ok:
-        return Check("cdi", False, f"nvidia-ctk cdi list failed (exit {listed.rc}): is the container toolkit installed?")
+        return Check(
+            "cdi", False, f"nvidia-ctk cdi list failed (exit {listed.rc}): is the container toolkit installed?"
+        )
     stale = cdi_staleness(listed.stdout, seen.stdout)
     if stale:
         return Check("cdi", False, f"{stale}: gpuctl deploy regenerates it (nvidia-cdi-refresh)")
@@ -88,7 +119,9 @@ def cdi_check(remote: Remote) -> Check:
 def bind_check(remote: Remote, port: int, allowed: str) -> Check:
     """The engine port must listen on the spec's bind address only (0.0.0.0 allows everything)."""
     out = remote.run(f"ss -ltnH 'sport = :{port}'")
-    addresses = sorted({line.split()[3].rsplit(":", 1)[0].strip("[]") for line in out.stdout.splitlines() if line.split()})
+    addresses = sorted(
+        {line.split()[3].rsplit(":", 1)[0].strip("[]") for line in out.stdout.splitlines() if line.split()}
+    )
     if not addresses:
         return Check("bind", False, f"nothing listens on port {port}")
     wildcard = {"0.0.0.0", "*", "::"}
@@ -114,13 +147,21 @@ def engine_key_check(remote: Remote, engine: VllmSpec) -> Check:
     out = remote.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{where}/v1/models")
     code = out.stdout.strip()
     if code == "401":
-        return Check("engine key", True, f"on the host, {where}/v1/models refuses a request without "
-                                         "the engine's key (401)")  # fmt: skip
+        return Check(
+            "engine key", True, f"on the host, {where}/v1/models refuses a request without the engine's key (401)"
+        )
     if code == "200":
-        return Check("engine key", False, f"on the host, {where}/v1/models answers 200 without a key: "
-                                          "the engine runs without its API key; gpuctl deploy restores it")  # fmt: skip
-    return Check("engine key", False, f"on the host, {where}/v1/models without a key answered "
-                                      f"{code if code not in ('', '000') else 'nothing'}")  # fmt: skip
+        return Check(
+            "engine key",
+            False,
+            f"on the host, {where}/v1/models answers 200 without a key: "
+            "the engine runs without its API key; gpuctl deploy restores it",
+        )
+    return Check(
+        "engine key",
+        False,
+        f"on the host, {where}/v1/models without a key answered {code if code not in ('', '000') else 'nothing'}",
+    )
 
 
 def firewall_check(remote: Remote, host: HostSpec) -> Check:
@@ -129,26 +170,48 @@ def firewall_check(remote: Remote, host: HostSpec) -> Check:
 
     out = remote.run("nft list table inet gpuctl")
     if not out.ok:
-        return Check("firewall", False, "the live nftables table inet gpuctl is not loaded (deleted by hand or by "
-                                        "`nft flush ruleset`): every port is open; gpuctl deploy loads it again")  # fmt: skip
+        return Check(
+            "firewall",
+            False,
+            "the live nftables table inet gpuctl is not loaded (deleted by hand or by "
+            "`nft flush ruleset`): every port is open; gpuctl deploy loads it again",
+        )
     live = out.stdout
     missing = [str(p) for p in firewall_ports(host) if not re.search(rf"\b{p}\b", live)]
     if "policy drop" not in live or missing:
-        why = "its input chain does not drop by default" if "policy drop" not in live else f"it lacks ports {', '.join(missing)}"
-        return Check("firewall", False, f"the live table inet gpuctl differs from gpuctl's ruleset ({why}): "
-                                        "gpuctl deploy loads it again")  # fmt: skip
-    return Check("firewall", True, f"table inet gpuctl is loaded: input drops all but {', '.join(map(str, firewall_ports(host)))}")
+        why = (
+            "its input chain does not drop by default"
+            if "policy drop" not in live
+            else f"it lacks ports {', '.join(missing)}"
+        )
+        return Check(
+            "firewall",
+            False,
+            f"the live table inet gpuctl differs from gpuctl's ruleset ({why}): gpuctl deploy loads it again",
+        )
+    return Check(
+        "firewall",
+        True,
+        f"table inet gpuctl is loaded: input drops all but {', '.join(map(str, firewall_ports(host)))}",
+    )
 
 
 def engine_host_checks(remote: Remote, host: HostSpec, engine: VllmSpec | OllamaSpec) -> list[Check]:
     if isinstance(engine, VllmSpec):
-        checks = [unit_check(remote, engine.unit_name), container_check(remote, engine),
-                  *gpu_checks(remote, host, engine), bind_check(remote, engine.port, engine.bind)]  # fmt: skip
+        checks = [
+            unit_check(remote, engine.unit_name),
+            container_check(remote, engine),
+            *gpu_checks(remote, host, engine),
+            bind_check(remote, engine.port, engine.bind),
+        ]
         if host.gateway is not None and engine.api_key is not None:
             checks.append(engine_key_check(remote, engine))
     else:
-        checks = [unit_check(remote, engine.unit_name), *gpu_checks(remote, host, None),
-                  bind_check(remote, engine.port, engine.bind)]  # fmt: skip
+        checks = [
+            unit_check(remote, engine.unit_name),
+            *gpu_checks(remote, host, None),
+            bind_check(remote, engine.port, engine.bind),
+        ]
     if host.firewall_enabled():
         checks.append(firewall_check(remote, host))
     return checks

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import requests
 
@@ -69,33 +69,52 @@ class OllamaChecker:
     def version(self) -> Check:
         response = self.http.get(self.url("/api/version"), timeout=self.expect.request_timeout_s)
         if response.status_code != 200:
-            return Check("version", False, f"GET /api/version answered {response.status_code}: {response.text[:80]}".rstrip(": "))
+            return Check(
+                "version", False, f"GET /api/version answered {response.status_code}: {response.text[:80]}".rstrip(": ")
+            )
         got = response.json().get("version")
         if got is None:
             return Check("version", False, "GET /api/version answered without a version: is this Ollama?")
         if self.expect.version is None:
             return Check("version", True, f"Ollama {got}", {"version": str(got)})
         ok = got == self.expect.version
-        return Check("version", ok, f"Ollama {got}" + ("" if ok else f", but the spec pins {self.expect.version}"),
-                     {"version": str(got)})  # fmt: skip
+        return Check(
+            "version",
+            ok,
+            f"Ollama {got}" + ("" if ok else f", but the spec pins {self.expect.version}"),
+            {"version": str(got)},
+        )
 
     def models(self) -> Check:
         response = self.http.get(self.url("/api/tags"), timeout=self.expect.request_timeout_s)
         listed = {m.get("name") for m in response.json().get("models", [])}
         missing = [m for m in self.expect.models if full_name(m) not in listed]
         if missing:
-            return Check("models", False, f"not pulled: {', '.join(missing)} (the server has {sorted(listed) or 'none'})")
+            return Check(
+                "models", False, f"not pulled: {', '.join(missing)} (the server has {sorted(listed) or 'none'})"
+            )
         return Check("models", True, f"{len(self.expect.models)} model(s) present", {"models": len(listed)})
 
     def chat(self) -> Check:
-        body = {"model": self.model, "messages": PROMPT, "stream": True, "options": {"num_predict": self.expect.max_tokens}}
+        body = {
+            "model": self.model,
+            "messages": PROMPT,
+            "stream": True,
+            "options": {"num_predict": self.expect.max_tokens},
+        }
         clock = Clock()
         final: dict = {}
         try:
-            with self.http.post(self.url("/api/chat"), json=body, stream=True,
-                                timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s)) as response:  # fmt: skip
+            with self.http.post(
+                self.url("/api/chat"),
+                json=body,
+                stream=True,
+                timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s),
+            ) as response:
                 if response.status_code != 200:
-                    return Check("chat", False, f"POST /api/chat answered {response.status_code}: {response.text[:160]}")
+                    return Check(
+                        "chat", False, f"POST /api/chat answered {response.status_code}: {response.text[:160]}"
+                    )
                 for line in response.iter_lines(decode_unicode=True):
                     if not line:
                         continue
@@ -108,9 +127,15 @@ class OllamaChecker:
                         final = chunk
         except (requests.Timeout, requests.ConnectionError):
             if clock.timing.chunks == 0:
-                return Check("chat", False, f"engine not generating: no token within {self.expect.generation_timeout_s:g} s")
-            return Check("chat", False, f"the stream stalled after {clock.timing.chunks} token(s): nothing more within "
-                                        f"{self.expect.generation_timeout_s:g} s")  # fmt: skip
+                return Check(
+                    "chat", False, f"engine not generating: no token within {self.expect.generation_timeout_s:g} s"
+                )
+            return Check(
+                "chat",
+                False,
+                f"the stream stalled after {clock.timing.chunks} token(s): nothing more within "
+                f"{self.expect.generation_timeout_s:g} s",
+            )
         timing = clock.finish()
         timing.tokens = final.get("eval_count", timing.chunks)
         if timing.chunks == 0 or not final:
@@ -120,10 +145,15 @@ class OllamaChecker:
 
     def openai_shim(self) -> Check:
         body = {"model": self.model, "messages": PROMPT, "max_tokens": self.expect.max_tokens}
-        response = self.http.post(self.url("/v1/chat/completions"), json=body,
-                                  timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s))  # fmt: skip
+        response = self.http.post(
+            self.url("/v1/chat/completions"),
+            json=body,
+            timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s),
+        )
         if response.status_code != 200:
-            return Check("openai", False, f"POST /v1/chat/completions answered {response.status_code}: {response.text[:160]}")
+            return Check(
+                "openai", False, f"POST /v1/chat/completions answered {response.status_code}: {response.text[:160]}"
+            )
         content = (response.json()["choices"][0]["message"].get("content") or "").strip()
         return Check("openai", bool(content), f"/v1 answers as {self.model}" if content else "empty content from /v1")
 
@@ -135,16 +165,23 @@ class OllamaChecker:
         loaded = {m.get("name"): m for m in response.json().get("models", [])}
         if wanted == 0:
             ok = self.model not in loaded
-            return Check("keep_alive", ok, "unloaded right after use (keep-alive 0)" if ok else "still loaded with keep-alive 0")
+            return Check(
+                "keep_alive", ok, "unloaded right after use (keep-alive 0)" if ok else "still loaded with keep-alive 0"
+            )
         if self.model not in loaded:
-            return Check("keep_alive", False, f"{self.model} is not loaded right after a chat (keep-alive {self.expect.keep_alive})")
+            return Check(
+                "keep_alive",
+                False,
+                f"{self.model} is not loaded right after a chat (keep-alive {self.expect.keep_alive})",
+            )
         expires = datetime.fromisoformat(loaded[self.model]["expires_at"].replace("Z", "+00:00"))
-        left = (expires - datetime.now(timezone.utc)).total_seconds()
-        if wanted < 0:
-            ok = left > FOREVER_AFTER_S
-        else:
-            ok = abs(left - wanted) <= KEEP_ALIVE_TOLERANCE_S
+        left = (expires - datetime.now(UTC)).total_seconds()
+        ok = left > FOREVER_AFTER_S if wanted < 0 else abs(left - wanted) <= KEEP_ALIVE_TOLERANCE_S
         when = "never expires" if left > FOREVER_AFTER_S else f"expires in {left:.0f} s"
         reason = f"{when} (spec keep-alive {self.expect.keep_alive})"
-        return Check("keep_alive", ok, reason if ok else f"{reason}: OLLAMA_KEEP_ALIVE did not reach the server",
-                     {"expires_in_s": round(left)})  # fmt: skip
+        return Check(
+            "keep_alive",
+            ok,
+            reason if ok else f"{reason}: OLLAMA_KEEP_ALIVE did not reach the server",
+            {"expires_in_s": round(left)},
+        )

@@ -50,8 +50,14 @@ class VllmChecker:
         checks = [run_check("health", self.health)]
         if unreachable(checks[0]):
             return checks  # nothing listens: the other checks would only repeat it
-        for name, func in (("version", self.version), ("models", self.models), ("chat", self.chat),
-                           ("stream", self.stream), ("auth", self.auth), ("metrics", self.metrics)):  # fmt: skip
+        for name, func in (
+            ("version", self.version),
+            ("models", self.models),
+            ("chat", self.chat),
+            ("stream", self.stream),
+            ("auth", self.auth),
+            ("metrics", self.metrics),
+        ):
             checks.append(run_check(name, func))
         return checks
 
@@ -62,12 +68,16 @@ class VllmChecker:
     def version(self) -> Check:
         response = self.http.get(self.url("/version"), timeout=self.expect.request_timeout_s)
         if response.status_code != 200:
-            return Check("version", False, f"GET /version answered {response.status_code}: {response.text[:80]}".rstrip(": "))
+            return Check(
+                "version", False, f"GET /version answered {response.status_code}: {response.text[:80]}".rstrip(": ")
+            )
         got = response.json().get("version")
         if got is None:
             return Check("version", False, "GET /version answered without a version: is this vLLM?")
         if self.expect.version is None:
-            return Check("version", got is not None, f"vLLM {got} (no pinned version to compare)", {"version": str(got)})
+            return Check(
+                "version", got is not None, f"vLLM {got} (no pinned version to compare)", {"version": str(got)}
+            )
         ok = got == self.expect.version
         reason = f"vLLM {got}" + ("" if ok else f", but the pinned image is {self.expect.version}")
         return Check("version", ok, reason, {"version": str(got)})
@@ -81,8 +91,12 @@ class VllmChecker:
             return Check("models", False, f"{self.expect.model!r} is not served; the server lists {sorted(listed)}")
         length = listed[self.expect.model].get("max_model_len")
         if self.expect.max_model_len is not None and length != self.expect.max_model_len:
-            return Check("models", False, f"{self.expect.model} has max_model_len {length}, the spec says "
-                                          f"{self.expect.max_model_len}", {"max_model_len": length or 0})  # fmt: skip
+            return Check(
+                "models",
+                False,
+                f"{self.expect.model} has max_model_len {length}, the spec says {self.expect.max_model_len}",
+                {"max_model_len": length or 0},
+            )
         if length is None:
             return Check("models", True, f"{self.expect.model} listed (the server gives no max_model_len)")
         return Check("models", True, f"{self.expect.model} listed (max_model_len {length})", {"max_model_len": length})
@@ -93,41 +107,67 @@ class VllmChecker:
             shown = f"GET /health answered {health}"
         except requests.RequestException:
             shown = "GET /health did not answer"
-        return Check(what, False, f"engine not generating: no token within {self.expect.generation_timeout_s:g} s "
-                                  f"({shown})")  # fmt: skip
+        return Check(
+            what, False, f"engine not generating: no token within {self.expect.generation_timeout_s:g} s ({shown})"
+        )
 
     def chat(self) -> Check:
         body = {"model": self.expect.model, "messages": PROMPT, "max_tokens": self.expect.max_tokens}
         try:
-            response = self.http.post(self.url("/v1/chat/completions"), json=body, headers=self.headers(),
-                                      timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s))  # fmt: skip
+            response = self.http.post(
+                self.url("/v1/chat/completions"),
+                json=body,
+                headers=self.headers(),
+                timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s),
+            )
         except requests.Timeout:
             return self._not_generating("chat")
         if response.status_code != 200:
-            return Check("chat", False, f"POST /v1/chat/completions answered {response.status_code}: {response.text[:160]}")
+            return Check(
+                "chat", False, f"POST /v1/chat/completions answered {response.status_code}: {response.text[:160]}"
+            )
         data = response.json()
         content = (data["choices"][0]["message"].get("content") or "").strip()
         usage = data.get("usage") or {}
         ok = bool(content) and usage.get("completion_tokens", 0) > 0
-        numbers = {"completion_tokens": usage.get("completion_tokens", 0), "prompt_tokens": usage.get("prompt_tokens", 0)}
+        numbers = {
+            "completion_tokens": usage.get("completion_tokens", 0),
+            "prompt_tokens": usage.get("prompt_tokens", 0),
+        }
         finish = data["choices"][0].get("finish_reason")
-        reason = (f"{len(content)} characters, usage counted" if ok else
-                  f"the reply has {'no content' if not content else 'no usage count'} (finish_reason {finish}, "
-                  f"{usage.get('completion_tokens', 0)} completion tokens)")  # fmt: skip
+        reason = (
+            f"{len(content)} characters, usage counted"
+            if ok
+            else f"the reply has {'no content' if not content else 'no usage count'} (finish_reason {finish}, "
+            f"{usage.get('completion_tokens', 0)} completion tokens)"
+        )
         return Check("chat", ok, reason, numbers)
 
     def stream(self) -> Check:
-        body = {"model": self.expect.model, "messages": PROMPT, "max_tokens": self.expect.max_tokens, "stream": True,
-                "stream_options": {"include_usage": True}}  # fmt: skip
+        body = {
+            "model": self.expect.model,
+            "messages": PROMPT,
+            "max_tokens": self.expect.max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         clock = Clock()
         usage: dict = {}
         try:
-            with self.http.post(self.url("/v1/chat/completions"), json=body, headers=self.headers(), stream=True,
-                                timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s)) as response:  # fmt: skip
+            with self.http.post(
+                self.url("/v1/chat/completions"),
+                json=body,
+                headers=self.headers(),
+                stream=True,
+                timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s),
+            ) as response:
                 if response.status_code != 200:
                     return Check("stream", False, f"streamed chat answered {response.status_code}")
                 for line in response.iter_lines(decode_unicode=True):
-                    if clock.timing.chunks == 0 and clock.start + self.expect.generation_timeout_s < time.perf_counter():
+                    if (
+                        clock.timing.chunks == 0
+                        and clock.start + self.expect.generation_timeout_s < time.perf_counter()
+                    ):
                         return self._not_generating("stream")
                     if not line or not line.startswith("data: ") or line == "data: [DONE]":
                         continue
@@ -139,23 +179,34 @@ class VllmChecker:
             # A read timeout inside a stream surfaces as ConnectionError(ReadTimeoutError).
             if clock.timing.chunks == 0:
                 return self._not_generating("stream")
-            return Check("stream", False, f"the stream stalled after {clock.timing.chunks} token(s): nothing more within "
-                                          f"{self.expect.generation_timeout_s:g} s")  # fmt: skip
+            return Check(
+                "stream",
+                False,
+                f"the stream stalled after {clock.timing.chunks} token(s): nothing more within "
+                f"{self.expect.generation_timeout_s:g} s",
+            )
         timing = clock.finish()
         timing.tokens = usage.get("completion_tokens", timing.chunks)
         if timing.chunks == 0:
             return Check("stream", False, "the stream ended without any content")
         numbers = timing.numbers()
-        reason = f"TTFT {numbers['ttft_ms']} ms" + (f", {numbers['tokens_per_s']} tokens/s" if "tokens_per_s" in numbers else "")
+        reason = f"TTFT {numbers['ttft_ms']} ms" + (
+            f", {numbers['tokens_per_s']} tokens/s" if "tokens_per_s" in numbers else ""
+        )
         return Check("stream", True, reason, numbers)
 
     def auth(self) -> Check:
         if not self.expect.key_required:
             return Check("auth", True, "no API key in the spec: not checked")
-        response = self.http.get(self.url("/v1/models"), headers=self.headers(None), timeout=self.expect.request_timeout_s)
+        response = self.http.get(
+            self.url("/v1/models"), headers=self.headers(None), timeout=self.expect.request_timeout_s
+        )
         ok = response.status_code == 401
-        reason = "a request without the key gets 401" if ok else (
-            f"a request without the key got {response.status_code}: the API key is not enforced")
+        reason = (
+            "a request without the key gets 401"
+            if ok
+            else (f"a request without the key got {response.status_code}: the API key is not enforced")
+        )
         return Check("auth", ok, reason, {"status_without_key": response.status_code})
 
     def metrics(self) -> Check:
@@ -169,8 +220,11 @@ class VllmChecker:
             missing.append(KV_GAUGES[0])
         if missing:
             return Check("metrics", False, f"/metrics lacks {', '.join(missing)}")
-        numbers = {"running": values["vllm:num_requests_running"], "waiting": values["vllm:num_requests_waiting"],
-                   "kv_cache_usage": round(values[kv], 4)}  # fmt: skip
+        numbers = {
+            "running": values["vllm:num_requests_running"],
+            "waiting": values["vllm:num_requests_waiting"],
+            "kv_cache_usage": round(values[kv], 4),
+        }
         return Check("metrics", True, "engine gauges present", numbers)
 
 

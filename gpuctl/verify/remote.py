@@ -34,8 +34,17 @@ class Remote:
 
     def ssh_base(self) -> list[str]:
         h = self.host
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}",
-                "-o", f"StrictHostKeyChecking={h.ssh_strict_host_key_checking}", "-p", str(h.ssh_port)]  # fmt: skip
+        argv = [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={CONNECT_TIMEOUT_S}",
+            "-o",
+            f"StrictHostKeyChecking={h.ssh_strict_host_key_checking}",
+            "-p",
+            str(h.ssh_port),
+        ]
         if h.ssh_known_hosts_file:
             argv += ["-o", f"UserKnownHostsFile={Path(h.ssh_known_hosts_file).expanduser()}"]
         if h.ssh_key:
@@ -62,8 +71,15 @@ class Remote:
     def tunnel(self, remote_host: str, remote_port: int, timeout: float = 15) -> Iterator[str]:
         """Forward a free local port to REMOTE_HOST:REMOTE_PORT as seen from the host; yield the base URL."""
         local = free_port()
-        argv = [*self.ssh_base()[:-1], "-N", "-o", "ExitOnForwardFailure=yes",
-                "-L", f"127.0.0.1:{local}:{remote_host}:{remote_port}", self.ssh_base()[-1]]  # fmt: skip
+        argv = [
+            *self.ssh_base()[:-1],
+            "-N",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-L",
+            f"127.0.0.1:{local}:{remote_host}:{remote_port}",
+            self.ssh_base()[-1],
+        ]
         process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + timeout
@@ -72,7 +88,9 @@ class Remote:
                     break
                 time.sleep(0.1)
             if process.poll() is not None:
-                raise ConnectionError(f"ssh tunnel to {remote_host}:{remote_port} failed: {process.stderr.read().strip()}")
+                raise ConnectionError(
+                    f"ssh tunnel to {remote_host}:{remote_port} failed: {process.stderr.read().strip()}"
+                )
             yield f"http://127.0.0.1:{local}"
         finally:
             process.terminate()

@@ -41,8 +41,13 @@ class EngineReport:
         return all(c.ok for c in self.checks)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "engine": self.engine, "url": self.url, "ok": self.ok,
-                "checks": [c.as_dict() for c in self.checks]}  # fmt: skip
+        return {
+            "host": self.host,
+            "engine": self.engine,
+            "url": self.url,
+            "ok": self.ok,
+            "checks": [c.as_dict() for c in self.checks],
+        }
 
 
 @dataclass
@@ -70,15 +75,20 @@ def verify_host(host: HostSpec, options: Options, progress: Progress | None = No
     if not host.local:
         reach = remote.reachable()
         if not reach.ok:
-            return [EngineReport(host.name, "host", None, [Check("ssh", False, f"unreachable: {reach.stderr.strip()[:200]}")])]
+            return [
+                EngineReport(
+                    host.name, "host", None, [Check("ssh", False, f"unreachable: {reach.stderr.strip()[:200]}")]
+                )
+            ]
     if not host.engines():
         return [EngineReport(host.name, "host", None, [Check("engines", True, "no engine in the spec")])]
     reports = []
     for engine in host.engines():
         label = engine_label(engine)
         try:
-            access = gateway_access(host, engine, options.keystore,
-                                    options.base_dir) if host.gateway is not None else None  # fmt: skip
+            access = (
+                gateway_access(host, engine, options.keystore, options.base_dir) if host.gateway is not None else None
+            )
         except GpuctlError as exc:
             reports.append(EngineReport(host.name, label, None, [Check("gateway key", False, str(exc))]))
             continue
@@ -87,13 +97,20 @@ def verify_host(host: HostSpec, options: Options, progress: Progress | None = No
                 base_url = access.base_url if access is not None else direct_url
                 report = EngineReport(host.name, label, base_url)
                 if options.wait_s > 0:
-                    failure = wait_ready(remote, engine, direct_url, options.wait_s,
-                                         lambda msg, label=label: progress and progress(host.name, f"{label}: {msg}"))  # fmt: skip
+                    failure = wait_ready(
+                        remote,
+                        engine,
+                        direct_url,
+                        options.wait_s,
+                        lambda msg, label=label: progress and progress(host.name, f"{label}: {msg}"),
+                    )
                     if failure is not None:
                         report.checks.append(failure)
                 report.checks += engine_host_checks(remote, host, engine)
                 if access is not None:
-                    report.checks += gateway_checks(access, engine, bool(host.gateway and host.gateway.allow_ollama_admin))
+                    report.checks += gateway_checks(
+                        access, engine, bool(host.gateway and host.gateway.allow_ollama_admin)
+                    )
                 report.checks += api_checks(engine, base_url, options, access)
                 explain_failures(remote, engine, report.checks)
         except ConnectionError as exc:
@@ -115,8 +132,9 @@ def explain_failures(remote: Remote, engine: VllmSpec | OllamaSpec, checks: list
         failed.details = journal(remote, engine.unit_name)
 
 
-def api_checks(engine: VllmSpec | OllamaSpec, base_url: str, options: Options,
-               access: GatewayAccess | None = None) -> list[Check]:  # fmt: skip
+def api_checks(
+    engine: VllmSpec | OllamaSpec, base_url: str, options: Options, access: GatewayAccess | None = None
+) -> list[Check]:
     """The engine's API checks at BASE_URL; through the gateway (ACCESS) with its key and CA."""
     session = access.session() if access is not None else None
     if isinstance(engine, VllmSpec):
@@ -126,15 +144,25 @@ def api_checks(engine: VllmSpec | OllamaSpec, base_url: str, options: Options,
             api_key = engine.api_key.resolve(options.base_dir) if engine.api_key else None
             key_required = engine.api_key is not None
         expect = VllmExpectations(
-            base_url=base_url, model=engine.served_name, api_key=api_key,
-            version=engine.expected_version(), max_model_len=engine.max_model_len,
-            key_required=key_required, generation_timeout_s=options.generation_timeout_s,
-        )  # fmt: skip
+            base_url=base_url,
+            model=engine.served_name,
+            api_key=api_key,
+            version=engine.expected_version(),
+            max_model_len=engine.max_model_len,
+            key_required=key_required,
+            generation_timeout_s=options.generation_timeout_s,
+        )
         return VllmChecker(expect, session).run()
-    return OllamaChecker(OllamaExpectations(
-        base_url=base_url, version=engine.version, models=engine.models, keep_alive=engine.keep_alive,
-        generation_timeout_s=max(options.generation_timeout_s, 60),
-    ), session).run()  # fmt: skip
+    return OllamaChecker(
+        OllamaExpectations(
+            base_url=base_url,
+            version=engine.version,
+            models=engine.models,
+            keep_alive=engine.keep_alive,
+            generation_timeout_s=max(options.generation_timeout_s, 60),
+        ),
+        session,
+    ).run()
 
 
 @contextlib.contextmanager
@@ -157,8 +185,9 @@ def _host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-def wait_ready(remote: Remote, engine: VllmSpec | OllamaSpec, base_url: str, wait_s: float,
-               say: Callable[[str], Any]) -> Check | None:  # fmt: skip
+def wait_ready(
+    remote: Remote, engine: VllmSpec | OllamaSpec, base_url: str, wait_s: float, say: Callable[[str], Any]
+) -> Check | None:
     """Poll until the engine answers, giving up early when its unit failed or its container exited."""
     path = "/health" if isinstance(engine, VllmSpec) else "/api/version"
     started = time.monotonic()
@@ -176,15 +205,25 @@ def wait_ready(remote: Remote, engine: VllmSpec | OllamaSpec, base_url: str, wai
         state = unit
         if unit == "failed" or props.get("SubState") == "auto-restart":
             # Failed, or failed and waiting to be restarted by systemd: a cold start does neither.
-            what = "failed" if unit == "failed" else f"failed and is restarting (restarts: {props.get('NRestarts', '?')})"
-            return Check("wait", False, f"{engine.unit_name} {what} after {elapsed:.0f} s",
-                         details=journal(remote, engine.unit_name))  # fmt: skip
+            what = (
+                "failed" if unit == "failed" else f"failed and is restarting (restarts: {props.get('NRestarts', '?')})"
+            )
+            return Check(
+                "wait",
+                False,
+                f"{engine.unit_name} {what} after {elapsed:.0f} s",
+                details=journal(remote, engine.unit_name),
+            )
         if isinstance(engine, VllmSpec):
-            container = remote.run(f"docker inspect -f '{{{{.State.Status}}}}' {engine.project}").stdout.strip() or "absent"
+            container = (
+                remote.run(f"docker inspect -f '{{{{.State.Status}}}}' {engine.project}").stdout.strip() or "absent"
+            )
             state += f", container {container}"
             if container in ("exited", "dead") and unit != "activating":
                 logs = remote.run(f"docker logs --tail 20 {engine.project} 2>&1").stdout.splitlines()
-                return Check("wait", False, f"container {engine.project} {container} after {elapsed:.0f} s", details=logs)
+                return Check(
+                    "wait", False, f"container {engine.project} {container} after {elapsed:.0f} s", details=logs
+                )
         if elapsed >= wait_s:
             break
         say(f"waiting for {path} ({elapsed:.0f}/{wait_s:.0f} s; unit {state})")

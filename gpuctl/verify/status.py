@@ -49,7 +49,13 @@ def host_status(host: HostSpec) -> list[StatusRow]:
     gpu_memory = "-"
     if host.gpus is not None:
         out = remote.run("nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader,nounits", timeout=10)
-        gpu_memory = " ".join(f"{u.strip()}/{t.strip()} MiB" for u, t in (line.split(",") for line in out.stdout.split("\n") if "," in line)) or "nvidia-smi failed"
+        gpu_memory = (
+            " ".join(
+                f"{u.strip()}/{t.strip()} MiB"
+                for u, t in (line.split(",") for line in out.stdout.split("\n") if "," in line)
+            )
+            or "nvidia-smi failed"
+        )
     rows = []
     for engine in host.engines():
         row = StatusRow(host.name, engine_label(engine), gpu_memory=gpu_memory)

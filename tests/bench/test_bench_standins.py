@@ -4,6 +4,7 @@ and GPU, the published figures beside a matching host, and bad input."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -28,8 +29,19 @@ TABLE_COLUMNS = ["host", "GPU", "engine", "model", "conc.", "aggregate tok/s", "
 @pytest.fixture(scope="module")
 def vllm(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench-vllm")
-    standin = start_vllm(["serve", "meta-llama/Llama-3.1-8B-Instruct", "--served-model-name", "llama-3.1-8b",
-                          "--api-key", KEY, "--disable-uvicorn-access-log"], SLOW_TOKENS, log_dir=tmp)  # fmt: skip
+    standin = start_vllm(
+        [
+            "serve",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "--served-model-name",
+            "llama-3.1-8b",
+            "--api-key",
+            KEY,
+            "--disable-uvicorn-access-log",
+        ],
+        SLOW_TOKENS,
+        log_dir=tmp,
+    )
     yield standin
     standin.stop()
 
@@ -38,7 +50,9 @@ def vllm(tmp_path_factory):
 def ollama(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench-ollama")
     standin = start_ollama(tmp / "models", {"OLLAMA_NUM_PARALLEL": "4"}, log_dir=tmp)
-    requests.post(f"{standin.base_url}/api/pull", json={"model": "llama3.1:8b", "stream": False}, timeout=10).raise_for_status()
+    requests.post(
+        f"{standin.base_url}/api/pull", json={"model": "llama3.1:8b", "stream": False}, timeout=10
+    ).raise_for_status()
     yield standin
     standin.stop()
 
@@ -51,12 +65,27 @@ def bench_json(*args: str, env: dict[str, str] | None = None, cwd: Path | None =
 
 
 def test_vllm_url_json_counts_every_token_from_usage(vllm):
-    code, data, stderr = bench_json(vllm.base_url, "--api-key-env", "BENCH_KEY", "-c", "1,4", "-n", "8",
-                                    "--output-tokens", "12", env={"BENCH_KEY": KEY})  # fmt: skip
+    code, data, stderr = bench_json(
+        vllm.base_url,
+        "--api-key-env",
+        "BENCH_KEY",
+        "-c",
+        "1,4",
+        "-n",
+        "8",
+        "--output-tokens",
+        "12",
+        env={"BENCH_KEY": KEY},
+    )
     assert code == 0, stderr
     run = data["runs"][0]
     assert (run["engine"], run["engine_label"], run["api"], run["model"], run["ok"]) == (
-        "vllm", "vLLM FP16", "openai", "llama-3.1-8b", True)
+        "vllm",
+        "vLLM FP16",
+        "openai",
+        "llama-3.1-8b",
+        True,
+    )
     assert run["prompt"]["calibration_error"] is None and run["prompt"]["probes"][-1][1] == 180
     assert [level["concurrency"] for level in run["levels"]] == [1, 4]
     for level in run["levels"]:
@@ -72,8 +101,18 @@ def test_vllm_url_json_counts_every_token_from_usage(vllm):
 
 
 def test_a_wrong_api_key_is_counted_as_errors_and_fails_the_run(vllm):
-    code, data, stderr = bench_json(vllm.base_url, "--api-key-env", "BENCH_KEY", "--model", "llama-3.1-8b",
-                                    "-c", "2,4", "-n", "100", env={"BENCH_KEY": "wrong-key"})  # fmt: skip
+    code, data, stderr = bench_json(
+        vllm.base_url,
+        "--api-key-env",
+        "BENCH_KEY",
+        "--model",
+        "llama-3.1-8b",
+        "-c",
+        "2,4",
+        "-n",
+        "100",
+        env={"BENCH_KEY": "wrong-key"},
+    )
     assert code == 1
     run = data["runs"][0]
     assert run["ok"] is False and run["prompt"]["calibration_error"] == 'HTTP 401: {"error":"Unauthorized"}'
@@ -87,34 +126,63 @@ def test_a_wrong_api_key_is_counted_as_errors_and_fails_the_run(vllm):
     # Without --model the server is asked for its models first, and says why it will not tell.
     code, data, _ = bench_json(vllm.base_url, "--api-key-env", "BENCH_KEY", env={"BENCH_KEY": "wrong-key"})
     assert code == 1 and data["runs"][0]["levels"] == []
-    assert data["runs"][0]["error"] == "GET /v1/models answered 401 without a model: the API key is missing or wrong (--api-key-env VAR)"
+    assert (
+        data["runs"][0]["error"]
+        == "GET /v1/models answered 401 without a model: the API key is missing or wrong (--api-key-env VAR)"
+    )
 
 
 def header_cells(lines: list[str]) -> list[str]:
     """The table's column titles, joined across the header lines rich may wrap them over."""
-    header = lines[lines.index(next(l for l in lines if l.startswith("┏"))) + 1 : lines.index(next(l for l in lines if l.startswith("┡")))]
+    header = lines[
+        lines.index(next(line for line in lines if line.startswith("┏"))) + 1 : lines.index(
+            next(line for line in lines if line.startswith("┡"))
+        )
+    ]
     rows = [[c.strip() for c in line.strip().strip("┃").split("┃")] for line in header]
-    return [" ".join(part for part in column if part) for column in zip(*rows)]
+    return [" ".join(part for part in column if part) for column in zip(*rows, strict=False)]
 
 
 def test_the_table_has_the_published_shape_and_the_csv_one_row_per_level(vllm, tmp_path):
     out = tmp_path / "bench.csv"
-    result = run_cli("bench", vllm.base_url, "--api-key-env", "BENCH_KEY", "-c", "1,2", "-n", "4", "--output-tokens",
-                     "8", "--csv", str(out), "-q", env={"BENCH_KEY": KEY})  # fmt: skip
+    result = run_cli(
+        "bench",
+        vllm.base_url,
+        "--api-key-env",
+        "BENCH_KEY",
+        "-c",
+        "1,2",
+        "-n",
+        "4",
+        "--output-tokens",
+        "8",
+        "--csv",
+        str(out),
+        "-q",
+        env={"BENCH_KEY": KEY},
+    )
     assert result.exit_code == 0 and result.stderr == ""
     lines = result.stdout.splitlines()
     assert lines[0].startswith("gpuctl bench: ~180 tokens in / 8 out, closed loop, streamed")
     cells = header_cells(lines)
     assert cells[: len(TABLE_COLUMNS)] == TABLE_COLUMNS
-    assert cells[len(TABLE_COLUMNS) :] == ["TTFT ms p50/90/99", "ITL ms p50/90/99", "E2E s p50/90/99", "req/s",
-                                           "tok in/out", "ok/err"]  # fmt: skip
+    assert cells[len(TABLE_COLUMNS) :] == [
+        "TTFT ms p50/90/99",
+        "ITL ms p50/90/99",
+        "E2E s p50/90/99",
+        "req/s",
+        "tok in/out",
+        "ok/err",
+    ]
     assert sum(1 for line in lines if "│ vLLM FP16 " in line) == 2
     assert any("client CPU" in line and "µs per output token" in line for line in lines)
     with out.open() as source:
         rows = list(csv.DictReader(source))
     assert list(rows[0]) == report.CSV_COLUMNS
     assert [(r["concurrency"], r["requests"], r["errors"], r["output_tokens_total"]) for r in rows] == [
-        ("1", "4", "0", "32"), ("2", "4", "0", "32")]
+        ("1", "4", "0", "32"),
+        ("2", "4", "0", "32"),
+    ]
     assert all(float(r["aggregate_tok_s"]) > 0 and float(r["ttft_ms_p99"]) >= float(r["ttft_ms_p50"]) for r in rows)
     assert rows[0]["reference_aggregate_tok_s"] == ""  # no GPU given: nothing to compare with
     assert KEY not in out.read_text() + result.stdout
@@ -125,14 +193,22 @@ def test_ollama_native_api_gives_the_same_table_from_eval_counts(ollama):
     assert code == 0
     run = data["runs"][0]
     assert (run["engine"], run["engine_label"], run["api"], run["model"]) == (
-        "ollama", "Ollama Q4_K_M", "ollama", "llama3.1:8b")
+        "ollama",
+        "Ollama Q4_K_M",
+        "ollama",
+        "llama3.1:8b",
+    )
     assert run["prompt"]["probes"][-1][1] == 180  # prompt_eval_count, calibrated
     for level in run["levels"]:
         assert level["output_tokens"]["total"] == 8 * 16 and level["stream_events"] == 8 * 16
         assert level["prompt_tokens"]["mean"] == 180
     c1 = run["levels"][0]["reference"]
     assert (c1["gpu"], c1["engine"], c1["aggregate_tok_s"], c1["verdict"]) == (
-        "RTX 4090 24GB", "Ollama Q4_K_M", 96, "above published")  # a stand-in is no GPU
+        "RTX 4090 24GB",
+        "Ollama Q4_K_M",
+        96,
+        "above published",
+    )  # a stand-in is no GPU
     assert run["levels"][1]["reference"] is None  # nothing published at concurrency 4
 
 
@@ -146,7 +222,8 @@ def test_ollama_openai_shim_counts_from_its_usage_chunk(ollama):
 
 def write_inventory(folder: Path, vllm_port: int, ollama_port: int) -> None:
     (folder / "inventories").mkdir()
-    (folder / "inventories" / "lab.py").write_text(textwrap.dedent(f"""
+    (folder / "inventories" / "lab.py").write_text(
+        textwrap.dedent(f"""
         from gpuctl.inventory import Gpu, Host, Ollama, Secret, Vllm
         lab = [
             Host("box", local=True, gpus=Gpu(model="RTX 4090", count=1, memory_gib=24),
@@ -154,20 +231,34 @@ def write_inventory(folder: Path, vllm_port: int, ollama_port: int) -> None:
                            served_model_name="llama-3.1-8b", port={vllm_port}, api_key=Secret.env("BENCH_KEY")),
                  ollama=Ollama(version="0.12.6", port={ollama_port}, models=["llama3.1:8b"])),
         ]
-    """))
+    """)
+    )
 
 
 def test_a_host_is_benched_with_its_spec_key_and_beside_the_published_figures(vllm, ollama, tmp_path):
     write_inventory(tmp_path, vllm.port, ollama.port)
-    result = run_cli("bench", "box", "-c", "1", "-n", "4", "--output-tokens", "8", "-q", cwd=tmp_path,
-                     env={"BENCH_KEY": KEY, "NO_COLOR": "1"})  # fmt: skip
+    result = run_cli(
+        "bench",
+        "box",
+        "-c",
+        "1",
+        "-n",
+        "4",
+        "--output-tokens",
+        "8",
+        "-q",
+        cwd=tmp_path,
+        env={"BENCH_KEY": KEY, "NO_COLOR": "1"},
+    )
     assert result.exit_code == 0, result.output
     rows = [line for line in result.stdout.splitlines() if line.startswith("│ box")]
     assert len(rows) == 2
     assert "1× RTX 4090" in rows[0] and "vLLM FP16" in rows[0] and "105 / 105" in rows[0]
     assert "Ollama Q4_K_M" in rows[1] and "96.0 / 96.0" in rows[1]
-    assert any(line.startswith("box vllm:main c=1: ") and "above the published 105 (RTX 4090 24GB, vLLM FP16)" in line
-               for line in result.stdout.splitlines())  # fmt: skip
+    assert any(
+        line.startswith("box vllm:main c=1: ") and "above the published 105 (RTX 4090 24GB, vLLM FP16)" in line
+        for line in result.stdout.splitlines()
+    )
     assert "note: these prompts (180 in / 8 out) differ from the published ones (~180 / ~220)" in result.stdout
     assert KEY not in result.output
 
@@ -204,15 +295,27 @@ def test_duration_stops_new_requests(vllm):
     assert 0.25 <= level.window_s < 0.25 + 1.0  # the last requests finish after the deadline, none starts
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["--concurrency", "0,x"], "error: --concurrency '0,x': give whole numbers from 1 to 4096 separated by commas, e.g. 1,8,32"),
-    (["--concurrency", "8,,32"], "error: --concurrency '8,,32': give whole numbers"),
-    (["--concurrency", "-1"], "error: --concurrency '-1': give whole numbers"),
-    (["--concurrency", "²,4097"], "error: --concurrency '²,4097': give whole numbers"),
-    (["--api-key-env", "GPUCTL_UNSET_VAR"], "error: --api-key-env GPUCTL_UNSET_VAR: environment variable is not set"),
-    (["--csv", "/nonexistent-dir/out.csv"], "error: --csv /nonexistent-dir/out.csv: cannot write: No such file or directory"),
-    (["--engine", "vllm", "--api", "ollama"], "error: --api ollama: vLLM has no Ollama API (use --api openai)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--concurrency", "0,x"],
+            "error: --concurrency '0,x': give whole numbers from 1 to 4096 separated by commas, e.g. 1,8,32",
+        ),
+        (["--concurrency", "8,,32"], "error: --concurrency '8,,32': give whole numbers"),
+        (["--concurrency", "-1"], "error: --concurrency '-1': give whole numbers"),
+        (["--concurrency", "²,4097"], "error: --concurrency '²,4097': give whole numbers"),
+        (
+            ["--api-key-env", "GPUCTL_UNSET_VAR"],
+            "error: --api-key-env GPUCTL_UNSET_VAR: environment variable is not set",
+        ),
+        (
+            ["--csv", "/nonexistent-dir/out.csv"],
+            "error: --csv /nonexistent-dir/out.csv: cannot write: No such file or directory",
+        ),
+        (["--engine", "vllm", "--api", "ollama"], "error: --api ollama: vLLM has no Ollama API (use --api openai)"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, expected):
     result = run_cli("bench", "http://127.0.0.1:9", *args)
     assert result.exit_code == 2, result.output
@@ -220,11 +323,17 @@ def test_bad_input_is_one_line_and_exit_2(args, expected):
 
 
 def test_bad_input_through_the_real_entry_point_has_no_traceback():
-    result = subprocess.run([sys.executable, "-c", "from gpuctl.cli import main; main()", "bench", "gpu-01", "-c", "0,x"],
-                            capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", "from gpuctl.cli import main; main()", "bench", "gpu-01", "-c", "0,x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr == ("error: --concurrency '0,x': give whole numbers from 1 to 4096 separated by commas, "
-                             "e.g. 1,8,32\n")  # fmt: skip
+    assert result.stderr == (
+        "error: --concurrency '0,x': give whole numbers from 1 to 4096 separated by commas, e.g. 1,8,32\n"
+    )
 
 
 def test_a_url_nothing_listens_on_is_a_failed_run():
@@ -275,10 +384,8 @@ class TlsFront:
             await self.server.serve_forever()
 
         asyncio.set_event_loop(self.loop)
-        try:
+        with contextlib.suppress(BaseException):  # cancelled at stop()
             self.loop.run_until_complete(main())
-        except BaseException:  # cancelled at stop()
-            pass
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(lambda: [t.cancel() for t in __import__("asyncio").all_tasks(self.loop)])
@@ -296,15 +403,18 @@ def test_a_host_behind_a_gateway_is_benched_over_https_with_the_gateway_key_and_
     (tmp_path / "key.pem").write_text(cert.key_pem)
     front = TlsFront(tmp_path / "cert.pem", tmp_path / "key.pem", vllm.port)
     try:
-        inventory.write_text(textwrap.dedent(f"""
+        inventory.write_text(
+            textwrap.dedent(f"""
             from gpuctl.inventory import Gateway, Gpu, Host, Secret, Vllm
             edge = [Host("box", local=True, gpus=Gpu(model="RTX 4090", count=1, memory_gib=24),
                          gateway=Gateway(port={front.port}, api_key=Secret.env("BENCH_KEY")),
                          vllm=Vllm(image="vllm/vllm-openai:v0.32.0", model="meta-llama/Llama-3.1-8B-Instruct",
                                    served_model_name="llama-3.1-8b", port=1, api_key=Secret.env("BENCH_KEY")))]
-        """))  # the engine's own port (1) is never used: clients go through the gateway
-        code, data, stderr = bench_json("box", "-c", "2", "-n", "4", "--output-tokens", "6", cwd=tmp_path,
-                                        env={"BENCH_KEY": KEY})  # fmt: skip
+        """)
+        )  # the engine's own port (1) is never used: clients go through the gateway
+        code, data, stderr = bench_json(
+            "box", "-c", "2", "-n", "4", "--output-tokens", "6", cwd=tmp_path, env={"BENCH_KEY": KEY}
+        )
         assert code == 0, stderr
         run = data["runs"][0]
         assert (run["via"], run["url"], run["ok"]) == ("gateway", f"https://127.0.0.1:{front.port}", True)

@@ -35,8 +35,9 @@ def test_counts_equal_vllms_usage_and_throughput_matches_its_generation_counter(
         now = time.perf_counter()
         marks[concurrency].append((now, generated_tokens(vllm_server)))
 
-    endpoint = client.Endpoint(vllm_server.base_url, "openai", vllm_server.served_model_name, vllm_server.api_key,
-                               exact_output=True)  # fmt: skip
+    endpoint = client.Endpoint(
+        vllm_server.base_url, "openai", vllm_server.served_model_name, vllm_server.api_key, exact_output=True
+    )
     settings = client.Settings(concurrency=[1, 4], requests=12, prompt_tokens=180, output_tokens=128)
     result = client.run(endpoint, settings, on_level_start=before, on_level_end=after)
 
@@ -56,8 +57,22 @@ def test_counts_equal_vllms_usage_and_throughput_matches_its_generation_counter(
 
 
 def test_the_cli_benches_real_vllm_by_url_with_its_key(vllm_server):
-    result = run_cli("bench", vllm_server.base_url, "--api-key-env", "BENCH_VLLM_KEY", "-c", "2", "-n", "4",
-                     "--output-tokens", "16", "--prompt-tokens", "64", "--json", env={"BENCH_VLLM_KEY": vllm_server.api_key})  # fmt: skip
+    result = run_cli(
+        "bench",
+        vllm_server.base_url,
+        "--api-key-env",
+        "BENCH_VLLM_KEY",
+        "-c",
+        "2",
+        "-n",
+        "4",
+        "--output-tokens",
+        "16",
+        "--prompt-tokens",
+        "64",
+        "--json",
+        env={"BENCH_VLLM_KEY": vllm_server.api_key},
+    )
     assert result.exit_code == 0, result.output
     assert vllm_server.api_key not in result.output
     run = json.loads(result.stdout)["runs"][0]

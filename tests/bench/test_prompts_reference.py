@@ -38,11 +38,14 @@ def test_the_prompt_pool_gives_every_request_its_own_start_with_the_same_words()
     assert pool.text(5) == prompts.PromptPool(words, seed=3, pool=16).text(5)  # seeded
 
 
-@pytest.mark.parametrize(("tokens_of", "words", "tokens", "probes"), [
-    (lambda w: w + 25, 155, 180, 3),  # one token per word plus a chat template: exact on the third probe
-    (lambda w: 3 * w // 2 + 20, 107, 180, 3),
-    (lambda w: 2 * w + 13, 83, 179, 4),  # 180 cannot be hit: the closest below it
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("tokens_of", "words", "tokens", "probes"),
+    [
+        (lambda w: w + 25, 155, 180, 3),  # one token per word plus a chat template: exact on the third probe
+        (lambda w: 3 * w // 2 + 20, 107, 180, 3),
+        (lambda w: 2 * w + 13, 83, 179, 4),  # 180 cannot be hit: the closest below it
+    ],
+)
 def test_calibration_finds_the_word_count_from_the_servers_counts(tokens_of, words, tokens, probes):
     cal = calibrate(180, tokens_of)
     assert (cal.words, cal.tokens, len(cal.probes), cal.error) == (words, tokens, probes, None)
@@ -63,13 +66,18 @@ def test_calibration_is_bounded_even_against_a_server_that_counts_nonsense():
 
 
 def test_the_published_rows_are_the_reference_table():
-    table = [(r.gpu_label, r.engine_label, r.concurrency, r.aggregate_tok_s, r.per_stream_tok_s) for r in reference.ROWS]
+    table = [
+        (r.gpu_label, r.engine_label, r.concurrency, r.aggregate_tok_s, r.per_stream_tok_s) for r in reference.ROWS
+    ]
     assert table == [
-        ("RTX 4090 24GB", "vLLM FP16", 32, 1820, 57), ("RTX 4090 24GB", "vLLM FP16", 1, 105, 105),
-        ("RTX 4090 24GB", "Ollama Q4_K_M", 32, 112, 3.5), ("RTX 4090 24GB", "Ollama Q4_K_M", 1, 96, 96),
-        ("RTX 5060 Ti 16GB", "vLLM FP16", 16, 720, 45), ("RTX 3090 24GB", "vLLM FP16", 32, 1310, 41),
+        ("RTX 4090 24GB", "vLLM FP16", 32, 1820, 57),
+        ("RTX 4090 24GB", "vLLM FP16", 1, 105, 105),
+        ("RTX 4090 24GB", "Ollama Q4_K_M", 32, 112, 3.5),
+        ("RTX 4090 24GB", "Ollama Q4_K_M", 1, 96, 96),
+        ("RTX 5060 Ti 16GB", "vLLM FP16", 16, 720, 45),
+        ("RTX 3090 24GB", "vLLM FP16", 32, 1310, 41),
         ("RTX 4090 24GB", "vLLM 70B AWQ", 8, 185, 23),
-    ]  # fmt: skip
+    ]
     assert "REFERENCE.md" in reference.SOURCE and "Published vLLM-vs-Ollama figures" in reference.SOURCE
 
 
@@ -89,9 +97,13 @@ def test_a_host_matches_the_rows_of_its_gpu_engine_model_and_weights():
     assert Subject("NVIDIA GeForce RTX 4090", "ollama", "llama3.1:8b", "q4_k_m").row(1).aggregate_tok_s == 96
     assert Subject("RTX 5060 Ti", "vllm", "llama-3.1-8b", "fp16").row(16).per_stream_tok_s == 45
     assert Subject("RTX 4090", "vllm", "hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4", "awq").row(8).note
-    for other in (Subject("H100 80GB", "vllm", "llama-3.1-8b", "fp16"), Subject("RTX 4090", "vllm", "qwen2.5-7b", "fp16"),
-                  Subject("RTX 4090", "vllm", "llama-3.1-8b", "fp8"), Subject(None, "vllm", "llama-3.1-8b", "fp16"),
-                  Subject("RTX 4090", "openai", "llama-3.1-8b", "fp16")):  # fmt: skip
+    for other in (
+        Subject("H100 80GB", "vllm", "llama-3.1-8b", "fp16"),
+        Subject("RTX 4090", "vllm", "qwen2.5-7b", "fp16"),
+        Subject("RTX 4090", "vllm", "llama-3.1-8b", "fp8"),
+        Subject(None, "vllm", "llama-3.1-8b", "fp16"),
+        Subject("RTX 4090", "openai", "llama-3.1-8b", "fp16"),
+    ):
         assert other.rows() == [], other
 
 

@@ -25,7 +25,9 @@ def test_percentile_of_nothing_is_an_error_and_percentiles_of_nothing_is_none():
 
 
 def test_a_level_aggregates_only_successful_requests():
-    r1 = RequestResult(start=0.0, end=1.0, first_token=0.2, gaps=[0.1, 0.3], events=3, prompt_tokens=100, output_tokens=10)
+    r1 = RequestResult(
+        start=0.0, end=1.0, first_token=0.2, gaps=[0.1, 0.3], events=3, prompt_tokens=100, output_tokens=10
+    )
     r2 = RequestResult(start=0.5, end=2.5, first_token=0.9, gaps=[0.2], events=2, prompt_tokens=102, output_tokens=30)
     failed = RequestResult(start=0.1, end=0.2, error="HTTP 401: Unauthorized")
     failed_again = RequestResult(start=0.3, end=0.4, error="HTTP 401: Unauthorized")
@@ -52,8 +54,10 @@ def test_a_level_aggregates_only_successful_requests():
 
 def test_per_stream_equals_aggregate_over_concurrency_when_no_worker_idles():
     # Two workers, back-to-back requests of 2 s and 100 tokens each, over a 4 s window.
-    results = [RequestResult(start=s, end=s + 2, first_token=s + 0.1, output_tokens=100, prompt_tokens=5)
-               for s in (0.0, 2.0, 0.0, 2.0)]  # fmt: skip
+    results = [
+        RequestResult(start=s, end=s + 2, first_token=s + 0.1, output_tokens=100, prompt_tokens=5)
+        for s in (0.0, 2.0, 0.0, 2.0)
+    ]
     level = summarize(2, results, window_s=4.0, cpu_s=0.0)
     assert level.aggregate_tok_s == pytest.approx(100.0)
     assert level.per_stream_tok_s == pytest.approx(level.aggregate_tok_s / 2)

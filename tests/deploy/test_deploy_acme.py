@@ -18,10 +18,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from harness import mirror
-from harness.fleet import Fleet, Host
 
 from gpuctl.keystore import Keystore
+from harness import mirror
+from harness.fleet import Fleet, Host
 
 pytestmark = pytest.mark.fleet
 
@@ -38,21 +38,33 @@ def start_pebble(host: Host, tmp_path: Path) -> None:
     host.write_file(f"{PEBBLE_DIR}/cert.pem", tls.chain_pem)
     host.write_file(f"{PEBBLE_DIR}/key.pem", tls.key_pem, mode=0o600)
     host.write_file(f"{PEBBLE_DIR}/ca.pem", (tmp_path / "pebble-ca" / "ca.pem").read_text())
-    config = {"pebble": {
-        "listenAddress": "127.0.0.1:14000", "managementListenAddress": "127.0.0.1:15000",
-        "certificate": f"{PEBBLE_DIR}/cert.pem", "privateKey": f"{PEBBLE_DIR}/key.pem",
-        "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": False,
-    }}  # fmt: skip
+    config = {
+        "pebble": {
+            "listenAddress": "127.0.0.1:14000",
+            "managementListenAddress": "127.0.0.1:15000",
+            "certificate": f"{PEBBLE_DIR}/cert.pem",
+            "privateKey": f"{PEBBLE_DIR}/key.pem",
+            "httpPort": 80,
+            "tlsPort": 443,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+    }
     host.write_file(f"{PEBBLE_DIR}/config.json", json.dumps(config))
     host.run(f"echo '{host.address} {DOMAIN}' >> /etc/hosts")
-    host.run("systemd-run --unit=pebble -E PEBBLE_VA_NOSLEEP=1 -E PEBBLE_WFE_NONCEREJECT=0 "
-             f"/usr/bin/pebble -config {PEBBLE_DIR}/config.json")  # fmt: skip
-    host.run(f"timeout 20 sh -c 'until curl -fsS --cacert {PEBBLE_DIR}/ca.pem https://127.0.0.1:14000/dir "
-             ">/dev/null; do sleep 0.2; done'")  # fmt: skip
+    host.run(
+        "systemd-run --unit=pebble -E PEBBLE_VA_NOSLEEP=1 -E PEBBLE_WFE_NONCEREJECT=0 "
+        f"/usr/bin/pebble -config {PEBBLE_DIR}/config.json"
+    )
+    host.run(
+        f"timeout 20 sh -c 'until curl -fsS --cacert {PEBBLE_DIR}/ca.pem https://127.0.0.1:14000/dir "
+        ">/dev/null; do sleep 0.2; done'"
+    )
 
 
 def write_inventory(path: Path, host: Host) -> Path:
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         from gpuctl.inventory import Gateway, Host, Ollama
         edge = [Host({host.name!r}, address={host.address!r}, ssh_key={str(host.ssh_key)!r},
                      ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="yes",
@@ -61,7 +73,8 @@ def write_inventory(path: Path, host: Host) -> Path:
                      gateway=Gateway(tls="acme", domain={DOMAIN!r}, acme_email="ops@llm.test",
                                      acme_server="https://127.0.0.1:14000/dir",
                                      acme_ca_bundle="{PEBBLE_DIR}/ca.pem"))]
-    """))
+    """)
+    )
     return path
 
 
@@ -75,8 +88,10 @@ def https_get(address: str, path: str, key: str, root_pem: str) -> tuple[str, st
     with socket.create_connection((address, 443), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname=DOMAIN) as tls:
             issuer = dict(x[0] for x in tls.getpeercert()["issuer"]).get("commonName", "")
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nAuthorization: Bearer {key}\r\n"
-                        "Connection: close\r\n\r\n".encode())  # fmt: skip
+            tls.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nAuthorization: Bearer {key}\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
             status = tls.recv(4096).decode(errors="replace").splitlines()[0]
     return status, issuer
 
@@ -101,9 +116,13 @@ def test_acme_certificate_from_http_01_then_a_no_op_redeploy(acme_host, tmp_path
     status, issuer = https_get(acme_host.address, "/v1/models", key, root)
     assert status == "HTTP/1.1 200 OK"
     assert issuer.startswith("Pebble Intermediate CA"), issuer
-    assert https_get(acme_host.address, "/v1/models", "sk-wrong-0123456789abcdef", root)[0] == "HTTP/1.1 401 Unauthorized"
-    assert acme_host.run(f"readlink /etc/gpuctl/gateway/tls/fullchain.pem").stdout.strip() == \
-        f"/etc/letsencrypt/live/{DOMAIN}/fullchain.pem"  # fmt: skip
+    assert (
+        https_get(acme_host.address, "/v1/models", "sk-wrong-0123456789abcdef", root)[0] == "HTTP/1.1 401 Unauthorized"
+    )
+    assert (
+        acme_host.run("readlink /etc/gpuctl/gateway/tls/fullchain.pem").stdout.strip()
+        == f"/etc/letsencrypt/live/{DOMAIN}/fullchain.pem"
+    )
     # Port 80 answers only challenges and the redirect to https.
     redirect = acme_host.run(f"curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://{DOMAIN}/v1/models")
     assert redirect.stdout == f"301 https://{DOMAIN}/v1/models"

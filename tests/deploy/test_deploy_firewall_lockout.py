@@ -14,25 +14,30 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from harness import mirror
 from harness.fleet import Fleet, Host
 
 pytestmark = pytest.mark.fleet
 
-NAT = ("nft add table ip gpuctl-test-nat && nft add chain ip gpuctl-test-nat prerouting "
-       "'{ type nat hook prerouting priority dstnat; }' && "
-       "nft add rule ip gpuctl-test-nat prerouting tcp dport 2222 redirect to :22")  # fmt: skip
+NAT = (
+    "nft add table ip gpuctl-test-nat && nft add chain ip gpuctl-test-nat prerouting "
+    "'{ type nat hook prerouting priority dstnat; }' && "
+    "nft add rule ip gpuctl-test-nat prerouting tcp dport 2222 redirect to :22"
+)
 
 
 def write_inventory(path: Path, host: Host, firewall: str) -> Path:
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         from gpuctl.inventory import Firewall, Gateway, Host, Ollama
         edge = [Host({host.name!r}, address={host.address!r}, ssh_port=2222, ssh_key={str(host.ssh_key)!r},
                      ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="no",
                      ollama=Ollama(version="0.13.0", cpu_fallback=True,
                                    release_url={mirror.MIRROR_URL!r}),
                      gateway=Gateway(), firewall=Firewall({firewall}))]
-    """))
+    """)
+    )
     return path
 
 
@@ -47,8 +52,9 @@ def mapped_host(fleet: Fleet) -> Host:
 
 
 def deploy(inventory: Path) -> tuple[int, dict]:
-    result = subprocess.run(["gpuctl", "deploy", str(inventory), "--yes", "--json"], capture_output=True, text=True,
-                            timeout=600)  # fmt: skip
+    result = subprocess.run(
+        ["gpuctl", "deploy", str(inventory), "--yes", "--json"], capture_output=True, text=True, timeout=600
+    )
     return result.returncode, json.loads(result.stdout or "{}")
 
 
@@ -74,14 +80,17 @@ def test_an_operation_that_raises_fails_the_host_in_one_line_without_a_traceback
     inventory = write_inventory(tmp_path / "edge.py", mapped_host, "allow_tcp=[22]")
     mapped_host.run("rm -rf /etc/nginx/sites-enabled/default && mkdir /etc/nginx/sites-enabled/default")
     try:
-        result = subprocess.run(["gpuctl", "deploy", str(inventory), "--yes", "--json"], capture_output=True,
-                                text=True, timeout=600)  # fmt: skip
+        result = subprocess.run(
+            ["gpuctl", "deploy", str(inventory), "--yes", "--json"], capture_output=True, text=True, timeout=600
+        )
         assert result.returncode == 1
         assert "Traceback" not in result.stdout + result.stderr
         [outcome] = json.loads(result.stdout)["hosts"]
         # pyinfra raises while preparing (facts known) or while running (facts changed by earlier operations).
-        assert outcome["failed_operation"] in ("prepare", "Gateway (nginx) | No default nginx site (it would answer "
-                                               "without a key)"), outcome  # fmt: skip
+        assert outcome["failed_operation"] in (
+            "prepare",
+            "Gateway (nginx) | No default nginx site (it would answer without a key)",
+        ), outcome
         assert outcome["error"] == "OperationError: /etc/nginx/sites-enabled/default exists and is not a file"
     finally:
         mapped_host.run("rmdir /etc/nginx/sites-enabled/default")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from harness import images, mirror
 from harness.fleet import Fleet, Host
 
@@ -37,7 +38,8 @@ OLLAMA_VERSION = "0.13.0"
 
 
 def write_inventory(path: Path, host: Host, gateway: str = "") -> Path:
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         from gpuctl.inventory import Gateway, Host, Ollama, Secret, Vllm
         edge = [Host({host.name!r}, address={host.address!r}, ssh_key={str(host.ssh_key)!r},
                      ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="yes",
@@ -47,7 +49,8 @@ def write_inventory(path: Path, host: Host, gateway: str = "") -> Path:
                      ollama=Ollama(version={OLLAMA_VERSION!r}, cpu_fallback=True,
                                    release_url={mirror.MIRROR_URL!r}, models=["qwen2.5:0.5b"]),
                      gateway=Gateway(engine="main", metrics_allow=[{host.address!r}]{gateway}))]
-    """))
+    """)
+    )
     return path
 
 
@@ -67,8 +70,14 @@ class ShellSession:
     """One SSH connection kept open across the deploy: a shell reading commands from stdin."""
 
     def __init__(self, host: Host) -> None:
-        self.process = subprocess.Popen(host.ssh_argv("sh"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True, bufsize=1)  # fmt: skip
+        self.process = subprocess.Popen(
+            host.ssh_argv("sh"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
 
     def ask(self, word: str, timeout: float = 10) -> str:
         """Echo WORD through the session; '' when no answer came within TIMEOUT."""
@@ -94,8 +103,10 @@ def gw_host(fleet: Fleet) -> Host:
     mirror.serve(host)
     mirror.publish(host, OLLAMA_VERSION)
     # A container that publishes a port on every address, the way Docker bypasses ufw.
-    host.run(f"docker run -d --name published -p {PUBLISHED_PORT}:{PUBLISHED_PORT} --entrypoint python3 {IMAGE} "
-             f"-m http.server {PUBLISHED_PORT}")  # fmt: skip
+    host.run(
+        f"docker run -d --name published -p {PUBLISHED_PORT}:{PUBLISHED_PORT} --entrypoint python3 {IMAGE} "
+        f"-m http.server {PUBLISHED_PORT}"
+    )
     host.run(f"timeout 20 sh -c 'until curl -fsS -o /dev/null http://127.0.0.1:{PUBLISHED_PORT}/; do sleep 0.2; done'")
     return host
 
@@ -113,18 +124,23 @@ def deployed(gw_host: Host, tmp_path_factory) -> dict:
     assert result.returncode == 0, result.stdout + result.stderr
     store = inventory.parent / ".gpuctl" / "edge"
     return {
-        "inventory": inventory, "result": result, "store": store, "ca": store / "ca.pem",
+        "inventory": inventory,
+        "result": result,
+        "store": store,
+        "ca": store / "ca.pem",
         "key": (store / f"{gw_host.name}.api-key").read_text().strip(),
-        "published_reachable_before": reachable_before, "session": (alive_before, alive_after),
+        "published_reachable_before": reachable_before,
+        "session": (alive_before, alive_after),
         "base": f"https://{gw_host.address}",
-    }  # fmt: skip
+    }
 
 
 def call(deployed: dict, method: str, path: str, key: str | None = "spec", **kwargs) -> requests.Response:
     key = deployed["key"] if key == "spec" else key
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return requests.request(method, deployed["base"] + path, headers=headers, verify=str(deployed["ca"]),
-                            timeout=30, **kwargs)  # fmt: skip
+    return requests.request(
+        method, deployed["base"] + path, headers=headers, verify=str(deployed["ca"]), timeout=30, **kwargs
+    )
 
 
 def test_raw_engine_ports_do_not_answer_from_outside_but_do_on_the_host(gw_host, deployed):
@@ -134,9 +150,16 @@ def test_raw_engine_ports_do_not_answer_from_outside_but_do_on_the_host(gw_host,
     assert gw_host.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/health").stdout == "200"
 
 
-ROUTES = [("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("GET", "/metrics"), ("GET", "/health"),
-          ("GET", "/engines/ollama/api/tags"), ("POST", "/engines/ollama/api/pull"),
-          ("GET", "/engines/ollama/v1/models"), ("GET", "/no/such/route")]  # fmt: skip
+ROUTES = [
+    ("GET", "/v1/models"),
+    ("POST", "/v1/chat/completions"),
+    ("GET", "/metrics"),
+    ("GET", "/health"),
+    ("GET", "/engines/ollama/api/tags"),
+    ("POST", "/engines/ollama/api/pull"),
+    ("GET", "/engines/ollama/v1/models"),
+    ("GET", "/no/such/route"),
+]
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
@@ -153,14 +176,23 @@ def test_every_route_answers_401_without_the_right_key(deployed, method, path):
 def test_the_auth_scheme_is_case_insensitive_and_the_key_is_not(deployed):
     """RFC 7235 §2.1: "bearer KEY" and "BEARER KEY" are the same credentials as "Bearer KEY"."""
     for scheme in ("bearer", "BEARER", "Bearer"):
-        response = requests.get(deployed["base"] + "/v1/models", headers={"Authorization": f"{scheme} {deployed['key']}"},
-                                verify=str(deployed["ca"]), timeout=30)  # fmt: skip
+        response = requests.get(
+            deployed["base"] + "/v1/models",
+            headers={"Authorization": f"{scheme} {deployed['key']}"},
+            verify=str(deployed["ca"]),
+            timeout=30,
+        )
         assert response.status_code == 200, (scheme, response.status_code)
 
 
 def test_streamed_completion_with_the_key_and_tls_verified_against_the_handed_out_ca(deployed):
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 12, "stream": True,
-            "stream_options": {"include_usage": True}}  # fmt: skip
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 12,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with call(deployed, "POST", "/v1/chat/completions", json=body, stream=True) as response:
         assert response.status_code == 200
         lines = [line for line in response.iter_lines(decode_unicode=True) if line.startswith("data: ")]
@@ -281,7 +313,8 @@ def test_rotation_swaps_the_key_with_a_reload_while_a_stream_keeps_going(gw_host
 def test_switching_v1_to_ollama_reloads_only_the_gateway(gw_host, deployed):
     before = engine_started(gw_host)
     write_inventory(deployed["inventory"], gw_host).write_text(
-        deployed["inventory"].read_text().replace('engine="main"', 'engine="ollama"'))
+        deployed["inventory"].read_text().replace('engine="main"', 'engine="ollama"')
+    )
     try:
         result = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
         assert result.returncode == 0, result.stderr
@@ -313,14 +346,18 @@ def test_a_deleted_firewall_table_is_named_by_verify_and_loaded_again_by_deploy(
         assert code == 1
         assert checks[("vllm:main", "firewall")]["reason"] == (
             "the live nftables table inet gpuctl is not loaded (deleted by hand or by `nft flush ruleset`): every "
-            "port is open; gpuctl deploy loads it again")
+            "port is open; gpuctl deploy loads it again"
+        )
         result = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
         assert result.returncode == 0, result.stdout[-2000:]
         assert json.loads(result.stdout)["hosts"][0]["changes"] == [
-            "Firewall (nftables) | Apply the firewall ruleset (the live table inet gpuctl was missing)"]
+            "Firewall (nftables) | Apply the firewall ruleset (the live table inet gpuctl was missing)"
+        ]
         assert gw_host.run("nft list table inet gpuctl", check=False).ok
         code, checks = verify_checks(deployed)
-        assert code == 0 and checks[("vllm:main", "firewall")]["reason"].startswith("table inet gpuctl is loaded: input drops all but 22")
+        assert code == 0 and checks[("vllm:main", "firewall")]["reason"].startswith(
+            "table inet gpuctl is loaded: input drops all but 22"
+        )
     finally:
         gw_host.run("nft list table inet gpuctl >/dev/null 2>&1 || systemctl reload gpuctl-firewall", check=False)
 
@@ -328,20 +365,26 @@ def test_a_deleted_firewall_table_is_named_by_verify_and_loaded_again_by_deploy(
 def test_an_engine_running_without_its_key_is_named_by_verify_and_repaired_by_deploy(gw_host, deployed):
     """Fault: the engine restarted without its key. Behind the gateway clients never see the engine's key,
     so only a check on the host itself can tell; deploy rewrites the 0600 env file and restarts the engine."""
-    gw_host.run("sed -i '/^VLLM_API_KEY=/d' /etc/gpuctl/vllm-main/vllm.env && systemctl restart gpuctl-vllm-main",
-                timeout=300)  # fmt: skip
+    gw_host.run(
+        "sed -i '/^VLLM_API_KEY=/d' /etc/gpuctl/vllm-main/vllm.env && systemctl restart gpuctl-vllm-main", timeout=300
+    )
     code, checks = verify_checks(deployed)
     assert code == 1
     assert checks[("vllm:main", "engine key")]["reason"] == (
         "on the host, 127.0.0.1:8000/v1/models answers 200 without a key: the engine runs without its API key; "
-        "gpuctl deploy restores it")
+        "gpuctl deploy restores it"
+    )
     result = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
     assert result.returncode == 0, result.stdout[-2000:]
-    assert "vLLM engine | Restart gpuctl-vllm-main.service (its files changed)" in json.loads(result.stdout)["hosts"][0]["changes"]
+    assert (
+        "vLLM engine | Restart gpuctl-vllm-main.service (its files changed)"
+        in json.loads(result.stdout)["hosts"][0]["changes"]
+    )
     code, checks = verify_checks(deployed)
     assert code == 0, {k: c["reason"] for k, c in checks.items() if not c["ok"]}
     assert checks[("vllm:main", "engine key")]["reason"] == (
-        "on the host, 127.0.0.1:8000/v1/models refuses a request without the engine's key (401)")
+        "on the host, 127.0.0.1:8000/v1/models refuses a request without the engine's key (401)"
+    )
 
 
 def test_no_secret_in_output_logs_or_world_readable_files(gw_host, deployed):
@@ -358,8 +401,11 @@ def test_no_secret_in_output_logs_or_world_readable_files(gw_host, deployed):
     assert stat.S_IMODE(deployed["store"].stat().st_mode) == 0o700
     # On the host: every file holding a secret is root-only, and no log or journal holds one.
     for value in secrets:
-        search = ("grep -rlF --devices=skip -e " + _quote(value) +
-                  " /etc /var /usr/local /srv /opt /root /home /tmp /run 2>/dev/null || true")  # fmt: skip
+        search = (
+            "grep -rlF --devices=skip -e "
+            + _quote(value)
+            + " /etc /var /usr/local /srv /opt /root /home /tmp /run 2>/dev/null || true"
+        )
         holders = [p for p in gw_host.run(search, timeout=300).stdout.split() if p]
         assert holders, "the secret is on the host somewhere (or this scan could not find anything)"
         for path in holders:

@@ -13,11 +13,11 @@ import sys
 import tarfile
 
 import pytest
+
+from gpuctl import outside
 from harness import mirror
 from harness.cli import REPO
 from harness.fleet import Fleet, Host
-
-from gpuctl import outside
 
 pytestmark = pytest.mark.fleet
 
@@ -30,8 +30,12 @@ def gpuctl_site_tarball(fleet: Fleet):
     tarball = fleet.workdir / "gpuctl-site.tar.gz"
     if not tarball.exists():
         site = fleet.workdir / "gpuctl-site"
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--target", str(site), str(REPO)],
-                       check=True, capture_output=True, timeout=600)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--target", str(site), str(REPO)],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         with tarfile.open(tarball, "w:gz") as tar:
             tar.add(site, arcname=".")
     return tarball
@@ -41,9 +45,13 @@ def gpuctl_site_tarball(fleet: Fleet):
 def laptop(fleet: Fleet) -> Host:
     host = fleet.new_host("laptop")
     host.put_file(gpuctl_site_tarball(fleet), "/var/tmp/gpuctl-site.tar.gz")
-    host.run(f"mkdir -p {SITE} && tar -C {SITE} -xzf /var/tmp/gpuctl-site.tar.gz && rm /var/tmp/gpuctl-site.tar.gz",
-             timeout=300)  # fmt: skip
-    host.write_file("/usr/local/bin/gpuctl", f'#!/bin/sh\nPYTHONPATH={SITE} exec python3 -m gpuctl.cli "$@"\n', mode=0o755)
+    host.run(
+        f"mkdir -p {SITE} && tar -C {SITE} -xzf /var/tmp/gpuctl-site.tar.gz && rm /var/tmp/gpuctl-site.tar.gz",
+        timeout=300,
+    )
+    host.write_file(
+        "/usr/local/bin/gpuctl", f'#!/bin/sh\nPYTHONPATH={SITE} exec python3 -m gpuctl.cli "$@"\n', mode=0o755
+    )
     mirror.serve(host)
     mirror.publish(host, VERSION)
     # The README's own inventory, with only the release URL pointed at the local mirror (no internet).
@@ -68,7 +76,14 @@ def test_local_deploy_then_verify_on_the_machine_itself(laptop):
     [engine] = json.loads(verify.stdout)["engines"]
     assert engine["url"] == "http://127.0.0.1:11434"
     assert {c["name"]: c["ok"] for c in engine["checks"]} == {
-        "unit": True, "bind": True, "version": True, "models": True, "chat": True, "openai": True, "keep_alive": True}
+        "unit": True,
+        "bind": True,
+        "version": True,
+        "models": True,
+        "chat": True,
+        "openai": True,
+        "keep_alive": True,
+    }
     reasons = {c["name"]: c["reason"] for c in engine["checks"]}
     assert reasons["unit"] == "ollama.service is active and enabled"
     assert reasons["bind"] == "port 11434 listens on 127.0.0.1 only"

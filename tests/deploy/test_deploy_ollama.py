@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from harness import mirror
 from harness.fleet import Fleet, Host
 
@@ -23,22 +24,32 @@ VERSION = "0.13.0"
 
 
 def write_inventory(path: Path, host: Host, **ollama: object) -> Path:
-    settings = {"version": VERSION, "bind": "0.0.0.0", "unsafe_public_bind": True, "cpu_fallback": True,
-                "release_url": mirror.MIRROR_URL, "models": ["qwen2.5:0.5b"], **ollama}  # fmt: skip
+    settings = {
+        "version": VERSION,
+        "bind": "0.0.0.0",
+        "unsafe_public_bind": True,
+        "cpu_fallback": True,
+        "release_url": mirror.MIRROR_URL,
+        "models": ["qwen2.5:0.5b"],
+        **ollama,
+    }
     args = ", ".join(f"{k}={v!r}" for k, v in settings.items())
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         from gpuctl.inventory import Host, Ollama
         dev = [Host({host.name!r}, address={host.address!r}, ssh_key={str(host.ssh_key)!r},
                     ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="yes",
                     ollama=Ollama({args}))]
-    """))
+    """)
+    )
     return path
 
 
 def gpuctl_deploy(inventory: Path, *extra: str) -> tuple[int, dict, str]:
     """Run the real CLI; return exit code, its --json report and stderr."""
-    result = subprocess.run(["gpuctl", "deploy", str(inventory), "--yes", "--json", *extra],
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        ["gpuctl", "deploy", str(inventory), "--yes", "--json", *extra], capture_output=True, text=True, timeout=600
+    )
     report = json.loads(result.stdout) if result.stdout.strip() else {}
     return result.returncode, report, result.stderr
 
@@ -94,8 +105,9 @@ def test_second_deploy_changes_nothing_and_restarts_nothing(ollama_host, deploye
     pid = main_pid(ollama_host)
     code, report, stderr = gpuctl_deploy(deployed)
     assert code == 0, stderr
-    assert report["hosts"] == [{"host": "ollama", "status": "unchanged", "changes": [],
-                                "failed_operation": None, "error": None}]  # fmt: skip
+    assert report["hosts"] == [
+        {"host": "ollama", "status": "unchanged", "changes": [], "failed_operation": None, "error": None}
+    ]
     assert main_pid(ollama_host) == pid
 
 
@@ -108,7 +120,9 @@ def test_dry_run_of_an_unchanged_host_plans_nothing(deployed):
 
 def test_changing_one_setting_restarts_ollama_and_dry_diff_shows_it(ollama_host, deployed, tmp_path):
     changed = write_inventory(tmp_path / "dev.py", ollama_host, keep_alive="-1")
-    dry = subprocess.run(["gpuctl", "deploy", str(changed), "--dry", "--diff"], capture_output=True, text=True, timeout=300)
+    dry = subprocess.run(
+        ["gpuctl", "deploy", str(changed), "--dry", "--diff"], capture_output=True, text=True, timeout=300
+    )
     assert dry.returncode == 0, dry.stderr
     assert '-Environment="OLLAMA_KEEP_ALIVE=5m"' in dry.stdout
     assert '+Environment="OLLAMA_KEEP_ALIVE=-1"' in dry.stdout
@@ -138,8 +152,9 @@ def test_wrong_checksum_aborts_and_leaves_the_previous_version_running(ollama_ho
 
 
 def gpuctl_verify(inventory: Path, *extra: str) -> tuple[int, dict]:
-    result = subprocess.run(["gpuctl", "verify", str(inventory), "--json", *extra],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        ["gpuctl", "verify", str(inventory), "--json", *extra], capture_output=True, text=True, timeout=300
+    )
     assert result.stdout, result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -168,7 +183,9 @@ def test_verify_reports_an_engine_bound_wider_than_the_spec_allows(ollama_host, 
     checks = checks_of(report)
     assert code == 1
     assert (checks["bind"]["ok"], checks["bind"]["reason"]) == (
-        False, "port 11434 listens on 0.0.0.0, the spec allows 127.0.0.1 only")
+        False,
+        "port 11434 listens on 0.0.0.0, the spec allows 127.0.0.1 only",
+    )
     assert report["engines"][0]["url"].startswith("http://127.0.0.1:")
     assert checks["version"]["ok"] and checks["chat"]["ok"]
     assert any("ollama" in line.lower() for line in checks["bind"]["details"]), "a failure carries the journal"
@@ -182,10 +199,15 @@ def test_verify_of_a_stopped_unit_fails_with_its_journal(ollama_host, tmp_path):
         checks = checks_of(report)
         assert code == 1
         assert checks["unit"]["reason"] == "ollama.service is inactive and enabled"
-        assert any("Stopped ollama.service" in line or "Stopping ollama.service" in line for line in checks["unit"]["details"])
+        assert any(
+            "Stopped ollama.service" in line or "Stopping ollama.service" in line for line in checks["unit"]["details"]
+        )
         assert checks["bind"]["reason"] == "nothing listens on port 11434"
         assert checks["unit"]["details"] and not checks["version"]["details"], "the journal is shown once, by the unit"
-        assert checks["version"]["reason"] == f"nothing answers on {ollama_host.address}:11434 (connection refused): is the engine deployed and running?"
+        assert (
+            checks["version"]["reason"] == f"nothing answers on {ollama_host.address}:11434 (connection refused): "
+            "is the engine deployed and running?"
+        )
     finally:
         ollama_host.run("systemctl start ollama.service")
 

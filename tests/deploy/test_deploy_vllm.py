@@ -38,8 +38,12 @@ def write_inventory(path: Path, host: Host, a_extra: str = "") -> Path:
     token = path.parent / "hf.token"
     token.write_text(HF_TOKEN + "\n")
     token.chmod(0o600)
-    common = f'image={IMAGE!r}, model="org/tiny-model", gpu_access="none", bind="0.0.0.0", unsafe_public_bind=True, start_timeout_s=120'
-    path.write_text(textwrap.dedent(f"""
+    common = (
+        f'image={IMAGE!r}, model="org/tiny-model", gpu_access="none", bind="0.0.0.0", unsafe_public_bind=True, '
+        "start_timeout_s=120"
+    )
+    path.write_text(
+        textwrap.dedent(f"""
         from gpuctl.inventory import Host, Secret, Vllm
         prod = [Host({host.name!r}, address={host.address!r}, ssh_key={str(host.ssh_key)!r},
                      ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="yes",
@@ -47,13 +51,15 @@ def write_inventory(path: Path, host: Host, a_extra: str = "") -> Path:
                      vllm=[Vllm(name="a", served_model_name="tiny-a", port=8001, max_model_len=1024, {common},
                                 api_key=Secret.env("GPUCTL_TEST_VLLM_KEY"), hf_token=Secret.file("hf.token"){a_extra}),
                            Vllm(name="b", served_model_name="tiny-b", port=8002, {common})])]
-    """))
+    """)
+    )
     return path
 
 
 def gpuctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["gpuctl", *args], capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, **SECRET_ENV})  # fmt: skip
+    return subprocess.run(
+        ["gpuctl", *args], capture_output=True, text=True, timeout=600, env={**__import__("os").environ, **SECRET_ENV}
+    )
 
 
 def request(url: str, key: str | None = None, body: dict | None = None) -> tuple[int, dict]:
@@ -100,8 +106,11 @@ def test_first_deploy_runs_both_engines_enabled_and_answering_from_outside(vllm_
         status, models = request(f"http://{vllm_host.address}:{port}/v1/models", key)
         assert status == 200
         assert [m["id"] for m in models["data"]] == [served]
-    status, chat = request(f"http://{vllm_host.address}:8001/v1/chat/completions", API_KEY,
-                           {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
+    status, chat = request(
+        f"http://{vllm_host.address}:8001/v1/chat/completions",
+        API_KEY,
+        {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
+    )
     assert status == 200 and chat["usage"]["completion_tokens"] == 5
 
 
@@ -182,7 +191,10 @@ def test_status_shows_each_engine_without_generating(vllm_host, first_deploy, tm
         row = rows[engine]
         assert (row["unit"], row["health"], row["version"], row["model"]) == ("active", "200", "0.32.0", model)
         assert row["running"] == 0 and row["waiting"] == 0 and row["kv_cache_usage"] is not None
-    assert vllm_host.run("curl -s 127.0.0.1:8002/metrics | grep '^vllm:generation_tokens_total'").stdout == generated_before
+    assert (
+        vllm_host.run("curl -s 127.0.0.1:8002/metrics | grep '^vllm:generation_tokens_total'").stdout
+        == generated_before
+    )
 
 
 def test_gpu_checks_on_the_host_and_inside_the_container(vllm_host, first_deploy):
@@ -190,22 +202,33 @@ def test_gpu_checks_on_the_host_and_inside_the_container(vllm_host, first_deploy
     has no nvidia-smi at all, which is what the in-container check sees when a container lost its GPUs."""
     gpu_standin.install(vllm_host, gpus=1, driver_loaded=True)
     try:
-        spec = HostSpec(name="vllm", address=vllm_host.address, ssh_key=str(vllm_host.ssh_key),
-                        ssh_known_hosts_file=str(vllm_host.known_hosts), ssh_strict_host_key_checking="yes",
-                        gpus={"model": "H100 80GB", "count": 1, "memory_gib": 80},
-                        vllm=[VllmSpec(name="a", image=IMAGE, model="m", gpu_access="reservation")])  # fmt: skip
+        spec = HostSpec(
+            name="vllm",
+            address=vllm_host.address,
+            ssh_key=str(vllm_host.ssh_key),
+            ssh_known_hosts_file=str(vllm_host.known_hosts),
+            ssh_strict_host_key_checking="yes",
+            gpus={"model": "H100 80GB", "count": 1, "memory_gib": 80},
+            vllm=[VllmSpec(name="a", image=IMAGE, model="m", gpu_access="reservation")],
+        )
         checks = {c.name: c for c in gpu_checks(Remote(spec), spec, spec.vllm[0])}
         assert (checks["gpu"].ok, checks["gpu"].reason) == (True, "1 GPU(s), driver 580.159.04")
         assert checks["gpu"].numbers == {"memory_used_mib": 0.0, "memory_total_mib": 81559.0, "driver": "580.159.04"}
         assert not checks["gpu_in_container"].ok
         assert checks["gpu_in_container"].reason.startswith("nvidia-smi fails inside the container")
         # A driver that lost its kernel module (after a kernel upgrade): nvidia-smi's own words, and its exit code.
-        vllm_host.write_file("/usr/local/bin/nvidia-smi", "#!/bin/sh\n# GPU STAND-IN: a driver that does not answer\n"
-                             "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\"\nexit 9\n",
-                             mode=0o755)  # fmt: skip
+        vllm_host.write_file(
+            "/usr/local/bin/nvidia-smi",
+            "#!/bin/sh\n# GPU STAND-IN: a driver that does not answer\n"
+            'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."\nexit 9\n',
+            mode=0o755,
+        )
         failed = {c.name: c for c in gpu_checks(Remote(spec), spec, spec.vllm[0])}["gpu"]
-        assert (failed.ok, failed.reason) == (False, "nvidia-smi failed on the host (exit 9): NVIDIA-SMI has failed "
-                                                     "because it couldn't communicate with the NVIDIA driver.")
+        assert (failed.ok, failed.reason) == (
+            False,
+            "nvidia-smi failed on the host (exit 9): NVIDIA-SMI has failed "
+            "because it couldn't communicate with the NVIDIA driver.",
+        )
     finally:
         gpu_standin.remove(vllm_host)
 
@@ -214,7 +237,9 @@ def test_preflight_refuses_an_unknown_flag_and_leaves_the_engine_running(vllm_ho
     """The pinned image (the stand-in knows vLLM 0.32.0's options) is asked for its flags first."""
     before = engine_state(vllm_host, "a")
     compose_before = vllm_host.read_file("/etc/gpuctl/vllm-a/compose.yaml")
-    inventory = write_inventory(tmp_path / "prod.py", vllm_host, a_extra=', max_num_seqs=8, extra_args=["--swap-space", "4"]')
+    inventory = write_inventory(
+        tmp_path / "prod.py", vllm_host, a_extra=', max_num_seqs=8, extra_args=["--swap-space", "4"]'
+    )
     result = gpuctl("deploy", str(inventory), "--yes", "--json")
     assert result.returncode == 1, result.stdout
     [outcome] = json.loads(result.stdout)["hosts"]
@@ -228,21 +253,30 @@ def test_preflight_names_an_old_driver_and_a_process_holding_gpu_memory(vllm_hos
     """GPU STAND-IN (fake nvidia-smi) and an image STAND-IN that declares NVIDIA_REQUIRE_CUDA like the
     real vllm/vllm-openai images. The preflight script itself runs on the real host."""
     cuda_image = "gpuctl-test/vllm-standin:v0.32.0-cu129"
-    vllm_host.run(f"docker create --name cuda-env {IMAGE} && docker commit --change "
-                  f"'ENV NVIDIA_REQUIRE_CUDA=cuda>=12.9 brand=tesla,driver>=535' cuda-env {cuda_image} && "
-                  "docker rm cuda-env", timeout=120)
+    vllm_host.run(
+        f"docker create --name cuda-env {IMAGE} && docker commit --change "
+        f"'ENV NVIDIA_REQUIRE_CUDA=cuda>=12.9 brand=tesla,driver>=535' cuda-env {cuda_image} && "
+        "docker rm cuda-env",
+        timeout=120,
+    )
     gpu_standin.install(vllm_host, gpus=1, driver_loaded=True)
     before = engine_state(vllm_host, "a")
-    spec = HostSpec(name="vllm", address=vllm_host.address, gpus={"model": "H100 80GB", "count": 1, "memory_gib": 80},
-                    vllm=[VllmSpec(name="a", image=cuda_image, model="m", gpu_access="reservation")])  # fmt: skip
+    spec = HostSpec(
+        name="vllm",
+        address=vllm_host.address,
+        gpus={"model": "H100 80GB", "count": 1, "memory_gib": 80},
+        vllm=[VllmSpec(name="a", image=cuda_image, model="m", gpu_access="reservation")],
+    )
     script = preflight_script(spec, spec.vllm[0])
     try:
         gpu_standin.configure(vllm_host, cuda="12.4", others_mib=30000)
         failed = vllm_host.run(script, check=False, timeout=120)
         assert failed.rc == 1
         assert "the driver supports CUDA 12.4 but the image needs CUDA >= 12.9" in failed.stderr
-        assert ("GPU 0: gpu_memory_utilization 0.9 needs 73403 of 81559 MiB, but 30000 MiB are held by: "
-                "python3 (pid 4242, 30000 MiB)") in failed.stderr
+        assert (
+            "GPU 0: gpu_memory_utilization 0.9 needs 73403 of 81559 MiB, but 30000 MiB are held by: "
+            "python3 (pid 4242, 30000 MiB)"
+        ) in failed.stderr
         gpu_standin.configure(vllm_host, cuda="13.0", others_mib=0)
         passed = vllm_host.run(script, check=False, timeout=120)
         assert passed.rc == 0, passed.stderr
@@ -265,15 +299,21 @@ def test_crashed_container_fails_with_its_logs_then_wait_sees_it_recover(vllm_ho
     assert code == 1
     assert not b["container"]["ok"]
     # Killed (137) and not yet replaced by the unit's restart, or already removed by it: both said in words.
-    assert re.fullmatch(r"gpuctl-vllm-b exited, \w+ \(exit code 137\)|no container gpuctl-vllm-b: .+",
-                        b["container"]["reason"]), b["container"]["reason"]
+    assert re.fullmatch(
+        r"gpuctl-vllm-b exited, \w+ \(exit code 137\)|no container gpuctl-vllm-b: .+", b["container"]["reason"]
+    ), b["container"]["reason"]
     assert b["container"]["details"], "the container's last log lines explain the failure"
     # systemd restarts the unit (Restart=on-failure) after RestartSec; once it is starting again,
     # --wait follows the cold start with progress.
-    vllm_host.run("timeout 60 sh -c 'until [ \"$(systemctl show -p SubState --value gpuctl-vllm-b)\" != auto-restart ]; "
-                  "do sleep 1; done'", timeout=90)
+    vllm_host.run(
+        'timeout 60 sh -c \'until [ "$(systemctl show -p SubState --value gpuctl-vllm-b)" != auto-restart ]; '
+        "do sleep 1; done'",
+        timeout=90,
+    )
     code, report, stderr = verify(inventory, "--wait", "120")
-    assert code == 0, [(e["engine"], c["name"], c["reason"]) for e in report["engines"] for c in e["checks"] if not c["ok"]]
+    assert code == 0, [
+        (e["engine"], c["name"], c["reason"]) for e in report["engines"] for c in e["checks"] if not c["ok"]
+    ]
     assert "vllm:b: waiting for /health" in stderr or "vllm:b: ready after" in stderr
 
 
@@ -292,19 +332,27 @@ def test_wait_gives_up_early_when_the_unit_fails(vllm_host, first_deploy, tmp_pa
         assert any("broken on purpose" in line for line in b["wait"]["details"])
         assert took < 120, f"gave up after {took:.0f} s, not at the 300 s limit"
     finally:
-        vllm_host.run(f"rm -f {dropin} && systemctl daemon-reload && systemctl reset-failed gpuctl-vllm-b.service; "
-                      "systemctl restart gpuctl-vllm-b.service", timeout=200)
+        vllm_host.run(
+            f"rm -f {dropin} && systemctl daemon-reload && systemctl reset-failed gpuctl-vllm-b.service; "
+            "systemctl restart gpuctl-vllm-b.service",
+            timeout=200,
+        )
 
 
 def test_six_changes_in_an_hour_each_restart_the_engine(vllm_host, first_deploy, tmp_path):
     """StartLimitBurst=5 per hour guards against crash loops; gpuctl's own restarts must neither count
     against it nor be refused by it (the sixth deploy of alternating settings used to leave the engine down)."""
     for i in range(6):
-        inventory = write_inventory(tmp_path / f"prod{i}.py", vllm_host, a_extra=f", max_num_seqs={12 if i % 2 else 16}")
+        inventory = write_inventory(
+            tmp_path / f"prod{i}.py", vllm_host, a_extra=f", max_num_seqs={12 if i % 2 else 16}"
+        )
         before = engine_state(vllm_host, "a")
         result = gpuctl("deploy", str(inventory), "--yes", "--json")
         assert result.returncode == 0, (i, result.stdout[-3000:])
-        assert "vLLM engine | Restart gpuctl-vllm-a.service (its files changed)" in json.loads(result.stdout)["hosts"][0]["changes"]
+        assert (
+            "vLLM engine | Restart gpuctl-vllm-a.service (its files changed)"
+            in json.loads(result.stdout)["hosts"][0]["changes"]
+        )
         assert engine_state(vllm_host, "a") != before
         assert vllm_host.run("systemctl is-active gpuctl-vllm-a").stdout.strip() == "active"
     # Crash-loop protection stays in the unit.
@@ -316,10 +364,14 @@ def test_deploy_starts_an_engine_locked_by_its_start_limit(vllm_host, first_depl
     the next start. An unchanged deploy is the operator asking for the engine: it starts it again."""
     inventory = write_inventory(tmp_path / "prod.py", vllm_host, a_extra=", max_num_seqs=12")
     assert gpuctl("deploy", str(inventory), "--yes").returncode == 0
-    vllm_host.run("for i in 1 2 3 4 5 6 7; do systemctl restart gpuctl-vllm-b.service || break; done; true", timeout=600)
+    vllm_host.run(
+        "for i in 1 2 3 4 5 6 7; do systemctl restart gpuctl-vllm-b.service || break; done; true", timeout=600
+    )
     state = vllm_host.run("systemctl show -p ActiveState,Result --value gpuctl-vllm-b").stdout.split()
     assert sorted(state) == ["failed", "start-limit-hit"], state
     result = gpuctl("deploy", str(inventory), "--yes", "--json")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert json.loads(result.stdout)["hosts"][0]["changes"] == ["vLLM engine | Start gpuctl-vllm-b.service (was failed)"]
+    assert json.loads(result.stdout)["hosts"][0]["changes"] == [
+        "vLLM engine | Start gpuctl-vllm-b.service (was failed)"
+    ]
     assert vllm_host.run("systemctl is-active gpuctl-vllm-b").stdout.strip() == "active"

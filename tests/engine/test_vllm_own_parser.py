@@ -14,11 +14,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from harness.cli import REPO
-from harness.engine import venv_python
 
 from gpuctl import inventory, outside
 from gpuctl.spec import VllmSpec
+from harness.cli import REPO
+from harness.engine import venv_python
 
 pytestmark = pytest.mark.engine
 
@@ -28,26 +28,53 @@ IMAGE = outside.VLLM_IMAGE
 
 def vllm_parse(venv: Path, command_lines: list[list[str]], *extra: str) -> list[dict] | dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "VLLM_HOST_IP": "127.0.0.1"}
-    result = subprocess.run([str(venv_python(venv)), str(ARGCHECK), *extra], input=json.dumps(command_lines),
-                            capture_output=True, text=True, timeout=300, env=env, cwd="/tmp")  # fmt: skip
+    result = subprocess.run(
+        [str(venv_python(venv)), str(ARGCHECK), *extra],
+        input=json.dumps(command_lines),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd="/tmp",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)
 
 
 def example_engines() -> list[VllmSpec]:
-    return [e for name in ("prod", "dev-laptop", "vagrant") for h in inventory.load(name, cwd=REPO).hosts.values()
-            for e in h.vllm]  # fmt: skip
+    return [
+        e
+        for name in ("prod", "dev-laptop", "vagrant")
+        for h in inventory.load(name, cwd=REPO).hosts.values()
+        for e in h.vllm
+    ]
 
 
 COVERAGE = [  # every optional field that adds a flag, with values the 0.32 release accepts
-    VllmSpec(image=IMAGE, model="org/Model-AWQ", served_model_name="m", max_model_len=32768, max_num_seqs=128,
-             dtype="float16", quantization="awq_marlin", kv_cache_dtype="fp8_e5m2", tensor_parallel_size=2,
-             enable_chunked_prefill=False, enable_prefix_caching=False,
-             extra_args=["--enforce-eager", "--max-num-batched-tokens", "8192", "--generation-config", "vllm"]),
-    VllmSpec(image=IMAGE, model="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic", quantization="compressed-tensors",
-             kv_cache_dtype="fp8_e4m3", dtype="bfloat16", gpu_memory_utilization=0.95),
+    VllmSpec(
+        image=IMAGE,
+        model="org/Model-AWQ",
+        served_model_name="m",
+        max_model_len=32768,
+        max_num_seqs=128,
+        dtype="float16",
+        quantization="awq_marlin",
+        kv_cache_dtype="fp8_e5m2",
+        tensor_parallel_size=2,
+        enable_chunked_prefill=False,
+        enable_prefix_caching=False,
+        extra_args=["--enforce-eager", "--max-num-batched-tokens", "8192", "--generation-config", "vllm"],
+    ),
+    VllmSpec(
+        image=IMAGE,
+        model="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic",
+        quantization="compressed-tensors",
+        kv_cache_dtype="fp8_e4m3",
+        dtype="bfloat16",
+        gpu_memory_utilization=0.95,
+    ),
     VllmSpec(image=IMAGE, model="m", kv_cache_dtype="auto", dtype="float32", gpu_access="none"),
-]  # fmt: skip
+]
 
 
 def test_every_rendered_command_line_parses_without_error_or_warning(engine_venv):
@@ -55,7 +82,10 @@ def test_every_rendered_command_line_parses_without_error_or_warning(engine_venv
     assert len(engines) >= 6
     results = vllm_parse(engine_venv, [e.command_args() for e in engines])
     for engine, result in zip(engines, results, strict=True):
-        assert result == {"ok": True, "error": None, "warnings": [], "model": engine.model}, (engine.command_args(), result)
+        assert result == {"ok": True, "error": None, "warnings": [], "model": engine.model}, (
+            engine.command_args(),
+            result,
+        )
 
 
 def test_the_check_sees_a_deprecated_form_and_an_unknown_flag(engine_venv):

@@ -19,13 +19,22 @@ pytestmark = pytest.mark.engine
 TIMEOUT = 60  # seconds for one request to the tiny model on 2 busy cores
 
 
-def chat(server: VllmServer, *, headers: dict[str, str] | None = None, timeout: float = TIMEOUT,
-         **body: Any) -> requests.Response:
+def chat(
+    server: VllmServer, *, headers: dict[str, str] | None = None, timeout: float = TIMEOUT, **body: Any
+) -> requests.Response:
     """POST /v1/chat/completions with a one-line user message (defaults overridable)."""
-    payload = {"model": server.served_model_name, "max_tokens": 8,
-               "messages": [{"role": "user", "content": "Say hello."}], **body}
-    return requests.post(f"{server.base_url}/v1/chat/completions", json=payload,
-                         headers=server.headers if headers is None else headers, timeout=timeout)
+    payload = {
+        "model": server.served_model_name,
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": "Say hello."}],
+        **body,
+    }
+    return requests.post(
+        f"{server.base_url}/v1/chat/completions",
+        json=payload,
+        headers=server.headers if headers is None else headers,
+        timeout=timeout,
+    )
 
 
 def sse_events(response: requests.Response) -> list[dict[str, Any]]:
@@ -34,7 +43,7 @@ def sse_events(response: requests.Response) -> list[dict[str, Any]]:
     for line in response.iter_lines(decode_unicode=True):
         if not line or not line.startswith("data: "):
             continue
-        data = line[len("data: "):]
+        data = line[len("data: ") :]
         if data == "[DONE]":
             break
         events.append(json.loads(data))
@@ -101,12 +110,18 @@ def test_metrics_expose_the_counters_gpuctl_reads(vllm_server: VllmServer) -> No
     assert chat(vllm_server, max_tokens=4).status_code == 200
     text = requests.get(f"{vllm_server.base_url}/metrics", timeout=10).text  # open: no key needed
     names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("vllm:")}
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-                 "vllm:generation_tokens_total", "vllm:prompt_tokens_total"):
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:generation_tokens_total",
+        "vllm:prompt_tokens_total",
+    ):
         assert name in names, f"{name} missing; vllm: metrics are {sorted(names)}"
     assert "vllm:gpu_cache_usage_perc" not in names  # the old name is gone in this release
-    generated = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                 if line.startswith("vllm:generation_tokens_total")]
+    generated = [
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:generation_tokens_total")
+    ]
     assert sum(generated) >= 4
 
 

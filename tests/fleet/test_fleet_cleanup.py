@@ -47,8 +47,7 @@ time.sleep(600)
 
 
 def test_crashed_run_is_reaped_at_next_start(fleet: Fleet) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", CRASHING_RUN, str(TESTS_DIR)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", CRASHING_RUN, str(TESTS_DIR)], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         run_id, netns, veth = line.split()

@@ -46,8 +46,7 @@ def http_get(url: str, timeout: float = 30) -> str:
 def docker_host(fleet: Fleet) -> Host:
     host = fleet.host("docker")
     host.run("apt-get update -q", timeout=120)
-    host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io "
-             "docker-compose-plugin", timeout=600)
+    host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io docker-compose-plugin", timeout=600)
     host.run("timeout 60 sh -c 'until docker info >/dev/null 2>&1; do sleep 0.5; done'")
     return host
 
@@ -60,16 +59,13 @@ def test_compose_plugin_is_installed_like_dockers_package(docker_host: Host) -> 
 
 def test_docker_import_runs_a_container(docker_host: Host, fleet: Fleet) -> None:
     docker_host.put_file(fleet.image_tarball(kind="sleep", fmt="rootfs"), "/var/tmp/rootfs.tar")
-    docker_host.run("docker import --change 'CMD [\"/bin/sh\"]' /var/tmp/rootfs.tar "
-                    "gpuctl-test/imported:latest")
-    out = docker_host.run("docker run --rm gpuctl-test/imported:latest /bin/busybox echo hi",
-                          timeout=120).stdout
+    docker_host.run("docker import --change 'CMD [\"/bin/sh\"]' /var/tmp/rootfs.tar gpuctl-test/imported:latest")
+    out = docker_host.run("docker run --rm gpuctl-test/imported:latest /bin/busybox echo hi", timeout=120).stdout
     assert out.strip() == "hi"
 
 
 def test_compose_up_wait_serves_http_outside_the_host(docker_host: Host, fleet: Fleet) -> None:
-    tarball = fleet.image_tarball(kind="httpd", fmt="docker-archive",
-                                  tag="gpuctl-test/httpd:latest")
+    tarball = fleet.image_tarball(kind="httpd", fmt="docker-archive", tag="gpuctl-test/httpd:latest")
     docker_host.put_file(tarball, "/var/tmp/httpd-image.tar")
     docker_host.run("docker load -i /var/tmp/httpd-image.tar")
     docker_host.write_file("/srv/web/compose.yaml", COMPOSE_FILE)

@@ -50,8 +50,7 @@ def test_unit_can_be_enabled_and_started(fleet: Fleet, name: str) -> None:
 @pytest.mark.parametrize("name", HOST_NAMES)
 def test_apt_installs_from_local_repository(fleet: Fleet, name: str) -> None:
     host = fleet.host(name)
-    sources = host.run("cat /etc/apt/sources.list.d/*.list; ls /etc/apt/sources.list 2>&1",
-                       check=False).stdout
+    sources = host.run("cat /etc/apt/sources.list.d/*.list; ls /etc/apt/sources.list 2>&1", check=False).stdout
     assert "deb [trusted=yes] file:/srv/repo ./" in sources
     assert "http" not in sources
     host.run("apt-get update -q", timeout=120)
@@ -78,7 +77,10 @@ def test_pyinfra_connects_with_host_data(fleet: Fleet, tmp_path: Path) -> None:
     inventory.write_text(f"hosts = {entries!r}\n")
     proc = subprocess.run(
         [sys.executable, "-m", "pyinfra", "-y", str(inventory), "fact", "server.Hostname"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]

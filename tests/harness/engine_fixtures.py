@@ -11,8 +11,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -71,7 +72,9 @@ class _Launcher:
 
 
 @pytest.fixture(scope="session")
-def vllm_launcher(engine_venv: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartVllm]:
+def vllm_launcher(
+    engine_venv: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StartVllm]:
     """Session-wide launcher: servers it starts live until the session ends."""
     launcher = _Launcher(engine_venv, tiny_model_dir, tmp_path_factory.mktemp("vllm-session"))
     yield launcher

@@ -56,8 +56,19 @@ NAME_PREFIX = "gpuctl-"  # netns gpuctl-<N>, veth gpuctl-v<N>, machine gpuctl-<N
 SLOTS = range(1, 251)
 CGROUP_PARENT = "gpuctl-tests"
 REBOOT_EXIT_CODE = 133  # systemd-nspawn's exit status when the container asked for a reboot
-REQUIRED_BINARIES = ("debootstrap", "systemd-nspawn", "ip", "ssh", "ssh-keygen", "unshare",
-                     "chroot", "mount", "umount", "dpkg-deb", "dpkg-scanpackages")
+REQUIRED_BINARIES = (
+    "debootstrap",
+    "systemd-nspawn",
+    "ip",
+    "ssh",
+    "ssh-keygen",
+    "unshare",
+    "chroot",
+    "mount",
+    "umount",
+    "dpkg-deb",
+    "dpkg-scanpackages",
+)
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 
 
@@ -94,8 +105,9 @@ def sh(*cmd: str, timeout: float = 60, check: bool = True) -> subprocess.Complet
     """Run a command on this machine; raise ``FleetError`` with its output when ``check``."""
     proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise FleetError(f"{shlex.join(cmd)} failed (rc={proc.returncode}): "
-                         f"{proc.stderr.strip() or proc.stdout.strip()}")
+        raise FleetError(
+            f"{shlex.join(cmd)} failed (rc={proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+        )
     return proc
 
 
@@ -195,9 +207,12 @@ def slot_in_use_here(slot: int) -> bool:
     prefix = f" {NET_PREFIX}.{slot}."
     addrs = sh("ip", "-o", "-4", "addr", "show").stdout
     routes = sh("ip", "-4", "route", "show").stdout
-    return (Path(f"/run/netns/{NAME_PREFIX}{slot}").exists()
-            or Path(f"/sys/class/net/{NAME_PREFIX}v{slot}").exists()
-            or prefix in addrs or f"{NET_PREFIX}.{slot}." in routes)
+    return (
+        Path(f"/run/netns/{NAME_PREFIX}{slot}").exists()
+        or Path(f"/sys/class/net/{NAME_PREFIX}v{slot}").exists()
+        or prefix in addrs
+        or f"{NET_PREFIX}.{slot}." in routes
+    )
 
 
 def netns_create(netns: str, veth: str, slot: int) -> None:
@@ -362,8 +377,10 @@ class HostCommandError(FleetError):
     """A command run on a host with ``check=True`` exited non-zero (or timed out: rc 124)."""
 
     def __init__(self, host: str, result: Result) -> None:
-        super().__init__(f"[{host}] `{result.cmd}` exited {result.rc}\n"
-                         f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}")
+        super().__init__(
+            f"[{host}] `{result.cmd}` exited {result.rc}\n"
+            f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+        )
         self.result = result
 
 
@@ -445,9 +462,16 @@ class Host:
     # -- creation
 
     def _record(self, **extra: Any) -> None:
-        rec = {"name": self.name, "slot": self.slot, "netns": self.netns, "veth": self.veth,
-               "dir": str(self.dir), "cgroups": [str(c) for c in self.cgroups],
-               "run_id": self.fleet.run_id, **extra}
+        rec = {
+            "name": self.name,
+            "slot": self.slot,
+            "netns": self.netns,
+            "veth": self.veth,
+            "dir": str(self.dir),
+            "cgroups": [str(c) for c in self.cgroups],
+            "run_id": self.fleet.run_id,
+            **extra,
+        }
         self.fleet._record_host(self.slot, rec)
 
     def _create(self) -> None:
@@ -456,9 +480,15 @@ class Host:
         netns_create(self.netns, self.veth, self.slot)
         for sub in ("root", "upper", "work", "docker"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
-        sh("mount", "-t", "overlay", "overlay", "-o",
-           f"lowerdir={self.fleet.base.path},upperdir={self.dir / 'upper'},"
-           f"workdir={self.dir / 'work'}", str(self.root))
+        sh(
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={self.fleet.base.path},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}",
+            str(self.root),
+        )
         self._personalize()
         self._install_keys()
 
@@ -489,12 +519,19 @@ class Host:
     def nspawn_argv(self) -> list[str]:
         """The systemd-nspawn command line (always with a private network namespace)."""
         return [
-            "systemd-nspawn", "-D", str(self.root), "-b",
-            f"--machine={self.machine}", f"--hostname={self.name}",
-            "--keep-unit", "--register=no", "--console=passive",
+            "systemd-nspawn",
+            "-D",
+            str(self.root),
+            "-b",
+            f"--machine={self.machine}",
+            f"--hostname={self.name}",
+            "--keep-unit",
+            "--register=no",
+            "--console=passive",
             f"--network-namespace-path=/run/netns/{self.netns}",
             "--capability=all",
-            "--system-call-filter=add_key", "--system-call-filter=keyctl",
+            "--system-call-filter=add_key",
+            "--system-call-filter=keyctl",
             "--system-call-filter=bpf",
             f"--bind={self.dir / 'docker'}:/var/lib/docker",
             f"--bind-ro={self.fleet.repo.path}:{aptrepo.REPO_MOUNT}",
@@ -512,9 +549,9 @@ class Host:
         wrapper = ["sh", "-c", f'{join}; exec "$@"', "sh", *argv]
         env = {**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
         with open(self.console_log, "ab") as log:
-            self._proc = subprocess.Popen(wrapper, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, env=env,
-                                          start_new_session=True)
+            self._proc = subprocess.Popen(
+                wrapper, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         self._record(pid=self._proc.pid, pid_start=proc_start_time(self._proc.pid))
 
     def is_running(self) -> bool:
@@ -545,17 +582,18 @@ class Host:
         for _ in range(int(timeout / 0.1) + 1):
             self._relaunch_after_reboot()
             if not self.is_running():
-                raise FleetError(f"{self.name}: systemd-nspawn exited "
-                                 f"(rc={self._proc.returncode if self._proc else None})\n"
-                                 f"{self.console_tail()}")
-            if self._port_open(min(1.0, max(0.05, deadline - time.monotonic()))):
-                if self.run("true", check=False, timeout=10, connect_timeout=3).ok:
-                    return time.monotonic() - started
+                raise FleetError(
+                    f"{self.name}: systemd-nspawn exited "
+                    f"(rc={self._proc.returncode if self._proc else None})\n"
+                    f"{self.console_tail()}"
+                )
+            port_open = self._port_open(min(1.0, max(0.05, deadline - time.monotonic())))
+            if port_open and self.run("true", check=False, timeout=10, connect_timeout=3).ok:
+                return time.monotonic() - started
             if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        raise FleetError(f"{self.name}: SSH not reachable within {timeout:.0f} s\n"
-                         f"{self.console_tail()}")
+        raise FleetError(f"{self.name}: SSH not reachable within {timeout:.0f} s\n{self.console_tail()}")
 
     def _port_open(self, timeout: float) -> bool:
         try:
@@ -581,10 +619,8 @@ class Host:
             proc = self._proc
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    pass
             self._kill_locked()
 
     def kill(self) -> None:
@@ -618,8 +654,7 @@ class Host:
         for _ in range(int(timeout / 0.2) + 1):
             self._relaunch_after_reboot()
             if self._port_open(0.5):
-                res = self.run("cat /proc/sys/kernel/random/boot_id", check=False, timeout=10,
-                               connect_timeout=3)
+                res = self.run("cat /proc/sys/kernel/random/boot_id", check=False, timeout=10, connect_timeout=3)
                 if res.ok and res.stdout.strip() != old:
                     return time.monotonic() - started
             if time.monotonic() > deadline:
@@ -650,16 +685,39 @@ class Host:
     def ssh_argv(self, command: str, *, connect_timeout: float = 5) -> list[str]:
         """An ``ssh`` command line running ``command`` on the host (no user ssh config)."""
         return [
-            "ssh", "-F", "/dev/null", "-i", str(self.ssh_key), "-p", str(self.ssh_port),
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "StrictHostKeyChecking=yes", "-o", f"ConnectTimeout={int(connect_timeout)}",
-            "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR",
-            f"{self.ssh_user}@{self.address}", "--", command,
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(self.ssh_key),
+            "-p",
+            str(self.ssh_port),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"ConnectTimeout={int(connect_timeout)}",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=3",
+            "-o",
+            "LogLevel=ERROR",
+            f"{self.ssh_user}@{self.address}",
+            "--",
+            command,
         ]
 
-    def _ssh(self, command: str, *, stdin: bytes | IO[bytes] | None, timeout: float,
-             connect_timeout: float = 5) -> tuple[int, bytes, bytes]:
+    def _ssh(
+        self, command: str, *, stdin: bytes | IO[bytes] | None, timeout: float, connect_timeout: float = 5
+    ) -> tuple[int, bytes, bytes]:
         argv = self.ssh_argv(command, connect_timeout=connect_timeout)
         kwargs: dict[str, Any] = {"capture_output": True, "timeout": timeout}
         if isinstance(stdin, bytes):
@@ -672,8 +730,15 @@ class Host:
             return 124, exc.stdout or b"", (exc.stderr or b"") + b"\n(timed out)"
         return proc.returncode, proc.stdout, proc.stderr
 
-    def run(self, cmd: str | list[str], *, check: bool = True, timeout: float = 120,
-            input: bytes | str | None = None, connect_timeout: float = 5) -> Result:
+    def run(
+        self,
+        cmd: str | list[str],
+        *,
+        check: bool = True,
+        timeout: float = 120,
+        input: bytes | str | None = None,
+        connect_timeout: float = 5,
+    ) -> Result:
         """Run a shell command on the host over SSH, bounded by ``timeout``.
 
         ``cmd`` is a shell string, or an argv list (quoted for you). Raises ``HostCommandError``
@@ -681,8 +746,7 @@ class Host:
         """
         command = cmd if isinstance(cmd, str) else shlex.join(cmd)
         data = input.encode() if isinstance(input, str) else input
-        rc, out, err = self._ssh(command, stdin=data, timeout=timeout,
-                                 connect_timeout=connect_timeout)
+        rc, out, err = self._ssh(command, stdin=data, timeout=timeout, connect_timeout=connect_timeout)
         result = Result(command, rc, out.decode(errors="replace"), err.decode(errors="replace"))
         if check and rc != 0:
             raise HostCommandError(self.name, result)
@@ -695,20 +759,20 @@ class Host:
             raise HostCommandError(self.name, Result(f"cat {path}", rc, "", err.decode()))
         return out
 
-    def write_file(self, path: str, data: bytes | str | IO[bytes], mode: int = 0o644,
-                   timeout: float = 120) -> None:
+    def write_file(self, path: str, data: bytes | str | IO[bytes], mode: int = 0o644, timeout: float = 120) -> None:
         """Write a file on the host atomically (parent dirs created), with ``mode``."""
         q = shlex.quote(path)
-        script = (f"set -e; d=$(dirname -- {q}); mkdir -p -- \"$d\"; "
-                  f"t=$(mktemp \"$d/.gpuctl-tests.XXXXXX\"); cat > \"$t\"; "
-                  f"chmod {mode:o} \"$t\"; mv -f -- \"$t\" {q}")
+        script = (
+            f'set -e; d=$(dirname -- {q}); mkdir -p -- "$d"; '
+            f't=$(mktemp "$d/.gpuctl-tests.XXXXXX"); cat > "$t"; '
+            f'chmod {mode:o} "$t"; mv -f -- "$t" {q}'
+        )
         payload = data.encode() if isinstance(data, str) else data
         rc, _out, err = self._ssh(script, stdin=payload, timeout=timeout)
         if rc != 0:
             raise HostCommandError(self.name, Result(f"write {path}", rc, "", err.decode()))
 
-    def put_file(self, local: Path | str, remote: str, mode: int = 0o644,
-                 timeout: float = 300) -> None:
+    def put_file(self, local: Path | str, remote: str, mode: int = 0o644, timeout: float = 300) -> None:
         """Copy a file from this machine to the host, streamed over SSH.
 
         It goes through the host's own view of its filesystem, so any path works. (Writing into
@@ -752,14 +816,16 @@ class Fleet:
         self._images: dict[tuple[str, str, str], Path] = {}
         self.state_dir.mkdir(parents=True)
         self._state: dict[str, Any] = {
-            "run_id": self.run_id, "owner_pid": os.getpid(),
-            "owner_start": proc_start_time(os.getpid()), "workdir": str(self.workdir), "hosts": {},
+            "run_id": self.run_id,
+            "owner_pid": os.getpid(),
+            "owner_start": proc_start_time(os.getpid()),
+            "workdir": str(self.workdir),
+            "hosts": {},
         }
         self._save_state()
         self.workdir.mkdir(parents=True)
         self.ssh_key = self.workdir / "id_ed25519"
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"gpuctl-tests-{self.run_id}",
-           "-f", str(self.ssh_key))
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"gpuctl-tests-{self.run_id}", "-f", str(self.ssh_key))
         self.known_hosts = self.workdir / "known_hosts"
         self.known_hosts.touch()
         atexit.register(self.close)
@@ -806,8 +872,7 @@ class Fleet:
     def _trust_host_key(self, address: str, key: str) -> None:
         """Add ``address key`` to the run's known_hosts (replacing an older line for it)."""
         with self._state_lock:
-            lines = [ln for ln in self.known_hosts.read_text().splitlines()
-                     if ln.split(" ", 1)[0] != address]
+            lines = [ln for ln in self.known_hosts.read_text().splitlines() if ln.split(" ", 1)[0] != address]
             self.known_hosts.write_text("\n".join([*lines, f"{address} {key}"]) + "\n")
 
     def _claim_slot(self) -> int:
@@ -869,8 +934,7 @@ class Fleet:
 
     # -- images
 
-    def image_tarball(self, kind: str = "httpd", fmt: str = "rootfs",
-                      tag: str = "gpuctl-test/httpd:latest") -> Path:
+    def image_tarball(self, kind: str = "httpd", fmt: str = "rootfs", tag: str = "gpuctl-test/httpd:latest") -> Path:
         """A test image tarball on this machine (see ``aptrepo.build_image_tarball``).
 
         ``fmt="rootfs"`` is for ``docker import``; ``fmt="docker-archive"`` for ``docker load``.
@@ -879,8 +943,7 @@ class Fleet:
         key = (kind, fmt, tag)
         if key not in self._images:
             dest = self.workdir / "images" / f"{kind}-{fmt}-{len(self._images)}.tar"
-            self._images[key] = aptrepo.build_image_tarball(self.repo, dest, kind=kind, fmt=fmt,
-                                                            tag=tag)
+            self._images[key] = aptrepo.build_image_tarball(self.repo, dest, kind=kind, fmt=fmt, tag=tag)
         return self._images[key]
 
     # -- clean-up

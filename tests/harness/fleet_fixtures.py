@@ -43,8 +43,10 @@ def _sigterm_runs_teardown() -> Iterator[None]:
 
     Only when nobody else handles SIGTERM and only in the main thread; restored afterwards.
     """
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
         yield
         return
     signal.signal(signal.SIGTERM, _raise_interrupt)

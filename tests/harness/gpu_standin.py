@@ -100,7 +100,8 @@ case "$1 $2" in
   "cdi list")
     n=$(cat /etc/cdi/*.yaml /var/run/cdi/*.yaml 2>/dev/null | grep -c '^  - name:')
     echo "INFO[0000] Found $n CDI devices" >&2
-    cat /etc/cdi/*.yaml /var/run/cdi/*.yaml 2>/dev/null | sed -n 's/^  - name: "\\{0,1\\}\\([^"]*\\)"\\{0,1\\}$/nvidia.com\\/gpu=\\1/p'
+    cat /etc/cdi/*.yaml /var/run/cdi/*.yaml 2>/dev/null \\
+      | sed -n 's/^  - name: "\\{0,1\\}\\([^"]*\\)"\\{0,1\\}$/nvidia.com\\/gpu=\\1/p'
     ;;
   "cdi generate")
     out=${NVIDIA_CTK_CDI_OUTPUT_FILE_PATH:-/dev/stdout}
@@ -133,10 +134,14 @@ def install_toolkit(host: Host, spec_uuid: str | None = None) -> None:
     host.write_file("/etc/systemd/system/nvidia-cdi-refresh.service", CDI_REFRESH_SERVICE)
     host.run("systemctl daemon-reload")
     if spec_uuid is not None:
-        host.write_file("/var/run/cdi/nvidia.yaml", "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n"
-                        f'  - name: "0"\n  - name: {spec_uuid}\n  - name: all\n')  # fmt: skip
+        host.write_file(
+            "/var/run/cdi/nvidia.yaml",
+            f'cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n  - name: "0"\n  - name: {spec_uuid}\n  - name: all\n',
+        )
 
 
 def remove_toolkit(host: Host) -> None:
-    host.run("rm -f /usr/local/bin/nvidia-ctk /etc/systemd/system/nvidia-cdi-refresh.service /var/run/cdi/nvidia.yaml"
-             " && systemctl daemon-reload")
+    host.run(
+        "rm -f /usr/local/bin/nvidia-ctk /etc/systemd/system/nvidia-cdi-refresh.service /var/run/cdi/nvidia.yaml"
+        " && systemctl daemon-reload"
+    )

@@ -13,8 +13,7 @@ from pathlib import Path
 from harness.fleet import Fleet, Host
 
 STANDIN = Path(__file__).with_name("vllm_standin.py")
-EXCLUDES = ("./usr/share/doc", "./usr/share/locale", "./usr/share/man", "./var/cache/apt", "./etc/ssh",
-            "./root/.ssh")  # fmt: skip
+EXCLUDES = ("./usr/share/doc", "./usr/share/locale", "./usr/share/man", "./var/cache/apt", "./etc/ssh", "./root/.ssh")
 ENTRYPOINT = '["python3", "/opt/vllm_standin.py"]'
 
 
@@ -27,8 +26,11 @@ def vllm_standin_rootfs(fleet: Fleet) -> Path:
     partial = dest.with_suffix(".part")
     excludes = [f"--exclude={path}" for path in EXCLUDES]
     subprocess.run(["tar", "-C", str(fleet.base.path), *excludes, "-cf", str(partial), "."], check=True, timeout=300)
-    subprocess.run(["tar", "-C", str(STANDIN.parent), "--transform", "s,^,opt/,", "-rf", str(partial), STANDIN.name],
-                   check=True, timeout=60)  # fmt: skip
+    subprocess.run(
+        ["tar", "-C", str(STANDIN.parent), "--transform", "s,^,opt/,", "-rf", str(partial), STANDIN.name],
+        check=True,
+        timeout=60,
+    )
     partial.rename(dest)
     return dest
 

@@ -17,9 +17,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from harness.fleet import Host
-
 from gpuctl.outside import ollama_release_files
+from harness.fleet import Host
 
 STANDIN = Path(__file__).with_name("ollama_standin.py")
 MIRROR_DIR = "/srv/ollama-mirror"
@@ -91,4 +90,5 @@ def serve(host: Host) -> None:
             "systemd-run --unit=gpuctl-test-mirror python3 -m http.server "
             f"--bind 127.0.0.1 --directory {MIRROR_DIR} {MIRROR_PORT}"
         )
-    host.run(f"timeout 20 sh -c 'until python3 -c \"import urllib.request; urllib.request.urlopen(\\\"http://127.0.0.1:{MIRROR_PORT}/\\\")\" 2>/dev/null; do sleep 0.2; done'")
+    probe = f'python3 -c "import urllib.request; urllib.request.urlopen(\\"http://127.0.0.1:{MIRROR_PORT}/\\")"'
+    host.run(f"timeout 20 sh -c 'until {probe} 2>/dev/null; do sleep 0.2; done'")

@@ -65,10 +65,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 OLLAMA_VERSION = "0.12.6"
 
@@ -103,8 +104,7 @@ DEFAULT_CATALOG = ",".join(KNOWN_MODELS)
 # Small parsers: Go durations, booleans, OLLAMA_HOST, model names
 # --------------------------------------------------------------------------------------------
 
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
-             "m": 60.0, "h": 3600.0}
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _GO_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 
 
@@ -158,7 +158,7 @@ def keep_alive_from_request(raw: Any) -> float | None:
             else:
                 raise
     else:
-        raise ValueError("Unsupported type: '%s'" % type(raw).__name__)
+        raise ValueError(f"Unsupported type: '{type(raw).__name__}'")
     return FOREVER if seconds < 0 else seconds
 
 
@@ -167,9 +167,7 @@ def env_bool(raw: str | None) -> bool:
     if raw is None or raw.strip() == "":
         return False
     v = raw.strip().lower()
-    if v in ("0", "f", "false"):
-        return False
-    return True
+    return v not in ("0", "f", "false")
 
 
 def env_int(raw: str | None, default: int) -> int:
@@ -211,7 +209,7 @@ def normalize_name(name: str) -> str:
     n = name.strip()
     for prefix in (f"{REGISTRY}/library/", f"{REGISTRY}/", "library/"):
         if n.lower().startswith(prefix):
-            n = n[len(prefix):]
+            n = n[len(prefix) :]
     if ":" not in n.rsplit("/", 1)[-1]:
         n += ":latest"
     return n.lower()
@@ -219,13 +217,13 @@ def normalize_name(name: str) -> str:
 
 def valid_name(name: str) -> bool:
     """Loose check of the model-name grammar (namespace/model:tag)."""
-    return bool(re.fullmatch(r"[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?:[a-z0-9][a-z0-9._-]*",
-                             name))
+    return bool(re.fullmatch(r"[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?:[a-z0-9][a-z0-9._-]*", name))
 
 
 # --------------------------------------------------------------------------------------------
 # Time and token helpers
 # --------------------------------------------------------------------------------------------
+
 
 def go_time(t: float | None = None, utc: bool = False) -> str:
     """Format a timestamp like Go's RFC3339Nano (trailing zeros trimmed)."""
@@ -233,7 +231,7 @@ def go_time(t: float | None = None, utc: bool = False) -> str:
         t = time.time()
     if t == FOREVER:
         t = time.time() + GO_MAX_DURATION_S
-    base = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=t)
+    base = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=t)
     stamp = base if utc else base.astimezone()
     frac = f"{stamp.microsecond:06d}".rstrip("0")
     text = stamp.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "")
@@ -278,6 +276,7 @@ def embedding_for(text: str, dims: int = 384) -> list[float]:
 # Settings
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Settings:
     """Everything ``ollama serve`` read from its environment."""
@@ -304,7 +303,7 @@ class Settings:
     vram: bool
 
     @classmethod
-    def from_env(cls, env: dict[str, str]) -> "Settings":
+    def from_env(cls, env: dict[str, str]) -> Settings:
         """Read settings the way the real envconfig does (plus the stand-in knobs)."""
         scheme, host, port = parse_ollama_host(env.get("OLLAMA_HOST"))
         models = env.get("OLLAMA_MODELS") or str(Path.home() / ".ollama" / "models")
@@ -320,7 +319,10 @@ class Settings:
 
         catalog_raw = env.get("OLLAMA_STANDIN_CATALOG") or DEFAULT_CATALOG
         return cls(
-            scheme=scheme, host=host, port=port, models_dir=Path(models),
+            scheme=scheme,
+            host=host,
+            port=port,
+            models_dir=Path(models),
             keep_alive=keep_alive_from_env(env.get("OLLAMA_KEEP_ALIVE")),
             keep_alive_raw=env.get("OLLAMA_KEEP_ALIVE", ""),
             num_parallel=max(1, env_int(env.get("OLLAMA_NUM_PARALLEL"), 1)),
@@ -371,8 +373,11 @@ class Settings:
             "origins": self.origins,
             "catalog": self.catalog,
             "delays": {"ttft": self.ttft, "token": self.token_delay, "load": self.load_delay},
-            "env": {k: v for k, v in sorted(os.environ.items())
-                    if k.startswith(ENV_PREFIXES_SHOWN) or k in ("HOME", "USER", "PATH")},
+            "env": {
+                k: v
+                for k, v in sorted(os.environ.items())
+                if k.startswith(ENV_PREFIXES_SHOWN) or k in ("HOME", "USER", "PATH")
+            },
             "pid": os.getpid(),
             "uid": os.getuid(),
             "gid": os.getgid(),
@@ -386,6 +391,7 @@ def _user_name() -> str:
     """Name of the effective user (falls back to the uid)."""
     try:
         import pwd
+
         return pwd.getpwuid(os.getuid()).pw_name
     except (ImportError, KeyError):
         return str(os.getuid())
@@ -394,6 +400,7 @@ def _user_name() -> str:
 # --------------------------------------------------------------------------------------------
 # Model store (manifests + small blobs on disk, real directory layout)
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class ModelInfo:
@@ -462,20 +469,33 @@ class ModelStore:
             path.write_bytes(data)
         return digest, len(data)
 
-    def install(self, name: str, system: str = "", parent: str = "",
-                like: ModelInfo | None = None) -> ModelInfo:
+    def install(self, name: str, system: str = "", parent: str = "", like: ModelInfo | None = None) -> ModelInfo:
         """Write manifest + config/template/params blobs for ``name``."""
         if like is not None:
-            entry = (like.family, like.parameter_size, like.quantization_level, like.size,
-                     like.context_length, tuple(like.capabilities))
+            entry = (
+                like.family,
+                like.parameter_size,
+                like.quantization_level,
+                like.size,
+                like.context_length,
+                tuple(like.capabilities),
+            )
         else:
             entry = catalog_entry(name)
         family, psize, quant, size, ctx, caps = entry
         config = {
-            "model_format": "gguf", "model_family": family, "model_families": [family],
-            "model_type": psize, "file_type": quant, "architecture": "amd64", "os": "linux",
-            "context_length": ctx, "capabilities": list(caps), "system": system,
-            "parent_model": parent, "rootfs": {"type": "layers", "diff_ids": []},
+            "model_format": "gguf",
+            "model_family": family,
+            "model_families": [family],
+            "model_type": psize,
+            "file_type": quant,
+            "architecture": "amd64",
+            "os": "linux",
+            "context_length": ctx,
+            "capabilities": list(caps),
+            "system": system,
+            "parent_model": parent,
+            "rootfs": {"type": "layers", "diff_ids": []},
         }
         with self.lock:
             self.ensure_dirs()
@@ -483,19 +503,22 @@ class ModelStore:
             tmpl_digest, tmpl_size = self._write_blob(b"{{ .System }}\n{{ .Prompt }}")
             params_digest, params_size = self._write_blob(b'{"stop":["<|eot_id|>"]}')
             layers = [
-                {"mediaType": "application/vnd.ollama.image.model",
-                 "digest": "sha256:" + sha256_hex("weights:" + (parent or name)),
-                 "size": size - tmpl_size - params_size},
-                {"mediaType": "application/vnd.ollama.image.template",
-                 "digest": tmpl_digest, "size": tmpl_size},
-                {"mediaType": "application/vnd.ollama.image.params",
-                 "digest": params_digest, "size": params_size},
+                {
+                    "mediaType": "application/vnd.ollama.image.model",
+                    "digest": "sha256:" + sha256_hex("weights:" + (parent or name)),
+                    "size": size - tmpl_size - params_size,
+                },
+                {"mediaType": "application/vnd.ollama.image.template", "digest": tmpl_digest, "size": tmpl_size},
+                {"mediaType": "application/vnd.ollama.image.params", "digest": params_digest, "size": params_size},
             ]
             manifest = {
                 "schemaVersion": 2,
                 "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                           "digest": cfg_digest, "size": cfg_size},
+                "config": {
+                    "mediaType": "application/vnd.docker.container.image.v1+json",
+                    "digest": cfg_digest,
+                    "size": cfg_size,
+                },
                 "layers": layers,
             }
             path = self.manifest_path(name)
@@ -519,13 +542,17 @@ class ModelStore:
             return None
         size = sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
         return ModelInfo(
-            name=name, digest=sha256_hex(raw), size=size,
-            modified_at=path.stat().st_mtime, family=config.get("model_family", ""),
+            name=name,
+            digest=sha256_hex(raw),
+            size=size,
+            modified_at=path.stat().st_mtime,
+            family=config.get("model_family", ""),
             parameter_size=config.get("model_type", ""),
             quantization_level=config.get("file_type", ""),
             context_length=int(config.get("context_length", 4096)),
             capabilities=list(config.get("capabilities", ["completion"])),
-            system=config.get("system", ""), parent=config.get("parent_model", ""),
+            system=config.get("system", ""),
+            parent=config.get("parent_model", ""),
         )
 
     def list(self) -> list[ModelInfo]:
@@ -556,6 +583,7 @@ class ModelStore:
 # --------------------------------------------------------------------------------------------
 # Scheduler: loaded models, keep-alive expiry, per-model parallel slots, queue limit
 # --------------------------------------------------------------------------------------------
+
 
 class QueueFull(Exception):
     """Raised when more than OLLAMA_MAX_QUEUE requests are pending."""
@@ -598,8 +626,7 @@ class Scheduler:
             victim = min(idle, key=lambda lm: lm.last_used)
             del self.loaded[victim.info.name]
 
-    def acquire(self, info: ModelInfo, keep_alive: float | None,
-                num_ctx: int | None) -> tuple[Loaded, float]:
+    def acquire(self, info: ModelInfo, keep_alive: float | None, num_ctx: int | None) -> tuple[Loaded, float]:
         """Load ``info`` if needed and take a generation slot; returns (entry, load seconds)."""
         ka = self.settings.keep_alive if keep_alive is None else keep_alive
         with self.lock:
@@ -626,8 +653,7 @@ class Scheduler:
             entry = self.loaded.get(info.name)
             if entry is None:
                 ctx = num_ctx or min(self.settings.context_length, info.context_length)
-                entry = Loaded(info=info, keep_alive=ka, expires_at=time.time() + ka,
-                               context_length=ctx)
+                entry = Loaded(info=info, keep_alive=ka, expires_at=time.time() + ka, context_length=ctx)
                 self.loaded[info.name] = entry
             entry.refs += 1
             entry.keep_alive = ka
@@ -673,6 +699,7 @@ class Scheduler:
 # HTTP plumbing
 # --------------------------------------------------------------------------------------------
 
+
 class HttpError(Exception):
     """An error answered as ``{"error": message}`` with a status code."""
 
@@ -698,7 +725,7 @@ class Handler(BaseHTTPRequestHandler):
     """Routes requests to the OllamaApp (one instance per connection)."""
 
     protocol_version = "HTTP/1.1"
-    app: "OllamaApp"
+    app: OllamaApp
 
     def setup(self) -> None:
         """TCP_NODELAY like Go's net/http (on by default for every TCP connection): each NDJSON line
@@ -716,8 +743,10 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
         """Gin-style access log on stderr."""
         stamp = time.strftime("%Y/%m/%d - %H:%M:%S")
-        sys.stderr.write(f"[GIN] {stamp} | {args[1] if len(args) > 1 else '-':>3} | "
-                         f"{self.client_address[0]:>15} | {self.command:<7} \"{self.path}\"\n")
+        sys.stderr.write(
+            f"[GIN] {stamp} | {args[1] if len(args) > 1 else '-':>3} | "
+            f'{self.client_address[0]:>15} | {self.command:<7} "{self.path}"\n'
+        )
 
     def read_body(self) -> bytes:
         """Request body (Content-Length or chunked)."""
@@ -745,8 +774,7 @@ class Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError as exc:
             raise HttpError(400, go_json_error(exc, raw)) from None
         if not isinstance(data, dict):
-            raise HttpError(400, "json: cannot unmarshal %s into Go value of type api.Request"
-                            % type(data).__name__)
+            raise HttpError(400, f"json: cannot unmarshal {type(data).__name__} into Go value of type api.Request")
         return data
 
     def send_bytes(self, status: int, body: bytes, ctype: str) -> None:
@@ -856,6 +884,7 @@ def openai_error(status: int, message: str) -> dict[str, Any]:
 # The application: route handlers
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Generation:
     """Timings and counts of one finished generation (all durations in seconds)."""
@@ -929,9 +958,15 @@ class OllamaApp:
             raise HttpError(404, f"model '{name}' not found")
         return info
 
-    def run_tokens(self, info: ModelInfo, prompt_tokens: int, num_predict: int | None,
-                   keep_alive: float | None, num_ctx: int | None,
-                   emit: Callable[[str], None]) -> Generation:
+    def run_tokens(
+        self,
+        info: ModelInfo,
+        prompt_tokens: int,
+        num_predict: int | None,
+        keep_alive: float | None,
+        num_ctx: int | None,
+        emit: Callable[[str], None],
+    ) -> Generation:
         """Schedule the model, produce tokens through ``emit`` and return the timings."""
         start = time.monotonic()
         try:
@@ -958,9 +993,14 @@ class OllamaApp:
         finally:
             self.sched.release(entry)
         return Generation(
-            text="".join(parts), eval_count=limit, prompt_eval_count=max(1, prompt_tokens),
-            done_reason=reason, total=end - start, load=max(load_s, loaded_at - start),
-            prompt_eval=first_at - loaded_at, eval=end - first_at,
+            text="".join(parts),
+            eval_count=limit,
+            prompt_eval_count=max(1, prompt_tokens),
+            done_reason=reason,
+            total=end - start,
+            load=max(load_s, loaded_at - start),
+            prompt_eval=first_at - loaded_at,
+            eval=end - first_at,
         )
 
     @staticmethod
@@ -971,8 +1011,7 @@ class OllamaApp:
             raise HttpError(400, "json: cannot unmarshal options")
         num_predict = opts.get("num_predict")
         num_ctx = opts.get("num_ctx")
-        return (int(num_predict) if num_predict is not None else None,
-                int(num_ctx) if num_ctx is not None else None)
+        return (int(num_predict) if num_predict is not None else None, int(num_ctx) if num_ctx is not None else None)
 
     @staticmethod
     def keep_alive_of(body: dict[str, Any]) -> float | None:
@@ -1001,16 +1040,25 @@ class OllamaApp:
         """STAND-IN ONLY: the effective settings of this process (+ live scheduler state)."""
         out = self.settings.as_json()
         with self.sched.lock:
-            out["runtime"] = {"pending_requests": self.sched.pending,
-                              "active": {n: lm.refs for n, lm in self.sched.loaded.items()}}
+            out["runtime"] = {
+                "pending_requests": self.sched.pending,
+                "active": {n: lm.refs for n, lm in self.sched.loaded.items()},
+            }
         h.send_json(200, out)
 
     def tags(self, h: Handler) -> None:
         """``GET /api/tags``: installed models."""
-        models = [{
-            "name": m.name, "model": m.name, "modified_at": go_time(m.modified_at),
-            "size": m.size, "digest": m.digest, "details": m.details(),
-        } for m in self.store.list()]
+        models = [
+            {
+                "name": m.name,
+                "model": m.name,
+                "modified_at": go_time(m.modified_at),
+                "size": m.size,
+                "digest": m.digest,
+                "details": m.details(),
+            }
+            for m in self.store.list()
+        ]
         h.send_json(200, {"models": models})
 
     def ps(self, h: Handler) -> None:
@@ -1018,12 +1066,18 @@ class OllamaApp:
         models = []
         for lm in self.sched.snapshot():
             m = lm.info
-            models.append({
-                "name": m.name, "model": m.name, "size": m.size, "digest": m.digest,
-                "details": m.details(), "expires_at": go_time(lm.expires_at),
-                "size_vram": m.size if self.settings.vram else 0,
-                "context_length": lm.context_length,
-            })
+            models.append(
+                {
+                    "name": m.name,
+                    "model": m.name,
+                    "size": m.size,
+                    "digest": m.digest,
+                    "details": m.details(),
+                    "expires_at": go_time(lm.expires_at),
+                    "size_vram": m.size if self.settings.vram else 0,
+                    "context_length": lm.context_length,
+                }
+            )
         h.send_json(200, {"models": models})
 
     # -- model management ----------------------------------------------------------------------
@@ -1058,15 +1112,16 @@ class OllamaApp:
             yield {"error": "pull model manifest: file does not exist"}
             return
         family, _, _, size, _, _ = catalog_entry(name)
-        layers = [("sha256:" + sha256_hex("weights:" + name), size - 1500),
-                  ("sha256:" + sha256_hex("template:" + name), 1400),
-                  ("sha256:" + sha256_hex("params:" + name), 100)]
+        layers = [
+            ("sha256:" + sha256_hex("weights:" + name), size - 1500),
+            ("sha256:" + sha256_hex("template:" + name), 1400),
+            ("sha256:" + sha256_hex("params:" + name), 100),
+        ]
         for digest, total in layers:
             short = digest[7:19]
             yield {"status": f"pulling {short}", "digest": digest, "total": total}
             for frac in (0.5, 1.0):
-                yield {"status": f"pulling {short}", "digest": digest, "total": total,
-                       "completed": int(total * frac)}
+                yield {"status": f"pulling {short}", "digest": digest, "total": total, "completed": int(total * frac)}
         yield {"status": "verifying sha256 digest"}
         yield {"status": "writing manifest"}
         self.store.install(name)
@@ -1081,27 +1136,32 @@ class OllamaApp:
         info = self.store.get(normalize_name(raw))
         if info is None:
             raise HttpError(404, f"model '{raw}' not found")
-        modelfile = (f'# Modelfile generated by "ollama show"\n# To build a new Modelfile based '
-                     f'on this, replace FROM with:\n# FROM {info.name}\n\nFROM {info.name}\n'
-                     f'TEMPLATE "{{{{ .System }}}}\n{{{{ .Prompt }}}}"\n')
+        modelfile = (
+            f'# Modelfile generated by "ollama show"\n# To build a new Modelfile based '
+            f"on this, replace FROM with:\n# FROM {info.name}\n\nFROM {info.name}\n"
+            f'TEMPLATE "{{{{ .System }}}}\n{{{{ .Prompt }}}}"\n'
+        )
         if info.system:
             modelfile += f'SYSTEM "{info.system}"\n'
-        h.send_json(200, {
-            "license": "Stand-in model: no license, no weights.",
-            "modelfile": modelfile,
-            "parameters": 'stop                           "<|eot_id|>"',
-            "template": "{{ .System }}\n{{ .Prompt }}",
-            "system": info.system,
-            "details": info.details(),
-            "model_info": {
-                "general.architecture": info.family,
-                "general.file_type": 15,
-                "general.parameter_count": _param_count(info.parameter_size),
-                f"{info.family}.context_length": info.context_length,
+        h.send_json(
+            200,
+            {
+                "license": "Stand-in model: no license, no weights.",
+                "modelfile": modelfile,
+                "parameters": 'stop                           "<|eot_id|>"',
+                "template": "{{ .System }}\n{{ .Prompt }}",
+                "system": info.system,
+                "details": info.details(),
+                "model_info": {
+                    "general.architecture": info.family,
+                    "general.file_type": 15,
+                    "general.parameter_count": _param_count(info.parameter_size),
+                    f"{info.family}.context_length": info.context_length,
+                },
+                "capabilities": info.capabilities,
+                "modified_at": go_time(info.modified_at),
             },
-            "capabilities": info.capabilities,
-            "modified_at": go_time(info.modified_at),
-        })
+        )
 
     def delete(self, h: Handler) -> None:
         """``DELETE /api/delete``: 200 with empty body, 404 when unknown."""
@@ -1126,8 +1186,7 @@ class OllamaApp:
         info = self.store.get(normalize_name(src))
         if info is None:
             raise HttpError(404, f'model "{src}" not found')
-        self.store.install(normalize_name(dst), system=info.system, parent=info.parent,
-                           like=info)
+        self.store.install(normalize_name(dst), system=info.system, parent=info.parent, like=info)
         h.send_bytes(200, b"", "text/plain; charset=utf-8")
 
     def create(self, h: Handler) -> None:
@@ -1147,15 +1206,15 @@ class OllamaApp:
         if not base:
             raise HttpError(400, "neither 'from' or 'files' was specified")
         parent = self.store.get(normalize_name(base))
-        events: list[dict[str, Any]] = [{"status": "using existing layer sha256:" +
-                                         sha256_hex("weights:" + normalize_name(base))}]
+        events: list[dict[str, Any]] = [
+            {"status": "using existing layer sha256:" + sha256_hex("weights:" + normalize_name(base))}
+        ]
         if parent is None:
             events.append({"error": "pull model manifest: file does not exist"})
         else:
             events.append({"status": "creating new layer sha256:" + sha256_hex(system)})
             events.append({"status": "writing manifest"})
-            self.store.install(normalize_name(raw), system=system, parent=parent.name,
-                               like=parent)
+            self.store.install(normalize_name(raw), system=system, parent=parent.name, like=parent)
             events.append({"status": "success"})
         if body.get("stream", True) is False:
             if "error" in events[-1]:
@@ -1183,18 +1242,21 @@ class OllamaApp:
         prompt_tokens = count_tokens(prompt) + count_tokens(body.get("system") or info.system)
 
         def line(token: str) -> dict[str, Any]:
-            return {"model": requested, "created_at": go_time(utc=True), "response": token,
-                    "done": False}
+            return {"model": requested, "created_at": go_time(utc=True), "response": token, "done": False}
 
         def final(gen: Generation, text: str) -> dict[str, Any]:
-            out = {"model": requested, "created_at": go_time(utc=True), "response": text,
-                   "done": True, "done_reason": gen.done_reason,
-                   "context": [i + 1 for i in range(min(gen.eval_count + prompt_tokens, 64))]}
+            out = {
+                "model": requested,
+                "created_at": go_time(utc=True),
+                "response": text,
+                "done": True,
+                "done_reason": gen.done_reason,
+                "context": [i + 1 for i in range(min(gen.eval_count + prompt_tokens, 64))],
+            }
             out.update(gen.metrics())
             return out
 
-        self.respond_generation(h, body, info, prompt_tokens, num_predict, keep_alive, num_ctx,
-                                line, final)
+        self.respond_generation(h, body, info, prompt_tokens, num_predict, keep_alive, num_ctx, line, final)
 
     def chat(self, h: Handler) -> None:
         """``POST /api/chat``."""
@@ -1210,25 +1272,30 @@ class OllamaApp:
             return
         self.check_capability(info, requested, "chat")
         num_predict, num_ctx = self.options_of(body)
-        prompt_tokens = sum(count_tokens(str(m.get("content", ""))) + 4
-                            for m in messages if isinstance(m, dict))
+        prompt_tokens = sum(count_tokens(str(m.get("content", ""))) + 4 for m in messages if isinstance(m, dict))
 
         def line(token: str) -> dict[str, Any]:
-            return {"model": requested, "created_at": go_time(utc=True),
-                    "message": {"role": "assistant", "content": token}, "done": False}
+            return {
+                "model": requested,
+                "created_at": go_time(utc=True),
+                "message": {"role": "assistant", "content": token},
+                "done": False,
+            }
 
         def final(gen: Generation, text: str) -> dict[str, Any]:
-            out = {"model": requested, "created_at": go_time(utc=True),
-                   "message": {"role": "assistant", "content": text}, "done": True,
-                   "done_reason": gen.done_reason}
+            out = {
+                "model": requested,
+                "created_at": go_time(utc=True),
+                "message": {"role": "assistant", "content": text},
+                "done": True,
+                "done_reason": gen.done_reason,
+            }
             out.update(gen.metrics())
             return out
 
-        self.respond_generation(h, body, info, prompt_tokens, num_predict, keep_alive, num_ctx,
-                                line, final)
+        self.respond_generation(h, body, info, prompt_tokens, num_predict, keep_alive, num_ctx, line, final)
 
-    def load_or_unload(self, h: Handler, info: ModelInfo, requested: str,
-                       keep_alive: float | None, chat: bool) -> None:
+    def load_or_unload(self, h: Handler, info: ModelInfo, requested: str, keep_alive: float | None, chat: bool) -> None:
         """Empty prompt/messages: keep_alive 0 unloads, anything else (pre)loads."""
         if keep_alive == 0:
             self.sched.unload(info.name)
@@ -1248,15 +1315,21 @@ class OllamaApp:
         out.update({"done": True, "done_reason": reason})
         h.send_json(200, out)
 
-    def respond_generation(self, h: Handler, body: dict[str, Any], info: ModelInfo,
-                           prompt_tokens: int, num_predict: int | None,
-                           keep_alive: float | None, num_ctx: int | None,
-                           line: Callable[[str], dict[str, Any]],
-                           final: Callable[[Generation, str], dict[str, Any]]) -> None:
+    def respond_generation(
+        self,
+        h: Handler,
+        body: dict[str, Any],
+        info: ModelInfo,
+        prompt_tokens: int,
+        num_predict: int | None,
+        keep_alive: float | None,
+        num_ctx: int | None,
+        line: Callable[[str], dict[str, Any]],
+        final: Callable[[Generation, str], dict[str, Any]],
+    ) -> None:
         """Stream NDJSON lines (default) or answer one JSON object (stream=false)."""
         if body.get("stream", True) is False:
-            gen = self.run_tokens(info, prompt_tokens, num_predict, keep_alive, num_ctx,
-                                  lambda _t: None)
+            gen = self.run_tokens(info, prompt_tokens, num_predict, keep_alive, num_ctx, lambda _t: None)
             h.send_json(200, final(gen, gen.text))
             return
         started: list[bool] = []
@@ -1307,12 +1380,16 @@ class OllamaApp:
         start = time.monotonic()
         body, info, inputs = self.embed_inputs(h, "input")
         load_s = self._touch(info, body)
-        h.send_json(200, {
-            "model": body["model"], "embeddings": [embedding_for(t) for t in inputs],
-            "total_duration": int((time.monotonic() - start) * 1e9),
-            "load_duration": int(load_s * 1e9),
-            "prompt_eval_count": sum(count_tokens(t) for t in inputs),
-        })
+        h.send_json(
+            200,
+            {
+                "model": body["model"],
+                "embeddings": [embedding_for(t) for t in inputs],
+                "total_duration": int((time.monotonic() - start) * 1e9),
+                "load_duration": int(load_s * 1e9),
+                "prompt_eval_count": sum(count_tokens(t) for t in inputs),
+            },
+        )
 
     def embeddings_legacy(self, h: Handler) -> None:
         """``POST /api/embeddings`` {model, prompt} (deprecated endpoint)."""
@@ -1323,9 +1400,15 @@ class OllamaApp:
     # -- OpenAI compatibility ---------------------------------------------------------------------
     def v1_models(self, h: Handler) -> None:
         """``GET /v1/models``."""
-        data = [{"id": m.name, "object": "model", "created": int(m.modified_at),
-                 "owned_by": m.name.split("/")[0] if "/" in m.name else "library"}
-                for m in self.store.list()]
+        data = [
+            {
+                "id": m.name,
+                "object": "model",
+                "created": int(m.modified_at),
+                "owned_by": m.name.split("/")[0] if "/" in m.name else "library",
+            }
+            for m in self.store.list()
+        ]
         h.send_json(200, {"object": "list", "data": data})
 
     def v1_generate(self, h: Handler, chat: bool) -> None:
@@ -1336,13 +1419,11 @@ class OllamaApp:
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
                 raise HttpError(400, "[] is too short - 'messages'")
-            prompt_tokens = sum(count_tokens(str(m.get("content", ""))) + 4
-                                for m in messages if isinstance(m, dict))
+            prompt_tokens = sum(count_tokens(str(m.get("content", ""))) + 4 for m in messages if isinstance(m, dict))
         else:
             prompt = body.get("prompt")
             if not isinstance(prompt, str):
-                raise HttpError(400, "invalid type for 'prompt' field: %s"
-                                % type(prompt).__name__)
+                raise HttpError(400, f"invalid type for 'prompt' field: {type(prompt).__name__}")
             prompt_tokens = count_tokens(prompt)
         info = self.require_model(requested)
         self.check_capability(info, requested, "chat" if chat else "generate")
@@ -1355,24 +1436,32 @@ class OllamaApp:
 
         def choice(text: str, finish: str | None, delta: bool) -> dict[str, Any]:
             if chat and delta:
-                return {"index": 0, "delta": {"role": "assistant", "content": text},
-                        "finish_reason": finish}
+                return {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": finish}
             if chat:
-                return {"index": 0, "message": {"role": "assistant", "content": text},
-                        "finish_reason": finish}
+                return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
             return {"text": text, "index": 0, "finish_reason": finish}
 
         def usage(gen: Generation) -> dict[str, int]:
-            return {"prompt_tokens": gen.prompt_eval_count, "completion_tokens": gen.eval_count,
-                    "total_tokens": gen.prompt_eval_count + gen.eval_count}
+            return {
+                "prompt_tokens": gen.prompt_eval_count,
+                "completion_tokens": gen.eval_count,
+                "total_tokens": gen.prompt_eval_count + gen.eval_count,
+            }
 
         if not body.get("stream"):
-            gen = self.run_tokens(info, prompt_tokens, num_predict, keep_alive, None,
-                                  lambda _t: None)
-            h.send_json(200, {"id": ident, "object": obj, "created": created, "model": requested,
-                              "system_fingerprint": "fp_ollama",
-                              "choices": [choice(gen.text, gen.done_reason, False)],
-                              "usage": usage(gen)})
+            gen = self.run_tokens(info, prompt_tokens, num_predict, keep_alive, None, lambda _t: None)
+            h.send_json(
+                200,
+                {
+                    "id": ident,
+                    "object": obj,
+                    "created": created,
+                    "model": requested,
+                    "system_fingerprint": "fp_ollama",
+                    "choices": [choice(gen.text, gen.done_reason, False)],
+                    "usage": usage(gen),
+                },
+            )
             return
         chunk_obj = "chat.completion.chunk" if chat else "text_completion"
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -1382,16 +1471,22 @@ class OllamaApp:
             if not started:
                 h.start_stream("text/event-stream")
                 started.append(True)
-            data = payload if isinstance(payload, str) else json.dumps(payload,
-                                                                       separators=(",", ":"))
+            data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
             h.write_chunk(f"data: {data}\n\n".encode())
 
         def envelope(choices: list[dict[str, Any]]) -> dict[str, Any]:
-            return {"id": ident, "object": chunk_obj, "created": created, "model": requested,
-                    "system_fingerprint": "fp_ollama", "choices": choices}
+            return {
+                "id": ident,
+                "object": chunk_obj,
+                "created": created,
+                "model": requested,
+                "system_fingerprint": "fp_ollama",
+                "choices": choices,
+            }
 
-        gen = self.run_tokens(info, prompt_tokens, num_predict, keep_alive, None,
-                              lambda t: send(envelope([choice(t, None, True)])))
+        gen = self.run_tokens(
+            info, prompt_tokens, num_predict, keep_alive, None, lambda t: send(envelope([choice(t, None, True)]))
+        )
         send(envelope([choice("", gen.done_reason, True)]))
         if include_usage:
             last = envelope([])
@@ -1412,13 +1507,20 @@ class OllamaApp:
         """``POST /v1/embeddings``."""
         body, info, inputs = self.embed_inputs(h, "input")
         self._touch(info, body)
-        h.send_json(200, {
-            "object": "list", "model": body["model"],
-            "data": [{"object": "embedding", "embedding": embedding_for(t), "index": i}
-                     for i, t in enumerate(inputs)],
-            "usage": {"prompt_tokens": sum(count_tokens(t) for t in inputs),
-                      "total_tokens": sum(count_tokens(t) for t in inputs)},
-        })
+        h.send_json(
+            200,
+            {
+                "object": "list",
+                "model": body["model"],
+                "data": [
+                    {"object": "embedding", "embedding": embedding_for(t), "index": i} for i, t in enumerate(inputs)
+                ],
+                "usage": {
+                    "prompt_tokens": sum(count_tokens(t) for t in inputs),
+                    "total_tokens": sum(count_tokens(t) for t in inputs),
+                },
+            },
+        )
 
 
 def _param_count(label: str) -> int:
@@ -1432,6 +1534,7 @@ def _param_count(label: str) -> int:
 # --------------------------------------------------------------------------------------------
 # serve
 # --------------------------------------------------------------------------------------------
+
 
 class Server(ThreadingHTTPServer):
     """Threaded HTTP server; IPv6-aware, daemon threads."""
@@ -1454,8 +1557,7 @@ def make_server(settings: Settings) -> tuple[Server, OllamaApp]:
 def log(msg: str, **fields: Any) -> None:
     """slog-style line on stderr, like the real server."""
     stamp = dt.datetime.now().astimezone().isoformat(timespec="milliseconds")
-    extra = "".join(f" {k}={json.dumps(v) if isinstance(v, str) and ' ' in v else v}"
-                    for k, v in fields.items())
+    extra = "".join(f" {k}={json.dumps(v) if isinstance(v, str) and ' ' in v else v}" for k, v in fields.items())
     sys.stderr.write(f'time={stamp} level=INFO source=routes.go msg="{msg}"{extra}\n')
     sys.stderr.flush()
 
@@ -1463,8 +1565,7 @@ def log(msg: str, **fields: Any) -> None:
 def cmd_serve() -> int:
     """``ollama serve``: run the API server in the foreground until SIGTERM/SIGINT."""
     settings = Settings.from_env(dict(os.environ))
-    env_map = " ".join(f"{k}:{v}" for k, v in sorted(os.environ.items())
-                       if k.startswith("OLLAMA_"))
+    env_map = " ".join(f"{k}:{v}" for k, v in sorted(os.environ.items()) if k.startswith("OLLAMA_"))
     log("server config", env=f"map[{env_map}]")
     try:
         ModelStore(settings.models_dir).ensure_dirs()
@@ -1475,14 +1576,11 @@ def cmd_serve() -> int:
         server, app = make_server(settings)
     except OSError as exc:
         reason = "address already in use" if exc.errno == 98 else (exc.strerror or str(exc))
-        print(f"Error: listen tcp {settings.host}:{settings.port}: bind: {reason.lower()}",
-              file=sys.stderr)
+        print(f"Error: listen tcp {settings.host}:{settings.port}: bind: {reason.lower()}", file=sys.stderr)
         return 1
     log(f"total models: {len(app.store.list())}")
-    log(f"Listening on {settings.host}:{server.server_address[1]} "
-        f"(version {settings.version})")
-    log("inference compute", id="0", library="standin", name="standin",
-        total="24.0 GiB", available="23.5 GiB")
+    log(f"Listening on {settings.host}:{server.server_address[1]} (version {settings.version})")
+    log("inference compute", id="0", library="standin", name="standin", total="24.0 GiB", available="23.5 GiB")
 
     def stop(_signum: int, _frame: Any) -> None:
         raise SystemExit(0)
@@ -1514,12 +1612,12 @@ def client_base() -> str:
     return f"{scheme}://{host}:{port}"
 
 
-def http_call(method: str, path: str, body: Any = None,
-              timeout: float = 30.0) -> urllib.request.addinfourl:
+def http_call(method: str, path: str, body: Any = None, timeout: float = 30.0) -> urllib.request.addinfourl:
     """Issue a request; raises urllib errors for the caller to map."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(client_base() + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        client_base() + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     return urllib.request.urlopen(req, timeout=timeout)
 
 
@@ -1546,7 +1644,7 @@ def human_ago(iso: str) -> str:
         then = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
     except ValueError:
         return iso
-    secs = (dt.datetime.now(dt.timezone.utc) - then).total_seconds()
+    secs = (dt.datetime.now(dt.UTC) - then).total_seconds()
     if secs < 60:
         return "Less than a second ago" if secs < 1 else f"{int(secs)} seconds ago"
     if secs < 3600:
@@ -1560,7 +1658,7 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
     """Left-aligned columns separated by spaces (like tabwriter)."""
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     for row in [headers, *rows]:
-        print("    ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("    ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
 
 
 def cmd_version() -> int:
@@ -1583,8 +1681,7 @@ def cmd_list() -> int:
     """``ollama list``."""
     with http_call("GET", "/api/tags") as resp:
         models = json.loads(resp.read())["models"]
-    rows = [[m["name"], m["digest"][:12], human_bytes(m["size"]), human_ago(m["modified_at"])]
-            for m in models]
+    rows = [[m["name"], m["digest"][:12], human_bytes(m["size"]), human_ago(m["modified_at"])] for m in models]
     print_table(["NAME", "ID", "SIZE", "MODIFIED"], rows)
     return 0
 
@@ -1597,10 +1694,16 @@ def cmd_ps() -> int:
     for m in models:
         until = m["expires_at"]
         year = int(until[:4]) if until[:4].isdigit() else 0
-        rows.append([m["name"], m["digest"][:12], human_bytes(m["size"]),
-                     "100% GPU" if m.get("size_vram") else "100% CPU",
-                     str(m.get("context_length", "")),
-                     "Forever" if year > 2200 else until])
+        rows.append(
+            [
+                m["name"],
+                m["digest"][:12],
+                human_bytes(m["size"]),
+                "100% GPU" if m.get("size_vram") else "100% CPU",
+                str(m.get("context_length", "")),
+                "Forever" if year > 2200 else until,
+            ]
+        )
     print_table(["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"], rows)
     return 0
 
@@ -1636,8 +1739,7 @@ def cmd_rm(names: list[str]) -> int:
 def cmd_run(name: str, prompt_words: list[str]) -> int:
     """``ollama run NAME [PROMPT]`` (non-interactive: prompt from args or stdin)."""
     prompt = " ".join(prompt_words) if prompt_words else sys.stdin.read()
-    with http_call("POST", "/api/generate", {"model": name, "prompt": prompt},
-                   timeout=600) as resp:
+    with http_call("POST", "/api/generate", {"model": name, "prompt": prompt}, timeout=600) as resp:
         for raw in resp:
             event = json.loads(raw)
             sys.stdout.write(event.get("response", ""))
@@ -1670,7 +1772,7 @@ def client_main(args: argparse.Namespace) -> int:
     except urllib.error.HTTPError as exc:
         print(f"Error: {api_error(exc)}", file=sys.stderr)
         return 1
-    except (urllib.error.URLError, ConnectionError, socket.timeout):
+    except (TimeoutError, urllib.error.URLError, ConnectionError):
         print(CONNECT_ERROR, file=sys.stderr)
         return 1
     return 1
@@ -1678,8 +1780,9 @@ def client_main(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI surface: subcommands of the real ``ollama`` binary that gpuctl uses."""
-    parser = argparse.ArgumentParser(prog="ollama", description="Large language model runner "
-                                     "(STAND-IN for tests, not the real Ollama)")
+    parser = argparse.ArgumentParser(
+        prog="ollama", description="Large language model runner (STAND-IN for tests, not the real Ollama)"
+    )
     parser.add_argument("-v", "--version", action="store_true", help="Show version information")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="Start ollama")

@@ -23,9 +23,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 HARNESS_DIR = Path(__file__).resolve().parent
 OLLAMA_STANDIN = HARNESS_DIR / "ollama_standin.py"
@@ -82,7 +82,7 @@ class Standin:
                 self.process.wait(timeout)
         return self.process.returncode
 
-    def __enter__(self) -> "Standin":
+    def __enter__(self) -> Standin:
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -105,8 +105,7 @@ def wait_until_up(standin: Standin, path: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not standin.alive():
-            raise StandinError(f"{standin.name} exited with {standin.process.returncode}:\n"
-                               f"{standin.log_text()}")
+            raise StandinError(f"{standin.name} exited with {standin.process.returncode}:\n{standin.log_text()}")
         if http_status(standin.base_url + path, timeout=0.5) == 200:
             return
         time.sleep(0.05)
@@ -114,17 +113,16 @@ def wait_until_up(standin: Standin, path: str, timeout: float) -> None:
     raise StandinError(f"{standin.name} not up after {timeout}s:\n{standin.log_text()}")
 
 
-def _launch(name: str, command: list[str], env: Mapping[str, str], port: int,
-            log_dir: Path | None) -> Standin:
+def _launch(name: str, command: list[str], env: Mapping[str, str], port: int, log_dir: Path | None) -> Standin:
     """Start a process with its output in a log file."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix=f"gpuctl-{name}-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{port}.log"
     with open(log_path, "w") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=dict(env))
-    return Standin(name=name, process=process, port=port, log_path=log_path,
-                   command=command, env=dict(env))
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dict(env)
+        )
+    return Standin(name=name, process=process, port=port, log_path=log_path, command=command, env=dict(env))
 
 
 def _base_env(extra: Mapping[str, str] | None, prefix: str) -> dict[str, str]:
@@ -134,32 +132,42 @@ def _base_env(extra: Mapping[str, str] | None, prefix: str) -> dict[str, str]:
     return env
 
 
-def start_ollama(models_dir: Path, env: Mapping[str, str] | None = None, *,
-                 port: int | None = None, fast: bool = True, wait: bool = True,
-                 log_dir: Path | None = None,
-                 timeout: float = DEFAULT_START_TIMEOUT_S) -> Standin:
+def start_ollama(
+    models_dir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    port: int | None = None,
+    fast: bool = True,
+    wait: bool = True,
+    log_dir: Path | None = None,
+    timeout: float = DEFAULT_START_TIMEOUT_S,
+) -> Standin:
     """Run ``ollama_standin.py serve`` on 127.0.0.1 with OLLAMA_MODELS=models_dir.
 
     ``env`` adds/overrides variables (OLLAMA_KEEP_ALIVE, OLLAMA_NUM_PARALLEL, ...); ``fast``
     sets OLLAMA_STANDIN_FAST=1 unless ``env`` sets delays itself.
     """
     port = port or free_port()
-    full_env = _base_env({"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models_dir)},
-                         "OLLAMA_")
+    full_env = _base_env({"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models_dir)}, "OLLAMA_")
     if fast:
         full_env["OLLAMA_STANDIN_FAST"] = "1"
     full_env.update(env or {})
-    standin = _launch("ollama", [sys.executable, str(OLLAMA_STANDIN), "serve"], full_env, port,
-                      log_dir)
+    standin = _launch("ollama", [sys.executable, str(OLLAMA_STANDIN), "serve"], full_env, port, log_dir)
     if wait:
         wait_until_up(standin, "/", timeout)
     return standin
 
 
-def start_vllm(args: Sequence[str] = ("serve", "standin/model"),
-               env: Mapping[str, str] | None = None, *, port: int | None = None,
-               fast: bool = True, wait: bool = True, log_dir: Path | None = None,
-               timeout: float = DEFAULT_START_TIMEOUT_S) -> Standin:
+def start_vllm(
+    args: Sequence[str] = ("serve", "standin/model"),
+    env: Mapping[str, str] | None = None,
+    *,
+    port: int | None = None,
+    fast: bool = True,
+    wait: bool = True,
+    log_dir: Path | None = None,
+    timeout: float = DEFAULT_START_TIMEOUT_S,
+) -> Standin:
     """Run ``vllm_standin.py ARGS --host 127.0.0.1 --port PORT``.
 
     ``fast`` sets VLLM_STANDIN_FAST=1 (no token delays) unless ``env`` overrides it.
@@ -169,18 +177,22 @@ def start_vllm(args: Sequence[str] = ("serve", "standin/model"),
     if fast:
         full_env["VLLM_STANDIN_FAST"] = "1"
     full_env.update(env or {})
-    command = [sys.executable, str(VLLM_STANDIN), *args, "--host", "127.0.0.1",
-               "--port", str(port)]
+    command = [sys.executable, str(VLLM_STANDIN), *args, "--host", "127.0.0.1", "--port", str(port)]
     standin = _launch("vllm", command, full_env, port, log_dir)
     if wait:
         wait_until_up(standin, "/health", timeout)
     return standin
 
 
-def run_cli(script: Path, args: Sequence[str], env: Mapping[str, str] | None = None,
-            timeout: float = 30.0, stdin: str | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    script: Path,
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess:
     """Run a stand-in as a command (``ollama list``, ``vllm serve --help``...) and capture."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, str(script), *args], env=full_env, input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
-
+    return subprocess.run(
+        [sys.executable, str(script), *args], env=full_env, input=stdin, capture_output=True, text=True, timeout=timeout
+    )

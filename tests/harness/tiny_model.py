@@ -99,13 +99,14 @@ def _lock(path: Path, timeout_s: float = 600) -> Any:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"lock {path} held for over {timeout_s}s")
+                    raise TimeoutError(f"lock {path} held for over {timeout_s}s") from None
                 time.sleep(1)
         yield
 
 
-def ensure_tiny_model(python: Path, cache_root: Path, *, venv_key: str, progress: bool = False,
-                      timeout_s: float = 600) -> Path:
+def ensure_tiny_model(
+    python: Path, cache_root: Path, *, venv_key: str, progress: bool = False, timeout_s: float = 600
+) -> Path:
     """Return the cached model dir, building it with the venv's ``python`` when missing."""
     target = cache_root / f"tiny-llama-{model_recipe_hash(venv_key)}"
     if (target / FACTS_FILE).is_file():
@@ -116,8 +117,13 @@ def ensure_tiny_model(python: Path, cache_root: Path, *, venv_key: str, progress
             return target
         staging = cache_root / f".{target.name}.tmp-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
-        result = subprocess.run([str(python), __file__, "--out", str(staging)], capture_output=True,
-                                text=True, timeout=timeout_s, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        result = subprocess.run(
+            [str(python), __file__, "--out", str(staging)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         if progress:
             print(result.stdout + result.stderr, file=sys.stderr)
         if result.returncode != 0 or not (staging / FACTS_FILE).is_file():
@@ -147,14 +153,21 @@ def build_tokenizer() -> Any:
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=ARCH["target_vocab_size"], min_frequency=1, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=ARCH["target_vocab_size"],
+        min_frequency=1,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     core.train_from_iterator(TRAINING_TEXT.splitlines(), trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
-        pad_token="<|end_of_text|>", additional_special_tokens=["<|im_start|>", "<|im_end|>"],
-        chat_template=CHAT_TEMPLATE, model_max_length=ARCH["max_position_embeddings"],
+        tokenizer_object=core,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|end_of_text|>",
+        pad_token="<|end_of_text|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=ARCH["max_position_embeddings"],
     )
 
 
@@ -162,8 +175,11 @@ def banned_token_ids(tokenizer: Any) -> list[int]:
     """Ids that don't decode to printable ASCII on their own (specials included)."""
     vocab_size = len(tokenizer)
     special = set(tokenizer.all_special_ids)
-    return [i for i in range(vocab_size)
-            if i in special or not is_printable_ascii(tokenizer.decode([i], skip_special_tokens=False))]
+    return [
+        i
+        for i in range(vocab_size)
+        if i in special or not is_printable_ascii(tokenizer.decode([i], skip_special_tokens=False))
+    ]
 
 
 def build_model(tokenizer: Any) -> Any:
@@ -173,12 +189,20 @@ def build_model(tokenizer: Any) -> Any:
 
     torch.manual_seed(SEED)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=ARCH["hidden_size"], intermediate_size=ARCH["intermediate_size"],
-        num_hidden_layers=ARCH["num_hidden_layers"], num_attention_heads=ARCH["num_attention_heads"],
-        num_key_value_heads=ARCH["num_key_value_heads"], head_dim=ARCH["head_dim"],
-        max_position_embeddings=ARCH["max_position_embeddings"], rms_norm_eps=1e-5,
-        tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, torch_dtype="float32",
+        vocab_size=len(tokenizer),
+        hidden_size=ARCH["hidden_size"],
+        intermediate_size=ARCH["intermediate_size"],
+        num_hidden_layers=ARCH["num_hidden_layers"],
+        num_attention_heads=ARCH["num_attention_heads"],
+        num_key_value_heads=ARCH["num_key_value_heads"],
+        head_dim=ARCH["head_dim"],
+        max_position_embeddings=ARCH["max_position_embeddings"],
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="float32",
     )
     model = LlamaForCausalLM(config).to(torch.float32).eval()
     banned = torch.tensor(banned_token_ids(tokenizer))

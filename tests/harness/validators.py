@@ -33,9 +33,12 @@ def compose_config(compose_file: Path) -> subprocess.CompletedProcess[str]:
     """Run `docker-compose config -q` on a file (relative env_file paths resolve beside it)."""
     return subprocess.run(
         [str(compose_binary()), "--file", str(compose_file), "config", "--quiet"],
-        capture_output=True, text=True, timeout=60, cwd=compose_file.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=compose_file.parent,
         env={**os.environ, "COMPOSE_PROJECT_NAME": ""},
-    )  # fmt: skip
+    )
 
 
 def systemd_root(root: Path) -> Path:
@@ -66,16 +69,21 @@ def systemd_verify(root: Path, unit_paths: Iterable[str]) -> subprocess.Complete
     """Run systemd-analyze verify on units inside ROOT. Any output at all counts as a failure."""
     return subprocess.run(
         ["systemd-analyze", "verify", "--man=no", f"--root={root}", *unit_paths],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def compose_resolved(compose_file: Path) -> dict:
     """The model Compose itself reads from a file (`config --format json`): interpolation applied."""
     result = subprocess.run(
         [str(compose_binary()), "--file", str(compose_file), "config", "--format", "json"],
-        capture_output=True, text=True, timeout=60, cwd=compose_file.parent,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=compose_file.parent,
+    )
     if result.returncode != 0:
         raise AssertionError(f"compose config failed: {result.stderr}")
     import json

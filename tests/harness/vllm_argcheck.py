@@ -44,8 +44,12 @@ def check(parser, command, args: list[str], collect: Collect) -> dict:
             parsed = parser.parse_args(["serve", *args])
             command.validate(parsed)
     except SystemExit:
-        return {"ok": False, "error": stderr.getvalue().strip().splitlines()[-1:], "warnings": collect.messages[:],
-                "model": None}  # fmt: skip
+        return {
+            "ok": False,
+            "error": stderr.getvalue().strip().splitlines()[-1:],
+            "warnings": collect.messages[:],
+            "model": None,
+        }
     except Exception as exc:  # noqa: BLE001 - reported to the test, which fails on it
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "warnings": collect.messages[:], "model": None}
     return {"ok": True, "error": None, "warnings": collect.messages[:], "model": getattr(parsed, "model_tag", None)}
@@ -56,7 +60,11 @@ def main() -> None:
         from vllm.config.cache import CacheDType
         from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
 
-        print(json.dumps({"quantization": sorted(QUANTIZATION_METHODS), "kv_cache_dtype": sorted(typing.get_args(CacheDType))}))
+        print(
+            json.dumps(
+                {"quantization": sorted(QUANTIZATION_METHODS), "kv_cache_dtype": sorted(typing.get_args(CacheDType))}
+            )
+        )
         return
     collect = Collect()
     logging.getLogger("vllm").addHandler(collect)

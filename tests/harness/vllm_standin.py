@@ -71,9 +71,10 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 VLLM_VERSION = "0.32.0"
 DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
@@ -86,12 +87,74 @@ WORDS = (
 ).split()
 
 
-TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
-                5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0]
-ITL_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0,
-               7.5, 10.0, 20.0, 40.0, 80.0]
-E2E_BUCKETS = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
-               60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0]
+TTFT_BUCKETS = [
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+]
+ITL_BUCKETS = [
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+]
+E2E_BUCKETS = [
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,12 +163,24 @@ E2E_BUCKETS = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 4
 
 # Defaults of the options the stand-in itself uses (vLLM 0.32 values).
 USED_DEFAULTS: dict[str, Any] = {
-    "model": DEFAULT_MODEL, "host": None, "port": 8000, "api_key": None,
-    "served_model_name": None, "max_model_len": None, "gpu_memory_utilization": 0.92,
-    "kv_cache_dtype": "auto", "enable_prefix_caching": None, "enable_chunked_prefill": None,
-    "tensor_parallel_size": 1, "max_num_seqs": None, "block_size": None,
-    "disable_uvicorn_access_log": False, "enable_force_include_usage": False,
-    "fingerprint_mode": "full", "quantization": None, "dtype": "auto",
+    "model": DEFAULT_MODEL,
+    "host": None,
+    "port": 8000,
+    "api_key": None,
+    "served_model_name": None,
+    "max_model_len": None,
+    "gpu_memory_utilization": 0.92,
+    "kv_cache_dtype": "auto",
+    "enable_prefix_caching": None,
+    "enable_chunked_prefill": None,
+    "tensor_parallel_size": 1,
+    "max_num_seqs": None,
+    "block_size": None,
+    "disable_uvicorn_access_log": False,
+    "enable_force_include_usage": False,
+    "fingerprint_mode": "full",
+    "quantization": None,
+    "dtype": "auto",
 }
 
 
@@ -128,8 +203,11 @@ TYPES: dict[str, Callable[[str], Any]] = {"i": int, "f": float, "h": human_int, 
 class VllmArgumentParser(argparse.ArgumentParser):
     """argparse plus FlexibleArgumentParser's rewrites (``--foo_bar``, ``-O3``)."""
 
-    def parse_args(self, args: list[str] | None = None,  # type: ignore[override]
-                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+    def parse_args(
+        self,
+        args: list[str] | None = None,  # type: ignore[override]
+        namespace: argparse.Namespace | None = None,
+    ) -> argparse.Namespace:
         """Normalise option spellings the way vLLM does, then parse strictly."""
         fixed: list[str] = []
         for arg in list(sys.argv[1:] if args is None else args):
@@ -149,13 +227,14 @@ class VllmArgumentParser(argparse.ArgumentParser):
 def build_parser() -> VllmArgumentParser:
     """``vllm serve`` with every option of the pinned release, each defaulting to SUPPRESS."""
     p = VllmArgumentParser(
-        prog="vllm serve", usage="vllm serve [model_tag] [options]",
+        prog="vllm serve",
+        usage="vllm serve [model_tag] [options]",
         argument_default=argparse.SUPPRESS,
         description="Launch a local OpenAI-compatible API server to serve LLM completions "
-                    "via HTTP. (STAND-IN for tests: not the real vLLM; only the flags "
-                    "are real.)")
-    p.add_argument("model_tag", nargs="?", help="The model tag to serve (optional if "
-                   "specified in config)")
+        "via HTTP. (STAND-IN for tests: not the real vLLM; only the flags "
+        "are real.)",
+    )
+    p.add_argument("model_tag", nargs="?", help="The model tag to serve (optional if specified in config)")
     for line in VLLM_SERVE_FLAGS.strip().splitlines():
         opts_text, kind, nargs, type_code, choices = line.split("|")
         opts = opts_text.split()
@@ -179,13 +258,16 @@ def move_model_flag(argv: list[str]) -> list[str]:
     """``vllm serve --model X ...`` is rewritten to ``vllm serve X ...`` (with a warning)."""
     for i, arg in enumerate(argv):
         if re.match(r"^--model(=.+|$)", arg):
-            print("WARNING With `vllm serve`, you should provide the model as a positional "
-                  "argument or in a config file instead of via the `--model` option. The "
-                  "`--model` option will be removed in a future version.", file=sys.stderr)
+            print(
+                "WARNING With `vllm serve`, you should provide the model as a positional "
+                "argument or in a config file instead of via the `--model` option. The "
+                "`--model` option will be removed in a future version.",
+                file=sys.stderr,
+            )
             if arg == "--model" and i + 1 < len(argv):
-                return [argv[i + 1], *argv[:i], *argv[i + 2:]]
+                return [argv[i + 1], *argv[:i], *argv[i + 2 :]]
             if arg.startswith("--model="):
-                return [arg.removeprefix("--model="), *argv[:i], *argv[i + 1:]]
+                return [arg.removeprefix("--model="), *argv[:i], *argv[i + 1 :]]
     return argv
 
 
@@ -196,11 +278,12 @@ def parse_cli(argv: list[str]) -> argparse.Namespace:
     # Like vLLM >= 0.9: --help=all (or =GROUP) prints the help; here every option is in one list.
     argv = ["--help" if a.startswith("--help=") else a for a in argv]
     argv = move_model_flag(argv)
-    if argv and argv[0].startswith("-") and any(
-            re.match(r"^--served[-_]model[-_]name(=.+|$)", a) for a in argv):
-        print("ValueError: `model` should be provided as the first positional argument when "
-              "using `vllm serve`. i.e. `vllm serve <model> --<arg> <value>`.",
-              file=sys.stderr)
+    if argv and argv[0].startswith("-") and any(re.match(r"^--served[-_]model[-_]name(=.+|$)", a) for a in argv):
+        print(
+            "ValueError: `model` should be provided as the first positional argument when "
+            "using `vllm serve`. i.e. `vllm serve <model> --<arg> <value>`.",
+            file=sys.stderr,
+        )
         raise SystemExit(1)
     parsed = build_parser().parse_args(argv)
     given = {k: v for k, v in vars(parsed).items() if k != "model_tag"}
@@ -216,6 +299,7 @@ def parse_cli(argv: list[str]) -> argparse.Namespace:
 # --------------------------------------------------------------------------------------------
 # Configuration derived from the flags
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Config:
@@ -238,7 +322,7 @@ class Config:
     args: argparse.Namespace
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, env: dict[str, str]) -> "Config":
+    def from_args(cls, args: argparse.Namespace, env: dict[str, str]) -> Config:
         """Combine parsed flags and stand-in environment knobs."""
         fast = env.get("VLLM_STANDIN_FAST", "") not in ("", "0")
 
@@ -264,7 +348,8 @@ class Config:
             host=args.host or "0.0.0.0",
             port=args.port,
             api_keys=list(args.api_key or []),
-            max_model_len=args.max_model_len if args.max_model_len and args.max_model_len > 0
+            max_model_len=args.max_model_len
+            if args.max_model_len and args.max_model_len > 0
             else DEFAULT_MAX_MODEL_LEN,  # a real model's config decides; the stand-in has none
             max_num_seqs=args.max_num_seqs or 256,
             kv_cache_tokens=kv_tokens,
@@ -319,6 +404,7 @@ def word_at(i: int) -> str:
 # Metrics
 # --------------------------------------------------------------------------------------------
 
+
 def label_text(labels: dict[str, str]) -> str:
     """Prometheus label set, names sorted like prometheus_client renders them."""
     return ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
@@ -344,19 +430,21 @@ class Histogram:
         self.total += value
         self.n += 1
 
-    def render(self, name: str, labels: dict[str, str], help_text: str,
-               created: float) -> list[str]:
+    def render(self, name: str, labels: dict[str, str], help_text: str, created: float) -> list[str]:
         """Exposition lines for this histogram (buckets, count, sum, created)."""
         lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
         running = 0
-        for bound, count in zip(self.buckets + [float("inf")], self.counts):
+        for bound, count in zip(self.buckets + [float("inf")], self.counts, strict=False):
             running += count
             le = "+Inf" if bound == float("inf") else repr(float(bound))
             lines.append(f"{name}_bucket{{{label_text({**labels, 'le': le})}}} {number(running)}")
         lines.append(f"{name}_count{{{label_text(labels)}}} {number(self.n)}")
         lines.append(f"{name}_sum{{{label_text(labels)}}} {number(self.total)}")
-        lines += [f"# HELP {name}_created {help_text}", f"# TYPE {name}_created gauge",
-                  f"{name}_created{{{label_text(labels)}}} {number(created)}"]
+        lines += [
+            f"# HELP {name}_created {help_text}",
+            f"# TYPE {name}_created gauge",
+            f"{name}_created{{{label_text(labels)}}} {number(created)}",
+        ]
         return lines
 
 
@@ -382,14 +470,13 @@ class Metrics:
     gen_hist: Histogram = field(default_factory=lambda: Histogram(TOKEN_BUCKETS))
 
 
-def render_metrics(cfg: "Config", m: Metrics, lock: threading.Lock) -> str:
+def render_metrics(cfg: Config, m: Metrics, lock: threading.Lock) -> str:
     """Prometheus text exposition with the vLLM V1 metric names and labels."""
     base = {"engine": "0", "model_name": cfg.served_names[0]}
     args = cfg.args
     out: list[str] = []
 
-    def family(name: str, kind: str, help_text: str,
-               rows: list[tuple[dict[str, str], float]]) -> None:
+    def family(name: str, kind: str, help_text: str, rows: list[tuple[dict[str, str], float]]) -> None:
         out.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"])
         out.extend(f"{name}{{{label_text(lab)}}} {number(v)}" for lab, v in rows)
 
@@ -399,52 +486,62 @@ def render_metrics(cfg: "Config", m: Metrics, lock: threading.Lock) -> str:
 
     with lock:
         kv_usage = min(1.0, m.running * 512 / max(1, cfg.kv_cache_tokens))
-        family("vllm:num_requests_running", "gauge",
-               "Number of requests in model execution batches.", [(base, m.running)])
-        family("vllm:num_requests_waiting", "gauge",
-               "Number of requests waiting to be processed.", [(base, m.waiting)])
-        family("vllm:num_requests_waiting_by_reason", "gauge",
-               "Number of waiting requests by reason.",
-               [({**base, "reason": "capacity"}, m.waiting),
-                ({**base, "reason": "deferred"}, 0)])
-        family("vllm:kv_cache_usage_perc", "gauge",
-               "KV-cache usage. 1 means 100 percent usage.", [(base, kv_usage)])
-        counter("vllm:prompt_tokens", "Number of prefill tokens processed.",
-                [(base, m.prompt_tokens)])
-        counter("vllm:generation_tokens", "Number of generation tokens processed.",
-                [(base, m.generation_tokens)])
-        counter("vllm:request_success", "Count of successfully processed requests.",
-                [({**base, "finished_reason": r}, n) for r, n in m.success.items()])
+        family(
+            "vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", [(base, m.running)]
+        )
+        family("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", [(base, m.waiting)])
+        family(
+            "vllm:num_requests_waiting_by_reason",
+            "gauge",
+            "Number of waiting requests by reason.",
+            [({**base, "reason": "capacity"}, m.waiting), ({**base, "reason": "deferred"}, 0)],
+        )
+        family("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", [(base, kv_usage)])
+        counter("vllm:prompt_tokens", "Number of prefill tokens processed.", [(base, m.prompt_tokens)])
+        counter("vllm:generation_tokens", "Number of generation tokens processed.", [(base, m.generation_tokens)])
+        counter(
+            "vllm:request_success",
+            "Count of successfully processed requests.",
+            [({**base, "finished_reason": r}, n) for r, n in m.success.items()],
+        )
         for hist, name, text in (
-                (m.prompt_hist, "vllm:request_prompt_tokens",
-                 "Number of prefill tokens processed."),
-                (m.gen_hist, "vllm:request_generation_tokens",
-                 "Number of generation tokens processed."),
-                (m.ttft, "vllm:time_to_first_token_seconds",
-                 "Histogram of time to first token in seconds."),
-                (m.itl, "vllm:inter_token_latency_seconds",
-                 "Histogram of inter-token latency in seconds."),
-                (m.e2e, "vllm:e2e_request_latency_seconds",
-                 "Histogram of e2e request latency in seconds."),
-                (m.queue, "vllm:request_queue_time_seconds",
-                 "Histogram of time spent in WAITING phase for request.")):
+            (m.prompt_hist, "vllm:request_prompt_tokens", "Number of prefill tokens processed."),
+            (m.gen_hist, "vllm:request_generation_tokens", "Number of generation tokens processed."),
+            (m.ttft, "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds."),
+            (m.itl, "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds."),
+            (m.e2e, "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds."),
+            (m.queue, "vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request."),
+        ):
             out.extend(hist.render(name, base, text, m.created))
         block = args.block_size or 16
-        family("vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig", [({
-            "block_size": str(block), "cache_dtype": str(args.kv_cache_dtype),
-            "enable_prefix_caching": str(args.enable_prefix_caching is not False),
-            "engine": "0", "gpu_memory_utilization": str(args.gpu_memory_utilization),
-            "kv_cache_max_concurrency": str(round(cfg.kv_cache_tokens / cfg.max_model_len, 2)),
-            "kv_cache_size_tokens": str(cfg.kv_cache_tokens),
-            "num_gpu_blocks": str(cfg.kv_cache_tokens // block),
-            "prefix_caching_hash_algo": "sha256",
-        }, 1.0)])
+        family(
+            "vllm:cache_config_info",
+            "gauge",
+            "Information of the LLMEngine CacheConfig",
+            [
+                (
+                    {
+                        "block_size": str(block),
+                        "cache_dtype": str(args.kv_cache_dtype),
+                        "enable_prefix_caching": str(args.enable_prefix_caching is not False),
+                        "engine": "0",
+                        "gpu_memory_utilization": str(args.gpu_memory_utilization),
+                        "kv_cache_max_concurrency": str(round(cfg.kv_cache_tokens / cfg.max_model_len, 2)),
+                        "kv_cache_size_tokens": str(cfg.kv_cache_tokens),
+                        "num_gpu_blocks": str(cfg.kv_cache_tokens // block),
+                        "prefix_caching_hash_algo": "sha256",
+                    },
+                    1.0,
+                )
+            ],
+        )
     return "\n".join(out) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
 # Engine: admission (max-num-seqs), fault modes, token production
 # --------------------------------------------------------------------------------------------
+
 
 class EngineDead(Exception):
     """The (simulated) engine core died."""
@@ -476,8 +573,7 @@ class Engine:
         """False only when the engine is dead (a hung engine still looks healthy)."""
         return self.fault != "dead"
 
-    def run(self, prompt_tokens: int, max_tokens: int | None,
-            emit: Callable[[int, str], None]) -> tuple[int, str]:
+    def run(self, prompt_tokens: int, max_tokens: int | None, emit: Callable[[int, str], None]) -> tuple[int, str]:
         """Generate; ``emit(index, text)`` per token. Returns (count, finish_reason)."""
         if self.fault == "dead":
             raise EngineDead()
@@ -492,8 +588,7 @@ class Engine:
             m.queue.observe(time.monotonic() - start)
         count, reason = 0, "abort"
         try:
-            limit, reason = (max_tokens, "length") if max_tokens is not None \
-                else (self.cfg.default_tokens, "stop")
+            limit, reason = (max_tokens, "length") if max_tokens is not None else (self.cfg.default_tokens, "stop")
             if self.cfg.ttft:
                 time.sleep(self.cfg.ttft)
             self.unhung.wait()
@@ -537,6 +632,7 @@ class Engine:
 # HTTP layer
 # --------------------------------------------------------------------------------------------
 
+
 class ApiError(Exception):
     """An error returned as a JSON body with a status code."""
 
@@ -560,20 +656,17 @@ def bad_request(message: str, param: str | None = None) -> ApiError:
     return ApiError(400, error_body(message, "BadRequestError", 400, param))
 
 
-def validation_error(kind: str, loc: str, msg: str, input_repr: str,
-                     ctx: dict[str, str] | None = None) -> ApiError:
+def validation_error(kind: str, loc: str, msg: str, input_repr: str, ctx: dict[str, str] | None = None) -> ApiError:
     """400 from vLLM's RequestValidationError handler (pydantic error, type = HTTP phrase)."""
     detail: dict[str, Any] = {"type": kind, "loc": loc, "msg": msg, "input": input_repr}
     if ctx:
         detail["ctx"] = ctx
-    return ApiError(400, error_body(f"1 validation error:\n  {detail!r}", "Bad Request", 400,
-                                    loc))
+    return ApiError(400, error_body(f"1 validation error:\n  {detail!r}", "Bad Request", 400, loc))
 
 
 def missing_field(name: str, body: dict[str, Any]) -> ApiError:
     """Pydantic 'Field required' for a missing body field."""
-    return validation_error("missing", f"body.{name}", "Field required",
-                            f"<dict of {len(body)} items>")
+    return validation_error("missing", f"body.{name}", "Field required", f"<dict of {len(body)} items>")
 
 
 def vllm_validation(message: str, param: str, value: Any) -> ApiError:
@@ -582,15 +675,14 @@ def vllm_validation(message: str, param: str, value: Any) -> ApiError:
 
 
 GUARDED_PREFIXES = ("/v1", "/v2", "/inference", "/cohere")
-ENGINE_DEAD_MESSAGE = ("EngineCore encountered an issue. See stack trace (above) for the root "
-                       "cause.")
+ENGINE_DEAD_MESSAGE = "EngineCore encountered an issue. See stack trace (above) for the root cause."
 
 
 class Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 handler bound to one VllmApp."""
 
     protocol_version = "HTTP/1.1"
-    app: "VllmApp"
+    app: VllmApp
 
     def setup(self) -> None:
         """TCP_NODELAY like uvicorn (asyncio sets it on every TCP transport): each token leaves at once
@@ -608,8 +700,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         code = str(args[1])
         phrase = self.responses.get(int(code), ("",))[0] if code.isdigit() else ""
-        print(f'INFO:     {self.client_address[0]}:{self.client_address[1]} - '
-              f'"{self.command} {self.path} HTTP/1.1" {code} {phrase}', flush=True)
+        print(
+            f"INFO:     {self.client_address[0]}:{self.client_address[1]} - "
+            f'"{self.command} {self.path} HTTP/1.1" {code} {phrase}',
+            flush=True,
+        )
 
     def read_body(self) -> bytes:
         """Request body by Content-Length."""
@@ -623,12 +718,16 @@ class Handler(BaseHTTPRequestHandler):
         try:
             data = json.loads(raw or b"")
         except json.JSONDecodeError as exc:
-            raise validation_error("json_invalid", f"body.{exc.pos}", "JSON decode error",
-                                   "<dict of 0 items>", {"error": exc.msg}) from None
+            raise validation_error(
+                "json_invalid", f"body.{exc.pos}", "JSON decode error", "<dict of 0 items>", {"error": exc.msg}
+            ) from None
         if not isinstance(data, dict):
-            raise validation_error("model_attributes_type", "body",
-                                   "Input should be a valid dictionary or object to extract "
-                                   "fields from", repr(data)[:40])
+            raise validation_error(
+                "model_attributes_type",
+                "body",
+                "Input should be a valid dictionary or object to extract fields from",
+                repr(data)[:40],
+            )
         return data
 
     def send_bytes(self, status: int, body: bytes, ctype: str | None) -> None:
@@ -643,8 +742,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_json(self, status: int, obj: Any) -> None:
         """JSON response like Starlette's JSONResponse."""
-        self.send_bytes(status, json.dumps(obj, separators=(",", ":")).encode(),
-                        "application/json")
+        self.send_bytes(status, json.dumps(obj, separators=(",", ":")).encode(), "application/json")
 
     def start_sse(self) -> None:
         """Begin a chunked text/event-stream response (headers go out at once)."""
@@ -656,8 +754,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def sse(self, payload: dict[str, Any] | str) -> None:
         """Send one ``data: ...`` event as an HTTP chunk."""
-        data = payload if isinstance(payload, str) else json.dumps(payload,
-                                                                   separators=(",", ":"))
+        data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
         chunk = f"data: {data}\n\n".encode()
         try:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
@@ -735,6 +832,7 @@ class Handler(BaseHTTPRequestHandler):
 # Application: route handlers
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Request:
     """A validated generation request."""
@@ -793,17 +891,34 @@ class VllmApp:
     def models(self, h: Handler) -> None:
         """``GET /v1/models``: one card per served model name."""
         now = int(time.time())
-        data = [{
-            "id": name, "object": "model", "created": now, "owned_by": "vllm",
-            "root": self.cfg.model, "parent": None, "max_model_len": self.cfg.max_model_len,
-            "permission": [{
-                "id": f"modelperm-{uuid.uuid4().hex[:16]}", "object": "model_permission",
-                "created": now, "allow_create_engine": False, "allow_sampling": True,
-                "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
-                "allow_fine_tuning": False, "organization": "*", "group": None,
-                "is_blocking": False,
-            }],
-        } for name in self.cfg.served_names]
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": now,
+                "owned_by": "vllm",
+                "root": self.cfg.model,
+                "parent": None,
+                "max_model_len": self.cfg.max_model_len,
+                "permission": [
+                    {
+                        "id": f"modelperm-{uuid.uuid4().hex[:16]}",
+                        "object": "model_permission",
+                        "created": now,
+                        "allow_create_engine": False,
+                        "allow_sampling": True,
+                        "allow_logprobs": True,
+                        "allow_search_indices": False,
+                        "allow_view": True,
+                        "allow_fine_tuning": False,
+                        "organization": "*",
+                        "group": None,
+                        "is_blocking": False,
+                    }
+                ],
+            }
+            for name in self.cfg.served_names
+        ]
         h.send_json(200, {"object": "list", "data": data})
 
     def get_fault(self, h: Handler) -> None:
@@ -831,8 +946,12 @@ class VllmApp:
             toks = special + tokenize(body["prompt"])
         else:
             raise missing_field("prompt", body)
-        out: dict[str, Any] = {"count": len(toks), "max_model_len": self.cfg.max_model_len,
-                               "tokens": [token_id(t) for t in toks], "token_strs": None}
+        out: dict[str, Any] = {
+            "count": len(toks),
+            "max_model_len": self.cfg.max_model_len,
+            "tokens": [token_id(t) for t in toks],
+            "token_strs": None,
+        }
         if body.get("return_token_strs"):
             out["token_strs"] = toks
         h.send_json(200, out)
@@ -852,25 +971,35 @@ class VllmApp:
             return self.cfg.served_names[0]
         if requested not in self.cfg.served_names:
             names = ", ".join(self.cfg.served_names)
-            raise ApiError(404, error_body(
-                f"The model `{requested}` does not exist. Valid aliases: {names}.",
-                "NotFoundError", 404, "model"))
+            raise ApiError(
+                404,
+                error_body(
+                    f"The model `{requested}` does not exist. Valid aliases: {names}.", "NotFoundError", 404, "model"
+                ),
+            )
         return str(requested)
 
     def check_length(self, prompt_tokens: int, max_tokens: int | None) -> None:
         """vLLM 0.32's length validation (400 BadRequestError)."""
         limit = self.cfg.max_model_len
         if max_tokens is not None and max_tokens > limit:
-            raise vllm_validation(f"max_tokens={max_tokens} cannot be greater than "
-                                  f"max_model_len={limit}. Please request fewer output "
-                                  f"tokens.", "max_tokens", max_tokens)
+            raise vllm_validation(
+                f"max_tokens={max_tokens} cannot be greater than "
+                f"max_model_len={limit}. Please request fewer output "
+                f"tokens.",
+                "max_tokens",
+                max_tokens,
+            )
         max_input = limit - (max_tokens or 0)
         if prompt_tokens > max_input or prompt_tokens >= limit:
-            raise vllm_validation(f"This model's maximum context length is {limit} tokens. "
-                                  f"However, your prompt contains {prompt_tokens} input "
-                                  f"tokens, which exceeds this limit even without any output "
-                                  f"tokens. Please reduce the length of the input prompt.",
-                                  "input_tokens", prompt_tokens)
+            raise vllm_validation(
+                f"This model's maximum context length is {limit} tokens. "
+                f"However, your prompt contains {prompt_tokens} input "
+                f"tokens, which exceeds this limit even without any output "
+                f"tokens. Please reduce the length of the input prompt.",
+                "input_tokens",
+                prompt_tokens,
+            )
 
     @staticmethod
     def max_tokens_of(body: dict[str, Any], chat: bool) -> int | None:
@@ -880,11 +1009,9 @@ class VllmApp:
         if value is None:
             return None
         if not isinstance(value, int) or isinstance(value, bool):
-            raise validation_error("int_type", "body.max_tokens",
-                                   "Input should be a valid integer", repr(value))
+            raise validation_error("int_type", "body.max_tokens", "Input should be a valid integer", repr(value))
         if value < 1:
-            raise vllm_validation(f"max_tokens must be at least 1, got {value}.",
-                                  "max_tokens", value)
+            raise vllm_validation(f"max_tokens must be at least 1, got {value}.", "max_tokens", value)
         return value
 
     def parse_request(self, body: dict[str, Any], chat: bool) -> Request:
@@ -894,8 +1021,9 @@ class VllmApp:
             if messages is None:
                 raise missing_field("messages", body)
             if not isinstance(messages, list):
-                raise validation_error("list_type", "body.messages",
-                                       "Input should be a valid list", repr(messages)[:40])
+                raise validation_error(
+                    "list_type", "body.messages", "Input should be a valid list", repr(messages)[:40]
+                )
             prompt_tokens = len(chat_prompt_tokens(messages))
         else:
             prompt = body.get("prompt")
@@ -908,12 +1036,18 @@ class VllmApp:
         self.check_length(prompt_tokens, max_tokens)
         opts = body.get("stream_options") or {}
         include_usage = bool(body.get("stream")) and (
-            bool(opts.get("include_usage")) or bool(self.cfg.args.enable_force_include_usage))
-        return Request(chat=chat, model=model, prompt_tokens=prompt_tokens,
-                       max_tokens=max_tokens, stream=bool(body.get("stream")),
-                       include_usage=include_usage,
-                       continuous_usage=include_usage and bool(opts.get("continuous_usage_stats")),
-                       rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:16])
+            bool(opts.get("include_usage")) or bool(self.cfg.args.enable_force_include_usage)
+        )
+        return Request(
+            chat=chat,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+            stream=bool(body.get("stream")),
+            include_usage=include_usage,
+            continuous_usage=include_usage and bool(opts.get("continuous_usage_stats")),
+            rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:16],
+        )
 
     # -- generation ------------------------------------------------------------------------------
     def generate(self, h: Handler, chat: bool) -> None:
@@ -928,9 +1062,11 @@ class VllmApp:
 
     def usage(self, req: Request, count: int, details: bool) -> dict[str, Any]:
         """The ``usage`` object (details keys only in non-streamed responses)."""
-        out: dict[str, Any] = {"prompt_tokens": req.prompt_tokens,
-                               "total_tokens": req.prompt_tokens + count,
-                               "completion_tokens": count}
+        out: dict[str, Any] = {
+            "prompt_tokens": req.prompt_tokens,
+            "total_tokens": req.prompt_tokens + count,
+            "completion_tokens": count,
+        }
         if details:
             out.update({"prompt_tokens_details": None, "completion_tokens_details": None})
         return out
@@ -939,26 +1075,48 @@ class VllmApp:
         """Non-streaming response with ``usage`` (field set of vLLM 0.32)."""
         parts: list[str] = []
         try:
-            count, reason = self.engine.run(req.prompt_tokens, req.max_tokens,
-                                            lambda _i, t: parts.append(t))
+            count, reason = self.engine.run(req.prompt_tokens, req.max_tokens, lambda _i, t: parts.append(t))
         except EngineDead:
-            raise ApiError(500, error_body(ENGINE_DEAD_MESSAGE, "InternalServerError",
-                                           500)) from None
+            raise ApiError(500, error_body(ENGINE_DEAD_MESSAGE, "InternalServerError", 500)) from None
         text = "".join(parts)
         if req.chat:
-            choice = {"index": 0, "message": {
-                "role": "assistant", "content": text, "refusal": None, "annotations": None,
-                "audio": None, "function_call": None, "reasoning": None},
-                "logprobs": None, "finish_reason": reason, "stop_reason": None,
-                "token_ids": None, "routed_experts": None}
+            choice = {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": text,
+                    "refusal": None,
+                    "annotations": None,
+                    "audio": None,
+                    "function_call": None,
+                    "reasoning": None,
+                },
+                "logprobs": None,
+                "finish_reason": reason,
+                "stop_reason": None,
+                "token_ids": None,
+                "routed_experts": None,
+            }
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason,
-                      "stop_reason": None, "token_ids": None, "prompt_logprobs": None,
-                      "prompt_token_ids": None, "routed_experts": None}
+            choice = {
+                "index": 0,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": reason,
+                "stop_reason": None,
+                "token_ids": None,
+                "prompt_logprobs": None,
+                "prompt_token_ids": None,
+                "routed_experts": None,
+            }
         out: dict[str, Any] = {
-            "id": req.rid, "object": "chat.completion" if req.chat else "text_completion",
-            "created": req.created, "model": req.model, "choices": [choice],
-            "service_tier": None, "system_fingerprint": self.fingerprint,
+            "id": req.rid,
+            "object": "chat.completion" if req.chat else "text_completion",
+            "created": req.created,
+            "model": req.model,
+            "choices": [choice],
+            "service_tier": None,
+            "system_fingerprint": self.fingerprint,
             "usage": self.usage(req, count, details=True),
         }
         if req.chat:
@@ -975,28 +1133,53 @@ class VllmApp:
         h.start_sse()
 
         def envelope(choices: list[dict[str, Any]], count: int | None) -> dict[str, Any]:
-            out: dict[str, Any] = {"id": req.rid, "object": obj, "created": req.created,
-                                   "model": req.model, "choices": choices}
+            out: dict[str, Any] = {
+                "id": req.rid,
+                "object": obj,
+                "created": req.created,
+                "model": req.model,
+                "choices": choices,
+            }
             if req.continuous_usage and count is not None:
                 out["usage"] = self.usage(req, count, details=False)
             return out
 
         def emit(i: int, text: str) -> None:
             if req.chat and i == 0:
-                first = envelope([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                   "logprobs": None, "finish_reason": None}], 0)
+                first = envelope(
+                    [
+                        {
+                            "index": 0,
+                            "delta": {"role": "assistant", "content": ""},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ],
+                    0,
+                )
                 first.update({"prompt_token_ids": None, "prompt_text": None})
                 h.sse(first)
             finish = last_reason if i == limit - 1 else None
             if req.chat:
-                choice: dict[str, Any] = {"index": 0, "delta": {"content": text},
-                                          "logprobs": None, "finish_reason": finish}
+                choice: dict[str, Any] = {
+                    "index": 0,
+                    "delta": {"content": text},
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
                 if finish:
                     choice["stop_reason"] = None
                 choice["token_ids"] = None
             else:
-                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
-                          "stop_reason": None, "prompt_token_ids": None, "token_ids": None}
+                choice = {
+                    "index": 0,
+                    "text": text,
+                    "logprobs": None,
+                    "finish_reason": finish,
+                    "stop_reason": None,
+                    "prompt_token_ids": None,
+                    "token_ids": None,
+                }
             chunk = envelope([choice], i + 1)
             if finish and not req.chat and self.fingerprint:
                 chunk["system_fingerprint"] = self.fingerprint
@@ -1031,6 +1214,7 @@ class VllmApp:
 # Start-up
 # --------------------------------------------------------------------------------------------
 
+
 class Server(ThreadingHTTPServer):
     """Threaded server; binding and listening are separate steps (see ``serve``)."""
 
@@ -1057,8 +1241,10 @@ def validate(cfg: Config) -> str | None:
     """Engine-config checks vLLM performs after parsing (error text, or None)."""
     util = cfg.args.gpu_memory_utilization
     if not 0 < util <= 1:
-        return (f"1 validation error for CacheConfig\ngpu_memory_utilization\n  Input should "
-                f"be less than or equal to 1 [type=less_than_equal, input_value={util}]")
+        return (
+            f"1 validation error for CacheConfig\ngpu_memory_utilization\n  Input should "
+            f"be less than or equal to 1 [type=less_than_equal, input_value={util}]"
+        )
     if cfg.args.tensor_parallel_size < 1:
         return "tensor_parallel_size must be >= 1"
     return None
@@ -1073,16 +1259,20 @@ def log_startup(cfg: Config) -> None:
     log_info("model.py", f"Using max model len {cfg.max_model_len}")
 
 
-def log_ready(cfg: Config, app: "VllmApp", port: int) -> None:
+def log_ready(cfg: Config, app: VllmApp, port: int) -> None:
     """Lines printed once the engine is up and uvicorn starts serving."""
-    log_info("kv_cache_utils.py", f"GPU KV cache size: {cfg.kv_cache_tokens:,} tokens, Maximum "
-             f"concurrency for {cfg.max_model_len:,} tokens per request: "
-             f"{cfg.kv_cache_tokens / cfg.max_model_len:.2f}x", proc="EngineCore")
+    log_info(
+        "kv_cache_utils.py",
+        f"GPU KV cache size: {cfg.kv_cache_tokens:,} tokens, Maximum "
+        f"concurrency for {cfg.max_model_len:,} tokens per request: "
+        f"{cfg.kv_cache_tokens / cfg.max_model_len:.2f}x",
+        proc="EngineCore",
+    )
     log_info("entry.py", "Supported tasks: ['generate']")
     log_info("entry.py", f"Starting vLLM server on http://{cfg.host}:{port}")
     log_info("launcher.py", "Available routes are:")
     methods: dict[str, list[str]] = {}
-    for (method, path) in app.routes:
+    for method, path in app.routes:
         if not path.startswith("/standin"):
             methods.setdefault(path, []).append(method)
     for path, verbs in methods.items():
@@ -1097,8 +1287,7 @@ def serve(cfg: Config) -> int:
     log_startup(cfg)
     problem = validate(cfg)
     if problem:
-        print(f"pydantic_core._pydantic_core.ValidationError: {problem}", file=sys.stderr,
-              flush=True)
+        print(f"pydantic_core._pydantic_core.ValidationError: {problem}", file=sys.stderr, flush=True)
         return 1
     app = VllmApp(cfg)
     handler = type("BoundHandler", (Handler,), {"app": app})

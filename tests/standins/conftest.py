@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Iterator
 
 import pytest
 
@@ -45,10 +45,8 @@ def start_ollama_standin(tmp_path: Path) -> Iterator[StartOllama]:
     """Factory: start_ollama_standin(env={...}, models_dir=...) -> Standin; all stopped after."""
     started: list[Standin] = []
 
-    def start(env: dict[str, str] | None = None, models_dir: Path | None = None,
-              **kwargs: object) -> Standin:
-        standin = start_ollama(models_dir or tmp_path / "models", env, log_dir=tmp_path,
-                               **kwargs)  # type: ignore[arg-type]
+    def start(env: dict[str, str] | None = None, models_dir: Path | None = None, **kwargs: object) -> Standin:
+        standin = start_ollama(models_dir or tmp_path / "models", env, log_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
         started.append(standin)
         return standin
 
@@ -62,10 +60,10 @@ def start_vllm_standin(tmp_path: Path) -> Iterator[StartVllm]:
     """Factory: start_vllm_standin(args, env={...}) -> Standin; all stopped after the test."""
     started: list[Standin] = []
 
-    def start(args: list[str] | None = None, env: dict[str, str] | None = None,
-              **kwargs: object) -> Standin:
-        standin = start_vllm(args or ["serve", "org/tiny", "--served-model-name", "tiny"], env,
-                             log_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+    def start(args: list[str] | None = None, env: dict[str, str] | None = None, **kwargs: object) -> Standin:
+        standin = start_vllm(
+            args or ["serve", "org/tiny", "--served-model-name", "tiny"], env, log_dir=tmp_path, **kwargs
+        )  # type: ignore[arg-type]
         started.append(standin)
         return standin
 
@@ -83,8 +81,7 @@ def ollama_shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]
     standin = start_ollama(tmp / "models", log_dir=tmp)
     try:
         for name in ("tinyllama", "qwen2.5:0.5b"):
-            resp = requests.post(f"{standin.base_url}/api/pull",
-                                 json={"model": name, "stream": False}, timeout=10)
+            resp = requests.post(f"{standin.base_url}/api/pull", json={"model": name, "stream": False}, timeout=10)
             resp.raise_for_status()
         yield standin
     finally:
@@ -95,8 +92,10 @@ def ollama_shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]
 def vllm_shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
     """One fast vLLM stand-in per module: served name ``tiny``, API key ``secret``."""
     tmp = tmp_path_factory.mktemp("vllm-shared")
-    standin = start_vllm(["serve", "org/tiny", "--served-model-name", "tiny", "--api-key",
-                          "secret", "--max-model-len", "1024"], log_dir=tmp)
+    standin = start_vllm(
+        ["serve", "org/tiny", "--served-model-name", "tiny", "--api-key", "secret", "--max-model-len", "1024"],
+        log_dir=tmp,
+    )
     try:
         yield standin
     finally:

@@ -28,7 +28,7 @@ def sse_events(resp: requests.Response) -> list[str]:
     """The ``data:`` payloads of an SSE body, in order; events are separated by blank lines."""
     blocks = [b for b in resp.text.split("\n\n") if b.strip()]
     assert all(b.startswith("data: ") for b in blocks), blocks
-    return [b[len("data: "):] for b in blocks]
+    return [b[len("data: ") :] for b in blocks]
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -45,37 +45,49 @@ def ps(base: str) -> dict[str, dict]:
 
 def pull(base: str, name: str) -> None:
     """Pull a catalog model (non-streamed)."""
-    resp = requests.post(f"{base}/api/pull", json={"model": name, "stream": False},
-                         timeout=TIMEOUT)
+    resp = requests.post(f"{base}/api/pull", json={"model": name, "stream": False}, timeout=TIMEOUT)
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"status": "success"}
 
 
 # --- parsing helpers (unit level) ------------------------------------------------------------
 
-@pytest.mark.parametrize("raw, expected", [
-    (None, ("http", "127.0.0.1", 11434)),
-    ("0.0.0.0", ("http", "0.0.0.0", 11434)),
-    ("0.0.0.0:8080", ("http", "0.0.0.0", 8080)),
-    ("http://10.1.2.3:9000", ("http", "10.1.2.3", 9000)),
-    ("http://example.com", ("http", "example.com", 80)),
-    ("[::1]:5000", ("http", "::1", 5000)),
-])
-def test_ollama_host_parsing(ollama_module: ModuleType, raw: str | None,
-                             expected: tuple[str, str, int]) -> None:
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (None, ("http", "127.0.0.1", 11434)),
+        ("0.0.0.0", ("http", "0.0.0.0", 11434)),
+        ("0.0.0.0:8080", ("http", "0.0.0.0", 8080)),
+        ("http://10.1.2.3:9000", ("http", "10.1.2.3", 9000)),
+        ("http://example.com", ("http", "example.com", 80)),
+        ("[::1]:5000", ("http", "::1", 5000)),
+    ],
+)
+def test_ollama_host_parsing(ollama_module: ModuleType, raw: str | None, expected: tuple[str, str, int]) -> None:
     assert ollama_module.parse_ollama_host(raw) == expected
 
 
-@pytest.mark.parametrize("raw, seconds", [
-    (None, 300.0), ("5m", 300.0), ("1h30m", 5400.0), ("30s", 30.0), ("0", 0.0),
-    ("120", 120.0), ("-1", float("inf")), ("-1m", float("inf")), ("junk", 300.0),
-])
-def test_keep_alive_env_parsing(ollama_module: ModuleType, raw: str | None,
-                                seconds: float) -> None:
+@pytest.mark.parametrize(
+    "raw, seconds",
+    [
+        (None, 300.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("30s", 30.0),
+        ("0", 0.0),
+        ("120", 120.0),
+        ("-1", float("inf")),
+        ("-1m", float("inf")),
+        ("junk", 300.0),
+    ],
+)
+def test_keep_alive_env_parsing(ollama_module: ModuleType, raw: str | None, seconds: float) -> None:
     assert ollama_module.keep_alive_from_env(raw) == seconds
 
 
 # --- general routes ---------------------------------------------------------------------------
+
 
 def test_root_version_and_unknown_routes(ollama_shared: Standin) -> None:
     base = ollama_shared.base_url
@@ -90,8 +102,9 @@ def test_root_version_and_unknown_routes(ollama_shared: Standin) -> None:
 
 def test_no_authentication_anywhere(ollama_shared: Standin) -> None:
     """Ollama has no auth: a bogus bearer token changes nothing."""
-    resp = requests.get(ollama_shared.base_url + "/api/tags",
-                        headers={"Authorization": "Bearer wrong"}, timeout=TIMEOUT)
+    resp = requests.get(
+        ollama_shared.base_url + "/api/tags", headers={"Authorization": "Bearer wrong"}, timeout=TIMEOUT
+    )
     assert resp.status_code == 200
 
 
@@ -109,6 +122,7 @@ def test_tags_shape(ollama_shared: Standin) -> None:
 
 
 # --- pull -------------------------------------------------------------------------------------
+
 
 def test_pull_streams_progress_then_success(start_ollama_standin) -> None:
     base = start_ollama_standin().base_url
@@ -130,13 +144,10 @@ def test_pull_streams_progress_then_success(start_ollama_standin) -> None:
 
 def test_pull_unknown_model_real_error_shapes(start_ollama_standin) -> None:
     base = start_ollama_standin().base_url
-    streamed = requests.post(base + "/api/pull", json={"model": "no-such-model"},
-                             timeout=TIMEOUT)
+    streamed = requests.post(base + "/api/pull", json={"model": "no-such-model"}, timeout=TIMEOUT)
     assert streamed.status_code == 200
-    assert ndjson(streamed) == [{"status": "pulling manifest"},
-                                {"error": "pull model manifest: file does not exist"}]
-    single = requests.post(base + "/api/pull", json={"name": "no-such-model", "stream": False},
-                           timeout=TIMEOUT)
+    assert ndjson(streamed) == [{"status": "pulling manifest"}, {"error": "pull model manifest: file does not exist"}]
+    single = requests.post(base + "/api/pull", json={"name": "no-such-model", "stream": False}, timeout=TIMEOUT)
     assert single.status_code == 500
     assert single.json() == {"error": "pull model manifest: file does not exist"}
 
@@ -147,8 +158,7 @@ def test_pull_catalog_from_env_and_latest_tag(start_ollama_standin) -> None:
     pull(base, "phi3:mini")
     names = {m["name"] for m in requests.get(base + "/api/tags", timeout=TIMEOUT).json()["models"]}
     assert names == {"acme/widget:latest", "phi3:mini"}
-    resp = requests.post(base + "/api/pull", json={"model": "tinyllama", "stream": False},
-                         timeout=TIMEOUT)
+    resp = requests.post(base + "/api/pull", json={"model": "tinyllama", "stream": False}, timeout=TIMEOUT)
     assert resp.status_code == 500  # not in this catalog
 
 
@@ -159,17 +169,19 @@ def test_pulled_models_survive_restart(start_ollama_standin, tmp_path: Path) -> 
     assert (models / "manifests/registry.ollama.ai/library/tinyllama/latest").is_file()
     assert first.stop() == 0
     second = start_ollama_standin(models_dir=models)
-    names = [m["name"] for m in
-             requests.get(second.base_url + "/api/tags", timeout=TIMEOUT).json()["models"]]
+    names = [m["name"] for m in requests.get(second.base_url + "/api/tags", timeout=TIMEOUT).json()["models"]]
     assert names == ["tinyllama:latest"]
 
 
 # --- generate / chat ----------------------------------------------------------------------------
 
+
 def test_generate_streams_ndjson_by_default(ollama_shared: Standin) -> None:
-    resp = requests.post(ollama_shared.base_url + "/api/generate",
-                         json={"model": "tinyllama", "prompt": "Why is the sky blue?",
-                               "options": {"num_predict": 5}}, timeout=TIMEOUT)
+    resp = requests.post(
+        ollama_shared.base_url + "/api/generate",
+        json={"model": "tinyllama", "prompt": "Why is the sky blue?", "options": {"num_predict": 5}},
+        timeout=TIMEOUT,
+    )
     assert resp.status_code == 200
     assert resp.headers["Content-Type"] == "application/x-ndjson"
     lines = ndjson(resp)
@@ -179,17 +191,18 @@ def test_generate_streams_ndjson_by_default(ollama_shared: Standin) -> None:
     assert "".join(t["response"] for t in tokens) == "The quick brown fox jumps"
     assert final["done"] is True and final["done_reason"] == "length"
     assert final["response"] == "" and final["eval_count"] == 5
-    for key in ("total_duration", "load_duration", "prompt_eval_count",
-                "prompt_eval_duration", "eval_duration"):
+    for key in ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_duration"):
         assert isinstance(final[key], int), key
     assert final["total_duration"] >= final["eval_duration"]
     parse_time(final["created_at"])
 
 
 def test_generate_non_stream_and_default_length(ollama_shared: Standin) -> None:
-    resp = requests.post(ollama_shared.base_url + "/api/generate",
-                         json={"model": "tinyllama:latest", "prompt": "hi", "stream": False},
-                         timeout=TIMEOUT)
+    resp = requests.post(
+        ollama_shared.base_url + "/api/generate",
+        json={"model": "tinyllama:latest", "prompt": "hi", "stream": False},
+        timeout=TIMEOUT,
+    )
     body = resp.json()
     assert resp.status_code == 200 and body["done"] is True
     assert body["done_reason"] == "stop"
@@ -197,35 +210,54 @@ def test_generate_non_stream_and_default_length(ollama_shared: Standin) -> None:
 
 
 def test_chat_streams_messages(ollama_shared: Standin) -> None:
-    resp = requests.post(ollama_shared.base_url + "/api/chat",
-                         json={"model": "qwen2.5:0.5b", "options": {"num_predict": 3},
-                               "messages": [{"role": "user", "content": "hello"}]},
-                         timeout=TIMEOUT)
+    resp = requests.post(
+        ollama_shared.base_url + "/api/chat",
+        json={
+            "model": "qwen2.5:0.5b",
+            "options": {"num_predict": 3},
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+        timeout=TIMEOUT,
+    )
     lines = ndjson(resp)
     assert [line["message"]["role"] for line in lines] == ["assistant"] * 4
     assert "".join(line["message"]["content"] for line in lines) == "The quick brown"
     assert lines[-1]["done"] is True and lines[-1]["eval_count"] == 3
-    single = requests.post(ollama_shared.base_url + "/api/chat",
-                           json={"model": "qwen2.5:0.5b", "stream": False,
-                                 "options": {"num_predict": 2},
-                                 "messages": [{"role": "user", "content": "hello"}]},
-                           timeout=TIMEOUT).json()
+    single = requests.post(
+        ollama_shared.base_url + "/api/chat",
+        json={
+            "model": "qwen2.5:0.5b",
+            "stream": False,
+            "options": {"num_predict": 2},
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+        timeout=TIMEOUT,
+    ).json()
     assert single["message"] == {"role": "assistant", "content": "The quick"}
 
 
-@pytest.mark.parametrize("path, body, status, error", [
-    ("/api/generate", {"model": "ghost", "prompt": "x"}, 404, "model 'ghost' not found"),
-    ("/api/chat", {"model": "ghost", "messages": [{"role": "user", "content": "x"}]}, 404,
-     "model 'ghost' not found"),
-    ("/api/chat", {"messages": []}, 400, "model is required"),
-    ("/api/show", {"model": "ghost"}, 404, "model 'ghost' not found"),
-    ("/api/embed", {"model": "ghost", "input": "x"}, 404,
-     'model "ghost" not found, try pulling it first'),
-    ("/api/generate", {"model": "tinyllama", "prompt": "x", "keep_alive": "soon"}, 400,
-     'time: invalid duration "soon"'),
-])
-def test_error_shapes(ollama_shared: Standin, path: str, body: dict, status: int,
-                      error: str) -> None:
+@pytest.mark.parametrize(
+    "path, body, status, error",
+    [
+        ("/api/generate", {"model": "ghost", "prompt": "x"}, 404, "model 'ghost' not found"),
+        (
+            "/api/chat",
+            {"model": "ghost", "messages": [{"role": "user", "content": "x"}]},
+            404,
+            "model 'ghost' not found",
+        ),
+        ("/api/chat", {"messages": []}, 400, "model is required"),
+        ("/api/show", {"model": "ghost"}, 404, "model 'ghost' not found"),
+        ("/api/embed", {"model": "ghost", "input": "x"}, 404, 'model "ghost" not found, try pulling it first'),
+        (
+            "/api/generate",
+            {"model": "tinyllama", "prompt": "x", "keep_alive": "soon"},
+            400,
+            'time: invalid duration "soon"',
+        ),
+    ],
+)
+def test_error_shapes(ollama_shared: Standin, path: str, body: dict, status: int, error: str) -> None:
     resp = requests.post(ollama_shared.base_url + path, json=body, timeout=TIMEOUT)
     assert (resp.status_code, resp.json()) == (status, {"error": error})
 
@@ -240,9 +272,10 @@ def test_malformed_and_missing_body(ollama_shared: Standin) -> None:
 
 # --- keep-alive and /api/ps ---------------------------------------------------------------------
 
+
 def seconds_until(entry: dict) -> float:
     """Seconds from now until a /api/ps entry expires."""
-    return (parse_time(entry["expires_at"]) - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    return (parse_time(entry["expires_at"]) - dt.datetime.now(dt.UTC)).total_seconds()
 
 
 def test_ps_follows_keep_alive(start_ollama_standin) -> None:
@@ -255,26 +288,21 @@ def test_ps_follows_keep_alive(start_ollama_standin) -> None:
     assert 290 < seconds_until(entry) <= 300  # default 5m
     assert entry["size_vram"] == entry["size"] > 0
     assert entry["details"]["family"] == "llama" and len(entry["digest"]) == 64
-    requests.post(base + "/api/generate", json={**gen, "keep_alive": "10m"},
-                  timeout=TIMEOUT).raise_for_status()
+    requests.post(base + "/api/generate", json={**gen, "keep_alive": "10m"}, timeout=TIMEOUT).raise_for_status()
     assert 590 < seconds_until(ps(base)["tinyllama:latest"]) <= 600
-    requests.post(base + "/api/generate", json={**gen, "keep_alive": -1},
-                  timeout=TIMEOUT).raise_for_status()
+    requests.post(base + "/api/generate", json={**gen, "keep_alive": -1}, timeout=TIMEOUT).raise_for_status()
     assert parse_time(ps(base)["tinyllama:latest"]["expires_at"]).year > 2200
-    requests.post(base + "/api/generate", json={**gen, "keep_alive": 0},
-                  timeout=TIMEOUT).raise_for_status()
+    requests.post(base + "/api/generate", json={**gen, "keep_alive": 0}, timeout=TIMEOUT).raise_for_status()
     assert ps(base) == {}
 
 
 def test_empty_prompt_loads_and_unloads(start_ollama_standin) -> None:
     base = start_ollama_standin().base_url
     pull(base, "tinyllama")
-    load = requests.post(base + "/api/generate", json={"model": "tinyllama", "keep_alive": -1},
-                         timeout=TIMEOUT).json()
+    load = requests.post(base + "/api/generate", json={"model": "tinyllama", "keep_alive": -1}, timeout=TIMEOUT).json()
     assert (load["done"], load["done_reason"], load["response"]) == (True, "load", "")
     assert parse_time(ps(base)["tinyllama:latest"]["expires_at"]).year > 2200
-    unload = requests.post(base + "/api/chat", json={"model": "tinyllama", "keep_alive": 0},
-                           timeout=TIMEOUT).json()
+    unload = requests.post(base + "/api/chat", json={"model": "tinyllama", "keep_alive": 0}, timeout=TIMEOUT).json()
     assert unload["done_reason"] == "unload"
     assert unload["message"] == {"role": "assistant", "content": ""}
     assert ps(base) == {}
@@ -285,8 +313,7 @@ def test_env_keep_alive_forever_and_short_expiry(start_ollama_standin, tmp_path:
     pull(forever, "tinyllama")
     requests.post(forever + "/api/generate", json={"model": "tinyllama"}, timeout=TIMEOUT)
     assert parse_time(ps(forever)["tinyllama:latest"]["expires_at"]).year > 2200
-    short = start_ollama_standin({"OLLAMA_KEEP_ALIVE": "300ms"},
-                                 models_dir=tmp_path / "other").base_url
+    short = start_ollama_standin({"OLLAMA_KEEP_ALIVE": "300ms"}, models_dir=tmp_path / "other").base_url
     pull(short, "tinyllama")
     requests.post(short + "/api/generate", json={"model": "tinyllama"}, timeout=TIMEOUT)
     assert "tinyllama:latest" in ps(short)
@@ -307,12 +334,19 @@ def test_max_loaded_models_evicts_least_recent(start_ollama_standin) -> None:
 
 # --- settings from the environment --------------------------------------------------------------
 
+
 def test_env_settings_visible_in_standin_config(start_ollama_standin) -> None:
-    standin = start_ollama_standin({
-        "OLLAMA_NUM_PARALLEL": "3", "OLLAMA_MAX_LOADED_MODELS": "2", "OLLAMA_KEEP_ALIVE": "1h",
-        "OLLAMA_FLASH_ATTENTION": "1", "OLLAMA_KV_CACHE_TYPE": "q8_0",
-        "OLLAMA_CONTEXT_LENGTH": "8192", "OLLAMA_ORIGINS": "https://a.example",
-    })
+    standin = start_ollama_standin(
+        {
+            "OLLAMA_NUM_PARALLEL": "3",
+            "OLLAMA_MAX_LOADED_MODELS": "2",
+            "OLLAMA_KEEP_ALIVE": "1h",
+            "OLLAMA_FLASH_ATTENTION": "1",
+            "OLLAMA_KV_CACHE_TYPE": "q8_0",
+            "OLLAMA_CONTEXT_LENGTH": "8192",
+            "OLLAMA_ORIGINS": "https://a.example",
+        }
+    )
     cfg = requests.get(standin.base_url + "/api/standin/config", timeout=TIMEOUT).json()
     assert cfg["standin"] is True
     assert (cfg["host"], cfg["port"]) == ("127.0.0.1", standin.port)
@@ -340,20 +374,24 @@ def test_ollama_host_with_scheme(start_ollama_standin) -> None:
 
 def test_port_in_use_fails_like_ollama(start_ollama_standin, tmp_path: Path) -> None:
     running = start_ollama_standin()
-    result = run_cli(OLLAMA_STANDIN, ["serve"], {"OLLAMA_HOST": f"127.0.0.1:{running.port}",
-                                                 "OLLAMA_MODELS": str(tmp_path / "m2")})
+    result = run_cli(
+        OLLAMA_STANDIN, ["serve"], {"OLLAMA_HOST": f"127.0.0.1:{running.port}", "OLLAMA_MODELS": str(tmp_path / "m2")}
+    )
     assert result.returncode == 1
-    assert f"Error: listen tcp 127.0.0.1:{running.port}: bind: address already in use" \
-        in result.stderr
+    assert f"Error: listen tcp 127.0.0.1:{running.port}: bind: address already in use" in result.stderr
 
 
 # --- concurrency: OLLAMA_NUM_PARALLEL and OLLAMA_MAX_QUEUE --------------------------------------
 
-def stream_generation(base: str, model: str, record: list[tuple[str, str, float]],
-                      tag: str) -> None:
+
+def stream_generation(base: str, model: str, record: list[tuple[str, str, float]], tag: str) -> None:
     """Stream one generation, recording (tag, 'token'|'done', arrival time) per line."""
-    with requests.post(base + "/api/generate", stream=True, timeout=TIMEOUT,
-                       json={"model": model, "prompt": "x", "options": {"num_predict": 4}}) as r:
+    with requests.post(
+        base + "/api/generate",
+        stream=True,
+        timeout=TIMEOUT,
+        json={"model": model, "prompt": "x", "options": {"num_predict": 4}},
+    ) as r:
         for line in r.iter_lines():
             if line:
                 kind = "done" if json.loads(line)["done"] else "token"
@@ -363,8 +401,7 @@ def stream_generation(base: str, model: str, record: list[tuple[str, str, float]
 def run_two_concurrent(base: str) -> list[tuple[str, str, float]]:
     """Two concurrent streamed generations; the merged, time-ordered event list."""
     record: list[tuple[str, str, float]] = []
-    threads = [threading.Thread(target=stream_generation, args=(base, "tinyllama", record, t))
-               for t in ("a", "b")]
+    threads = [threading.Thread(target=stream_generation, args=(base, "tinyllama", record, t)) for t in ("a", "b")]
     for t in threads:
         t.start()
     for t in threads:
@@ -372,8 +409,7 @@ def run_two_concurrent(base: str) -> list[tuple[str, str, float]]:
     return sorted(record, key=lambda e: e[2])
 
 
-SLOW = {"OLLAMA_STANDIN_FAST": "0", "OLLAMA_STANDIN_TTFT": "0.05",
-        "OLLAMA_STANDIN_TOKEN_DELAY": "0.05"}
+SLOW = {"OLLAMA_STANDIN_FAST": "0", "OLLAMA_STANDIN_TTFT": "0.05", "OLLAMA_STANDIN_TOKEN_DELAY": "0.05"}
 
 
 def test_num_parallel_1_serialises_generations(start_ollama_standin) -> None:
@@ -396,12 +432,14 @@ def test_num_parallel_2_overlaps_generations(start_ollama_standin) -> None:
 
 
 def test_queue_full_answers_503(start_ollama_standin) -> None:
-    base = start_ollama_standin({**SLOW, "OLLAMA_NUM_PARALLEL": "1", "OLLAMA_MAX_QUEUE": "1",
-                                 "OLLAMA_STANDIN_TOKEN_DELAY": "0.2"}).base_url
+    base = start_ollama_standin(
+        {**SLOW, "OLLAMA_NUM_PARALLEL": "1", "OLLAMA_MAX_QUEUE": "1", "OLLAMA_STANDIN_TOKEN_DELAY": "0.2"}
+    ).base_url
     pull(base, "tinyllama")
     record: list[tuple[str, str, float]] = []
-    threads = [threading.Thread(target=stream_generation, args=(base, "tinyllama", record, t))
-               for t in ("running", "queued")]
+    threads = [
+        threading.Thread(target=stream_generation, args=(base, "tinyllama", record, t)) for t in ("running", "queued")
+    ]
     threads[0].start()
     deadline = time.monotonic() + 5
     while not record and time.monotonic() < deadline:  # the first one holds the only slot
@@ -412,17 +450,16 @@ def test_queue_full_answers_503(start_ollama_standin) -> None:
         if runtime["pending_requests"] == 1:
             break
         time.sleep(0.01)
-    third = requests.post(base + "/api/generate", json={"model": "tinyllama", "prompt": "x"},
-                          timeout=TIMEOUT)
+    third = requests.post(base + "/api/generate", json={"model": "tinyllama", "prompt": "x"}, timeout=TIMEOUT)
     assert third.status_code == 503
-    assert third.json() == {
-        "error": "server busy, please try again.  maximum pending requests exceeded"}
+    assert third.json() == {"error": "server busy, please try again.  maximum pending requests exceeded"}
     for t in threads:
         t.join(TIMEOUT)
     assert sum(1 for e in record if e[1] == "done") == 2
 
 
 # --- model management ---------------------------------------------------------------------------
+
 
 def test_show_copy_delete_create(start_ollama_standin) -> None:
     base = start_ollama_standin().base_url
@@ -433,14 +470,13 @@ def test_show_copy_delete_create(start_ollama_standin) -> None:
     assert body["details"]["format"] == "gguf" and "completion" in body["capabilities"]
     assert body["model_info"]["general.architecture"] == "llama"
     assert body["modelfile"].startswith('# Modelfile generated by "ollama show"')
-    copy = requests.post(base + "/api/copy",
-                         json={"source": "tinyllama", "destination": "mine:v1"}, timeout=TIMEOUT)
+    copy = requests.post(base + "/api/copy", json={"source": "tinyllama", "destination": "mine:v1"}, timeout=TIMEOUT)
     assert copy.status_code == 200
-    created = requests.post(base + "/api/create", timeout=TIMEOUT,
-                            json={"model": "pirate", "from": "tinyllama", "system": "Arr."})
+    created = requests.post(
+        base + "/api/create", timeout=TIMEOUT, json={"model": "pirate", "from": "tinyllama", "system": "Arr."}
+    )
     assert [e["status"] for e in ndjson(created)][-1] == "success"
-    assert requests.post(base + "/api/show", json={"model": "pirate"},
-                         timeout=TIMEOUT).json()["system"] == "Arr."
+    assert requests.post(base + "/api/show", json={"model": "pirate"}, timeout=TIMEOUT).json()["system"] == "Arr."
     names = {m["name"] for m in requests.get(base + "/api/tags", timeout=TIMEOUT).json()["models"]}
     assert names == {"tinyllama:latest", "mine:v1", "pirate:latest"}
     gone = requests.delete(base + "/api/delete", json={"model": "mine:v1"}, timeout=TIMEOUT)
@@ -451,8 +487,7 @@ def test_show_copy_delete_create(start_ollama_standin) -> None:
 
 def test_embed_is_deterministic(ollama_shared: Standin) -> None:
     url = ollama_shared.base_url + "/api/embed"
-    one = requests.post(url, json={"model": "tinyllama", "input": ["a", "b"]},
-                        timeout=TIMEOUT).json()
+    one = requests.post(url, json={"model": "tinyllama", "input": ["a", "b"]}, timeout=TIMEOUT).json()
     two = requests.post(url, json={"model": "tinyllama", "input": "a"}, timeout=TIMEOUT).json()
     assert len(one["embeddings"]) == 2 and len(one["embeddings"][0]) == 384
     assert one["embeddings"][0] == two["embeddings"][0] != one["embeddings"][1]
@@ -461,18 +496,20 @@ def test_embed_is_deterministic(ollama_shared: Standin) -> None:
 
 # --- OpenAI compatibility -----------------------------------------------------------------------
 
+
 def test_openai_models_and_chat(ollama_shared: Standin) -> None:
     base = ollama_shared.base_url
     models = requests.get(base + "/v1/models", timeout=TIMEOUT).json()
     assert models["object"] == "list"
     assert {m["id"] for m in models["data"]} == {"tinyllama:latest", "qwen2.5:0.5b"}
     assert all(m["object"] == "model" and m["owned_by"] == "library" for m in models["data"])
-    body = requests.post(base + "/v1/chat/completions", timeout=TIMEOUT, json={
-        "model": "tinyllama", "max_tokens": 4,
-        "messages": [{"role": "user", "content": "hi"}]}).json()
+    body = requests.post(
+        base + "/v1/chat/completions",
+        timeout=TIMEOUT,
+        json={"model": "tinyllama", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
+    ).json()
     assert body["object"] == "chat.completion" and body["model"] == "tinyllama"
-    assert body["choices"][0]["message"] == {"role": "assistant",
-                                             "content": "The quick brown fox"}
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "The quick brown fox"}
     assert body["choices"][0]["finish_reason"] == "length"
     usage = body["usage"]
     assert usage["completion_tokens"] == 4
@@ -480,10 +517,17 @@ def test_openai_models_and_chat(ollama_shared: Standin) -> None:
 
 
 def test_openai_chat_stream_sse(ollama_shared: Standin) -> None:
-    resp = requests.post(ollama_shared.base_url + "/v1/chat/completions", timeout=TIMEOUT, json={
-        "model": "tinyllama", "max_tokens": 3, "stream": True,
-        "stream_options": {"include_usage": True},
-        "messages": [{"role": "user", "content": "hi"}]})
+    resp = requests.post(
+        ollama_shared.base_url + "/v1/chat/completions",
+        timeout=TIMEOUT,
+        json={
+            "model": "tinyllama",
+            "max_tokens": 3,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    )
     assert resp.headers["Content-Type"] == "text/event-stream"
     events = sse_events(resp)
     assert events[-1] == "[DONE]"
@@ -497,19 +541,24 @@ def test_openai_chat_stream_sse(ollama_shared: Standin) -> None:
 
 def test_openai_completions_and_errors(ollama_shared: Standin) -> None:
     base = ollama_shared.base_url
-    body = requests.post(base + "/v1/completions", timeout=TIMEOUT,
-                         json={"model": "qwen2.5:0.5b", "prompt": "hi", "max_tokens": 2}).json()
+    body = requests.post(
+        base + "/v1/completions", timeout=TIMEOUT, json={"model": "qwen2.5:0.5b", "prompt": "hi", "max_tokens": 2}
+    ).json()
     assert body["object"] == "text_completion"
     assert body["choices"][0]["text"] == "The quick"
-    missing = requests.post(base + "/v1/chat/completions", timeout=TIMEOUT, json={
-        "model": "ghost", "messages": [{"role": "user", "content": "hi"}]})
+    missing = requests.post(
+        base + "/v1/chat/completions",
+        timeout=TIMEOUT,
+        json={"model": "ghost", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert missing.status_code == 404
-    assert missing.json() == {"error": {"message": "model 'ghost' not found",
-                                        "type": "not_found_error", "param": None,
-                                        "code": None}}
+    assert missing.json() == {
+        "error": {"message": "model 'ghost' not found", "type": "not_found_error", "param": None, "code": None}
+    }
 
 
 # --- the CLI --------------------------------------------------------------------------------------
+
 
 def test_cli_version_against_server(start_ollama_standin) -> None:
     standin = start_ollama_standin({"OLLAMA_STANDIN_VERSION": "0.1.0"})
@@ -517,15 +566,16 @@ def test_cli_version_against_server(start_ollama_standin) -> None:
     same = run_cli(OLLAMA_STANDIN, ["--version"], {**env, "OLLAMA_STANDIN_VERSION": "0.1.0"})
     assert (same.returncode, same.stdout) == (0, "ollama version is 0.1.0\n")
     other = run_cli(OLLAMA_STANDIN, ["-v"], env)
-    assert other.stdout.splitlines() == ["ollama version is 0.1.0",
-                                         "Warning: client version is 0.12.6"]
+    assert other.stdout.splitlines() == ["ollama version is 0.1.0", "Warning: client version is 0.12.6"]
 
 
 def test_cli_version_without_server() -> None:
     result = run_cli(OLLAMA_STANDIN, ["-v"], {"OLLAMA_HOST": f"127.0.0.1:{free_port()}"})
     assert result.returncode == 0
-    assert result.stdout.splitlines() == ["Warning: could not connect to a running Ollama "
-                                          "instance", "Warning: client version is 0.12.6"]
+    assert result.stdout.splitlines() == [
+        "Warning: could not connect to a running Ollama instance",
+        "Warning: client version is 0.12.6",
+    ]
 
 
 def test_cli_pull_list_ps(start_ollama_standin) -> None:

@@ -4,15 +4,16 @@ cannot be installed here), which speaks Ollama's documented API."""
 from __future__ import annotations
 
 import pytest
-from harness.standin_common import start_ollama
 
 from gpuctl.verify.ollama_api import OllamaChecker, OllamaExpectations, duration_seconds
+from harness.standin_common import start_ollama
 
 
 @pytest.fixture(scope="module")
 def ollama(tmp_path_factory):
-    server = start_ollama(tmp_path_factory.mktemp("models"),
-                          env={"OLLAMA_KEEP_ALIVE": "30m", "OLLAMA_STANDIN_VERSION": "0.13.0"})  # fmt: skip
+    server = start_ollama(
+        tmp_path_factory.mktemp("models"), env={"OLLAMA_KEEP_ALIVE": "30m", "OLLAMA_STANDIN_VERSION": "0.13.0"}
+    )
     import requests
 
     pulled = requests.post(f"{server.base_url}/api/pull", json={"model": "qwen2.5:0.5b", "stream": False}, timeout=30)
@@ -55,7 +56,9 @@ def test_keep_alive_that_did_not_reach_the_server_fails(ollama):
 def test_nothing_listening_is_one_failed_check(tmp_path):
     checks = OllamaChecker(OllamaExpectations(base_url="http://127.0.0.1:9")).run()
     assert [(c.name, c.ok) for c in checks] == [("version", False)]
-    assert checks[0].reason == "nothing answers on 127.0.0.1:9 (connection refused): is the engine deployed and running?"
+    assert (
+        checks[0].reason == "nothing answers on 127.0.0.1:9 (connection refused): is the engine deployed and running?"
+    )
 
 
 def test_durations():

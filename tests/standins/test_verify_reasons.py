@@ -25,11 +25,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from harness import local_http
 
 from gpuctl.verify.checks import Check, run_check
 from gpuctl.verify.ollama_api import OllamaChecker, OllamaExpectations
 from gpuctl.verify.openai_api import VllmChecker, VllmExpectations, parse_metrics
+from harness import local_http
 
 MODEL = "qwen2.5:0.5b"
 NUMBER = r"\d+(?:\.\d+)?"
@@ -61,8 +61,9 @@ def pull(server, model: str = MODEL) -> None:
 def canned_server(routes: dict[tuple[str, str], tuple[int, str, bytes]]) -> Iterator[str]:
     """A PURPOSE-BUILT HTTP server on 127.0.0.1 (not a stand-in): (METHOD, PATH) -> (status, content type,
     body); anything else is a 404. Shut down when the block ends."""
-    with local_http.serve(lambda method, path, _headers: routes.get(
-            (method, path), (404, "application/json", b'{"error":"no route"}'))) as url:
+    with local_http.serve(
+        lambda method, path, _headers: routes.get((method, path), (404, "application/json", b'{"error":"no route"}'))
+    ) as url:
         yield url
 
 
@@ -97,14 +98,19 @@ def test_vllm_single_token_stream_gives_ttft_without_a_rate(vllm_shared):
 
 def test_vllm_wrong_key_shows_the_status_and_the_body(vllm_shared):
     checks = by_name(vllm(vllm_shared, api_key="not-the-key").run())
-    assert (checks["models"].ok, checks["models"].reason) == (False, 'GET /v1/models answered 401: {"error":"Unauthorized"}')
+    assert (checks["models"].ok, checks["models"].reason) == (
+        False,
+        'GET /v1/models answered 401: {"error":"Unauthorized"}',
+    )
 
 
 def test_vllm_unknown_model_chat_and_stream_show_the_status(vllm_shared):
     checks = by_name(vllm(vllm_shared, model="nope").run())
-    assert checks["chat"].reason == ('POST /v1/chat/completions answered 404: {"error":{"message":"The model `nope` '
-                                     'does not exist. Valid aliases: tiny.","type":"NotFoundError","param":"model",'
-                                     '"code":404}}')  # fmt: skip
+    assert checks["chat"].reason == (
+        'POST /v1/chat/completions answered 404: {"error":{"message":"The model `nope` '
+        'does not exist. Valid aliases: tiny.","type":"NotFoundError","param":"model",'
+        '"code":404}}'
+    )
     assert (checks["stream"].ok, checks["stream"].reason) == (False, "streamed chat answered 404")
 
 
@@ -119,9 +125,11 @@ def test_vllm_dead_engine_core_shows_503_and_500(start_vllm_standin):
         time.sleep(0.05)
     checks = by_name(VllmChecker(VllmExpectations(server.base_url, "tiny")).run())
     assert (checks["health"].ok, checks["health"].reason) == (False, "GET /health answered 503")
-    assert checks["chat"].reason == ('POST /v1/chat/completions answered 500: {"error":{"message":"EngineCore '
-                                     'encountered an issue. See stack trace (above) for the root cause.","type":'
-                                     '"InternalServerError","param":null,"code":500}}')  # fmt: skip
+    assert checks["chat"].reason == (
+        'POST /v1/chat/completions answered 500: {"error":{"message":"EngineCore '
+        'encountered an issue. See stack trace (above) for the root cause.","type":'
+        '"InternalServerError","param":null,"code":500}}'
+    )
     assert (checks["stream"].ok, checks["stream"].reason) == (False, "streamed chat answered 500")
 
 
@@ -156,7 +164,10 @@ def test_vllm_frozen_server_health_did_not_answer(start_vllm_standin):
         assert time.monotonic() - started < 20
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
-    assert (check.ok, check.reason) == (False, "engine not generating: no token within 1 s (GET /health did not answer)")
+    assert (check.ok, check.reason) == (
+        False,
+        "engine not generating: no token within 1 s (GET /health did not answer)",
+    )
 
 
 def test_vllm_checker_pointed_at_an_ollama_port(ollama_shared):
@@ -212,15 +223,19 @@ def test_ollama_server_with_nothing_pulled(start_ollama_standin):
     checks = by_name(ollama(server).run())
     assert (checks["models"].ok, checks["models"].reason) == (False, f"not pulled: {MODEL} (the server has none)")
     assert checks["chat"].reason == f'POST /api/chat answered 404: {{"error":"model \'{MODEL}\' not found"}}'
-    assert checks["openai"].reason == (f'POST /v1/chat/completions answered 404: {{"error":{{"message":"model '
-                                       f'\'{MODEL}\' not found","type":"not_found_error","param":null,"code":null}}}}')  # fmt: skip
+    assert checks["openai"].reason == (
+        f'POST /v1/chat/completions answered 404: {{"error":{{"message":"model '
+        f'\'{MODEL}\' not found","type":"not_found_error","param":null,"code":null}}}}'
+    )
 
 
 def test_ollama_generation_of_zero_tokens_is_no_content(ollama_shared):
     """num_predict 0 / max_tokens 0: the server answers 200 with a final line (or a message) and no text."""
     checks = by_name(ollama(ollama_shared, max_tokens=0).run())
     assert (checks["chat"].ok, checks["chat"].reason) == (
-        False, "the NDJSON stream ended without content or without its final line")
+        False,
+        "the NDJSON stream ended without content or without its final line",
+    )
     assert (checks["openai"].ok, checks["openai"].reason) == (False, "empty content from /v1")
 
 
@@ -282,7 +297,9 @@ def test_a_url_that_cannot_be_parsed_says_so_with_the_url():
     checks = by_name(OllamaChecker(OllamaExpectations("http://127.0.0.1:99999")).run())
     assert list(checks) == ["version"], "an unusable URL is said once, not by every check"
     assert (checks["version"].ok, checks["version"].reason) == (
-        False, "the URL cannot be used: Failed to parse: http://127.0.0.1:99999/api/version")
+        False,
+        "the URL cannot be used: Failed to parse: http://127.0.0.1:99999/api/version",
+    )
 
 
 # ------------------------------------------------------- answers of the wrong kind, said in words
@@ -293,7 +310,9 @@ HTML = b"<html><body>502 Bad Gateway</body></html>"
 
 def test_an_answer_that_is_not_json_is_named_with_its_start():
     """PURPOSE-BUILT server: a proxy's HTML page where the API's JSON should be."""
-    with canned_server({("GET", "/version"): (200, "text/html", HTML), ("GET", "/api/version"): (200, "text/html", HTML)}) as url:
+    with canned_server(
+        {("GET", "/version"): (200, "text/html", HTML), ("GET", "/api/version"): (200, "text/html", HTML)}
+    ) as url:
         vllm_version = run_check("version", VllmChecker(VllmExpectations(url, "tiny")).version)
         ollama_version = run_check("version", OllamaChecker(OllamaExpectations(url)).version)
     expected = "answered with something that is not JSON: '<html><body>502 Bad Gateway</body></html>'"
@@ -303,13 +322,18 @@ def test_an_answer_that_is_not_json_is_named_with_its_start():
 
 def test_version_that_does_not_answer_200_or_lacks_a_version_says_so():
     """PURPOSE-BUILT server: a 502 from /version (never "vLLM None"), and JSON without a version."""
-    routes = {("GET", "/version"): (502, "text/plain", b"bad gateway"),
-              ("GET", "/api/version"): (200, "application/json", b"{}")}  # fmt: skip
+    routes = {
+        ("GET", "/version"): (502, "text/plain", b"bad gateway"),
+        ("GET", "/api/version"): (200, "application/json", b"{}"),
+    }
     with canned_server(routes) as url:
         vllm_version = run_check("version", VllmChecker(VllmExpectations(url, "tiny", version="0.32.0")).version)
         ollama_version = run_check("version", OllamaChecker(OllamaExpectations(url)).version)
     assert (vllm_version.ok, vllm_version.reason) == (False, "GET /version answered 502: bad gateway")
-    assert (ollama_version.ok, ollama_version.reason) == (False, "GET /api/version answered without a version: is this Ollama?")
+    assert (ollama_version.ok, ollama_version.reason) == (
+        False,
+        "GET /api/version answered without a version: is this Ollama?",
+    )
 
 
 def test_json_of_the_wrong_shape_is_a_failed_check_not_a_crash():
@@ -317,13 +341,22 @@ def test_json_of_the_wrong_shape_is_a_failed_check_not_a_crash():
     with canned_server({("POST", "/v1/chat/completions"): (200, "application/json", b"{}")}) as url:
         check = run_check("chat", VllmChecker(VllmExpectations(url, "tiny")).chat)
     assert (check.ok, check.reason) == (
-        False, "unexpected answer: a field the API promises is missing or of the wrong type (KeyError('choices'))")
+        False,
+        "unexpected answer: a field the API promises is missing or of the wrong type (KeyError('choices'))",
+    )
 
 
 def test_a_reply_without_content_names_its_finish_reason():
     """PURPOSE-BUILT server: what a reasoning model returns when max_tokens ends inside its reasoning."""
-    reply = {"choices": [{"message": {"role": "assistant", "content": None, "reasoning_content": "Let me"},
-                          "finish_reason": "length"}], "usage": {"completion_tokens": 16, "prompt_tokens": 9}}  # fmt: skip
+    reply = {
+        "choices": [
+            {
+                "message": {"role": "assistant", "content": None, "reasoning_content": "Let me"},
+                "finish_reason": "length",
+            }
+        ],
+        "usage": {"completion_tokens": 16, "prompt_tokens": 9},
+    }
     with canned_server({("POST", "/v1/chat/completions"): (200, "application/json", json_bytes(reply))}) as url:
         check = run_check("chat", VllmChecker(VllmExpectations(url, "tiny")).chat)
     assert (check.ok, check.reason) == (False, "the reply has no content (finish_reason length, 16 completion tokens)")
@@ -344,7 +377,9 @@ def test_a_read_timeout_names_the_address_and_the_limit():
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         port = silent.getsockname()[1]
-        check = run_check("version", OllamaChecker(OllamaExpectations(f"http://127.0.0.1:{port}", request_timeout_s=0.5)).version)
+        check = run_check(
+            "version", OllamaChecker(OllamaExpectations(f"http://127.0.0.1:{port}", request_timeout_s=0.5)).version
+        )
     assert (check.ok, check.reason) == (False, f"127.0.0.1:{port} did not answer within 0.5 s (read timeout)")
 
 
@@ -373,5 +408,7 @@ def test_vllm_stream_that_stalls_after_its_first_tokens(start_vllm_standin):
         requests.post(server.base_url + "/standin/fault", json={"mode": "hang"}, timeout=5)
         check = future.result(timeout=30)
     assert not check.ok
-    assert re.fullmatch(r"the stream stalled after \d+ token\(s\): nothing more within 1.5 s", check.reason), check.reason
+    assert re.fullmatch(r"the stream stalled after \d+ token\(s\): nothing more within 1.5 s", check.reason), (
+        check.reason
+    )
     requests.post(server.base_url + "/standin/fault", json={"mode": "ok"}, timeout=5)

@@ -6,11 +6,11 @@ import json
 import textwrap
 
 import pytest
-from harness.cli import run_cli
 
 from gpuctl.capacity import plan_host
 from gpuctl.catalog import find_gpu, find_model
 from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
+from harness.cli import run_cli
 
 GIB = 2**30
 IMAGE = "vllm/vllm-openai:v0.32.0"
@@ -22,8 +22,12 @@ def one(host: HostSpec):
 
 
 def vllm_host(gpu: str, count: int, memory: float, **engine) -> HostSpec:
-    return HostSpec(name="h", address="10.0.0.1", gpus={"model": gpu, "count": count, "memory_gib": memory},
-                    vllm=[VllmSpec(image=IMAGE, **engine)])  # fmt: skip
+    return HostSpec(
+        name="h",
+        address="10.0.0.1",
+        gpus={"model": gpu, "count": count, "memory_gib": memory},
+        vllm=[VllmSpec(image=IMAGE, **engine)],
+    )
 
 
 def blocks(tokens: float) -> int:
@@ -45,8 +49,11 @@ def test_llama_8b_bf16_on_rtx4090_bf16_kv():
 
 def test_same_with_fp8_kv_doubles_the_tokens():
     # fp8 KV: 1 byte → 65,536 B per token; the pool is unchanged
-    plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=16384,
-                         kv_cache_dtype="fp8"))  # fmt: skip
+    plan = one(
+        vllm_host(
+            "RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=16384, kv_cache_dtype="fp8"
+        )
+    )
     pool = 0.90 * 24 * GIB - 8.03e9 * 2 - 2.09 * GIB
     assert plan.numbers["cache_tokens"] == blocks(pool / 65536) == 74592
     assert plan.warnings == []  # Ada has native fp8
@@ -55,9 +62,18 @@ def test_same_with_fp8_kv_doubles_the_tokens():
 def test_llama_70b_fp8_on_two_h100_with_tensor_parallel():
     # weights 70.6e9 × 1 B ÷ 2 GPUs = 35.3e9 B per GPU; budget 0.92 × 80 GiB
     # KV/token per GPU = 2 × 80 layers × (8 KV heads ÷ 2) × 128 × 1 B = 81,920 B
-    plan = one(vllm_host("H100 80GB", 2, 80, model="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic",
-                         tensor_parallel_size=2, gpu_memory_utilization=0.92, max_model_len=32768,
-                         kv_cache_dtype="fp8"))  # fmt: skip
+    plan = one(
+        vllm_host(
+            "H100 80GB",
+            2,
+            80,
+            model="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic",
+            tensor_parallel_size=2,
+            gpu_memory_utilization=0.92,
+            max_model_len=32768,
+            kv_cache_dtype="fp8",
+        )
+    )
     # overhead 5.51: 0.35 + min(4, 0.2 + 0.15 × 35.3 × 8192/2048) + (0.1 + 0.03 × 35.3 = 1.16); 8192 batched
     # tokens is vLLM 0.32's API-server default on an 80 GiB GPU that is not an A100
     pool = 0.92 * 80 * GIB - 70.6e9 / 2 - 5.51 * GIB
@@ -74,17 +90,21 @@ def test_llama_70b_bf16_on_one_a100_does_not_fit():
     # Only fixes that fit, each computed. Overhead 0.35 + 4 (activation, at most) + 1.5 (graphs, at most) = 5.85.
     # tp 2: 65.7 + 5.51 GiB leaves 0.8 GiB, under one 8,192-token sequence at 160 KiB a token; FP8 weights
     # (65.8 GiB) leave 0.3 GiB; tp 4 and 4-bit weights (37 GiB) both fit.
-    assert plan.reasons == ["weights need 131.5 GiB per GPU + about 5.85 GiB overhead, but 0.9 × 80 GiB gives 72.0 GiB: "
-                            "use 4 GPUs with tensor_parallel_size=4 (this host has 1); or serve an AWQ/GPTQ 4-bit "
-                            "checkpoint of Llama 3.1 70B (bf16 now)"]  # fmt: skip
+    assert plan.reasons == [
+        "weights need 131.5 GiB per GPU + about 5.85 GiB overhead, but 0.9 × 80 GiB gives 72.0 GiB: "
+        "use 4 GPUs with tensor_parallel_size=4 (this host has 1); or serve an AWQ/GPTQ 4-bit "
+        "checkpoint of Llama 3.1 70B (bf16 now)"
+    ]
 
 
 def test_70b_on_one_24gb_card_offers_only_what_would_fit():
     """Even 0.98 × 24 GiB cannot hold 37 GiB of AWQ weights: no gpu_memory_utilization or quantization advice;
     bf16 needs 131.5 GiB ÷ 8 = 16.4 + about 2 GiB < 21.6 GiB, so tensor parallel 8 (6 would not split 8 KV heads)."""
     plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.3-70B-Instruct", max_model_len=8192))
-    assert plan.reasons == ["weights need 131.5 GiB per GPU + about 5.85 GiB overhead, but 0.9 × 24 GiB gives 21.6 GiB: "
-                            "use 8 GPUs with tensor_parallel_size=8 (this host has 1)"]  # fmt: skip
+    assert plan.reasons == [
+        "weights need 131.5 GiB per GPU + about 5.85 GiB overhead, but 0.9 × 24 GiB gives 21.6 GiB: "
+        "use 8 GPUs with tensor_parallel_size=8 (this host has 1)"
+    ]
     awq = one(vllm_host("RTX 4090", 1, 24, model="org/Llama-3.3-70B-Instruct-AWQ", max_model_len=8192))
     assert awq.reasons[0].endswith("use 4 GPUs with tensor_parallel_size=4 (this host has 1)"), awq.reasons
 
@@ -93,17 +113,21 @@ def test_a_higher_utilization_is_offered_only_when_it_fits():
     # 37,296 tokens at 0.90 (first case); each 0.01 more is 0.24 GiB, about 1,966 tokens of 128 KiB: 0.92
     # reaches 40,000 (checked with vllm_cache_tokens below)
     plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=40000))
-    assert plan.reasons == ["the KV cache holds 37,296 tokens, less than one sequence of max_model_len 40,000: "
-                            "lower max_model_len to 37,296 or less; or use kv_cache_dtype='fp8'; or use 2 GPUs with "
-                            "tensor_parallel_size=2 (this host has 1); or serve an FP8 checkpoint of Llama 3.1 8B "
-                            "(bf16 now); or raise gpu_memory_utilization to 0.92"]  # fmt: skip
+    assert plan.reasons == [
+        "the KV cache holds 37,296 tokens, less than one sequence of max_model_len 40,000: "
+        "lower max_model_len to 37,296 or less; or use kv_cache_dtype='fp8'; or use 2 GPUs with "
+        "tensor_parallel_size=2 (this host has 1); or serve an FP8 checkpoint of Llama 3.1 8B "
+        "(bf16 now); or raise gpu_memory_utilization to 0.92"
+    ]
     from gpuctl.capacity import vllm_cache_tokens
     from gpuctl.catalog import find_model
 
     host = vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct")
     llama = find_model("meta-llama/Llama-3.1-8B-Instruct")
-    at = {u: vllm_cache_tokens(host, host.vllm[0], llama, tp=1, per_param=2.0, utilization=u, kv_bytes=2)
-          for u in (0.90, 0.91, 0.92)}  # fmt: skip
+    at = {
+        u: vllm_cache_tokens(host, host.vllm[0], llama, tp=1, per_param=2.0, utilization=u, kv_bytes=2)
+        for u in (0.90, 0.91, 0.92)
+    }
     assert at[0.90] == 37296 and at[0.91] < 40000 <= at[0.92]
 
 
@@ -128,23 +152,37 @@ def test_kv_too_small_for_one_sequence_names_the_fix():
     plan = one(vllm_host("RTX 4090", 1, 24, model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=131072))
     assert plan.verdict == "does not fit"
     # fp8 KV gives 74,592 (still < 131,072): not offered; two GPUs hold the weights once and twice the cache.
-    assert plan.reasons == ["the KV cache holds 37,296 tokens, less than one sequence of max_model_len 131,072: "
-                            "lower max_model_len to 37,296 or less; or use 2 GPUs with tensor_parallel_size=2 "
-                            "(this host has 1)"]  # fmt: skip
+    assert plan.reasons == [
+        "the KV cache holds 37,296 tokens, less than one sequence of max_model_len 131,072: "
+        "lower max_model_len to 37,296 or less; or use 2 GPUs with tensor_parallel_size=2 "
+        "(this host has 1)"
+    ]
 
 
 def test_fp8_kv_on_ampere_is_a_warning():
-    plan = one(vllm_host("RTX 3090", 1, 24, model="mistralai/Mistral-7B-Instruct-v0.3", max_model_len=8192,
-                         kv_cache_dtype="fp8"))  # fmt: skip
+    plan = one(
+        vllm_host(
+            "RTX 3090", 1, 24, model="mistralai/Mistral-7B-Instruct-v0.3", max_model_len=8192, kv_cache_dtype="fp8"
+        )
+    )
     assert plan.verdict == "fits"
-    assert plan.warnings == ["fp8 KV cache on RTX 3090 (Ampere) has no native fp8 support: slower, and accuracy may drop"]
+    assert plan.warnings == [
+        "fp8 KV cache on RTX 3090 (Ampere) has no native fp8 support: slower, and accuracy may drop"
+    ]
 
 
 def test_a_model_described_in_the_inventory_is_planned():
     # 2 × 40 layers × 8 × 128 × 2 B = 163,840 B per token
-    plan = one(vllm_host("L40S", 1, 48, model="acme/private-13b", max_model_len=4096,
-                         architecture={"params_b": 13, "layers": 40, "kv_heads": 8, "head_dim": 128,
-                                       "max_context": 8192}))  # fmt: skip
+    plan = one(
+        vllm_host(
+            "L40S",
+            1,
+            48,
+            model="acme/private-13b",
+            max_model_len=4096,
+            architecture={"params_b": 13, "layers": 40, "kv_heads": 8, "head_dim": 128, "max_context": 8192},
+        )
+    )
     pool = 0.90 * 48 * GIB - 13e9 * 2 - 2.99 * GIB  # 0.35 + 2.15 + 0.49
     assert plan.numbers["cache_tokens"] == blocks(pool / 163840)
 
@@ -152,9 +190,11 @@ def test_a_model_described_in_the_inventory_is_planned():
 def test_a_model_read_from_its_config_json(tmp_path):
     # Qwen2.5-7B's own config.json fields: 28 layers, 28 heads, 4 KV heads, hidden 3584 (head_dim 128)
     config = tmp_path / "config.json"
-    config.write_text('{"num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, '
-                      '"hidden_size": 3584, "intermediate_size": 18944, "vocab_size": 152064, '
-                      '"max_position_embeddings": 32768, "tie_word_embeddings": false}')
+    config.write_text(
+        '{"num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, '
+        '"hidden_size": 3584, "intermediate_size": 18944, "vocab_size": 152064, '
+        '"max_position_embeddings": 32768, "tie_word_embeddings": false}'
+    )
     plan = one(vllm_host("L4", 1, 24, model="acme/qwen-finetune", config_json=str(config), max_model_len=8192))
     assert plan.numbers["kv_bytes_per_token"] == 2 * 28 * 4 * 128 * 2
     # parameters estimated from the shapes: 28 × (3584·128·(28+8) + 28·128·3584 + 3·3584·18944) + 2·152064·3584
@@ -168,16 +208,23 @@ def test_an_unreadable_config_json_is_bad_input(tmp_path):
     (tmp_path / "inventories" / "c.py").write_text(
         "from gpuctl.inventory import Gpu, Host, Vllm\n"
         f"g = [Host('a', address='10.0.0.1', gpus=Gpu(model='L4', count=1, memory_gib=24), vllm=Vllm(image='{IMAGE}', "
-        "model='m', config_json='missing/config.json'))]\n")
+        "model='m', config_json='missing/config.json'))]\n"
+    )
     result = run_cli("check", "c", cwd=tmp_path)
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: inventories/c.py: a: vllm:main: config_json missing/config.json: cannot read it")
+    assert result.stderr.startswith(
+        "error: inventories/c.py: a: vllm:main: config_json missing/config.json: cannot read it"
+    )
 
 
 def test_ollama_8b_q4_with_four_parallel_slots_on_a_4090():
     # weights 8.03e9 × 4.85/8 B = 4.87e9 B; KV = 4 slots × 8192 tokens × 131,072 B = 4 GiB; + 0.5 GiB
-    host = HostSpec(name="h", address="10.0.0.1", gpus={"model": "RTX 4090", "count": 1, "memory_gib": 24},
-                    ollama=OllamaSpec(version="0.13.0", models=["llama3.1:8b"], num_parallel=4, context_length=8192))
+    host = HostSpec(
+        name="h",
+        address="10.0.0.1",
+        gpus={"model": "RTX 4090", "count": 1, "memory_gib": 24},
+        ollama=OllamaSpec(version="0.13.0", models=["llama3.1:8b"], num_parallel=4, context_length=8192),
+    )
     plan = one(host)
     total = 8.03e9 * 4.85 / 8 + 4 * 8192 * 131072 + 0.5 * GIB
     assert plan.numbers["total_gib"] == round(total / GIB, 2)  # 9.03
@@ -185,8 +232,12 @@ def test_ollama_8b_q4_with_four_parallel_slots_on_a_4090():
 
 
 def test_ollama_70b_on_a_4090_spills_to_the_cpu():
-    host = HostSpec(name="h", address="10.0.0.1", gpus={"model": "RTX 4090", "count": 1, "memory_gib": 24},
-                    ollama=OllamaSpec(version="0.13.0", models=["llama3.3:70b"], cpu_fallback=True))
+    host = HostSpec(
+        name="h",
+        address="10.0.0.1",
+        gpus={"model": "RTX 4090", "count": 1, "memory_gib": 24},
+        ollama=OllamaSpec(version="0.13.0", models=["llama3.3:70b"], cpu_fallback=True),
+    )
     plan = one(host)
     assert plan.verdict == "tight"
     assert "layers spill to the CPU" in plan.reasons[0]
@@ -204,14 +255,18 @@ def test_catalog_lookups():
 
 def test_check_refuses_what_cannot_start_unless_forced(tmp_path):
     (tmp_path / "inventories").mkdir()
-    (tmp_path / "inventories" / "big.py").write_text(textwrap.dedent(f"""
+    (tmp_path / "inventories" / "big.py").write_text(
+        textwrap.dedent(f"""
         from gpuctl.inventory import Gpu, Host, Vllm
         g = [Host("gpu-01", address="10.0.0.1", gpus=Gpu(model="A100 80GB", count=1, memory_gib=80),
                   vllm=Vllm(image="{IMAGE}", model="meta-llama/Llama-3.1-70B-Instruct", max_model_len=8192))]
-    """))
+    """)
+    )
     refused = run_cli("check", "big", cwd=tmp_path)
     assert refused.exit_code == 2
-    assert refused.stderr.startswith("error: inventories/big.py: gpu-01: vllm:main: does not fit: weights need 131.5 GiB")
+    assert refused.stderr.startswith(
+        "error: inventories/big.py: gpu-01: vllm:main: does not fit: weights need 131.5 GiB"
+    )
     forced = run_cli("check", "big", "--force", cwd=tmp_path)
     assert forced.exit_code == 0
     assert "warning: --force: inventories/big.py: gpu-01: vllm:main: does not fit" in forced.stderr
@@ -231,7 +286,10 @@ def test_a_quantization_method_that_names_no_width_takes_it_from_the_model_name(
 
     fp8 = VllmSpec(image=IMAGE, model="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic", quantization="compressed-tensors")
     assert weight_bytes_per_param(fp8) == ("fp8", 1.0)
-    assert weight_bytes_per_param(VllmSpec(image=IMAGE, model="org/x-AWQ", quantization="awq_marlin")) == ("awq", 0.5625)
+    assert weight_bytes_per_param(VllmSpec(image=IMAGE, model="org/x-AWQ", quantization="awq_marlin")) == (
+        "awq",
+        0.5625,
+    )
 
 
 def test_the_overhead_estimate_depends_on_batch_tokens_cuda_graphs_and_model_size():
@@ -244,7 +302,11 @@ def test_the_overhead_estimate_depends_on_batch_tokens_cuda_graphs_and_model_siz
     assert vllm_overhead_gib(rtx, rtx.vllm[0], llama8) == {"non_torch": 0.35, "activation": 1.4, "cuda_graphs": 0.34}
     eager = vllm_host("RTX 4090", 1, 24, model="m", extra_args=["--enforce-eager", "--max-num-batched-tokens", "4096"])
     assert max_num_batched_tokens(eager, eager.vllm[0]) == 4096
-    assert vllm_overhead_gib(eager, eager.vllm[0], llama8) == {"non_torch": 0.35, "activation": 2.61, "cuda_graphs": 0.0}
+    assert vllm_overhead_gib(eager, eager.vllm[0], llama8) == {
+        "non_torch": 0.35,
+        "activation": 2.61,
+        "cuda_graphs": 0.0,
+    }
     h100 = vllm_host("H100 80GB", 1, 80, model="m")
     a100 = vllm_host("A100 80GB", 1, 80, model="m")
     h200 = vllm_host("H200", 1, 141, model="m")

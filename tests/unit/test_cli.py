@@ -9,10 +9,9 @@ import subprocess
 import sys
 import textwrap
 
-from harness.cli import REPO, run_cli
-
 from gpuctl import __version__, inventory
 from gpuctl.render import render_host
+from harness.cli import REPO, run_cli
 
 SECRET_VALUES = {"VLLM_API_KEY": "sk-test-7f3a9c1e55d04b2a", "HF_TOKEN": "hf_QwErTy0123456789secret"}
 
@@ -95,12 +94,14 @@ def test_no_secret_value_appears_in_any_output_of_check_or_render(tmp_path):
     secret_file = tmp_path / "hf.token"
     secret_file.write_text(SECRET_VALUES["HF_TOKEN"] + "\n")
     (tmp_path / "inventories").mkdir()
-    (tmp_path / "inventories" / "s.py").write_text(textwrap.dedent("""
+    (tmp_path / "inventories" / "s.py").write_text(
+        textwrap.dedent("""
         from gpuctl.inventory import Gpu, Host, Secret, Vllm
         g = [Host("gpu-01", address="10.0.0.1", gpus=Gpu(model="L4", count=1, memory_gib=24),
                   vllm=Vllm(image="vllm/vllm-openai:v0.32.0", model="m",
                             api_key=Secret.env("VLLM_API_KEY"), hf_token=Secret.file("../hf.token")))]
-    """))
+    """)
+    )
     env = {"VLLM_API_KEY": SECRET_VALUES["VLLM_API_KEY"]}
     outputs = [
         run_cli("check", "s", cwd=tmp_path, env=env).output,
@@ -142,10 +143,19 @@ def test_real_entry_point_reports_bad_input_without_traceback(tmp_path):
     (tmp_path / "inventories").mkdir()
     (tmp_path / "inventories" / "bad.py").write_text("from gpuctl.inventory import Host\ng = [Host('a')]\n")
     gpuctl = [sys.executable, "-c", "from gpuctl.cli import main; main()"]
-    result = subprocess.run([*gpuctl, "check", "bad"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+    result = subprocess.run(
+        [*gpuctl, "check", "bad"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     assert result.returncode == 2
-    assert result.stderr == "error: inventories/bad.py: a: address: give either address= (a remote host) or local=True (this machine)\n"
+    assert (
+        result.stderr
+        == "error: inventories/bad.py: a: address: give either address= (a remote host) or local=True (this machine)\n"
+    )
     ok = subprocess.run([*gpuctl, "check", "prod"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     usage = subprocess.run([*gpuctl, "check"], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -155,10 +165,18 @@ def test_real_entry_point_reports_bad_input_without_traceback(tmp_path):
 def test_verify_bad_input_is_exit_2_without_touching_anything(tmp_path):
     cases = [
         (["verify", "http://127.0.0.1:9"], "error: a URL target needs --engine vllm or --engine ollama"),
-        (["verify", "http://127.0.0.1:9", "--engine", "vllm"], "error: --engine vllm needs --model (the served model name)"),
-        (["verify", "http://127.0.0.1:9", "--engine", "ollama", "--api-key-env", "GPUCTL_UNSET_VAR"],
-         "error: --api-key-env GPUCTL_UNSET_VAR: environment variable is not set"),
-        (["verify", "no-such-host"], "error: no-such-host: not a URL, an inventory, or a host in inventories/*.py (use -i INVENTORY)"),
+        (
+            ["verify", "http://127.0.0.1:9", "--engine", "vllm"],
+            "error: --engine vllm needs --model (the served model name)",
+        ),
+        (
+            ["verify", "http://127.0.0.1:9", "--engine", "ollama", "--api-key-env", "GPUCTL_UNSET_VAR"],
+            "error: --api-key-env GPUCTL_UNSET_VAR: environment variable is not set",
+        ),
+        (
+            ["verify", "no-such-host"],
+            "error: no-such-host: not a URL, an inventory, or a host in inventories/*.py (use -i INVENTORY)",
+        ),
         (["verify", "gpu-99", "-i", "prod"], "error: inventories/prod.py: --limit gpu-99: no such host or group"),
         (["status", "nowhere"], "error: inventory nowhere: not found as inventories/nowhere.py"),
     ]
@@ -173,7 +191,8 @@ def test_an_explicit_unsafe_public_bind_is_accepted_and_named(tmp_path):
     (tmp_path / "inventories" / "open.py").write_text(
         "from gpuctl.inventory import Host, Ollama\n"
         "g = [Host('box', local=True, ollama=Ollama(version='0.13.0', cpu_fallback=True, bind='0.0.0.0', "
-        "unsafe_public_bind=True))]\n")
+        "unsafe_public_bind=True))]\n"
+    )
     result = run_cli("check", "open", "--json", cwd=tmp_path)
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["hosts"][0]["ollama"]["unsafe_public_bind"] is True

@@ -27,12 +27,16 @@ IMAGE = "vllm/vllm-openai:v0.32.0"
 
 def edge_host(**gateway: object) -> HostSpec:
     return HostSpec(
-        name="edge", address="203.0.113.5", gpus={"model": "RTX 4090", "count": 2, "memory_gib": 24},
-        vllm=[VllmSpec(name="a", image=IMAGE, model="m", gpus=[0], api_key=SecretRef(env="ENGINE_KEY")),
-              VllmSpec(name="b", image=IMAGE, model="m", gpus=[1], port=8001)],
+        name="edge",
+        address="203.0.113.5",
+        gpus={"model": "RTX 4090", "count": 2, "memory_gib": 24},
+        vllm=[
+            VllmSpec(name="a", image=IMAGE, model="m", gpus=[0], api_key=SecretRef(env="ENGINE_KEY")),
+            VllmSpec(name="b", image=IMAGE, model="m", gpus=[1], port=8001),
+        ],
         ollama=OllamaSpec(version="0.13.0", models=["qwen2.5:0.5b"]),
         gateway=GatewaySpec(engine="a", **gateway),
-    )  # fmt: skip
+    )
 
 
 def by_path(files) -> dict[str, object]:
@@ -49,8 +53,13 @@ def test_keystore_creates_private_files_and_reuses_them(tmp_path):
     cert = store.server_cert("edge", ["203.0.113.5", "edge"])
     folder = tmp_path / ".gpuctl" / "prod"
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
-    assert modes == {"edge.api-key": 0o600, "ca.pem": 0o644, "ca-key.pem": 0o600, "edge.pem": 0o644,
-                     "edge-key.pem": 0o600}  # fmt: skip
+    assert modes == {
+        "edge.api-key": 0o600,
+        "ca.pem": 0o644,
+        "ca-key.pem": 0o600,
+        "edge.pem": 0o644,
+        "edge-key.pem": 0o600,
+    }
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert (tmp_path / ".gpuctl" / ".gitignore").read_text().splitlines()[-1] == "*"
     again = Keystore.for_inventory(tmp_path / "prod.py")
@@ -102,8 +111,14 @@ def test_key_pattern_matches_exactly_the_key_case_sensitively_and_the_scheme_in_
     pattern = re.compile(f"^{BEARER_PATTERN} +{key_pattern(key)}$")
     for good in (f"Bearer {key}", f"bearer {key}", f"BEARER {key}", f"Bearer  {key}"):  # RFC 7235: scheme any case
         assert pattern.match(good), good
-    for other in (f"Bearer {key.swapcase()}", f"Bearer {key}x", f"Bearer {key.replace('.', 'X')}",
-                  f"Basic {key}", f"Bearer{key}", key):  # fmt: skip
+    for other in (
+        f"Bearer {key.swapcase()}",
+        f"Bearer {key}x",
+        f"Bearer {key.replace('.', 'X')}",
+        f"Basic {key}",
+        f"Bearer{key}",
+        key,
+    ):
         assert not pattern.match(other), other
     for bad in ("short", "sk-" + "x" * 30 + '"', "sk-" + "x" * 30 + " y", "sk-" + "x" * 30 + "$"):
         with pytest.raises(Exception, match="gateway.api_key"):
@@ -118,23 +133,33 @@ def test_gateway_files_hold_secrets_only_in_0600_files(monkeypatch, tmp_path):
     gateway_key = (tmp_path / ".gpuctl/inv/edge.api-key").read_text().strip()
     secrets = [gateway_key, "sk-engine-0123456789abcdef0123", "PRIVATE KEY"]
     holders = sorted(path for path, f in files.items() if any(s in f.content for s in secrets))
-    assert holders == ["/etc/gpuctl/gateway/secrets.conf", "/etc/gpuctl/gateway/tls/key.pem",
-                       "/etc/gpuctl/vllm-a/vllm.env"]  # fmt: skip
+    assert holders == [
+        "/etc/gpuctl/gateway/secrets.conf",
+        "/etc/gpuctl/gateway/tls/key.pem",
+        "/etc/gpuctl/vllm-a/vllm.env",
+    ]
     assert all(files[p].mode == 0o600 and files[p].secret for p in holders)
     assert gateway_key in plan.secrets and plan.mask(f"x {gateway_key} y") == "x ******** y"
     secrets_conf = files["/etc/gpuctl/gateway/secrets.conf"].content
     assert f'"~^{BEARER_PATTERN} +{key_pattern(gateway_key)}$" 1;' in secrets_conf
     assert 'default "Bearer sk-engine-0123456789abcdef0123";' in secrets_conf  # engine a gets its own key
-    assert "map $gpuctl_key_ok $gpuctl_upstream_auth_vllm_b {\n    default \"\";" in secrets_conf
+    assert 'map $gpuctl_key_ok $gpuctl_upstream_auth_vllm_b {\n    default "";' in secrets_conf
 
 
 def test_nginx_site_routes_engines_and_blocks_ollama_admin_routes():
-    site = by_path(render_host(edge_host(metrics_allow=["10.9.0.0/24"])))["/etc/nginx/conf.d/gpuctl-gateway.conf"].content
+    site = by_path(render_host(edge_host(metrics_allow=["10.9.0.0/24"])))[
+        "/etc/nginx/conf.d/gpuctl-gateway.conf"
+    ].content
     assert "include /etc/gpuctl/gateway/secrets.conf;" in site
     assert "    10.9.0.0/24 1;" in site and '"~^0:1:/metrics$" 1;' in site  # regex: plain map strings ignore case
     locations = re.findall(r"^    location (.+?) \{", site, re.M)
-    assert locations == ["@gpuctl_unauthorized", "/engines/b/", "~ ^/engines/ollama/api/(pull|push|create|delete|copy|blobs)(/|$)",
-                         "/engines/ollama/", "/"]  # fmt: skip
+    assert locations == [
+        "@gpuctl_unauthorized",
+        "/engines/b/",
+        "~ ^/engines/ollama/api/(pull|push|create|delete|copy|blobs)(/|$)",
+        "/engines/ollama/",
+        "/",
+    ]
     assert "proxy_pass http://gpuctl_vllm_a/;" in site.split("location / {")[1]
     assert "proxy_buffering off;" in site and "listen 443 ssl;" in site
     allowed = by_path(render_host(edge_host(allow_ollama_admin=True)))["/etc/nginx/conf.d/gpuctl-gateway.conf"].content
@@ -187,19 +212,25 @@ def test_gateway_url_and_prefixes():
 def test_firewall_opens_ssh_gateway_listed_and_explicitly_public_ports_only():
     host = edge_host().model_copy(update={"ssh_port": 2222, "firewall": FirewallSpec(allow_tcp=[9100])})
     assert firewall_ports(host) == [443, 2222, 9100]
-    public = HostSpec(name="p", address="10.0.0.1",
-                      ollama=OllamaSpec(version="0.13.0", cpu_fallback=True, bind="0.0.0.0", unsafe_public_bind=True),
-                      firewall=FirewallSpec(enabled=True))  # fmt: skip
+    public = HostSpec(
+        name="p",
+        address="10.0.0.1",
+        ollama=OllamaSpec(version="0.13.0", cpu_fallback=True, bind="0.0.0.0", unsafe_public_bind=True),
+        firewall=FirewallSpec(enabled=True),
+    )
     assert firewall_ports(public) == [22, 11434]
-    assert not HostSpec(name="q", address="10.0.0.2", ollama=OllamaSpec(version="0.13.0", cpu_fallback=True)).firewall_enabled()
+    assert not HostSpec(
+        name="q", address="10.0.0.2", ollama=OllamaSpec(version="0.13.0", cpu_fallback=True)
+    ).firewall_enabled()
     assert edge_host().firewall_enabled()
     off = edge_host().model_copy(update={"firewall": FirewallSpec(enabled=False)})
     assert not any("firewall" in str(f.path) for f in render_host(off))
 
 
 def nft_check(ruleset: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["unshare", "--net", "nft", "-c", "-f", str(ruleset)], capture_output=True, text=True,
-                          timeout=30)  # fmt: skip
+    return subprocess.run(
+        ["unshare", "--net", "nft", "-c", "-f", str(ruleset)], capture_output=True, text=True, timeout=30
+    )
 
 
 @pytest.fixture
@@ -224,7 +255,9 @@ def test_rendered_ruleset_passes_nft_check_and_a_broken_one_does_not(nft, tmp_pa
     public.vllm[1] = public.vllm[1].model_copy(update={"bind": "0.0.0.0", "unsafe_public_bind": True})
     public_rules = by_path(render_host(public))["/etc/gpuctl/firewall.nft"].content
     assert "elements = { 22, 443, 8001 }" in public_rules
-    assert "meta l4proto tcp ct status dnat ct original proto-dst { 8001 } accept" in public_rules  # Docker DNATs it: forward too
+    assert (
+        "meta l4proto tcp ct status dnat ct original proto-dst { 8001 } accept" in public_rules
+    )  # Docker DNATs it: forward too
     path.write_text(public_rules)
     assert nft_check(path).returncode == 0
     path.write_text(ruleset.replace("policy drop;", "policy dorp;"))
@@ -235,8 +268,9 @@ def test_material_for_provided_certificates(tmp_path, monkeypatch):
     source = Keystore.for_inventory(tmp_path / "ca-source.py").server_cert("edge", ["edge"])
     (tmp_path / "edge.pem").write_text(source.chain_pem)
     (tmp_path / "edge-key.pem").write_text(source.key_pem)
-    host = edge_host(tls="provided", cert_file="edge.pem", key_file=SecretRef(file="edge-key.pem"),
-                     api_key=SecretRef(env="GW_KEY"))  # fmt: skip
+    host = edge_host(
+        tls="provided", cert_file="edge.pem", key_file=SecretRef(file="edge-key.pem"), api_key=SecretRef(env="GW_KEY")
+    )
     monkeypatch.setenv("GW_KEY", "sk-provided-key-0123456789")
     monkeypatch.setenv("ENGINE_KEY", "sk-engine-0123456789abcdef0123")
     plan = prepare([host], tmp_path)  # no keystore needed: nothing is generated

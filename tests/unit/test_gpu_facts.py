@@ -27,7 +27,9 @@ def test_a_current_spec_matches():
 
 def test_a_spec_from_another_gpu_set_is_named_stale():
     assert cdi_staleness(CDI_STALE, SMI_L) == (
-        f"the CDI spec lacks {H100}; it lists {OTHER}, which the driver does not see (stale after a driver or GPU change)")
+        f"the CDI spec lacks {H100}; it lists {OTHER}, which the driver does not see "
+        "(stale after a driver or GPU change)"
+    )
 
 
 def test_no_spec_and_no_gpu_are_said_plainly():

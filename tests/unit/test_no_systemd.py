@@ -12,21 +12,26 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from harness.cli import run_cli
 
 pytestmark = pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="systemd runs here")
 
-SAID = ("this machine does not run systemd as PID 1 (a container, or WSL without systemd): gpuctl runs engines "
-        "as systemd services; use a host or VM with systemd (WSL: [boot] systemd=true in /etc/wsl.conf)")
+SAID = (
+    "this machine does not run systemd as PID 1 (a container, or WSL without systemd): gpuctl runs engines "
+    "as systemd services; use a host or VM with systemd (WSL: [boot] systemd=true in /etc/wsl.conf)"
+)
 
 
 @pytest.fixture
 def laptop(tmp_path: Path) -> Path:
     (tmp_path / "inventories").mkdir()
-    (tmp_path / "inventories" / "lap.py").write_text(textwrap.dedent("""
+    (tmp_path / "inventories" / "lap.py").write_text(
+        textwrap.dedent("""
         from gpuctl.inventory import Host, Ollama
         laptop = [Host("lap", local=True, ollama=Ollama(version="0.40.2", port=11998, cpu_fallback=True))]
-    """))
+    """)
+    )
     return tmp_path
 
 
@@ -44,5 +49,8 @@ def test_verify_says_systemd_is_needed_and_how_to_deploy(laptop):
     report = json.loads(run_cli("verify", "lap", "--json", cwd=laptop).stdout)
     checks = {c["name"]: c["reason"] for c in report["engines"][0]["checks"]}
     assert checks["unit"] == SAID
-    assert checks["version"] == "nothing answers on 127.0.0.1:11998 (connection refused): is the engine deployed and running?"
+    assert (
+        checks["version"]
+        == "nothing answers on 127.0.0.1:11998 (connection refused): is the engine deployed and running?"
+    )
     assert "hint: nothing answered; to deploy it: gpuctl deploy inventories/lap.py --limit lap" in result.stderr

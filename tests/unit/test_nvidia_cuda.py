@@ -45,17 +45,27 @@ def run_cuda_check(tmp_path: Path, banner: str | None, proc: str | None, need: s
     (tmp_path / "banner").write_text(banner or "")
     smi = f"cat {tmp_path / 'banner'}" if banner is not None else "exit 9"
     (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\n# STAND-IN: nvidia-smi printing a fixture\n{smi}\n")
-    (bin_dir / "docker").write_text(f"#!/bin/sh\n# STAND-IN: docker image inspect of a vLLM image\n"
-                                    f"echo PATH=/usr/bin; echo 'NVIDIA_REQUIRE_CUDA=cuda>={need} brand=tesla,driver>=535'\n")  # fmt: skip
+    (bin_dir / "docker").write_text(
+        f"#!/bin/sh\n# STAND-IN: docker image inspect of a vLLM image\n"
+        f"echo PATH=/usr/bin; echo 'NVIDIA_REQUIRE_CUDA=cuda>={need} brand=tesla,driver>=535'\n"
+    )
     for stub in bin_dir.iterdir():
         stub.chmod(0o755)
     version_file = tmp_path / "version"
     if proc is not None:
         version_file.write_text(proc)
-    script = "\n".join(["fail=''", 'note() { fail="$fail $1"; }', *cuda_lines("vllm/vllm-openai:v0.32.0", str(version_file)),
-                        'echo "$have"', 'echo "$fail"'])  # fmt: skip
-    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
-                            env={"PATH": f"{bin_dir}:/usr/bin:/bin"})  # fmt: skip
+    script = "\n".join(
+        [
+            "fail=''",
+            'note() { fail="$fail $1"; }',
+            *cuda_lines("vllm/vllm-openai:v0.32.0", str(version_file)),
+            'echo "$have"',
+            'echo "$fail"',
+        ]
+    )
+    result = subprocess.run(
+        ["sh", "-c", script], capture_output=True, text=True, timeout=30, env={"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    )
     assert result.returncode == 0, result.stderr
     have, fail = result.stdout.split("\n")[:2]
     return have, fail.strip()
@@ -66,15 +76,25 @@ def test_fixtures_are_what_they_claim():
     assert "KMD Version: 610.43.02     CUDA UMD Version: 13.3" in BANNER_610 and "CUDA Version:" not in BANNER_610
 
 
-@pytest.mark.parametrize(("banner", "proc", "need", "have", "fail"), [
-    (BANNER_580, PROC_580, "12.9", "13.0", ""),
-    (BANNER_610, PROC_610, "13.0", "13.3", ""),  # read "CUDA UMD Version" (R610 and later)
-    (BANNER_580, PROC_580, "13.3", "13.0", "the driver supports CUDA 13.0 but the image needs CUDA >= 13.3" + ADVICE),
-    (BANNER_610, None, "13.4", "13.3", "the driver supports CUDA 13.3 but the image needs CUDA >= 13.4" + ADVICE),
-    ("", PROC_610, "13.0", "13.3", ""),  # no banner field at all: the driver's branch gives 13.3
-    (None, PROC_580, "13.0", "13.0", ""),
-    (None, None, "12.9", "", "nvidia-smi does not answer: no driver to run CUDA 12.9"),
-], ids=["580", "610", "580-too-old", "610-too-old", "610-no-field", "580-no-smi", "no-driver"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("banner", "proc", "need", "have", "fail"),
+    [
+        (BANNER_580, PROC_580, "12.9", "13.0", ""),
+        (BANNER_610, PROC_610, "13.0", "13.3", ""),  # read "CUDA UMD Version" (R610 and later)
+        (
+            BANNER_580,
+            PROC_580,
+            "13.3",
+            "13.0",
+            "the driver supports CUDA 13.0 but the image needs CUDA >= 13.3" + ADVICE,
+        ),
+        (BANNER_610, None, "13.4", "13.3", "the driver supports CUDA 13.3 but the image needs CUDA >= 13.4" + ADVICE),
+        ("", PROC_610, "13.0", "13.3", ""),  # no banner field at all: the driver's branch gives 13.3
+        (None, PROC_580, "13.0", "13.0", ""),
+        (None, None, "12.9", "", "nvidia-smi does not answer: no driver to run CUDA 12.9"),
+    ],
+    ids=["580", "610", "580-too-old", "610-too-old", "610-no-field", "580-no-smi", "no-driver"],
+)
 def test_preflight_reads_the_drivers_cuda_for_580_and_610(tmp_path, banner, proc, need, have, fail):
     assert run_cuda_check(tmp_path, banner, proc, need) == (have, fail)
 

@@ -15,13 +15,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from harness import mirror
-from harness.cli import REPO
 
 from gpuctl import inventory, outside
 from gpuctl.errors import GpuctlError
 from gpuctl.render import templates_dir
 from gpuctl.spec import HostSpec, OllamaSpec
+from harness import mirror
+from harness.cli import REPO
 
 SCRIPT = templates_dir() / "ollama" / "install-ollama.sh"
 EXAMPLES = ("prod", "dev-laptop", "vagrant")
@@ -34,9 +34,16 @@ def test_every_fact_names_its_source_and_date():
         assert re.fullmatch(r"20\d\d-\d\d-\d\d", fact.checked), fact
 
 
-@pytest.mark.parametrize(("version", "expected"), [
-    ("0.13.0", "tgz"), ("0.13.5", "tgz"), ("0.14.0", "tar.zst"), ("0.14.0-rc1", "tar.zst"), ("0.40.2", "tar.zst"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("0.13.0", "tgz"),
+        ("0.13.5", "tgz"),
+        ("0.14.0", "tar.zst"),
+        ("0.14.0-rc1", "tar.zst"),
+        ("0.40.2", "tar.zst"),
+    ],
+)
 def test_ollama_archive_format_by_release(version, expected):
     assert outside.ollama_archive_format(version) == expected
 
@@ -45,8 +52,13 @@ def test_archive_candidates_follow_the_host_architecture_and_prefer_what_the_rel
     current = OllamaSpec(version="0.40.2")
     assert current.archive_candidates("x86_64") == ["ollama-linux-amd64.tar.zst", "ollama-linux-amd64.tgz"]
     assert current.archive_candidates("aarch64") == ["ollama-linux-arm64.tar.zst", "ollama-linux-arm64.tgz"]
-    assert OllamaSpec(version="0.13.5").archive_candidates("x86_64") == ["ollama-linux-amd64.tgz", "ollama-linux-amd64.tar.zst"]
-    pinned = OllamaSpec(version="0.40.2", arch="arm64", archive_format="tar.zst", release_url="https://mirror.example/v{version}")
+    assert OllamaSpec(version="0.13.5").archive_candidates("x86_64") == [
+        "ollama-linux-amd64.tgz",
+        "ollama-linux-amd64.tar.zst",
+    ]
+    pinned = OllamaSpec(
+        version="0.40.2", arch="arm64", archive_format="tar.zst", release_url="https://mirror.example/v{version}"
+    )
     assert pinned.archive_candidates("x86_64") == ["ollama-linux-arm64.tar.zst"]
     with pytest.raises(GpuctlError, match="amd64 and arm64 only; this host is 'riscv64'"):
         current.archive_candidates("riscv64")
@@ -104,12 +116,15 @@ def installed(tmp_path: Path) -> tuple[str, str]:
     return (lib / ".gpuctl-version").read_text().strip(), (lib / ".gpuctl-archive").read_text().strip()
 
 
-@pytest.mark.parametrize(("version", "arch", "archive"), [
-    ("0.13.5", "x86_64", "ollama-linux-amd64.tgz"),
-    ("0.40.2", "x86_64", "ollama-linux-amd64.tar.zst"),
-    ("0.40.2", "aarch64", "ollama-linux-arm64.tar.zst"),
-    ("0.13.0", "aarch64", "ollama-linux-arm64.tgz"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("version", "arch", "archive"),
+    [
+        ("0.13.5", "x86_64", "ollama-linux-amd64.tgz"),
+        ("0.40.2", "x86_64", "ollama-linux-amd64.tar.zst"),
+        ("0.40.2", "aarch64", "ollama-linux-arm64.tar.zst"),
+        ("0.13.0", "aarch64", "ollama-linux-arm64.tgz"),
+    ],
+)
 def test_installer_takes_the_archive_the_release_lists(tmp_path, version, arch, archive):
     source = local_release(tmp_path, version)
     result = install(tmp_path, version, source, *OllamaSpec(version=version).archive_candidates(arch))
@@ -124,14 +139,19 @@ def test_installer_names_the_release_when_it_lists_no_acceptable_archive(tmp_pat
     source = local_release(tmp_path, "0.40.2")
     result = install(tmp_path, "0.40.2", source, "ollama-linux-amd64.tgz")  # forced, but this release has none
     assert result.returncode == 1
-    assert result.stderr.strip() == f"the release at {source} lists none of: ollama-linux-amd64.tgz (in its sha256sum.txt)"
+    assert (
+        result.stderr.strip() == f"the release at {source} lists none of: ollama-linux-amd64.tgz (in its sha256sum.txt)"
+    )
     assert not (tmp_path / "root/usr/local/bin/ollama").exists()
 
 
 def test_installer_says_when_the_release_does_not_exist(tmp_path):
     result = install(tmp_path, "0.99.0", f"file://{tmp_path}/nowhere/v0.99.0", "ollama-linux-amd64.tar.zst")
     assert result.returncode == 1
-    assert f"cannot read file://{tmp_path}/nowhere/v0.99.0/sha256sum.txt: is the version or release_url wrong?" in result.stderr
+    assert (
+        f"cannot read file://{tmp_path}/nowhere/v0.99.0/sha256sum.txt: is the version or release_url wrong?"
+        in result.stderr
+    )
 
 
 def test_installer_keeps_the_installed_version_on_a_checksum_mismatch(tmp_path):

@@ -9,12 +9,12 @@ import shutil
 import subprocess
 
 import pytest
-from harness.cli import REPO, run_cli
-from harness.validators import compose_config, compose_resolved, install, systemd_root, systemd_verify
 
 from gpuctl import inventory
 from gpuctl.render import render_host
 from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
+from harness.cli import REPO, run_cli
+from harness.validators import compose_config, compose_resolved, install, systemd_root, systemd_verify
 
 EXAMPLES = ["prod", "dev-laptop", "vagrant"]
 
@@ -28,14 +28,29 @@ def variant_hosts() -> list[HostSpec]:
     base = dict(image="vllm/vllm-openai:v0.32.0", model="org/model$x")
     gpus = {"model": "L40S", "count": 4, "memory_gib": 48}
     return [
-        HostSpec(name="cdi", address="10.0.0.1", gpus=gpus, vllm=[
-            VllmSpec(name="a", gpu_access="cdi", gpus=[2, 3], tensor_parallel_size=2, port=8001, **base),
-            VllmSpec(name="b", gpu_access="reservation", gpus=[0], bind="::1", shm_size="16g", **base),
-        ]),
-        HostSpec(name="rehearsal", address="10.0.0.2", vllm=[VllmSpec(gpu_access="none", **base)],
-                 ollama=OllamaSpec(version="0.13.0", cpu_fallback=True, flash_attention=True,
-                                   kv_cache_type="q8_0", context_length=8192, max_queue=64)),
-    ]  # fmt: skip
+        HostSpec(
+            name="cdi",
+            address="10.0.0.1",
+            gpus=gpus,
+            vllm=[
+                VllmSpec(name="a", gpu_access="cdi", gpus=[2, 3], tensor_parallel_size=2, port=8001, **base),
+                VllmSpec(name="b", gpu_access="reservation", gpus=[0], bind="::1", shm_size="16g", **base),
+            ],
+        ),
+        HostSpec(
+            name="rehearsal",
+            address="10.0.0.2",
+            vllm=[VllmSpec(gpu_access="none", **base)],
+            ollama=OllamaSpec(
+                version="0.13.0",
+                cpu_fallback=True,
+                flash_attention=True,
+                kv_cache_type="q8_0",
+                context_length=8192,
+                max_queue=64,
+            ),
+        ),
+    ]
 
 
 ALL_HOSTS = example_hosts() + variant_hosts()
@@ -264,7 +279,9 @@ def test_vllm_unit_owns_the_compose_project_with_a_long_start_and_graceful_stop(
     assert directives["KillSignal"] == "SIGTERM"
     assert "stop --timeout 90" in directives["ExecStop"]
     assert int(directives["TimeoutStopSec"]) > 90
-    assert directives["ExecStart"].endswith("up --pull never --no-color --abort-on-container-exit --exit-code-from vllm")
+    assert directives["ExecStart"].endswith(
+        "up --pull never --no-color --abort-on-container-exit --exit-code-from vllm"
+    )
     assert directives["ExecStartPost"] == "/usr/local/libexec/gpuctl/wait-healthy gpuctl-vllm-main 900"
 
 

@@ -8,9 +8,9 @@ import shutil
 import subprocess
 
 import pytest
-from harness.cli import REPO
 
 from gpuctl import inventory
+from harness.cli import REPO
 
 
 def vagrant_validate(folder, tmp_path) -> subprocess.CompletedProcess[str]:
@@ -18,8 +18,12 @@ def vagrant_validate(folder, tmp_path) -> subprocess.CompletedProcess[str]:
         if os.environ.get("CI"):
             pytest.fail("vagrant is not installed (.ci/run must install vagrant and vagrant-libvirt)")
         pytest.skip("vagrant is not installed")
-    env = {**os.environ, "VAGRANT_HOME": str(tmp_path / "vagrant-home"), "VAGRANT_CHECKPOINT_DISABLE": "1",
-           "VAGRANT_DEFAULT_PROVIDER": "libvirt"}  # fmt: skip
+    env = {
+        **os.environ,
+        "VAGRANT_HOME": str(tmp_path / "vagrant-home"),
+        "VAGRANT_CHECKPOINT_DISABLE": "1",
+        "VAGRANT_DEFAULT_PROVIDER": "libvirt",
+    }
     return subprocess.run(["vagrant", "validate"], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
 
 

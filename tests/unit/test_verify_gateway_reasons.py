@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import local_http
 
 from gpuctl.errors import GpuctlError
 from gpuctl.keystore import Keystore
 from gpuctl.spec import GatewaySpec, HostSpec, OllamaSpec
 from gpuctl.verify.gateway import GatewayAccess, gateway_access, gateway_checks
+from harness import local_http
 
 KEY = "sk-gateway-0123456789abcdefghij"
 OLLAMA = OllamaSpec(version="0.40.2", cpu_fallback=True)
@@ -60,8 +60,14 @@ def test_a_correct_gateway_says_what_it_proved(tmp_path):
     with tls_gateway(tmp_path) as access:
         said = reasons(access)
     assert said == {
-        "gateway tls": (True, f"certificate verified (against {access.verify}); GET /v1/models with the key answered 200"),
-        "gateway auth": (True, "without the key every route tried answers 401 (/v1/models, /metrics, /api/tags, /api/pull)"),
+        "gateway tls": (
+            True,
+            f"certificate verified (against {access.verify}); GET /v1/models with the key answered 200",
+        ),
+        "gateway auth": (
+            True,
+            "without the key every route tried answers 401 (/v1/models, /metrics, /api/tags, /api/pull)",
+        ),
         "gateway admin": (True, "with the key, /api/pull is refused (403)"),
     }
 
@@ -87,7 +93,9 @@ def test_a_certificate_from_another_ca_is_a_tls_failure(tmp_path):
         wrong = GatewayAccess(access.base_url, KEY, str(other.ca_path))
         said = reasons(wrong)
     ok, reason = said["gateway tls"]
-    assert not ok and reason.startswith(f"TLS with {access.base_url.removeprefix('https://')} failed ([SSL: CERTIFICATE_VERIFY_FAILED]")
+    assert not ok and reason.startswith(
+        f"TLS with {access.base_url.removeprefix('https://')} failed ([SSL: CERTIFICATE_VERIFY_FAILED]"
+    )
 
 
 def test_a_missing_keystore_or_key_is_said_in_one_line(tmp_path):
@@ -98,4 +106,7 @@ def test_a_missing_keystore_or_key_is_said_in_one_line(tmp_path):
     keystore = Keystore.for_inventory(tmp_path / "inv.py", write=False)
     with pytest.raises(GpuctlError) as no_key:
         gateway_access(host, OLLAMA, keystore, tmp_path)
-    assert str(no_key.value) == f"gw: no gateway key in {keystore.path(keystore.api_key_name('gw'))} (gpuctl deploy creates it)"
+    assert (
+        str(no_key.value)
+        == f"gw: no gateway key in {keystore.path(keystore.api_key_name('gw'))} (gpuctl deploy creates it)"
+    )

@@ -31,7 +31,9 @@ def closed_port() -> int:
 def test_nothing_listening_is_said_with_the_address_and_the_cause():
     port = closed_port()
     check = get(f"http://127.0.0.1:{port}/api/version")
-    assert check.reason == f"nothing answers on 127.0.0.1:{port} (connection refused): is the engine deployed and running?"
+    assert (
+        check.reason == f"nothing answers on 127.0.0.1:{port} (connection refused): is the engine deployed and running?"
+    )
     assert unreachable(check)
 
 
@@ -56,7 +58,9 @@ def test_a_server_that_hangs_up_is_named():
         thread.start()
         check = get(f"http://127.0.0.1:{port}/health")
         thread.join(timeout=5)
-    assert check.reason == f"127.0.0.1:{port} closed the connection without answering: is the engine starting or crashing?"
+    assert (
+        check.reason == f"127.0.0.1:{port} closed the connection without answering: is the engine starting or crashing?"
+    )
     assert not unreachable(check)
     assert "Error(" not in check.reason and "HTTPConnection" not in check.reason
 
@@ -69,10 +73,12 @@ def test_a_host_without_engines_is_said_plainly(tmp_path):
     from harness.cli import run_cli
 
     (tmp_path / "inventories").mkdir()
-    (tmp_path / "inventories" / "bare.py").write_text(textwrap.dedent("""
+    (tmp_path / "inventories" / "bare.py").write_text(
+        textwrap.dedent("""
         from gpuctl.inventory import Host
         g = [Host("bare", local=True)]
-    """))
+    """)
+    )
     result = run_cli("verify", "bare", "--json", cwd=tmp_path)
     assert result.exit_code == 0
     [report] = json.loads(result.stdout)["engines"]
