@@ -13,13 +13,11 @@ from pyinfra.operations import apt, files, server, systemd
 from gpuctl import outside
 from gpuctl.deploy.apt_source import signed_apt_source
 from gpuctl.deploy.facts import CdiStaleness, DockerRuntimes
+from gpuctl.host_layout import NVIDIA_DEV_CHAR_RULE, TOOLKIT_KEYRING, TOOLKIT_SOURCES
 from gpuctl.spec import ContainerToolkitSpec, HostSpec
 
-KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
-SOURCES = "/etc/apt/sources.list.d/nvidia-container-toolkit.list"
 # After `systemctl daemon-reload`, containers can lose their GPUs ("Failed to initialize NVML:
 # Unknown Error", nvidia-container-toolkit #48) unless /dev/char symlinks exist for the devices.
-DEV_CHAR_RULE = "/etc/udev/rules.d/71-nvidia-dev-char.rules"
 DEV_CHAR_RULE_TEXT = (
     'ACTION=="add", DEVPATH=="/bus/pci/drivers/nvidia", '
     'RUN+="/usr/bin/nvidia-ctk system create-dev-char-symlinks --create-all"\n'
@@ -39,10 +37,10 @@ def container_toolkit(spec: HostSpec) -> None:
     )
     signed_apt_source(
         "NVIDIA",
-        f"curl -fsSL {shlex.quote(toolkit.gpgkey_url)} | gpg --batch --yes --dearmor -o {KEYRING}",
-        KEYRING,
-        SOURCES,
-        f"deb [signed-by={KEYRING}] {toolkit.repository} /",
+        f"curl -fsSL {shlex.quote(toolkit.gpgkey_url)} | gpg --batch --yes --dearmor -o {TOOLKIT_KEYRING}",
+        str(TOOLKIT_KEYRING),
+        str(TOOLKIT_SOURCES),
+        f"deb [signed-by={TOOLKIT_KEYRING}] {toolkit.repository} /",
     )
     packages = apt.packages(
         name=f"NVIDIA container toolkit {toolkit.version} (pinned)", packages=toolkit.pinned(), no_recommends=True
@@ -59,9 +57,9 @@ def container_toolkit(spec: HostSpec) -> None:
         host.noop("Docker already has the nvidia runtime")
     cdi_spec(toolkit, packages)
     rule = files.put(
-        name=f"udev rule against NVML loss after daemon-reload ({DEV_CHAR_RULE})",
+        name=f"udev rule against NVML loss after daemon-reload ({NVIDIA_DEV_CHAR_RULE})",
         src=StringIO(DEV_CHAR_RULE_TEXT),
-        dest=DEV_CHAR_RULE,
+        dest=str(NVIDIA_DEV_CHAR_RULE),
         mode="0644",
         user="root",
         group="root",

@@ -10,10 +10,8 @@ from pyinfra.operations import apt, files, systemd
 
 from gpuctl.deploy.apt_source import signed_apt_source
 from gpuctl.deploy.distribution import Distribution, docker_packages, docker_source
+from gpuctl.host_layout import APT_KEYRINGS_DIR, DOCKER_KEYRING, DOCKER_SOURCES
 from gpuctl.spec import HostSpec
-
-KEYRING = "/etc/apt/keyrings/docker.asc"
-SOURCES = "/etc/apt/sources.list.d/docker.list"
 
 
 @deploy("Docker")
@@ -34,11 +32,11 @@ def docker(spec: HostSpec, dist: Distribution) -> None:
 def docker_repository(spec: HostSpec, dist: Distribution) -> None:
     """Docker's apt repository for DIST's codename, signed by Docker's key (docs.docker.com, install on Debian)."""
     url = spec.docker.repository.format(distribution=dist.id).rstrip("/")
-    files.directory(name="Directory /etc/apt/keyrings", path="/etc/apt/keyrings", present=True, mode="0755")
+    files.directory(name=f"Directory {APT_KEYRINGS_DIR}", path=str(APT_KEYRINGS_DIR), present=True, mode="0755")
     signed_apt_source(
         "Docker",
-        f"curl -fsSL --retry 3 {shlex.quote(url + '/gpg')} -o {KEYRING} && chmod a+r {KEYRING}",
-        KEYRING,
-        SOURCES,
-        f"deb [signed-by={KEYRING}] {url} {dist.codename} stable",
+        f"curl -fsSL --retry 3 {shlex.quote(url + '/gpg')} -o {DOCKER_KEYRING} && chmod a+r {DOCKER_KEYRING}",
+        str(DOCKER_KEYRING),
+        str(DOCKER_SOURCES),
+        f"deb [signed-by={DOCKER_KEYRING}] {url} {dist.codename} stable",
     )

@@ -7,6 +7,7 @@ import json
 from pyinfra.api import FactBase
 
 from gpuctl.gpu_facts import cdi_staleness
+from gpuctl.host_layout import DOCKER_DAEMON_JSON
 
 
 class DockerImageId(FactBase[str | None]):
@@ -97,7 +98,7 @@ class DockerRuntimes(FactBase[str]):
     """/etc/docker/daemon.json as text ('' when absent), to see whether the nvidia runtime is configured."""
 
     def command(self) -> str:
-        return "cat /etc/docker/daemon.json 2>/dev/null || true"
+        return f"cat {DOCKER_DAEMON_JSON} 2>/dev/null || true"
 
     def process(self, output: list[str]) -> str:
         return "\n".join(output)

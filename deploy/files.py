@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 from io import StringIO
-from pathlib import PurePosixPath
 
 from pyinfra import host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Home
 from pyinfra.operations import files
 
+from gpuctl.host_layout import PRIVATE_TREE, folder_mode
 from gpuctl.render import RenderedFile
-
-PRIVATE_TREE = PurePosixPath("/etc/gpuctl")
-"""gpuctl's own configuration tree: its folders are 0700 root, so a file uploaded there is never readable
-by others, not even in the moment between pyinfra's upload and its chmod."""
-
-
-def folder_mode(folder: PurePosixPath) -> str:
-    return "0700" if folder == PRIVATE_TREE or PRIVATE_TREE in folder.parents else "0755"
 
 
 def private_upload_dir() -> str | None:

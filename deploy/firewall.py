@@ -14,7 +14,8 @@ from pyinfra.operations.util import any_changed
 
 from gpuctl.deploy.facts import CommandSucceeds, SshServerPort
 from gpuctl.deploy.files import put_rendered
-from gpuctl.render import FIREWALL_RULES, RenderedFile, firewall_ports
+from gpuctl.host_layout import FIREWALL_RULES
+from gpuctl.render import FirewallFiles, firewall_ports
 from gpuctl.spec import HostSpec
 
 UNIT = "gpuctl-firewall.service"
@@ -25,7 +26,7 @@ class FirewallWouldLockOut(RuntimeError):
 
 
 @deploy("Firewall (nftables)")
-def firewall(spec: HostSpec, rendered: list[RenderedFile]) -> None:
+def firewall(spec: HostSpec, rendered: FirewallFiles) -> None:
     """Install nftables, put the ruleset and its unit, check the ruleset, then (re)load it on change."""
     # Read as the SSH user itself: sudo's env_reset would drop SSH_CONNECTION.
     session_port = None if spec.local else host.get_fact(SshServerPort, _sudo=False)
@@ -40,7 +41,7 @@ def firewall(spec: HostSpec, rendered: list[RenderedFile]) -> None:
             f"(open: {', '.join(map(str, firewall_ports(spec)))}): set ssh_port= or firewall.allow_tcp="
         )
     apt.packages(name="nftables", packages=["nftables"], update=True, cache_time=3600, no_recommends=True)
-    changes = [put_rendered(item) for item in rendered]
+    changes = [put_rendered(item) for item in rendered.all()]
     server.shell(name="nft -c (ruleset check)", commands=[f"nft -c -f {FIREWALL_RULES}"], _if=any_changed(*changes))
     systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*changes))
     systemd.service(name=f"{UNIT} enabled and loaded", service=UNIT, running=True, enabled=True)

@@ -18,15 +18,19 @@ from pyinfra.operations.util import any_changed
 
 from gpuctl.deploy.facts import FileText
 from gpuctl.deploy.files import put_rendered
-from gpuctl.render import ACME_WEBROOT, GATEWAY_TLS_CERT, GATEWAY_TLS_KEY, RenderedFile
+from gpuctl.host_layout import (
+    ACME_WEBROOT,
+    GATEWAY_TLS_CERT,
+    GATEWAY_TLS_KEY,
+    LETSENCRYPT_LIVE,
+    NGINX_DEFAULT_SITE,
+)
+from gpuctl.render import GatewayFiles
 from gpuctl.spec import GatewaySpec, HostSpec
-
-LETSENCRYPT_LIVE = "/etc/letsencrypt/live"
-DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 
 
 @deploy("Gateway (nginx)")
-def gateway(spec: HostSpec, rendered: list[RenderedFile]) -> None:
+def gateway(spec: HostSpec, rendered: GatewayFiles) -> None:
     """Install nginx, put the gateway's files, check them with `nginx -t`, then reload on change."""
     gw = spec.gateway
     assert gw is not None
@@ -41,7 +45,7 @@ def gateway(spec: HostSpec, rendered: list[RenderedFile]) -> None:
     changes = [remove_default_site()]
     if gw.tls == "acme":
         changes += acme_bootstrap(gw)
-    changes += [put_rendered(item) for item in rendered]
+    changes += [put_rendered(item) for item in rendered.all()]
     server.shell(
         name="nginx -t (configuration and certificate check)", commands=["nginx -t -q"], _if=any_changed(*changes)
     )
@@ -60,11 +64,11 @@ def remove_default_site():  # type: ignore[no-untyped-def]
 
     Before nginx is installed the link does not exist yet, but the install is about to make it."""
     name = "No default nginx site (it would answer without a key)"
-    if host.get_fact(Link, path=DEFAULT_SITE):
-        return files.link(name=name, path=DEFAULT_SITE, present=False)
+    if host.get_fact(Link, path=str(NGINX_DEFAULT_SITE)):
+        return files.link(name=name, path=str(NGINX_DEFAULT_SITE), present=False)
     if not host.get_fact(Directory, path="/etc/nginx"):
-        return server.shell(name=name, commands=[f"rm -f {DEFAULT_SITE}"])
-    return files.file(name=name, path=DEFAULT_SITE, present=False)
+        return server.shell(name=name, commands=[f"rm -f {NGINX_DEFAULT_SITE}"])
+    return files.file(name=name, path=str(NGINX_DEFAULT_SITE), present=False)
 
 
 def acme_bootstrap(gw: GatewaySpec) -> list:

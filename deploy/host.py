@@ -14,11 +14,11 @@ from gpuctl.deploy.gateway import gateway
 from gpuctl.deploy.nvidia import nvidia_driver
 from gpuctl.deploy.ollama import ollama_engine
 from gpuctl.deploy.vllm import vllm_engine
-from gpuctl.render import WAIT_HEALTHY, RenderedFile
+from gpuctl.render import HostFiles
 from gpuctl.spec import HostSpec
 
 
-def deploy_host(spec: HostSpec, rendered: list[RenderedFile]) -> None:
+def deploy_host(spec: HostSpec, rendered: HostFiles) -> None:
     """Add every operation for SPEC to the current pyinfra host, using the files rendered for it."""
     dist = require_supported(spec)
     nvidia_driver(spec)
@@ -26,14 +26,15 @@ def deploy_host(spec: HostSpec, rendered: list[RenderedFile]) -> None:
         docker(spec, dist)
         if spec.needs_nvidia():
             container_toolkit(spec)
-        put_rendered(next(f for f in rendered if f.path == WAIT_HEALTHY))
+        if rendered.wait_healthy is not None:
+            put_rendered(rendered.wait_healthy)
     for engine in spec.vllm:
-        vllm_engine(spec, engine, [f for f in rendered if f.component == f"vllm:{engine.name}"])
-    if spec.ollama is not None:
-        ollama_engine(spec.ollama, [f for f in rendered if f.component == "ollama"])
-    if spec.gateway is not None:
-        gateway(spec, [f for f in rendered if f.component == "gateway"])
-    if spec.firewall_enabled():
-        firewall(spec, [f for f in rendered if f.component == "firewall"])
+        vllm_engine(spec, engine, rendered.vllm[engine.name])
+    if spec.ollama is not None and rendered.ollama is not None:
+        ollama_engine(spec.ollama, rendered.ollama)
+    if rendered.gateway is not None:
+        gateway(spec, rendered.gateway)
+    if rendered.firewall is not None:
+        firewall(spec, rendered.firewall)
     if not spec.engines():
         host.noop("no engine in the spec")

@@ -16,10 +16,10 @@ from pyinfra.operations import apt, files, server, systemd
 from gpuctl import outside
 from gpuctl.deploy.facts import NvidiaLoadedDriver, NvidiaPciDevices, NvidiaSmiStatus
 from gpuctl.errors import GpuctlError
+from gpuctl.host_layout import NOUVEAU_BLACKLIST
 from gpuctl.spec import DriverSpec, HostSpec
 
 DEFAULT_BRANCH = outside.DRIVER_BRANCH
-NOUVEAU_BLACKLIST = "/etc/modprobe.d/gpuctl-blacklist-nouveau.conf"
 
 
 def driver_of(spec: HostSpec) -> DriverSpec:
@@ -61,7 +61,7 @@ def nvidia_driver(spec: HostSpec) -> None:
     blacklist = files.put(
         name=f"Blacklist nouveau ({NOUVEAU_BLACKLIST})",
         src=StringIO("blacklist nouveau\noptions nouveau modeset=0\n"),
-        dest=NOUVEAU_BLACKLIST,
+        dest=str(NOUVEAU_BLACKLIST),
         mode="0644",
         user="root",
         group="root",

@@ -14,11 +14,10 @@ from pyinfra.operations.util import any_changed
 from gpuctl.deploy.facts import FileText, OllamaModels
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.units import restart_command, start_unless_active
-from gpuctl.render import RenderedFile, templates_dir
+from gpuctl.host_layout import OLLAMA_DOWNLOAD_DIR, OLLAMA_HOME, OLLAMA_VERSION_MARKER
+from gpuctl.render import OllamaFiles, templates_dir
 from gpuctl.spec import OllamaSpec, on_host_address
 
-VERSION_MARKER = "/usr/local/lib/ollama/.gpuctl-version"
-DOWNLOAD_DIR = "/var/cache/gpuctl/ollama"
 READY_WAIT_S = 60
 
 
@@ -30,7 +29,7 @@ def install_command(ollama: OllamaSpec, host_arch: str) -> str:
     `curl` reads https:// mirrors and file:// folders alike.
     """
     script = (templates_dir() / "ollama" / "install-ollama.sh").read_text()
-    args = [ollama.version, ollama.source_url(), DOWNLOAD_DIR, "/", *ollama.archive_candidates(host_arch)]
+    args = [ollama.version, ollama.source_url(), str(OLLAMA_DOWNLOAD_DIR), "/", *ollama.archive_candidates(host_arch)]
     return f"sh -c {shlex.quote(script)} install-ollama {shlex.join(args)}"
 
 
@@ -59,7 +58,7 @@ def api_address(ollama: OllamaSpec) -> str:
 
 
 @deploy("Ollama")
-def ollama_engine(ollama: OllamaSpec, rendered: list[RenderedFile]) -> None:
+def ollama_engine(ollama: OllamaSpec, rendered: OllamaFiles) -> None:
     """Install the pinned Ollama, its unit and drop-in; restart on change; pre-pull the models."""
     host_arch = host.get_fact(Arch) or "unknown"
     tools = ["curl", "ca-certificates", "tar", *(["zstd"] if needs_zstd(ollama, host_arch) else [])]
@@ -74,7 +73,7 @@ def ollama_engine(ollama: OllamaSpec, rendered: list[RenderedFile]) -> None:
         system=True,
         group="ollama",
         groups=extra_groups or None,
-        home="/usr/share/ollama",
+        home=str(OLLAMA_HOME),
         create_home=True,
         shell="/bin/false",
     )
@@ -86,7 +85,7 @@ def ollama_engine(ollama: OllamaSpec, rendered: list[RenderedFile]) -> None:
         group="ollama",
         mode="0755",
     )
-    installed = host.get_fact(FileText, path=VERSION_MARKER)
+    installed = host.get_fact(FileText, path=str(OLLAMA_VERSION_MARKER))
     if installed != ollama.version:
         binary = server.shell(
             name=f"Install Ollama {ollama.version} (was {installed or 'absent'}), sha256 verified",
@@ -95,7 +94,7 @@ def ollama_engine(ollama: OllamaSpec, rendered: list[RenderedFile]) -> None:
     else:
         binary = None
         host.noop(f"Ollama {ollama.version} is installed")
-    changes = [put_rendered(item) for item in rendered]
+    changes = [put_rendered(item) for item in rendered.all()]
     systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*changes))
     restart_if = any_changed(*changes, *([binary] if binary else []))
     server.shell(

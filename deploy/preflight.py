@@ -13,6 +13,7 @@ import re
 import shlex
 
 from gpuctl import outside
+from gpuctl.host_layout import DRIVER_VERSION_FILE
 from gpuctl.spec import HostSpec, VllmSpec
 
 
@@ -43,10 +44,7 @@ def preflight_script(host: HostSpec, engine: VllmSpec) -> str:
     return "\n".join(lines)
 
 
-DRIVER_VERSION_FILE = "/proc/driver/nvidia/version"
-
-
-def cuda_lines(image: str, version_file: str = DRIVER_VERSION_FILE) -> list[str]:
+def cuda_lines(image: str, version_file: str = str(DRIVER_VERSION_FILE)) -> list[str]:
     """The image's NVIDIA_REQUIRE_CUDA against the highest CUDA the loaded driver supports.
 
     nvidia-smi's banner says it as 'CUDA Version: 13.0' up to R595 and 'CUDA UMD Version: 13.3' from

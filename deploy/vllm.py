@@ -14,7 +14,8 @@ from gpuctl.deploy.facts import DockerImageId
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.preflight import preflight_script
 from gpuctl.deploy.units import restart_command, start_unless_active
-from gpuctl.render import HF_CACHE_DIR, RenderedFile
+from gpuctl.host_layout import HF_CACHE_DIR
+from gpuctl.render import RenderedFile, VllmFiles
 from gpuctl.spec import HostSpec, VllmSpec
 
 
@@ -26,7 +27,7 @@ def files_differ(rendered: list[RenderedFile]) -> bool:
 
 
 @deploy("vLLM engine")
-def vllm_engine(spec: HostSpec, engine: VllmSpec, rendered: list[RenderedFile]) -> None:
+def vllm_engine(spec: HostSpec, engine: VllmSpec, rendered: VllmFiles) -> None:
     """Install one engine's files, pre-pull its image, then (re)start it only if something changed."""
     for path in (HF_CACHE_DIR, engine.cache_dir / "cache"):
         files.directory(name=f"Directory {path}", path=str(path), present=True, user="root", group="root", mode="0755")
@@ -35,19 +36,18 @@ def vllm_engine(spec: HostSpec, engine: VllmSpec, rendered: list[RenderedFile]) 
         server.shell(name=f"Pull {engine.image}", commands=[f"docker pull --quiet '{engine.image}'"])
     else:
         host.noop(f"image {engine.image} is present")
-    if files_differ(rendered):
+    if files_differ(rendered.all()):
         # Before the running engine is replaced: does the pinned image accept every flag, is the
         # driver new enough, is the GPU memory free? A failure stops here, the old engine runs on.
         server.shell(
             name=f"Preflight {engine.project} (image flags, CUDA, GPU memory)",
             commands=[preflight_script(spec, engine)],
         )
-    changes = [put_rendered(item) for item in rendered]
-    unit_change = next(op for op, item in zip(changes, rendered, strict=True) if item.path.name == engine.unit_name)
-    systemd.daemon_reload(name="systemd daemon-reload", _if=unit_change.did_change)
+    changes = {item.path: put_rendered(item) for item in rendered.all()}
+    systemd.daemon_reload(name="systemd daemon-reload", _if=changes[rendered.unit.path].did_change)
     server.shell(
         name=f"Restart {engine.unit_name} (its files changed)",
         commands=[restart_command(engine.unit_name)],
-        _if=any_changed(*changes),
+        _if=any_changed(*changes.values()),
     )
     start_unless_active(engine.unit_name)

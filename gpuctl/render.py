@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -19,6 +19,20 @@ from typing import TYPE_CHECKING
 import jinja2
 
 from gpuctl.errors import GpuctlError
+from gpuctl.host_layout import (
+    ACME_WEBROOT,
+    FIREWALL_RULES,
+    FIREWALL_UNIT,
+    GATEWAY_SECRETS,
+    GATEWAY_TLS_CERT,
+    GATEWAY_TLS_KEY,
+    HF_CACHE_DIR,
+    NGINX_CONF,
+    OLLAMA_DROPIN,
+    OLLAMA_UNIT,
+    WAIT_HEALTHY,
+    unit_path,
+)
 from gpuctl.spec import (
     API_KEY_RE,
     CONTAINER_PORT,
@@ -27,23 +41,15 @@ from gpuctl.spec import (
     OllamaSpec,
     SecretRef,
     VllmSpec,
+    bracketed,
     is_loopback,
+    on_host_address,
 )
 
 if TYPE_CHECKING:
     from gpuctl.keystore import ServerCert  # cryptography: imported only where certificates are made
 
-HF_CACHE_DIR = PurePosixPath("/var/lib/gpuctl/huggingface")
-WAIT_HEALTHY = PurePosixPath("/usr/local/libexec/gpuctl/wait-healthy")
-OLLAMA_UNIT = PurePosixPath("/etc/systemd/system/ollama.service")
 STOP_GRACE_S = 90
-NGINX_CONF = PurePosixPath("/etc/nginx/conf.d/gpuctl-gateway.conf")
-GATEWAY_DIR = PurePosixPath("/etc/gpuctl/gateway")
-GATEWAY_TLS_CERT = GATEWAY_DIR / "tls" / "fullchain.pem"
-GATEWAY_TLS_KEY = GATEWAY_DIR / "tls" / "key.pem"
-ACME_WEBROOT = PurePosixPath("/var/lib/gpuctl/acme")
-FIREWALL_RULES = PurePosixPath("/etc/gpuctl/firewall.nft")
-FIREWALL_UNIT = PurePosixPath("/etc/systemd/system/gpuctl-firewall.service")
 
 SecretResolver = Callable[[SecretRef], str]
 
@@ -66,12 +72,95 @@ class RenderedFile:
     mode: int = 0o644
     owner: str = "root"
     group: str = "root"
-    component: str = ""
     secret: bool = False
 
     @property
     def mode_str(self) -> str:
         return f"{self.mode:04o}"
+
+
+def by_path(*files: RenderedFile | None) -> list[RenderedFile]:
+    """FILES in the order deploy puts them (by path), without the absent ones."""
+    return sorted((f for f in files if f is not None), key=lambda f: str(f.path))
+
+
+@dataclass(frozen=True)
+class VllmFiles:
+    """One vLLM engine's files: compose file, 0600 env file, systemd unit."""
+
+    compose: RenderedFile
+    env: RenderedFile
+    unit: RenderedFile
+
+    def all(self) -> list[RenderedFile]:
+        return by_path(self.compose, self.env, self.unit)
+
+
+@dataclass(frozen=True)
+class OllamaFiles:
+    """Ollama's unit (as its installer writes it) and gpuctl's drop-in with the settings."""
+
+    unit: RenderedFile
+    dropin: RenderedFile
+
+    def all(self) -> list[RenderedFile]:
+        return by_path(self.unit, self.dropin)
+
+
+@dataclass(frozen=True)
+class GatewayFiles:
+    """nginx's site (no secrets), its 0600 secrets file, and the certificate pair unless ACME makes it."""
+
+    site: RenderedFile
+    secrets: RenderedFile
+    tls_cert: RenderedFile | None = None
+    tls_key: RenderedFile | None = None
+
+    def all(self) -> list[RenderedFile]:
+        return by_path(self.site, self.secrets, self.tls_cert, self.tls_key)
+
+
+@dataclass(frozen=True)
+class FirewallFiles:
+    """The nftables ruleset and the oneshot unit that loads it at boot."""
+
+    rules: RenderedFile
+    unit: RenderedFile
+
+    def all(self) -> list[RenderedFile]:
+        return by_path(self.rules, self.unit)
+
+
+@dataclass(frozen=True)
+class HostFiles:
+    """Every file one host receives, by what it is for: the contract between render and deploy.
+
+    Iterating gives every file sorted by path (what `gpuctl render` writes and lists).
+    """
+
+    vllm: dict[str, VllmFiles] = field(default_factory=dict)
+    """By engine name."""
+    wait_healthy: RenderedFile | None = None
+    """Shared by every vLLM unit (ExecStartPost)."""
+    ollama: OllamaFiles | None = None
+    gateway: GatewayFiles | None = None
+    firewall: FirewallFiles | None = None
+
+    def components(self) -> Iterator[tuple[str, RenderedFile]]:
+        """(component label, file) pairs: "vllm:NAME", "vllm", "ollama", "gateway", "firewall"."""
+        for name, engine in self.vllm.items():
+            yield from ((f"vllm:{name}", f) for f in engine.all())
+        if self.wait_healthy is not None:
+            yield "vllm", self.wait_healthy
+        for label, group in (("ollama", self.ollama), ("gateway", self.gateway), ("firewall", self.firewall)):
+            if group is not None:
+                yield from ((label, f) for f in group.all())
+
+    def __iter__(self) -> Iterator[RenderedFile]:
+        return iter(sorted((f for _, f in self.components()), key=lambda f: str(f.path)))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.components())
 
 
 def placeholder(ref: SecretRef) -> str:
@@ -122,36 +211,29 @@ def _template(name: str, **context: object) -> str:
 
 def render_host(
     host: HostSpec, resolve: SecretResolver | None = None, gateway: GatewayMaterial | None = None
-) -> list[RenderedFile]:
-    """Every file HOST receives, sorted by path. Without RESOLVE (and GATEWAY), secrets become placeholders."""
+) -> HostFiles:
+    """Every file HOST receives. Without RESOLVE (and GATEWAY), secrets become placeholders."""
     resolve = resolve or placeholder
-    files: list[RenderedFile] = []
-    for engine in host.vllm:
-        files += render_vllm(host, engine, resolve)
-    if host.vllm:
-        files.append(
-            RenderedFile(
-                WAIT_HEALTHY, (templates_dir() / "vllm" / "wait-healthy.sh").read_text(), 0o755, component="vllm"
-            )
-        )
-    if host.ollama is not None:
-        files += render_ollama(host, host.ollama)
-    if host.gateway is not None:
-        files += render_gateway(host, resolve, gateway)
-    if host.firewall_enabled():
-        files += render_firewall(host)
-    return sorted(files, key=lambda f: str(f.path))
+    return HostFiles(
+        vllm={engine.name: render_vllm(host, engine, resolve) for engine in host.vllm},
+        wait_healthy=(
+            RenderedFile(WAIT_HEALTHY, (templates_dir() / "vllm" / "wait-healthy.sh").read_text(), 0o755)
+            if host.vllm
+            else None
+        ),
+        ollama=render_ollama(host, host.ollama) if host.ollama is not None else None,
+        gateway=render_gateway(host, resolve, gateway) if host.gateway is not None else None,
+        firewall=render_firewall(host) if host.firewall_enabled() else None,
+    )
 
 
-def render_vllm(host: HostSpec, engine: VllmSpec, resolve: SecretResolver) -> list[RenderedFile]:
+def render_vllm(host: HostSpec, engine: VllmSpec, resolve: SecretResolver) -> VllmFiles:
     """The compose file, the 0600 env file and the systemd unit of one vLLM engine."""
-    component = f"vllm:{engine.name}"
-    bind = f"[{engine.bind}]" if ":" in engine.bind else engine.bind
     compose_file = engine.config_dir / "compose.yaml"
     context = {
         "host": host,
         "engine": engine,
-        "published_port": f"{bind}:{engine.port}:{CONTAINER_PORT}",
+        "published_port": f"{bracketed(engine.bind)}:{engine.port}:{CONTAINER_PORT}",
         "hf_cache_dir": f"{HF_CACHE_DIR}:/root/.cache/huggingface",
         "vllm_cache_dir": f"{engine.cache_dir}/cache:/root/.cache/vllm",
         "healthcheck": [
@@ -167,18 +249,16 @@ def render_vllm(host: HostSpec, engine: VllmSpec, resolve: SecretResolver) -> li
         "wait_healthy": WAIT_HEALTHY,
         "secret_env": {key: env_file_value(key, resolve(ref)) for key, ref in engine.secret_env().items()},
     }
-    unit = PurePosixPath("/etc/systemd/system") / engine.unit_name
-    return [
-        RenderedFile(compose_file, _template("vllm/compose.yaml.j2", **context), component=component),
-        RenderedFile(
+    return VllmFiles(
+        compose=RenderedFile(compose_file, _template("vllm/compose.yaml.j2", **context)),
+        env=RenderedFile(
             engine.config_dir / "vllm.env",
             _template("vllm/vllm.env.j2", **context),
             0o600,
-            component=component,
             secret=bool(engine.secret_env()),
         ),
-        RenderedFile(unit, _template("vllm/vllm.service.j2", **context), component=component),
-    ]
+        unit=RenderedFile(unit_path(engine.unit_name), _template("vllm/vllm.service.j2", **context)),
+    )
 
 
 def env_file_value(key: str, value: str) -> str:
@@ -188,15 +268,13 @@ def env_file_value(key: str, value: str) -> str:
     return f"'{value}'"
 
 
-def render_ollama(host: HostSpec, ollama: OllamaSpec) -> list[RenderedFile]:
+def render_ollama(host: HostSpec, ollama: OllamaSpec) -> OllamaFiles:
     """Ollama's own unit (as its installer writes it) and gpuctl's drop-in with the settings."""
     context = {"host": host, "ollama": ollama}
-    return [
-        RenderedFile(OLLAMA_UNIT, _template("ollama/ollama.service.j2", **context), component="ollama"),
-        RenderedFile(
-            PurePosixPath(ollama.dropin_path), _template("ollama/override.conf.j2", **context), component="ollama"
-        ),
-    ]
+    return OllamaFiles(
+        unit=RenderedFile(OLLAMA_UNIT, _template("ollama/ollama.service.j2", **context)),
+        dropin=RenderedFile(OLLAMA_DROPIN, _template("ollama/override.conf.j2", **context)),
+    )
 
 
 def gateway_upstreams(host: HostSpec, resolve: SecretResolver) -> list[dict[str, object]]:
@@ -204,7 +282,7 @@ def gateway_upstreams(host: HostSpec, resolve: SecretResolver) -> list[dict[str,
     upstreams = []
     for engine in host.engines():
         is_vllm = isinstance(engine, VllmSpec)
-        ident = f"vllm_{engine.name.replace('-', '_')}" if is_vllm else "ollama"
+        ident = engine.label.replace(":", "_").replace("-", "_")
         key = resolve(engine.api_key) if is_vllm and engine.api_key is not None else None
         if key is not None and ('"' in key or "\\" in key or "$" in key or not key.isprintable()):
             raise GpuctlError(
@@ -214,9 +292,8 @@ def gateway_upstreams(host: HostSpec, resolve: SecretResolver) -> list[dict[str,
         upstreams.append(
             {
                 "id": ident,
-                "port": engine.port,
-                "label": f"vllm:{engine.name}" if is_vllm else "ollama",
-                "address": _loopback_address(engine.bind),
+                "server": on_host_address(engine.bind, engine.port),
+                "label": engine.label,
                 "prefix": host.gateway_prefix(engine),
                 "authorization": f"Bearer {key}" if key else "",
                 "admin_blocked": not is_vllm and not (host.gateway and host.gateway.allow_ollama_admin),
@@ -224,13 +301,6 @@ def gateway_upstreams(host: HostSpec, resolve: SecretResolver) -> list[dict[str,
             }
         )
     return upstreams
-
-
-def _loopback_address(bind: str) -> str:
-    """Where the gateway reaches an engine bound to BIND: itself if loopback, else 127.0.0.1 (or [::1])."""
-    if bind in ("0.0.0.0", "::") or not is_loopback(bind):
-        return "[::1]" if ":" in bind else "127.0.0.1"
-    return f"[{bind}]" if ":" in bind else bind
 
 
 BEARER_PATTERN = "[Bb][Ee][Aa][Rr][Ee][Rr]"
@@ -244,7 +314,7 @@ def key_pattern(key: str) -> str:
     return "".join(f"[{c}]" if c in ".+" else c for c in key)
 
 
-def render_gateway(host: HostSpec, resolve: SecretResolver, material: GatewayMaterial | None) -> list[RenderedFile]:
+def render_gateway(host: HostSpec, resolve: SecretResolver, material: GatewayMaterial | None) -> GatewayFiles:
     """nginx's site (0644, no secrets), its secrets file (0600) and, unless ACME, the certificate."""
     gateway = host.gateway
     assert gateway is not None
@@ -253,47 +323,40 @@ def render_gateway(host: HostSpec, resolve: SecretResolver, material: GatewayMat
         {
             "prefix": u["prefix"],
             "upstream": u["id"],
-            "host": f"{u['address']}:{u['port']}",
+            "host": u["server"],
             "admin_blocked": u["admin_blocked"],
         }
         for u in upstreams
     ]
     routes.sort(key=lambda r: (r["prefix"] == "", r["prefix"]))
-    # With ACME these two are links that deploy points at certbot's files (a bootstrap certificate first).
-    tls_cert, tls_key = GATEWAY_TLS_CERT, GATEWAY_TLS_KEY
     if material is not None:
         api_key_pattern = key_pattern(material.api_key)
     else:
         api_key_pattern = f"<secret gateway key: {gateway.api_key.describe() if gateway.api_key else 'generated'}>"
-    secrets_conf = GATEWAY_DIR / "secrets.conf"
     context = {
         "host": host,
         "gateway": gateway,
         "upstreams": upstreams,
         "routes": routes,
-        "secrets_conf": secrets_conf,
-        "tls_cert": tls_cert,
-        "tls_key": tls_key,
+        "secrets_conf": GATEWAY_SECRETS,
+        # With ACME these two are links that deploy points at certbot's files (a bootstrap certificate first).
+        "tls_cert": GATEWAY_TLS_CERT,
+        "tls_key": GATEWAY_TLS_KEY,
         "acme_webroot": ACME_WEBROOT,
         "key_pattern": api_key_pattern,
         "scheme_pattern": BEARER_PATTERN,
         "admin_routes": "|".join(OLLAMA_ADMIN_ROUTES),
     }
-    files = [
-        RenderedFile(NGINX_CONF, _template("gateway/gpuctl-gateway.conf.j2", **context), component="gateway"),
-        RenderedFile(
-            secrets_conf, _template("gateway/secrets.conf.j2", **context), 0o600, component="gateway", secret=True
-        ),
-    ]
-    if gateway.tls != "acme":
-        cert = material.cert if material is not None else None
-        chain = cert.chain_pem if cert else f"<certificate ({gateway.tls})>\n"
-        key = cert.key_pem if cert else f"<secret certificate key ({gateway.tls})>\n"
-        files += [
-            RenderedFile(tls_cert, chain, component="gateway"),
-            RenderedFile(tls_key, key, 0o600, component="gateway", secret=True),
-        ]
-    return files
+    site = RenderedFile(NGINX_CONF, _template("gateway/gpuctl-gateway.conf.j2", **context))
+    secrets = RenderedFile(GATEWAY_SECRETS, _template("gateway/secrets.conf.j2", **context), 0o600, secret=True)
+    if gateway.tls == "acme":
+        return GatewayFiles(site, secrets)
+    cert = material.cert if material is not None else None
+    chain = cert.chain_pem if cert else f"<certificate ({gateway.tls})>\n"
+    key = cert.key_pem if cert else f"<secret certificate key ({gateway.tls})>\n"
+    return GatewayFiles(
+        site, secrets, RenderedFile(GATEWAY_TLS_CERT, chain), RenderedFile(GATEWAY_TLS_KEY, key, 0o600, secret=True)
+    )
 
 
 def firewall_ports(host: HostSpec) -> list[int]:
@@ -307,7 +370,7 @@ def firewall_ports(host: HostSpec) -> list[int]:
     return sorted(ports)
 
 
-def render_firewall(host: HostSpec) -> list[RenderedFile]:
+def render_firewall(host: HostSpec) -> FirewallFiles:
     """The nftables ruleset and the oneshot unit that loads it at boot."""
     nets = [ipaddress.ip_network(n, strict=False) for n in host.firewall.allow_from]
     context = {
@@ -318,13 +381,13 @@ def render_firewall(host: HostSpec) -> list[RenderedFile]:
         "allow_v4": [str(n) for n in nets if n.version == 4],
         "allow_v6": [str(n) for n in nets if n.version == 6],
     }
-    return [
-        RenderedFile(FIREWALL_RULES, _template("firewall/firewall.nft.j2", **context), component="firewall"),
-        RenderedFile(FIREWALL_UNIT, _template("firewall/gpuctl-firewall.service.j2", **context), component="firewall"),
-    ]
+    return FirewallFiles(
+        rules=RenderedFile(FIREWALL_RULES, _template("firewall/firewall.nft.j2", **context)),
+        unit=RenderedFile(FIREWALL_UNIT, _template("firewall/gpuctl-firewall.service.j2", **context)),
+    )
 
 
-def write_tree(files: list[RenderedFile], root: Path) -> list[Path]:
+def write_tree(files: HostFiles, root: Path) -> list[Path]:
     """Write rendered files under ROOT (ROOT/etc/…), with their modes, plus a manifest of owners."""
     written = []
     for item in files:
@@ -334,8 +397,8 @@ def write_tree(files: list[RenderedFile], root: Path) -> list[Path]:
         target.chmod(item.mode)
         written.append(target)
     manifest = [
-        {"path": str(f.path), "mode": f.mode_str, "owner": f.owner, "group": f.group, "component": f.component}
-        for f in files
+        {"path": str(f.path), "mode": f.mode_str, "owner": f.owner, "group": f.group, "component": component}
+        for component, f in sorted(files.components(), key=lambda pair: str(pair[1].path))
     ]
     (root / "gpuctl-files.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return written

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from gpuctl import outside
+from gpuctl import host_layout, outside
 from gpuctl.catalog import find_gpu
 from gpuctl.catalog import normalized as normalized_gpu_name
 from gpuctl.errors import GpuctlError
@@ -172,11 +172,14 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def bracketed(address: str) -> str:
+    """ADDRESS as it stands before :PORT in a URL or HOST:PORT: IPv6 literals in brackets."""
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
 def on_host_address(bind: str, port: int) -> str:
     """HOST:PORT to reach an engine bound to BIND from the host itself (loopback when it listens everywhere)."""
-    address = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(bind, bind)
-    address = f"[{address}]" if ":" in address and not address.startswith("[") else address
-    return f"{address}:{port}"
+    return f"{bracketed({'0.0.0.0': '127.0.0.1', '::': '::1'}.get(bind, bind))}:{port}"
 
 
 def parse_image(ref: str) -> tuple[str, str | None, str | None]:
@@ -325,17 +328,22 @@ class VllmSpec(Strict):
         return f"gpuctl-vllm-{self.name}.service"
 
     @property
+    def label(self) -> str:
+        """How gpuctl names the engine in every table and message: vllm:NAME."""
+        return f"vllm:{self.name}"
+
+    @property
     def project(self) -> str:
         """Compose project name (also the container name)."""
         return f"gpuctl-vllm-{self.name}"
 
     @property
     def config_dir(self) -> PurePosixPath:
-        return PurePosixPath("/etc/gpuctl") / f"vllm-{self.name}"
+        return host_layout.vllm_config_dir(self.name)
 
     @property
     def cache_dir(self) -> PurePosixPath:
-        return PurePosixPath("/var/lib/gpuctl") / f"vllm-{self.name}"
+        return host_layout.vllm_cache_dir(self.name)
 
     @property
     def served_name(self) -> str:
@@ -434,7 +442,7 @@ class OllamaSpec(Strict):
     max_loaded_models: int | None = Field(None, ge=1, le=64)
     max_queue: int | None = Field(None, ge=1, le=100_000)
     context_length: int | None = Field(None, ge=256, le=1_048_576)
-    models_dir: str = Field("/usr/share/ollama/.ollama/models")
+    models_dir: str = Field(str(host_layout.OLLAMA_MODELS_DIR))
     flash_attention: bool = False
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
     models: list[str] = Field(default_factory=list, description="models to pre-pull")
@@ -510,7 +518,8 @@ class OllamaSpec(Strict):
         return self
 
     unit_name: ClassVar[str] = "ollama.service"
-    dropin_path: ClassVar[str] = "/etc/systemd/system/ollama.service.d/override.conf"
+    label: ClassVar[str] = "ollama"
+    """How gpuctl names the engine in every table and message (a host has at most one Ollama)."""
 
     def archive_candidates(self, host_arch: str) -> list[str]:
         """Acceptable release archives for a host whose `uname -m` is HOST_ARCH, best first."""
@@ -673,10 +682,6 @@ class GatewaySpec(Strict):
         if self.tls == "acme" and (self.domain is None or self.acme_email is None):
             raise FieldError("domain", 'tls="acme" needs domain= (a public DNS name for this host) and acme_email=')
         return self
-
-    @property
-    def config_dir(self) -> PurePosixPath:
-        return PurePosixPath("/etc/gpuctl/gateway")
 
 
 class FirewallSpec(Strict):
@@ -889,13 +894,12 @@ class HostSpec(Strict):
         """The gateway path an engine is served under: "" for the default, else /engines/NAME."""
         if engine is self.gateway_default_engine():
             return ""
-        return f"/engines/{engine.name if isinstance(engine, VllmSpec) else 'ollama'}"
+        return f"/engines/{engine.name if isinstance(engine, VllmSpec) else engine.label}"
 
     def gateway_url(self, engine: VllmSpec | OllamaSpec) -> str:
         """https://HOST[:port][/engines/NAME]: the base that clients append /v1 to."""
         assert self.gateway is not None
-        name = self.gateway.domain or self.address or "127.0.0.1"
-        name = f"[{name}]" if ":" in name else name
+        name = bracketed(self.gateway.domain or self.address or "127.0.0.1")
         port = "" if self.gateway.port == 443 else f":{self.gateway.port}"
         return f"https://{name}{port}{self.gateway_prefix(engine)}"
 

@@ -1,0 +1,78 @@
+"""Every path on a host that gpuctl writes, reads or links, in one place.
+
+Render, deploy and verify ask this module; nothing else spells a host path. Paths that belong to
+other software (apt, Docker, nginx, certbot) are here too, so a newcomer finds in one hop which
+files a host receives and where.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+# -- gpuctl's own trees ---------------------------------------------------------------------------
+PRIVATE_TREE = PurePosixPath("/etc/gpuctl")
+"""gpuctl's configuration: its folders are 0700 root, so a secret uploaded there is never readable by others."""
+STATE_DIR = PurePosixPath("/var/lib/gpuctl")
+DOWNLOAD_DIR = PurePosixPath("/var/cache/gpuctl")
+LIBEXEC_DIR = PurePosixPath("/usr/local/libexec/gpuctl")
+SYSTEMD_DIR = PurePosixPath("/etc/systemd/system")
+
+# -- vLLM -------------------------------------------------------------------------------------------
+HF_CACHE_DIR = STATE_DIR / "huggingface"
+"""Model weights, shared by every vLLM engine on the host (mounted as the container's HF cache)."""
+WAIT_HEALTHY = LIBEXEC_DIR / "wait-healthy"
+"""The unit's ExecStartPost: waits for the container's healthcheck (templates/vllm/wait-healthy.sh)."""
+
+
+def vllm_config_dir(engine: str) -> PurePosixPath:
+    """Compose file and 0600 env file of vLLM engine ENGINE."""
+    return PRIVATE_TREE / f"vllm-{engine}"
+
+
+def vllm_cache_dir(engine: str) -> PurePosixPath:
+    """vLLM's own compile cache of engine ENGINE (torch.compile, CUDA graphs)."""
+    return STATE_DIR / f"vllm-{engine}"
+
+
+def unit_path(unit: str) -> PurePosixPath:
+    return SYSTEMD_DIR / unit
+
+
+# -- Ollama -----------------------------------------------------------------------------------------
+OLLAMA_UNIT = SYSTEMD_DIR / "ollama.service"
+OLLAMA_DROPIN = SYSTEMD_DIR / "ollama.service.d" / "override.conf"
+OLLAMA_HOME = PurePosixPath("/usr/share/ollama")
+OLLAMA_MODELS_DIR = OLLAMA_HOME / ".ollama" / "models"
+OLLAMA_LIB_DIR = PurePosixPath("/usr/local/lib/ollama")
+OLLAMA_VERSION_MARKER = OLLAMA_LIB_DIR / ".gpuctl-version"
+OLLAMA_DOWNLOAD_DIR = DOWNLOAD_DIR / "ollama"
+
+# -- gateway (nginx) --------------------------------------------------------------------------------
+GATEWAY_DIR = PRIVATE_TREE / "gateway"
+GATEWAY_SECRETS = GATEWAY_DIR / "secrets.conf"
+GATEWAY_TLS_CERT = GATEWAY_DIR / "tls" / "fullchain.pem"
+GATEWAY_TLS_KEY = GATEWAY_DIR / "tls" / "key.pem"
+NGINX_CONF = PurePosixPath("/etc/nginx/conf.d/gpuctl-gateway.conf")
+NGINX_DEFAULT_SITE = PurePosixPath("/etc/nginx/sites-enabled/default")
+ACME_WEBROOT = STATE_DIR / "acme"
+LETSENCRYPT_LIVE = PurePosixPath("/etc/letsencrypt/live")
+
+# -- firewall (nftables) ----------------------------------------------------------------------------
+FIREWALL_RULES = PRIVATE_TREE / "firewall.nft"
+FIREWALL_UNIT = SYSTEMD_DIR / "gpuctl-firewall.service"
+
+# -- packages: apt sources and keyrings, driver and toolkit settings ---------------------------------
+APT_KEYRINGS_DIR = PurePosixPath("/etc/apt/keyrings")
+DOCKER_KEYRING = APT_KEYRINGS_DIR / "docker.asc"
+DOCKER_SOURCES = PurePosixPath("/etc/apt/sources.list.d/docker.list")
+DOCKER_DAEMON_JSON = PurePosixPath("/etc/docker/daemon.json")
+TOOLKIT_KEYRING = PurePosixPath("/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg")
+TOOLKIT_SOURCES = PurePosixPath("/etc/apt/sources.list.d/nvidia-container-toolkit.list")
+NVIDIA_DEV_CHAR_RULE = PurePosixPath("/etc/udev/rules.d/71-nvidia-dev-char.rules")
+NOUVEAU_BLACKLIST = PurePosixPath("/etc/modprobe.d/gpuctl-blacklist-nouveau.conf")
+DRIVER_VERSION_FILE = PurePosixPath("/proc/driver/nvidia/version")
+
+
+def folder_mode(folder: PurePosixPath) -> str:
+    """0700 inside gpuctl's private tree, 0755 elsewhere."""
+    return "0700" if folder == PRIVATE_TREE or PRIVATE_TREE in folder.parents else "0755"
