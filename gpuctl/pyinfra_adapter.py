@@ -1,20 +1,38 @@
-"""Each host's own operation names: a touch of pyinfra's internals, kept here alone.
+"""Every touch of pyinfra's API and internals that gpuctl makes, kept here alone.
 
-In API mode pyinfra hashes an operation by its position in the host's list, so different operations at
-the same position on different hosts share one hash, and `state.op_meta[hash].names` is the union of
-their names (a vLLM host would be reported as changing "Ollama | Directory …" on a mixed fleet).
-pyinfra keeps no per-host name, so `ensure_shared_op_meta` — which every operation call goes through,
-with the current host in pyinfra's context — is wrapped once to record (host, hash) → name.
+Checked against pyinfra 3.10.0. What is internal (underscored, or not documented for API use):
+- `ensure_shared_op_meta` is wrapped to record each host's own operation names (below);
+- `OperationMeta._maybe_is_change` is set from gpuctl's plan, so progress and --dry agree with it;
+- `OperationMeta._combined_output` is read for a failed operation's stderr/stdout;
+- gevent's hub prints a greenlet's exception as a traceback: silenced while gpuctl reports it in one line.
+
+Each host's own operation names. In API mode pyinfra hashes an operation by its position in the host's
+list, so different operations at the same position on different hosts share one hash, and
+`state.op_meta[hash].names` is the union of their names (a vLLM host would be reported as changing
+"Ollama | Directory …" on a mixed fleet). pyinfra keeps no per-host name, so `ensure_shared_op_meta` —
+which every operation call goes through, with the current host in pyinfra's context — is wrapped once to
+record (host, hash) → name.
 Checked against pyinfra 3.10.0 (`pyinfra/api/operation.py`: `ensure_shared_op_meta(state, op_hash,
 op_order, global_arguments, names)`, called from `_wrap_operation`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import gevent
 from pyinfra import context
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.connect import connect_all, disconnect_all
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.operations import run_ops
+from pyinfra.api.state import BaseStateCallback, StateStage
+from pyinfra.context import ctx_host, ctx_state
 
 # The module itself: `pyinfra.api.operation` as an attribute is the `operation` decorator it defines.
 _operation = importlib.import_module("pyinfra.api.operation")
@@ -46,3 +64,196 @@ def op_name(state: Any, host: Any, op_hash: str) -> str:
         return own
     names = sorted(state.op_meta[op_hash].names)
     return names[0] if names else op_hash
+
+
+# -- state, stages and callbacks ----------------------------------------------------------------------
+
+CONNECT_TIMEOUT_S = 10
+VERBOSE_FLAGS = (
+    "print_input",
+    "print_output",
+    "print_fact_info",
+    "print_fact_input",
+    "print_fact_output",
+    "print_noop_info",
+)
+"""pyinfra's most verbose output (its CLI's -vvv): commands, their output, facts."""
+
+
+def new_state(hosts: list[tuple[str, dict[str, Any]]], verbose: bool) -> State:
+    """A pyinfra State for HOSTS ((name, data) pairs) that never stops because some hosts failed."""
+    state = State(
+        Inventory((hosts, {})), Config(FAIL_PERCENT=100, CONNECT_TIMEOUT=CONNECT_TIMEOUT_S, PARALLEL=max(1, len(hosts)))
+    )
+    if verbose:
+        for flag in VERBOSE_FLAGS:
+            setattr(state, flag, True)
+    return state
+
+
+def gpuctl_name(host: Any) -> str:
+    return host.data.gpuctl_name
+
+
+def tolerate_all_failed(func: Callable[..., Any], *args: Any) -> None:
+    """Run a pyinfra step; 'No hosts remaining!' is a per-host outcome here, not an error."""
+    try:
+        func(*args)
+    except PyinfraError as exc:
+        if "No hosts remaining" not in str(exc):
+            raise
+
+
+def connect(state: State) -> None:
+    state.set_stage(StateStage.Connect)
+    tolerate_all_failed(connect_all, state)
+
+
+def disconnect(state: State) -> None:
+    state.set_stage(StateStage.Disconnect)
+    disconnect_all(state)
+
+
+def active_hosts(state: State) -> list[Any]:
+    return list(state.inventory.get_active_hosts())
+
+
+def fail_host(state: State, host: Any) -> None:
+    tolerate_all_failed(state.fail_hosts, {host})
+
+
+@contextlib.contextmanager
+def operating_on(state: State, host: Any) -> Iterator[None]:
+    """pyinfra's context for adding HOST's operations (and reading its facts)."""
+    with ctx_state.use(state), ctx_host.use(host):
+        yield
+
+
+def execute(state: State, verbose: bool) -> None:
+    """Run every planned operation on every active host (in parallel); raises what stopped the run."""
+    state.set_stage(StateStage.Execute)
+    hub = gevent.get_hub()
+    print_exception = hub.print_exception
+    if not verbose:  # gevent prints a greenlet's exception as a traceback; the summary says it in one line
+        hub.print_exception = lambda *args: None  # type: ignore[method-assign]
+    try:
+        tolerate_all_failed(run_ops, state)
+    finally:
+        hub.print_exception = print_exception  # type: ignore[method-assign]
+
+
+class ErrorLog(logging.Handler):
+    """Keeps pyinfra's warning/error log lines, to explain a host that pyinfra failed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def for_host(self, host: Any) -> list[str]:
+        prefix = f"[{host.name}] "
+        return [line.removeprefix(prefix) for line in self.lines if line.startswith(prefix)]
+
+
+@contextlib.contextmanager
+def pyinfra_logging(verbose: bool) -> Iterator[ErrorLog]:
+    """pyinfra's log: shown with VERBOSE, else only kept (warnings and errors) for the summary."""
+    log = logging.getLogger("pyinfra")
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    log.propagate = verbose
+    errors = ErrorLog()
+    log.addHandler(errors)
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    try:
+        yield errors
+    finally:
+        log.removeHandler(errors)
+
+
+class Callbacks(BaseStateCallback):
+    """Connection errors, and progress as operations finish: on_progress(gpuctl host name, message)."""
+
+    def __init__(self, on_progress: Callable[[str, str], None] | None) -> None:
+        self.on_progress = on_progress
+        self.connect_errors: dict[str, str] = {}
+
+    def host_connect_error(self, state: State, host: Any, error: Any) -> None:  # type: ignore[override]
+        self.connect_errors[gpuctl_name(host)] = str(error)
+
+    def operation_host_success(self, state: State, host: Any, op_hash: str, retry_count: int = 0) -> None:  # type: ignore[override]
+        meta = state.ops[host][op_hash].operation_meta
+        # The result is not recorded yet when pyinfra calls this; the plan's answer is.
+        if self.on_progress and meta._maybe_is_change:  # noqa: SLF001
+            self.on_progress(gpuctl_name(host), f"done: {op_name(state, host, op_hash)}")
+
+    def operation_host_error(  # type: ignore[override]
+        self, state: State, host: Any, op_hash: str, retry_count: int = 0, max_retries: int = 0
+    ) -> None:
+        if self.on_progress:
+            self.on_progress(gpuctl_name(host), f"FAILED: {op_name(state, host, op_hash)}")
+
+
+# -- plans and results --------------------------------------------------------------------------------
+
+
+def planned_changes(state: State, host: Any) -> list[str]:
+    """Names of the operations that would change HOST, marked as such for progress and --dry.
+
+    Operations guarded by `_if` (daemon-reload, restarts) only run when an earlier one changes
+    something; pyinfra cannot tell before executing, so they count only if an unguarded one changes.
+    """
+    unguarded, guarded = [], []
+    for op_hash in state.get_op_order():
+        data = state.ops[host].get(op_hash)
+        if data is None or not data.operation_meta.will_change:
+            continue
+        (guarded if data.global_arguments.get("_if") else unguarded).append(op_hash)
+    planned = unguarded + guarded if unguarded else []
+    for op_hash in state.ops[host]:
+        state.ops[host][op_hash].operation_meta._maybe_is_change = op_hash in planned  # noqa: SLF001
+    return [op_name(state, host, op_hash) for op_hash in state.get_op_order() if op_hash in planned]
+
+
+def planned_commands(state: State, host: Any) -> dict[str, list[str]]:
+    """The commands of each operation that would change HOST (after planned_changes), unmasked."""
+    commands = {}
+    for op_hash in state.get_op_order():
+        data = state.ops[host].get(op_hash)
+        if data is not None and data.operation_meta._maybe_is_change:  # noqa: SLF001 - set by planned_changes
+            commands[op_name(state, host, op_hash)] = [str(c) for c in data.command_generator()]
+    return commands
+
+
+@dataclass(frozen=True)
+class OpResult:
+    """One operation of one host after the run."""
+
+    name: str
+    complete: bool
+    succeeded: bool
+    changed: bool
+    output: str
+    """stderr (else stdout) of a failed operation."""
+
+
+def results(state: State, host: Any) -> list[OpResult]:
+    """HOST's operations in order, as pyinfra recorded them."""
+    found = []
+    for op_hash in state.get_op_order():
+        data = state.ops[host].get(op_hash)
+        if data is None:
+            continue
+        meta = data.operation_meta
+        complete = meta.is_complete()
+        succeeded = complete and meta.did_succeed()
+        output = ""
+        if complete and not succeeded:
+            combined = meta._combined_output  # noqa: SLF001 - pyinfra keeps the command output here
+            output = ((combined.stderr or combined.stdout) if combined is not None else "").strip()
+        found.append(
+            OpResult(op_name(state, host, op_hash), complete, succeeded, succeeded and meta.did_change(), output)
+        )
+    return found

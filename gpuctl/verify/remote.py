@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
+from gpuctl.access import Connection
 from gpuctl.spec import HostSpec
 
 CONNECT_TIMEOUT_S = 5
@@ -27,34 +28,19 @@ class Output:
 
 
 class Remote:
-    """Run commands on HOST: `ssh` with the inventory's connection settings, or locally."""
+    """Run commands on HOST: `ssh` with the inventory's connection settings (sudo as deploy uses it), or locally."""
 
     def __init__(self, host: HostSpec) -> None:
         self.host = host
+        self.connection = Connection.of(host)
 
     def ssh_base(self) -> list[str]:
-        h = self.host
-        argv = [
-            "ssh",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            f"ConnectTimeout={CONNECT_TIMEOUT_S}",
-            "-o",
-            f"StrictHostKeyChecking={h.ssh_strict_host_key_checking}",
-            "-p",
-            str(h.ssh_port),
-        ]
-        if h.ssh_known_hosts_file:
-            argv += ["-o", f"UserKnownHostsFile={Path(h.ssh_known_hosts_file).expanduser()}"]
-        if h.ssh_key:
-            argv += ["-i", str(Path(h.ssh_key).expanduser()), "-o", "IdentitiesOnly=yes"]
-        return argv + [f"{h.ssh_user}@{h.address}"]
+        return [*self.connection.ssh_argv(CONNECT_TIMEOUT_S), self.connection.destination]
 
     def run(self, command: str, timeout: float = 30) -> Output:
-        if self.host.ssh_user != "root" and not self.host.local:
-            command = f"sudo -n sh -c {_quote(command)}"
-        argv = ["sh", "-c", command] if self.host.local else [*self.ssh_base(), command]
+        if self.connection.sudo:
+            command = f"sudo -n sh -c {shlex.quote(command)}"
+        argv = ["sh", "-c", command] if self.connection.local else [*self.ssh_base(), command]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -104,7 +90,3 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"

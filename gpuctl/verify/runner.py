@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,11 +13,12 @@ from typing import Any
 
 import requests
 
+from gpuctl.access import Engine, EngineAccess, client_access
 from gpuctl.errors import GpuctlError
 from gpuctl.keystore import Keystore
 from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
 from gpuctl.verify.checks import Check
-from gpuctl.verify.gateway import GatewayAccess, gateway_access, gateway_checks
+from gpuctl.verify.gateway import gateway_checks
 from gpuctl.verify.host_checks import engine_host_checks, journal
 from gpuctl.verify.ollama_api import OllamaChecker, OllamaExpectations
 from gpuctl.verify.openai_api import VllmChecker, VllmExpectations
@@ -25,6 +26,8 @@ from gpuctl.verify.remote import Remote
 
 Progress = Callable[[str, str], None]
 POLL_S = 3.0
+OLLAMA_MIN_GENERATION_S = 60.0
+"""Ollama loads a model on its first request: its first token may take this long whatever --gen-timeout says."""
 
 
 @dataclass
@@ -59,10 +62,6 @@ class Options:
     """The inventory's generated gateway keys and CA (needed for hosts with a gateway)."""
 
 
-def engine_label(engine: VllmSpec | OllamaSpec) -> str:
-    return f"vllm:{engine.name}" if isinstance(engine, VllmSpec) else "ollama"
-
-
 def verify_hosts(hosts: list[HostSpec], options: Options, progress: Progress | None = None) -> list[EngineReport]:
     """Verify HOSTS in parallel; reports in inventory order."""
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
@@ -75,51 +74,48 @@ def verify_host(host: HostSpec, options: Options, progress: Progress | None = No
     if not host.local:
         reach = remote.reachable()
         if not reach.ok:
-            return [
-                EngineReport(
-                    host.name, "host", None, [Check("ssh", False, f"unreachable: {reach.stderr.strip()[:200]}")]
-                )
-            ]
+            unreachable = Check("ssh", False, f"unreachable: {reach.stderr.strip()[:200]}")
+            return [EngineReport(host.name, "host", None, [unreachable])]
     if not host.engines():
         return [EngineReport(host.name, "host", None, [Check("engines", True, "no engine in the spec")])]
-    reports = []
-    for engine in host.engines():
-        label = engine_label(engine)
-        try:
-            access = (
-                gateway_access(host, engine, options.keystore, options.base_dir) if host.gateway is not None else None
-            )
-        except GpuctlError as exc:
-            reports.append(EngineReport(host.name, label, None, [Check("gateway key", False, str(exc))]))
-            continue
-        try:
-            with endpoint(remote, host, engine) as direct_url:
-                base_url = access.base_url if access is not None else direct_url
-                report = EngineReport(host.name, label, base_url)
-                if options.wait_s > 0:
-                    failure = wait_ready(
-                        remote,
-                        engine,
-                        direct_url,
-                        options.wait_s,
-                        lambda msg, label=label: progress and progress(host.name, f"{label}: {msg}"),
-                    )
-                    if failure is not None:
-                        report.checks.append(failure)
-                report.checks += engine_host_checks(remote, host, engine)
-                if access is not None:
-                    report.checks += gateway_checks(
-                        access, engine, bool(host.gateway and host.gateway.allow_ollama_admin)
-                    )
-                report.checks += api_checks(engine, base_url, options, access)
-                explain_failures(remote, engine, report.checks)
-        except ConnectionError as exc:
-            report = EngineReport(host.name, label, None, [Check("tunnel", False, str(exc))])
-        reports.append(report)
-    return reports
+    return [verify_engine(remote, host, engine, options, progress) for engine in host.engines()]
 
 
-def explain_failures(remote: Remote, engine: VllmSpec | OllamaSpec, checks: list[Check]) -> None:
+def verify_engine(
+    remote: Remote, host: HostSpec, engine: Engine, options: Options, progress: Progress | None
+) -> EngineReport:
+    """One engine: the cold-start wait (on the engine itself), host checks, the gateway's, then the API
+    as clients reach it (through the gateway when the host has one)."""
+    try:
+        client = client_access(host, engine, keystore=options.keystore, base_dir=options.base_dir, remote=remote)
+    except GpuctlError as exc:
+        return EngineReport(host.name, engine.label, None, [Check("gateway key", False, str(exc))])
+    # The cold-start wait asks the engine itself (its /health), through a tunnel when it is on loopback.
+    own = client_access(host, engine, keystore=None, base_dir=options.base_dir, remote=remote, direct=True)
+    try:
+        with own.open() as direct_url, client.open() as base_url:
+            report = EngineReport(host.name, engine.label, base_url)
+            if options.wait_s > 0:
+
+                def say(message: str) -> None:
+                    if progress:
+                        progress(host.name, f"{engine.label}: {message}")
+
+                failure = wait_ready(remote, engine, direct_url, options.wait_s, say)
+                if failure is not None:
+                    report.checks.append(failure)
+            report.checks += engine_host_checks(remote, host, engine)
+            if client.gateway is not None:
+                allow_admin = bool(host.gateway and host.gateway.allow_ollama_admin)
+                report.checks += gateway_checks(client.gateway, engine, allow_admin)
+            report.checks += api_checks(engine, base_url, options, client)
+            explain_failures(remote, engine, report.checks)
+    except ConnectionError as exc:
+        report = EngineReport(host.name, engine.label, None, [Check("tunnel", False, str(exc))])
+    return report
+
+
+def explain_failures(remote: Remote, engine: Engine, checks: list[Check]) -> None:
     """Give the first failed check the engine's last log lines, unless a check already carries some."""
     if any(c.details for c in checks):
         return
@@ -132,24 +128,17 @@ def explain_failures(remote: Remote, engine: VllmSpec | OllamaSpec, checks: list
         failed.details = journal(remote, engine.unit_name)
 
 
-def api_checks(
-    engine: VllmSpec | OllamaSpec, base_url: str, options: Options, access: GatewayAccess | None = None
-) -> list[Check]:
-    """The engine's API checks at BASE_URL; through the gateway (ACCESS) with its key and CA."""
-    session = access.session() if access is not None else None
+def api_checks(engine: Engine, base_url: str, options: Options, client: EngineAccess) -> list[Check]:
+    """The engine's API checks at BASE_URL, with the key and TLS trust CLIENT says."""
+    session = client.gateway.session() if client.gateway is not None else None
     if isinstance(engine, VllmSpec):
-        if access is not None:
-            api_key, key_required = access.api_key, True
-        else:
-            api_key = engine.api_key.resolve(options.base_dir) if engine.api_key else None
-            key_required = engine.api_key is not None
         expect = VllmExpectations(
             base_url=base_url,
             model=engine.served_name,
-            api_key=api_key,
+            api_key=client.api_key,
             version=engine.expected_version(),
             max_model_len=engine.max_model_len,
-            key_required=key_required,
+            key_required=client.key_required,
             generation_timeout_s=options.generation_timeout_s,
         )
         return VllmChecker(expect, session).run()
@@ -159,30 +148,40 @@ def api_checks(
             version=engine.version,
             models=engine.models,
             keep_alive=engine.keep_alive,
-            generation_timeout_s=max(options.generation_timeout_s, 60),
+            generation_timeout_s=max(options.generation_timeout_s, OLLAMA_MIN_GENERATION_S),
         ),
         session,
     ).run()
 
 
-@contextlib.contextmanager
-def endpoint(remote: Remote, host: HostSpec, engine: VllmSpec | OllamaSpec) -> Iterator[str]:
-    """The base URL to reach ENGINE from here: direct, or an SSH tunnel when it listens on loopback."""
-    bind, port = engine.bind, engine.port
-    loopback = bind.startswith("127.") or bind == "::1"
-    if host.local:
-        target = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
-        yield f"http://{_host(target)}:{port}"
-    elif loopback:
-        with remote.tunnel(bind, port) as url:
-            yield url
-    else:
-        target = host.address if bind in ("0.0.0.0", "::") else bind
-        yield f"http://{_host(target or '')}:{port}"
-
-
-def _host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
+def verify_url(
+    url: str, engine: str | None, model: str | None, api_key: str | None, expect_version: str | None, options: Options
+) -> EngineReport:
+    """Verify a bare URL: ENGINE says which API to expect (vLLM needs the MODEL it serves)."""
+    if engine is None:
+        raise GpuctlError("a URL target needs --engine vllm or --engine ollama")
+    report = EngineReport(url, engine, url)
+    if engine == "vllm":
+        if not model:
+            raise GpuctlError("--engine vllm needs --model (the served model name)")
+        expect = VllmExpectations(
+            base_url=url,
+            model=model,
+            api_key=api_key,
+            version=expect_version,
+            key_required=api_key is not None,
+            generation_timeout_s=options.generation_timeout_s,
+        )
+        report.checks = VllmChecker(expect).run()
+        return report
+    expect_ollama = OllamaExpectations(
+        base_url=url,
+        version=expect_version,
+        models=[model] if model else [],
+        generation_timeout_s=max(options.generation_timeout_s, OLLAMA_MIN_GENERATION_S),
+    )
+    report.checks = OllamaChecker(expect_ollama).run()
+    return report
 
 
 def wait_ready(
@@ -229,3 +228,11 @@ def wait_ready(
         say(f"waiting for {path} ({elapsed:.0f}/{wait_s:.0f} s; unit {state})")
         time.sleep(POLL_S)
     return Check("wait", False, f"not ready after {wait_s:.0f} s ({path} did not answer 200)")
+
+
+# Temporary: status.py is being edited elsewhere; these go when it asks gpuctl.access directly.
+from gpuctl.access import engine_endpoint as endpoint  # noqa: E402
+
+
+def engine_label(engine: Engine) -> str:
+    return engine.label

@@ -20,7 +20,8 @@ import pytest
 from gpuctl.errors import GpuctlError
 from gpuctl.keystore import Keystore
 from gpuctl.spec import GatewaySpec, HostSpec, OllamaSpec
-from gpuctl.verify.gateway import GatewayAccess, gateway_access, gateway_checks
+from gpuctl.access import GatewayAccess, gateway_access
+from gpuctl.verify.gateway import gateway_checks
 from harness import local_http
 
 KEY = "sk-gateway-0123456789abcdefghij"
