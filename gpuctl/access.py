@@ -172,6 +172,18 @@ def engine_key(engine: Engine, base_dir: Path) -> str | None:
     return engine.api_key.resolve(base_dir) if isinstance(engine, VllmSpec) and engine.api_key else None
 
 
+def key_from_env(variable: str | None) -> str | None:
+    """--api-key-env VAR: the key held by environment variable VAR (an error when it is unset)."""
+    if not variable:
+        return None
+    import os
+
+    value = os.environ.get(variable)
+    if not value:
+        raise GpuctlError(f"--api-key-env {variable}: environment variable is not set")
+    return value
+
+
 def via_without_gateway(host: HostSpec, engine: Engine) -> Via:
     return "ssh tunnel" if not host.local and is_loopback(engine.bind) else "direct"
 

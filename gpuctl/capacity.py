@@ -24,7 +24,7 @@ from gpuctl.catalog import (
     find_model,
     weight_format_of,
 )
-from gpuctl.errors import GpuctlError
+from gpuctl.errors import GpuctlError, InventoryError
 from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
 
 Verdict = Literal["fits", "tight", "does not fit", "unknown"]
@@ -307,3 +307,26 @@ def plan_host(host: HostSpec) -> list[EnginePlan]:
     if host.ollama is not None:
         plans += plan_ollama(host, host.ollama)
     return plans
+
+
+def gate(label: str, hosts: list[HostSpec], force: bool) -> list[str]:
+    """Refuse (InventoryError, exit 2) an engine the planner says cannot start, unless FORCE.
+
+    Returns the warnings to show: the plans' own, and with FORCE what would have been refused."""
+    warnings, problems = [], []
+    for host in hosts:
+        try:
+            plans = plan_host(host)
+        except GpuctlError as exc:
+            raise GpuctlError(f"{label}: {host.name}: {exc}") from None
+        for plan in plans:
+            warnings += [f"{label}: {plan.host}: {plan.engine}: {warning}" for warning in plan.warnings]
+            if plan.verdict == "does not fit":
+                problems += [f"{label}: {plan.host}: {plan.engine}: does not fit: {r}" for r in plan.reasons]
+    if problems and not force:
+        hint = (
+            "(gpuctl plan shows the numbers; --force deploys anyway, at the risk of a "
+            "multi-minute cold start that ends in an out-of-memory error)"
+        )
+        raise InventoryError([*problems, hint])
+    return warnings + [f"--force: {problem}" for problem in problems]

@@ -45,6 +45,26 @@ from gpuctl.spec import (
     VllmSpec,
 )
 
+__all__ = [
+    # builders, used inside inventory files
+    "Architecture",
+    "Defaults",
+    "Docker",
+    "Driver",
+    "Firewall",
+    "Gateway",
+    "Gpu",
+    "Host",
+    "Ollama",
+    "Secret",
+    "Vllm",
+    # loading
+    "Inventory",
+    "find_hosts",
+    "load",
+    "resolve_path",
+]
+
 # ---------------------------------------------------------------------------------------------
 # Builders used inside inventory files
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +243,31 @@ def load(ref: str, cwd: Path | None = None) -> Inventory:
     if not hosts:
         raise InventoryError([f"{label}: defines no hosts (a module-level list of Host(...) is a group)"])
     return Inventory(path=path, label=label, hosts=hosts, groups=groups)
+
+
+def find_hosts(
+    target: str, inventory_ref: str | None = None, limit: tuple[str, ...] = ()
+) -> tuple[Inventory, list[HostSpec]]:
+    """What a TARGET of verify, status or bench names: an inventory (all or LIMIT hosts), a host of
+    INVENTORY_REF, or a host found in inventories/*.py of the current folder."""
+    if inventory_ref:
+        inv = load(inventory_ref)
+        return inv, inv.select([target])
+    try:
+        inv = load(target)
+        return inv, inv.select(limit)
+    except GpuctlError as exc:
+        if "not found" not in str(exc) and "no such file" not in str(exc):
+            raise
+    folder = Path.cwd() / "inventories"
+    for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
+        try:
+            inv = load(str(path))
+        except GpuctlError:
+            continue
+        if target in inv.hosts:
+            return inv, [inv.hosts[target]]
+    raise GpuctlError(f"{target}: not a URL, an inventory, or a host in inventories/*.py (use -i INVENTORY)")
 
 
 def _shared_addresses(hosts: dict[str, HostSpec], label: str) -> list[str]:

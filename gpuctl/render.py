@@ -387,6 +387,19 @@ def render_firewall(host: HostSpec) -> FirewallFiles:
     )
 
 
+def write_hosts(hosts: list[HostSpec], out_dir: Path) -> dict[str, list[dict[str, str]]]:
+    """`gpuctl render`: each host's files under OUT_DIR/HOST/ (secrets as placeholders); what was written."""
+    report: dict[str, list[dict[str, str]]] = {}
+    for host in hosts:
+        files = render_host(host)
+        try:
+            write_tree(files, out_dir / host.name)
+        except OSError as exc:
+            raise GpuctlError(f"--out {out_dir}: cannot write: {exc.strerror}") from None
+        report[host.name] = [{"path": str(f.path), "mode": f.mode_str, "owner": f.owner} for f in files]
+    return report
+
+
 def write_tree(files: HostFiles, root: Path) -> list[Path]:
     """Write rendered files under ROOT (ROOT/etc/…), with their modes, plus a manifest of owners."""
     written = []

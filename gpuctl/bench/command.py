@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -172,7 +170,7 @@ def bench(
     their next request as soon as the last one ended. Where the host's GPU and model have published
     figures, they stand beside the measurement."""
     from gpuctl.bench.client import Settings
-    from gpuctl.cli import EXIT_FAILED, EXIT_OK, console
+    from gpuctl.output import console, finish
 
     settings = Settings(
         concurrency=parse_concurrency(concurrency),
@@ -200,7 +198,7 @@ def bench(
         report.print_table(console(), runs, settings)
     if csv_path is not None:
         report.write_csv(csv_path, runs)
-    sys.exit(EXIT_OK if all(run.ok for run in runs) else EXIT_FAILED)
+    finish(all(run.ok for run in runs))
 
 
 def check_writable(path: Path) -> None:
@@ -296,11 +294,9 @@ def url_target(
 ) -> Target:
     from urllib.parse import urlsplit
 
-    api_key = None
-    if api_key_env:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
-            raise GpuctlError(f"--api-key-env {api_key_env}: environment variable is not set")
+    from gpuctl.access import key_from_env
+
+    api_key = key_from_env(api_key_env)
     if api == "ollama" and engine == "vllm":
         raise GpuctlError("--api ollama: vLLM has no Ollama API (use --api openai)")
 
@@ -380,55 +376,63 @@ def host_targets(
     """Every engine (or only --engine's) of the hosts TARGET names, with the spec's key, model and GPU;
     behind a gateway, as its clients reach it (https, the gateway key, the CA gpuctl handed out)
     unless DIRECT."""
-    from gpuctl.bench.reference import weight_format
-    from gpuctl.cli import resolve_verify_target
+    from gpuctl import inventory
     from gpuctl.keystore import Keystore
-    from gpuctl.spec import VllmSpec, is_loopback
-    from gpuctl.verify.gateway import gateway_access
-    from gpuctl.verify.remote import Remote
-    from gpuctl.verify.runner import endpoint as engine_endpoint
-    from gpuctl.verify.runner import engine_label as spec_engine_label
 
-    inv, hosts = resolve_verify_target(target, inventory_ref, limit)
+    inv, hosts = inventory.find_hosts(target, inventory_ref, limit)
     keystore = Keystore.for_inventory(inv.path, write=False)
-    targets = []
-    for host in hosts:
-        for spec in host.engines():
-            kind = "vllm" if isinstance(spec, VllmSpec) else "ollama"
-            if engine is not None and kind != engine:
-                continue
-            if kind == "vllm":
-                if api == "ollama":
-                    raise GpuctlError(f"--api ollama: {host.name} {spec_engine_label(spec)} is vLLM (use --api openai)")
-                name = model or spec.served_name
-                key = spec.api_key.resolve(inv.base_dir) if spec.api_key else None
-                weights = weight_format("vllm", spec.model, spec.quantization, spec.dtype)
-            else:
-                name = model or (spec.models[0] if spec.models else None)
-                key, weights = None, weight_format("ollama", name) if name else None
-            item = Target(
-                host=host.name,
-                engine_name=spec_engine_label(spec),
-                engine=kind,
-                api=api or ("openai" if kind == "vllm" else "ollama"),
-                model=name,
-                api_key=key,
-                gpu=host.gpus.model if host.gpus else None,
-                gpu_label=f"{host.gpus.count}× {host.gpus.model}" if host.gpus else "none (CPU)",
-                weights=weights,
-                open=lambda host=host, spec=spec: engine_endpoint(Remote(host), host, spec),
-                via="ssh tunnel" if not host.local and is_loopback(spec.bind) else "direct",
-            )
-            if host.gateway is not None and not direct:
-                item.via = "gateway"
-                try:
-                    access = gateway_access(host, spec, keystore, inv.base_dir)
-                except GpuctlError as exc:  # this host's key is missing: the others are still benched
-                    item.open = lambda message=str(exc): failing(message)
-                else:
-                    item.api_key, item.verify, item.url = access.api_key, access.verify, access.base_url
-                    item.open = lambda url=access.base_url: contextlib.nullcontext(url)
-            targets.append(item)
+    targets = [
+        host_target(host, spec, inv.base_dir, keystore, api, model, direct)
+        for host in hosts
+        for spec in host.engines()
+        if engine is None or spec.label.split(":")[0] == engine
+    ]
     if not targets:
         raise GpuctlError(f"{target}: no {engine + ' ' if engine else ''}engine to bench in the spec")
     return targets
+
+
+def host_target(
+    host: Any, spec: Any, base_dir: Path, keystore: Any, api: str | None, model: str | None, direct: bool
+) -> Target:
+    """One engine of an inventory host, reached as gpuctl.access says (gateway, tunnel or direct)."""
+    from gpuctl.access import client_access
+    from gpuctl.bench.reference import weight_format
+    from gpuctl.spec import VllmSpec
+
+    if isinstance(spec, VllmSpec):
+        if api == "ollama":
+            raise GpuctlError(f"--api ollama: {host.name} {spec.label} is vLLM (use --api openai)")
+        kind, name = "vllm", model or spec.served_name
+        weights = weight_format("vllm", spec.model, spec.quantization, spec.dtype)
+    else:
+        kind, name = "ollama", model or (spec.models[0] if spec.models else None)
+        weights = weight_format("ollama", name) if name else None
+    item = Target(
+        host=host.name,
+        engine_name=spec.label,
+        engine=kind,
+        api=api or ("openai" if kind == "vllm" else "ollama"),
+        model=name,
+        api_key=None,
+        gpu=host.gpus.model if host.gpus else None,
+        gpu_label=f"{host.gpus.count}× {host.gpus.model}" if host.gpus else "none (CPU)",
+        weights=weights,
+        open=lambda: failing("not opened"),
+    )
+    try:
+        client = client_access(host, spec, keystore=keystore, base_dir=base_dir, direct=direct)
+    except GpuctlError as exc:
+        if host.gateway is None or direct:  # the engine's own key reference is bad input
+            raise
+        # this host's gateway key is missing: the others are still benched
+        item.via, item.open = "gateway", lambda message=str(exc): failing(message)
+        return item
+    item.via, item.api_key, item.verify, item.url, item.open = (
+        client.via,
+        client.api_key,
+        client.verify,
+        client.url,
+        client.open,
+    )
+    return item

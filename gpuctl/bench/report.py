@@ -96,13 +96,9 @@ def as_json(runs: list[Run], settings: Settings) -> dict[str, Any]:
     }
 
 
-CSV_COLUMNS = [
-    "host",
-    "engine",
-    "engine_label",
-    "api",
-    "model",
-    "gpu",
+RUN_COLUMNS = ("host", "engine", "engine_label", "api", "model", "gpu")
+"""Columns from the run, named as in its JSON."""
+LEVEL_COLUMNS = (
     "concurrency",
     "requests",
     "errors",
@@ -110,24 +106,22 @@ CSV_COLUMNS = [
     "aggregate_tok_s",
     "per_stream_tok_s",
     "requests_per_s",
-    "ttft_ms_p50",
-    "ttft_ms_p90",
-    "ttft_ms_p99",
-    "itl_ms_p50",
-    "itl_ms_p90",
-    "itl_ms_p99",
-    "e2e_s_p50",
-    "e2e_s_p90",
-    "e2e_s_p99",
+)
+"""Columns copied from the level's JSON as they are."""
+PERCENTILES = ("p50", "p90", "p99")
+LATENCIES = ("ttft_ms", "itl_ms", "e2e_s")
+REFERENCE_KEYS = ("aggregate_tok_s", "per_stream_tok_s", "aggregate_delta_pct", "per_stream_delta_pct", "verdict")
+"""The published comparison's JSON keys, each a column reference_KEY."""
+
+CSV_COLUMNS = [
+    *RUN_COLUMNS,
+    *LEVEL_COLUMNS,
+    *(f"{name}_{p}" for name in LATENCIES for p in PERCENTILES),  # ttft_ms_p50 … e2e_s_p99
     "prompt_tokens_mean",
     "output_tokens_mean",
     "output_tokens_total",
     "client_cpu_us_per_token",
-    "reference_aggregate_tok_s",
-    "reference_per_stream_tok_s",
-    "reference_aggregate_delta_pct",
-    "reference_per_stream_delta_pct",
-    "reference_verdict",
+    *(f"reference_{key}" for key in REFERENCE_KEYS),
 ]
 
 
@@ -137,34 +131,16 @@ def csv_rows(runs: list[Run]) -> list[dict[str, Any]]:
     for run in runs:
         d = run.as_dict()
         for lv in d["levels"]:
-            row: dict[str, Any] = {k: d[k] for k in ("host", "engine", "engine_label", "api", "model", "gpu")}
-            row.update(
-                {
-                    k: lv[k]
-                    for k in (
-                        "concurrency",
-                        "requests",
-                        "errors",
-                        "window_s",
-                        "aggregate_tok_s",
-                        "per_stream_tok_s",
-                        "requests_per_s",
-                        "client_cpu_us_per_token",
-                    )
-                }
-            )
-            for name in ("ttft_ms", "itl_ms", "e2e_s"):
-                for p in ("p50", "p90", "p99"):
+            row: dict[str, Any] = {k: d[k] for k in RUN_COLUMNS}
+            row.update({k: lv[k] for k in (*LEVEL_COLUMNS, "client_cpu_us_per_token")})
+            for name in LATENCIES:
+                for p in PERCENTILES:
                     row[f"{name}_{p}"] = (lv[name] or {}).get(p, "")
             row["prompt_tokens_mean"] = lv["prompt_tokens"]["mean"]
             row["output_tokens_mean"] = lv["output_tokens"]["mean"]
             row["output_tokens_total"] = lv["output_tokens"]["total"]
             ref = lv["reference"] or {}
-            row["reference_aggregate_tok_s"] = ref.get("aggregate_tok_s", "")
-            row["reference_per_stream_tok_s"] = ref.get("per_stream_tok_s", "")
-            row["reference_aggregate_delta_pct"] = ref.get("aggregate_delta_pct", "")
-            row["reference_per_stream_delta_pct"] = ref.get("per_stream_delta_pct", "")
-            row["reference_verdict"] = ref.get("verdict", "")
+            row.update({f"reference_{key}": ref.get(key, "") for key in REFERENCE_KEYS})
             rows.append({k: "" if row.get(k) is None else row.get(k, "") for k in CSV_COLUMNS})
     return rows
 
@@ -188,6 +164,26 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
+TABLE_COLUMNS = (
+    "host",
+    "GPU",
+    "engine",
+    "model",
+    "conc.",
+    "aggregate tok/s",
+    "per-stream tok/s",
+    "published",
+    "Δ",
+    "TTFT ms p50/90/99",
+    "ITL ms p50/90/99",
+    "E2E s p50/90/99",
+    "req/s",
+    "tok in/out",
+    "ok/err",
+)
+RIGHT_ALIGNED = {"conc.", "aggregate tok/s", "per-stream tok/s", "req/s", "ok/err"}
+
+
 def print_table(out: Console, runs: list[Run], settings: Settings) -> None:
     """The published table's columns (GPU | engine | concurrency | aggregate tok/s | per-stream tok/s),
     the published figures beside each measurement that has some, then latencies and counts."""
@@ -196,75 +192,44 @@ def print_table(out: Console, runs: list[Run], settings: Settings) -> None:
         "closed loop, streamed",
         title_justify="left",
     )
-    right = {"conc.", "aggregate tok/s", "per-stream tok/s", "req/s", "ok/err"}
-    for column in (
-        "host",
-        "GPU",
-        "engine",
-        "model",
-        "conc.",
-        "aggregate tok/s",
-        "per-stream tok/s",
-        "published",
-        "Δ",
-        "TTFT ms p50/90/99",
-        "ITL ms p50/90/99",
-        "E2E s p50/90/99",
-        "req/s",
-        "tok in/out",
-        "ok/err",
-    ):
-        table.add_column(column, justify="right" if column in right else "left")
+    for column in TABLE_COLUMNS:
+        table.add_column(column, justify="right" if column in RIGHT_ALIGNED else "left")
     for run in runs:
         host = run.host if run.via == "direct" else f"{run.host} via {run.via}"
+        who = (host, run.gpu_label, run.engine_label, run.model)
         if run.error is not None and not run.levels:
-            table.add_row(
-                host,
-                run.gpu_label,
-                run.engine_label,
-                run.model,
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "failed",
-            )
+            table.add_row(*who, *["-"] * (len(TABLE_COLUMNS) - len(who) - 1), "failed")
             continue
         for level in run.levels:
-            comparison = run.comparison(level)
-            published = delta = "-"
-            if comparison:
-                published = f"{_rate(comparison.row.aggregate_tok_s)} / {_rate(comparison.row.per_stream_tok_s)}"
-                delta = f"{comparison.aggregate_delta:+.0%} / {comparison.per_stream_delta:+.0%}"
-            tokens = f"{level.prompt_tokens_mean:,.0f} / {level.output_tokens_mean:,.0f}" if level.requests else "-"
-            table.add_row(
-                host,
-                run.gpu_label,
-                run.engine_label,
-                run.model,
-                str(level.concurrency),
-                _rate(level.aggregate_tok_s),
-                _rate(level.per_stream_tok_s),
-                published,
-                delta,
-                _ms(level.ttft_s),
-                _ms(level.itl_s),
-                _s(level.e2e_s),
-                f"{level.requests_per_s:,.2f}",
-                tokens,
-                f"{level.requests}/{level.errors}",
-            )
+            table.add_row(*who, *_level_cells(run, level))
     if not out.is_terminal:  # pipes and logs get whole rows (a wrapped cell would split a row in two)
         out.width = max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum)
     out.print(table)
     for line in notes(runs, settings):
         out.print(line)
+
+
+def _level_cells(run: Run, level: LevelStats) -> tuple[str, ...]:
+    """A level's cells from "conc." on."""
+    comparison = run.comparison(level)
+    published = delta = "-"
+    if comparison:
+        published = f"{_rate(comparison.row.aggregate_tok_s)} / {_rate(comparison.row.per_stream_tok_s)}"
+        delta = f"{comparison.aggregate_delta:+.0%} / {comparison.per_stream_delta:+.0%}"
+    tokens = f"{level.prompt_tokens_mean:,.0f} / {level.output_tokens_mean:,.0f}" if level.requests else "-"
+    return (
+        str(level.concurrency),
+        _rate(level.aggregate_tok_s),
+        _rate(level.per_stream_tok_s),
+        published,
+        delta,
+        _ms(level.ttft_s),
+        _ms(level.itl_s),
+        _s(level.e2e_s),
+        f"{level.requests_per_s:,.2f}",
+        tokens,
+        f"{level.requests}/{level.errors}",
+    )
 
 
 def notes(runs: list[Run], settings: Settings) -> list[str]:

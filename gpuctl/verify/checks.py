@@ -169,3 +169,55 @@ class Clock:
     def finish(self) -> StreamTiming:
         self.timing.total_s = time.perf_counter() - self.start
         return self.timing
+
+
+class ApiChecker:
+    """What the two API checkers share: the expectations (a base URL and timeouts), the HTTP session, and
+    the requests and failure reasons that read the same for vLLM and Ollama."""
+
+    expect: Any  # VllmExpectations or OllamaExpectations: base_url, request_timeout_s, generation_timeout_s
+
+    def __init__(self, expect: Any, session: requests.Session | None = None) -> None:
+        self.expect = expect
+        self.http = session or requests.Session()
+
+    def url(self, path: str) -> str:
+        return self.expect.base_url.rstrip("/") + path
+
+    def post(
+        self, path: str, body: dict, headers: dict[str, str | None] | None = None, stream: bool | None = None
+    ) -> requests.Response:
+        """POST a generation request: the request timeout to connect, the generation timeout to answer."""
+        return self.http.post(
+            self.url(path),
+            json=body,
+            headers=headers,
+            stream=stream,
+            timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s),
+        )
+
+    def version_check(self, path: str, product: str, pinned: str, unpinned: str = "") -> Check:
+        """GET PATH's `version`, against the pinned one if any: "PRODUCT 1.2.3[UNPINNED]" when nothing is pinned,
+        else "PRODUCT 1.2.3, but PINNED 1.2.4" when they differ."""
+        response = self.http.get(self.url(path), timeout=self.expect.request_timeout_s)
+        if response.status_code != 200:
+            return Check(
+                "version", False, f"GET {path} answered {response.status_code}: {response.text[:80]}".rstrip(": ")
+            )
+        got = response.json().get("version")
+        if got is None:
+            return Check("version", False, f"GET {path} answered without a version: is this {product}?")
+        numbers: dict[str, float | int | str] = {"version": str(got)}
+        if self.expect.version is None:
+            return Check("version", True, f"{product} {got}{unpinned}", numbers)
+        ok = got == self.expect.version
+        return Check(
+            "version", ok, f"{product} {got}" + ("" if ok else f", but {pinned} {self.expect.version}"), numbers
+        )
+
+    def stalled(self, name: str, chunks: int) -> Check:
+        return Check(
+            name,
+            False,
+            f"the stream stalled after {chunks} token(s): nothing more within {self.expect.generation_timeout_s:g} s",
+        )

@@ -11,6 +11,7 @@ from gpuctl.errors import NO_SYSTEMD
 from gpuctl.gpu_facts import cdi_staleness, gpu_uuids
 from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec, on_host_address
 from gpuctl.verify.checks import Check
+from gpuctl.verify.containers import inspect_container
 from gpuctl.verify.remote import Remote
 
 LOG_LINES = 20
@@ -41,21 +42,20 @@ def journal(remote: Remote, unit: str) -> list[str]:
 
 def container_check(remote: Remote, engine: VllmSpec) -> Check:
     name = engine.project
-    out = remote.run(
-        f"docker inspect -f '{{{{.State.Status}}}} {{{{if .State.Health}}}}{{{{.State.Health.Status}}}}"
-        f"{{{{else}}}}none{{{{end}}}} {{{{.RestartCount}}}} {{{{.State.ExitCode}}}}' {name}"
-    )
-    if not out.ok:
+    found = inspect_container(remote, name)
+    if found.state is None:
         return Check(
             "container",
             False,
-            f"no container {name}: {out.stderr.strip()[:160]}",
+            f"no container {name}: {found.error[:160]}",
             details=journal(remote, engine.unit_name),
         )
-    status, health, restarts, exit_code = (out.stdout.split() + ["?"] * 4)[:4]
-    ok = status == "running" and health == "healthy"
-    reason = f"{name} {status}, {health}" + (f" (exit code {exit_code})" if status == "exited" else "")
-    check = Check("container", ok, reason, {"restart_count": int(restarts) if restarts.isdigit() else 0})
+    state = found.state
+    ok = state.status == "running" and state.health == "healthy"
+    reason = f"{name} {state.status}, {state.health}" + (
+        f" (exit code {state.exit_code})" if state.status == "exited" else ""
+    )
+    check = Check("container", ok, reason, {"restart_count": state.restart_count})
     if not ok:
         check.details = remote.run(f"docker logs --tail {LOG_LINES} {name} 2>&1").stdout.splitlines()[-LOG_LINES:]
     return check

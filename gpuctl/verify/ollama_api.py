@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import requests
 
-from gpuctl.verify.checks import Check, Clock, run_check, unreachable
+from gpuctl.verify.checks import ApiChecker, Check, Clock, run_check, unreachable
 
 PROMPT = [{"role": "user", "content": "Say hello in five words."}]
 FOREVER_AFTER_S = 100 * 365 * 24 * 3600  # a negative keep-alive shows as an expiry centuries away
@@ -42,13 +42,8 @@ def duration_seconds(text: str) -> float:
     return sign * sum(float(n) * units[u] for n, u in parts)
 
 
-class OllamaChecker:
-    def __init__(self, expect: OllamaExpectations, session: requests.Session | None = None) -> None:
-        self.expect = expect
-        self.http = session or requests.Session()
-
-    def url(self, path: str) -> str:
-        return self.expect.base_url.rstrip("/") + path
+class OllamaChecker(ApiChecker):
+    expect: OllamaExpectations
 
     @property
     def model(self) -> str | None:
@@ -67,23 +62,7 @@ class OllamaChecker:
         return checks
 
     def version(self) -> Check:
-        response = self.http.get(self.url("/api/version"), timeout=self.expect.request_timeout_s)
-        if response.status_code != 200:
-            return Check(
-                "version", False, f"GET /api/version answered {response.status_code}: {response.text[:80]}".rstrip(": ")
-            )
-        got = response.json().get("version")
-        if got is None:
-            return Check("version", False, "GET /api/version answered without a version: is this Ollama?")
-        if self.expect.version is None:
-            return Check("version", True, f"Ollama {got}", {"version": str(got)})
-        ok = got == self.expect.version
-        return Check(
-            "version",
-            ok,
-            f"Ollama {got}" + ("" if ok else f", but the spec pins {self.expect.version}"),
-            {"version": str(got)},
-        )
+        return self.version_check("/api/version", "Ollama", pinned="the spec pins")
 
     def models(self) -> Check:
         response = self.http.get(self.url("/api/tags"), timeout=self.expect.request_timeout_s)
@@ -105,12 +84,7 @@ class OllamaChecker:
         clock = Clock()
         final: dict = {}
         try:
-            with self.http.post(
-                self.url("/api/chat"),
-                json=body,
-                stream=True,
-                timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s),
-            ) as response:
+            with self.post("/api/chat", body, stream=True) as response:
                 if response.status_code != 200:
                     return Check(
                         "chat", False, f"POST /api/chat answered {response.status_code}: {response.text[:160]}"
@@ -130,12 +104,7 @@ class OllamaChecker:
                 return Check(
                     "chat", False, f"engine not generating: no token within {self.expect.generation_timeout_s:g} s"
                 )
-            return Check(
-                "chat",
-                False,
-                f"the stream stalled after {clock.timing.chunks} token(s): nothing more within "
-                f"{self.expect.generation_timeout_s:g} s",
-            )
+            return self.stalled("chat", clock.timing.chunks)
         timing = clock.finish()
         timing.tokens = final.get("eval_count", timing.chunks)
         if timing.chunks == 0 or not final:
@@ -145,11 +114,7 @@ class OllamaChecker:
 
     def openai_shim(self) -> Check:
         body = {"model": self.model, "messages": PROMPT, "max_tokens": self.expect.max_tokens}
-        response = self.http.post(
-            self.url("/v1/chat/completions"),
-            json=body,
-            timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s),
-        )
+        response = self.post("/v1/chat/completions", body)
         if response.status_code != 200:
             return Check(
                 "openai", False, f"POST /v1/chat/completions answered {response.status_code}: {response.text[:160]}"

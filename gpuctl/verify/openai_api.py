@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import requests
 
-from gpuctl.verify.checks import Check, Clock, run_check, unreachable
+from gpuctl.verify.checks import ApiChecker, Check, Clock, run_check, unreachable
 
 PROMPT = [{"role": "user", "content": "Say hello in five words."}]
 ENGINE_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:generation_tokens_total")
@@ -31,15 +31,10 @@ class VllmExpectations:
     generation_timeout_s: float = 30.0
 
 
-class VllmChecker:
+class VllmChecker(ApiChecker):
     """Runs the vLLM checks against one base URL."""
 
-    def __init__(self, expect: VllmExpectations, session: requests.Session | None = None) -> None:
-        self.expect = expect
-        self.http = session or requests.Session()
-
-    def url(self, path: str) -> str:
-        return self.expect.base_url.rstrip("/") + path
+    expect: VllmExpectations
 
     def headers(self, key: str | None = "spec") -> dict[str, str | None]:
         """Authorization for KEY ("spec": the expected key); None removes one the session would add."""
@@ -66,21 +61,9 @@ class VllmChecker:
         return Check("health", response.status_code == 200, f"GET /health answered {response.status_code}")
 
     def version(self) -> Check:
-        response = self.http.get(self.url("/version"), timeout=self.expect.request_timeout_s)
-        if response.status_code != 200:
-            return Check(
-                "version", False, f"GET /version answered {response.status_code}: {response.text[:80]}".rstrip(": ")
-            )
-        got = response.json().get("version")
-        if got is None:
-            return Check("version", False, "GET /version answered without a version: is this vLLM?")
-        if self.expect.version is None:
-            return Check(
-                "version", got is not None, f"vLLM {got} (no pinned version to compare)", {"version": str(got)}
-            )
-        ok = got == self.expect.version
-        reason = f"vLLM {got}" + ("" if ok else f", but the pinned image is {self.expect.version}")
-        return Check("version", ok, reason, {"version": str(got)})
+        return self.version_check(
+            "/version", "vLLM", pinned="the pinned image is", unpinned=" (no pinned version to compare)"
+        )
 
     def models(self) -> Check:
         response = self.http.get(self.url("/v1/models"), headers=self.headers(), timeout=self.expect.request_timeout_s)
@@ -114,12 +97,7 @@ class VllmChecker:
     def chat(self) -> Check:
         body = {"model": self.expect.model, "messages": PROMPT, "max_tokens": self.expect.max_tokens}
         try:
-            response = self.http.post(
-                self.url("/v1/chat/completions"),
-                json=body,
-                headers=self.headers(),
-                timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s),
-            )
+            response = self.post("/v1/chat/completions", body, self.headers())
         except requests.Timeout:
             return self._not_generating("chat")
         if response.status_code != 200:
@@ -154,13 +132,7 @@ class VllmChecker:
         clock = Clock()
         usage: dict = {}
         try:
-            with self.http.post(
-                self.url("/v1/chat/completions"),
-                json=body,
-                headers=self.headers(),
-                stream=True,
-                timeout=(self.expect.request_timeout_s, self.expect.generation_timeout_s),
-            ) as response:
+            with self.post("/v1/chat/completions", body, self.headers(), stream=True) as response:
                 if response.status_code != 200:
                     return Check("stream", False, f"streamed chat answered {response.status_code}")
                 for line in response.iter_lines(decode_unicode=True):
@@ -179,12 +151,7 @@ class VllmChecker:
             # A read timeout inside a stream surfaces as ConnectionError(ReadTimeoutError).
             if clock.timing.chunks == 0:
                 return self._not_generating("stream")
-            return Check(
-                "stream",
-                False,
-                f"the stream stalled after {clock.timing.chunks} token(s): nothing more within "
-                f"{self.expect.generation_timeout_s:g} s",
-            )
+            return self.stalled("stream", clock.timing.chunks)
         timing = clock.finish()
         timing.tokens = usage.get("completion_tokens", timing.chunks)
         if timing.chunks == 0:

@@ -17,7 +17,8 @@ from gpuctl.access import Engine, EngineAccess, client_access
 from gpuctl.errors import GpuctlError
 from gpuctl.keystore import Keystore
 from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
-from gpuctl.verify.checks import Check
+from gpuctl.verify.checks import Check, unreachable
+from gpuctl.verify.containers import container_status
 from gpuctl.verify.gateway import gateway_checks
 from gpuctl.verify.host_checks import engine_host_checks, journal
 from gpuctl.verify.ollama_api import OllamaChecker, OllamaExpectations
@@ -184,6 +185,14 @@ def verify_url(
     return report
 
 
+def deploy_hint(target: str, inv: Any, reports: list[EngineReport]) -> str | None:
+    """When nothing answered at all: the deploy command that would bring TARGET up."""
+    if not any(unreachable(c) for r in reports for c in r.checks):
+        return None
+    limit = f" --limit {target}" if target in inv.hosts else ""
+    return f"nothing answered; to deploy it: gpuctl deploy {inv.label}{limit}"
+
+
 def wait_ready(
     remote: Remote, engine: VllmSpec | OllamaSpec, base_url: str, wait_s: float, say: Callable[[str], Any]
 ) -> Check | None:
@@ -214,9 +223,7 @@ def wait_ready(
                 details=journal(remote, engine.unit_name),
             )
         if isinstance(engine, VllmSpec):
-            container = (
-                remote.run(f"docker inspect -f '{{{{.State.Status}}}}' {engine.project}").stdout.strip() or "absent"
-            )
+            container = container_status(remote, engine.project)
             state += f", container {container}"
             if container in ("exited", "dead") and unit != "activating":
                 logs = remote.run(f"docker logs --tail 20 {engine.project} 2>&1").stdout.splitlines()
@@ -228,11 +235,3 @@ def wait_ready(
         say(f"waiting for {path} ({elapsed:.0f}/{wait_s:.0f} s; unit {state})")
         time.sleep(POLL_S)
     return Check("wait", False, f"not ready after {wait_s:.0f} s ({path} did not answer 200)")
-
-
-# Temporary: status.py is being edited elsewhere; these go when it asks gpuctl.access directly.
-from gpuctl.access import engine_endpoint as endpoint  # noqa: E402
-
-
-def engine_label(engine: Engine) -> str:
-    return engine.label

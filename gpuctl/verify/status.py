@@ -9,10 +9,10 @@ from typing import Any
 
 import requests
 
+from gpuctl.access import engine_endpoint
 from gpuctl.spec import HostSpec, VllmSpec
 from gpuctl.verify.openai_api import KV_GAUGES, parse_metrics
 from gpuctl.verify.remote import Remote
-from gpuctl.verify.runner import endpoint, engine_label
 
 TIMEOUT_S = 5
 
@@ -58,10 +58,10 @@ def host_status(host: HostSpec) -> list[StatusRow]:
         )
     rows = []
     for engine in host.engines():
-        row = StatusRow(host.name, engine_label(engine), gpu_memory=gpu_memory)
+        row = StatusRow(host.name, engine.label, gpu_memory=gpu_memory)
         row.unit = remote.run(f"systemctl is-active {engine.unit_name}", timeout=10).stdout.strip() or "unknown"
         try:
-            with endpoint(remote, host, engine) as base_url:
+            with engine_endpoint(remote, host, engine) as base_url:
                 read_engine(row, engine, base_url)
         except (ConnectionError, requests.RequestException) as exc:
             row.health, row.error = "down", str(exc)[:160]

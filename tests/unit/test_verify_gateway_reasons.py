@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from gpuctl.access import GatewayAccess, gateway_access
 from gpuctl.errors import GpuctlError
 from gpuctl.keystore import Keystore
 from gpuctl.spec import GatewaySpec, HostSpec, OllamaSpec
-from gpuctl.access import GatewayAccess, gateway_access
 from gpuctl.verify.gateway import gateway_checks
 from harness import local_http
 

@@ -1,0 +1,188 @@
+"""How each command's results look on a terminal: rich tables and the one-line labels in them.
+
+Data in, printing out; no decisions. JSON output is each result's own `as_dict()`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from gpuctl.output import console
+from gpuctl.render import firewall_ports
+from gpuctl.spec import HostSpec
+
+if TYPE_CHECKING:
+    from gpuctl.capacity import EnginePlan
+    from gpuctl.fleet import HostOutcome
+    from gpuctl.verify.runner import EngineReport
+    from gpuctl.verify.status import StatusRow
+
+
+def table(*columns: str, title: str | None = None) -> Table:
+    result = Table(title=title, title_justify="left")
+    for column in columns:
+        result.add_column(column)
+    return result
+
+
+# -- hosts ----------------------------------------------------------------------------------------
+
+
+def gpu_label(host: HostSpec) -> str:
+    if host.gpus is None:
+        return "none (CPU)"
+    driver = f", driver {host.driver.branch}" if host.driver else ""
+    return f"{host.gpus.count}× {host.gpus.model} ({host.gpus.memory_gib:g} GiB){driver}"
+
+
+def engine_labels(host: HostSpec) -> list[str]:
+    labels = [
+        f"{e.label} {e.served_name} on {e.bind}:{e.port} (tp {e.tensor_parallel_size}, kv {e.kv_cache_dtype})"
+        for e in host.vllm
+    ]
+    if host.ollama:
+        o = host.ollama
+        labels.append(f"{o.label} {o.version} on {o.bind}:{o.port} ({', '.join(o.models) or 'no models'})")
+    return labels or ["none"]
+
+
+def exposure_label(host: HostSpec) -> str:
+    """How other machines reach the host's engines: its gateway URL, or loopback only (SSH tunnel)."""
+    lines = []
+    default = host.gateway_default_engine()
+    if default is not None and host.gateway is not None:
+        lines.append(f"{host.gateway_url(default)}/v1 ({host.gateway.tls})")
+    elif host.engines():
+        lines.append("loopback only (gpuctl verify uses an SSH tunnel)")
+    lines += [f"RISK: {e.bind}:{e.port} open without a gateway" for e in host.public_engines()]
+    if host.firewall_enabled():
+        lines.append("firewall: " + ", ".join(map(str, firewall_ports(host))))
+    return "\n".join(lines)
+
+
+def host_summary(host: HostSpec) -> dict[str, Any]:
+    """A host as JSON: its whole spec (secret references only, never values) plus derived names."""
+    data = host.model_dump(mode="json")
+    data["connection"] = host.connection_label()
+    for engine, dumped in zip(host.vllm, data["vllm"], strict=True):
+        dumped["unit"] = engine.unit_name
+        dumped["command"] = engine.command_args()
+    if host.ollama is not None:
+        data["ollama"]["unit"] = host.ollama.unit_name
+        data["ollama"]["environment"] = host.ollama.environment()
+    default = host.gateway_default_engine()
+    if default is not None and data["gateway"] is not None:
+        data["gateway"]["base_url"] = host.gateway_url(default) + "/v1"
+    data["firewall"]["open_tcp"] = firewall_ports(host) if host.firewall_enabled() else None
+    return data
+
+
+def print_hosts(label: str, hosts: list[HostSpec]) -> None:
+    """`gpuctl check`: one row per host."""
+    out = console()
+    out.print(f"{label}: {len(hosts)} host(s) OK")
+    rows = table("host", "connection", "GPUs", "engines", "exposure")
+    for host in hosts:
+        rows.add_row(
+            host.name, host.connection_label(), gpu_label(host), "\n".join(engine_labels(host)), exposure_label(host)
+        )
+    out.print(rows)
+
+
+def print_plans(label: str, plans: list[EnginePlan]) -> None:
+    rows = table("host", "engine", "verdict", "numbers", "why", title=f"{label}: capacity plan")
+    for p in plans:
+        numbers = "\n".join(f"{k}: {v:,}" if isinstance(v, int) else f"{k}: {v}" for k, v in p.numbers.items())
+        rows.add_row(p.host, p.engine, p.verdict, numbers, "\n".join(p.reasons + [f"warning: {w}" for w in p.warnings]))
+    console().print(rows)
+
+
+def print_rendered(out_dir: Path, report: dict[str, list[dict[str, str]]]) -> None:
+    out = console()
+    for host_name, files in report.items():
+        out.print(f"{host_name}: {len(files)} file(s) under {out_dir / host_name}", style="bold")
+        for f in files:
+            out.print(f"  {f['mode']} {f['owner']:<6} {f['path']}")
+
+
+# -- deploys, checks, status ------------------------------------------------------------------------
+
+
+def print_outcomes(outcomes: list[HostOutcome], title: str) -> None:
+    """The per-host summary table: status, changes, and for a failure the operation and its error."""
+    rows = table("host", "status", "details", title=title)
+    for o in outcomes:
+        if o.status == "failed":
+            details = f"{o.failed_operation}: {o.error}"
+        else:
+            details = "\n".join(o.changes) if o.changes else "-"
+        rows.add_row(o.name, o.status, details)
+    console().print(rows)
+
+
+def print_reports(reports: list[EngineReport]) -> None:
+    out = console()
+    for report in reports:
+        title = f"{report.host} {report.engine}" + (f" ({report.url})" if report.url else "")
+        rows = table("check", "result", "reason", "numbers", title=title)
+        for check in report.checks:
+            numbers = ", ".join(f"{k}={v}" for k, v in check.numbers.items())
+            rows.add_row(check.name, "pass" if check.ok else "FAIL", check.reason, numbers)
+        out.print(rows)
+        for check in report.checks:
+            if not check.ok and check.details:
+                out.print(f"  {check.name}: last lines:")
+                for line in check.details:
+                    out.print(f"    {line}")
+
+
+def print_status(status_rows: list[StatusRow]) -> None:
+    columns = ("host", "engine", "unit", "health", "version", "model", "running", "waiting", "KV cache", "GPU memory")
+    rows = table(*columns)
+    for r in status_rows:
+        if r.error and r.engine == "-":
+            rows.add_row(r.host, "-", r.error, *[""] * (len(columns) - 3))
+            continue
+        kv = f"{r.kv_cache_usage:.1%}" if r.kv_cache_usage is not None else "-"
+        rows.add_row(
+            r.host, r.engine, r.unit, r.health, r.version, r.model, _num(r.running), _num(r.waiting), kv, r.gpu_memory
+        )
+    console().print(rows)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def print_keys(label: str, key_rows: list[dict[str, Any]]) -> None:
+    rows = table("host", "base URL", "key", "trust", title=f"gateway keys of {label}")
+    for row in key_rows:
+        missing = " (not yet created: gpuctl deploy makes it)" if row["key_exists"] is False else ""
+        rows.add_row(row["host"], row["url"], row["key"] + missing, row["ca"])
+    console().print(rows)
+
+
+def risk_lines(hosts: list[HostSpec]) -> list[str]:
+    """Every engine open beyond loopback without a gateway: said on every deploy."""
+    return [
+        f"RISK: {host.name}: {engine.label} listens on {engine.bind}:{engine.port} without a gateway "
+        "(unsafe_public_bind=True): anyone who reaches that port uses the engine"
+        for host in hosts
+        for engine in host.public_engines()
+    ]
+
+
+def print_rotation(rotation: Any) -> None:
+    print_outcomes(rotation.outcomes, title="key rotation")
+    err = console(stderr=True)
+    for name in rotation.rotated:
+        err.print(f"{name}: new key in {rotation.key_files[name]}")
+    for outcome in rotation.outcomes:
+        if outcome.status == "failed":
+            err.print(
+                f"{outcome.name}: not rotated; if its gateway already reloaded, it expects a key that was "
+                "not kept: gpuctl deploy puts the kept key back"
+            )
