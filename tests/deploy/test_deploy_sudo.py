@@ -73,3 +73,35 @@ def test_sudo_deploy_keeps_secrets_private_and_applies_the_firewall(sudo_host, t
     )
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["hosts"][0]["status"] == "unchanged"
+
+
+def sudo_entries(host: Host) -> int:
+    """How many commands USER has run through sudo so far (sudo logs each one to the journal)."""
+    out = host.run(f"journalctl -t sudo --no-pager -o cat | grep -c '^ *{USER} : ' || true").stdout
+    return int(out.strip() or 0)
+
+
+def test_verify_and_status_use_sudo_exactly_as_deploy_does(sudo_host, tmp_path):
+    """verify and status reach the host through the same Connection as deploy: with the default
+    (a non-root user means sudo) they run their host checks through sudo and pass; with sudo=False
+    in the inventory they run none through sudo (a check that needs root then says so)."""
+    inventory = write_inventory(tmp_path / "edge.py", sudo_host)
+    deployed = subprocess.run(
+        ["gpuctl", "deploy", str(inventory), "--yes"], capture_output=True, text=True, timeout=600
+    )
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    before = sudo_entries(sudo_host)
+    for command in (["verify", sudo_host.name, "-i", str(inventory)], ["status", str(inventory)]):
+        result = subprocess.run(["gpuctl", *command, "--json"], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert sudo_entries(sudo_host) > before
+    no_sudo = tmp_path / "no-sudo.py"
+    no_sudo.write_text(inventory.read_text().replace("ssh_user=", "sudo=False, ssh_user="))
+    before = sudo_entries(sudo_host)
+    result = subprocess.run(
+        ["gpuctl", "verify", sudo_host.name, "-i", str(no_sudo), "--json"], capture_output=True, text=True, timeout=300
+    )
+    assert sudo_entries(sudo_host) == before
+    checks = {c["name"]: c for e in json.loads(result.stdout)["engines"] for c in e["checks"]}
+    assert checks["unit"]["ok"], checks["unit"]  # systemctl show needs no root
+    assert not checks["firewall"]["ok"]  # reading the live nftables ruleset does
