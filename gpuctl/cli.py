@@ -15,6 +15,14 @@ import click
 from gpuctl import __version__, inventory, views
 from gpuctl.bench.command import bench as bench_command
 from gpuctl.errors import GpuctlError, InventoryError
+from gpuctl.options import (
+    api_key_env_option,
+    force_option,
+    inventory_argument,
+    inventory_option,
+    json_option,
+    limit_option,
+)
 from gpuctl.output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, console, emit_json, finish, progress_printer
 from gpuctl.spec import HostSpec
 
@@ -35,16 +43,6 @@ class GpuctlGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
-
-
-limit_option = click.option(
-    "--limit", "-l", "limit", multiple=True, metavar="HOST", help="Only these hosts or groups (globs allowed)."
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-force_option = click.option(
-    "--force", is_flag=True, help="Go on although capacity planning says an engine cannot start (at your risk)."
-)
-inventory_argument = click.argument("inventory_ref", metavar="INVENTORY")
 
 
 def capacity_gate(label: str, hosts: list[HostSpec], force: bool) -> None:
@@ -182,11 +180,11 @@ def deploy_command(
 
 @main.command()
 @click.argument("target")
-@click.option("--inventory", "-i", "inventory_ref", metavar="INVENTORY", help="Inventory holding TARGET.")
+@inventory_option
 @limit_option
 @click.option("--engine", type=click.Choice(["vllm", "ollama"]), help="URL targets: which API to expect.")
 @click.option("--model", help="URL targets: the model name to expect and generate with.")
-@click.option("--api-key-env", metavar="VAR", help="URL targets: environment variable holding the API key.")
+@api_key_env_option
 @click.option("--expect-version", help="URL targets: the engine version to expect.")
 @click.option(
     "--wait",

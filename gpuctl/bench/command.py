@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from gpuctl.errors import GpuctlError
+from gpuctl.options import api_key_env_option, inventory_option, json_option, limit_option
 
 MAX_CONCURRENCY = 4096
 PROBE_TIMEOUT_S = 10
@@ -56,10 +57,8 @@ class Target:
 
 @click.command()
 @click.argument("target")
-@click.option("--inventory", "-i", "inventory_ref", metavar="INVENTORY", help="Inventory holding TARGET.")
-@click.option(
-    "--limit", "-l", "limit", multiple=True, metavar="HOST", help="Only these hosts or groups (globs allowed)."
-)
+@inventory_option
+@limit_option
 @click.option(
     "--concurrency",
     "-c",
@@ -110,7 +109,7 @@ class Target:
     "--model",
     help="The model to generate with (URLs: default the server's first; Ollama hosts: default the spec's first).",
 )
-@click.option("--api-key-env", metavar="VAR", help="URL targets: environment variable holding the API key.")
+@api_key_env_option
 @click.option(
     "--gpu",
     metavar="MODEL",
@@ -142,7 +141,7 @@ class Target:
     "not the gateway's https URL that clients use.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@json_option
 def bench(
     target: str,
     inventory_ref: str | None,
