@@ -37,7 +37,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,8 +107,9 @@ REPO_PACKAGES: tuple[str, ...] = (
 
 COMPOSE_PLUGIN_PATH = "/usr/libexec/docker/cli-plugins/docker-compose"
 
-#: Run in the base image's chroot after debootstrap. Part of the recipe hash.
-BASE_SETUP_SCRIPT = r"""
+#: Opening of both chroot scripts: strict shell, no prompts, apt pointed at the Debian mirrors.
+#: Part of both recipe hashes (the scripts below are this text followed by their own).
+APT_SOURCES_PREAMBLE = r"""
 set -eu
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 cat > /etc/apt/sources.list <<EOF
@@ -116,7 +117,12 @@ deb {mirror} {suite} main
 deb {mirror} {suite}-updates main
 deb {security} {suite}-security main
 EOF
-apt-get update -qq
+"""
+
+#: Run in the base image's chroot after debootstrap. Part of the recipe hash.
+BASE_SETUP_SCRIPT = (
+    APT_SOURCES_PREAMBLE
+    + r"""apt-get update -qq
 apt-get dist-upgrade -y -qq >/dev/null
 apt-get install -y -qq --no-install-recommends {packages} >/dev/null
 # Each host writes its own name over these.
@@ -146,21 +152,17 @@ rm -rf /var/lib/apt/lists/* /var/log/*.log /var/cache/debconf/*-old
 : > /etc/machine-id
 rm -f /var/lib/dbus/machine-id
 """
+)
 
 #: Run in a throwaway overlay over the base image to download the repository's packages.
-REPO_DOWNLOAD_SCRIPT = r"""
-set -eu
-export DEBIAN_FRONTEND=noninteractive LC_ALL=C
-cat > /etc/apt/sources.list <<EOF
-deb {mirror} {suite} main
-deb {mirror} {suite}-updates main
-deb {security} {suite}-security main
-EOF
-rm -f /etc/apt/sources.list.d/*
+REPO_DOWNLOAD_SCRIPT = (
+    APT_SOURCES_PREAMBLE
+    + r"""rm -f /etc/apt/sources.list.d/*
 mkdir -p /var/cache/apt/archives/partial
 apt-get update -qq
 apt-get install -y -qq --download-only --reinstall {packages} >/dev/null
 """
+)
 
 
 def log(msg: str) -> None:
@@ -215,6 +217,28 @@ def atomic_build_dir(final: Path) -> Iterator[Path]:
         tmp.rename(final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_cached(kind: str, key: str, what: str, build: Callable[[Path], None], *, note: str = "") -> float | None:
+    """Make sure ``CACHE_ROOT/<kind>-<key>`` is complete, building it with ``build(tmp dir)`` if not.
+
+    Under the cache lock: a complete one is reused (returns None); otherwise half-built leftovers
+    are removed and the build runs in a temp dir renamed into place on success (returns seconds).
+    ``what`` names the artifact in the progress lines, ``note`` adds to the first one.
+    """
+    final = CACHE_ROOT / f"{kind}-{key}"
+    with cache_lock():
+        if (final / ".complete").exists():
+            return None
+        remove_stale_builds(kind)
+        shutil.rmtree(final, ignore_errors=True)
+        log(f"building {what} {final}{note}")
+        started = time.monotonic()
+        with atomic_build_dir(final) as tmp:
+            build(tmp)
+        took = time.monotonic() - started
+        log(f"{what} built in {took:.0f} s")
+        return took
 
 
 def run_in_chroot(
@@ -278,21 +302,14 @@ def base_key() -> str:
 def ensure_base_image(timeout: float = 1200) -> BaseImage:
     """Return the cached base image, building it first if needed (~2 min, ~250 MB)."""
     key = base_key()
-    final = CACHE_ROOT / f"base-{key}"
-    with cache_lock():
-        if (final / ".complete").exists():
-            return BaseImage(final / "root", key, None)
-        remove_stale_builds("base")
-        shutil.rmtree(final, ignore_errors=True)
-        log(f"building base image {final} (debootstrap {SUITE}, ~2 min)")
-        started = time.monotonic()
-        with atomic_build_dir(final) as tmp:
-            root = tmp / "root"
-            sh(["debootstrap", "--variant=minbase", SUITE, str(root), MIRROR], timeout=timeout)
-            run_in_chroot(root, base_setup_script(), timeout=timeout)
-        took = time.monotonic() - started
-        log(f"base image built in {took:.0f} s")
-        return BaseImage(final / "root", key, took)
+
+    def build(tmp: Path) -> None:
+        root = tmp / "root"
+        sh(["debootstrap", "--variant=minbase", SUITE, str(root), MIRROR], timeout=timeout)
+        run_in_chroot(root, base_setup_script(), timeout=timeout)
+
+    took = build_cached("base", key, "base image", build, note=f" (debootstrap {SUITE}, ~2 min)")
+    return BaseImage(CACHE_ROOT / f"base-{key}" / "root", key, took)
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,12 +371,16 @@ def build_compose_plugin_deb(dest_dir: Path) -> Path:
     return out
 
 
-def repo_key(base: BaseImage) -> str:
-    """Hash of the repository recipe: the base it resolves against, packages, compose version."""
-    script = REPO_DOWNLOAD_SCRIPT.format(
+def repo_download_script() -> str:
+    """The chroot script that downloads the repository's packages, with the recipe's values filled in."""
+    return REPO_DOWNLOAD_SCRIPT.format(
         mirror=MIRROR, security=SECURITY_MIRROR, suite=SUITE, packages=" ".join(REPO_PACKAGES)
     )
-    return recipe_hash("repo", base.key, REPO_PACKAGES, script, compose_version())
+
+
+def repo_key(base: BaseImage) -> str:
+    """Hash of the repository recipe: the base it resolves against, packages, compose version."""
+    return recipe_hash("repo", base.key, REPO_PACKAGES, repo_download_script(), compose_version())
 
 
 def index_repo(repo: Path) -> None:
@@ -374,40 +395,30 @@ def index_repo(repo: Path) -> None:
 def ensure_apt_repo(base: BaseImage, timeout: float = 1200) -> AptRepo:
     """Return the cached local repository, building it first if needed."""
     key = repo_key(base)
-    final = CACHE_ROOT / f"repo-{key}"
-    with cache_lock():
-        if (final / ".complete").exists():
-            return AptRepo(final / "debs", key, None)
-        remove_stale_builds("repo")
-        shutil.rmtree(final, ignore_errors=True)
-        log(f"building local apt repository {final}")
-        started = time.monotonic()
-        with atomic_build_dir(final) as tmp:
-            debs = tmp / "debs"
-            debs.mkdir()
-            script = REPO_DOWNLOAD_SCRIPT.format(
-                mirror=MIRROR, security=SECURITY_MIRROR, suite=SUITE, packages=" ".join(REPO_PACKAGES)
-            )
-            run_in_chroot(
-                tmp / "chroot" / "root",
-                script,
-                timeout=timeout,
-                binds={debs: "/var/cache/apt/archives"},
-                overlay_lower=base.path,
-            )
-            shutil.rmtree(tmp / "chroot", ignore_errors=True)
-            shutil.rmtree(debs / "partial", ignore_errors=True)
-            (debs / "lock").unlink(missing_ok=True)
-            build_compose_plugin_deb(debs)
-            cwd = os.getcwd()
-            os.chdir(debs)
-            try:
-                index_repo(debs)
-            finally:
-                os.chdir(cwd)
-        took = time.monotonic() - started
-        log(f"local apt repository built in {took:.0f} s")
-        return AptRepo(final / "debs", key, took)
+
+    def build(tmp: Path) -> None:
+        debs = tmp / "debs"
+        debs.mkdir()
+        run_in_chroot(
+            tmp / "chroot" / "root",
+            repo_download_script(),
+            timeout=timeout,
+            binds={debs: "/var/cache/apt/archives"},
+            overlay_lower=base.path,
+        )
+        shutil.rmtree(tmp / "chroot", ignore_errors=True)
+        shutil.rmtree(debs / "partial", ignore_errors=True)
+        (debs / "lock").unlink(missing_ok=True)
+        build_compose_plugin_deb(debs)
+        cwd = os.getcwd()
+        os.chdir(debs)
+        try:
+            index_repo(debs)
+        finally:
+            os.chdir(cwd)
+
+    took = build_cached("repo", key, "local apt repository", build)
+    return AptRepo(CACHE_ROOT / f"repo-{key}" / "debs", key, took)
 
 
 # --------------------------------------------------------------------------------------------

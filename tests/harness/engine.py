@@ -515,16 +515,7 @@ def start_vllm_server(
     server_env = {**os.environ, **SERVER_ENV, "VLLM_CPU_KVCACHE_SPACE": _gib(kv_cache_space_gib), **(env or {})}
     server_env.pop("VLLM_API_KEY", None)  # the key comes from --api-key only
     started = time.monotonic()
-    with open(log_path, "w") as sink:
-        process = subprocess.Popen(
-            command,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=server_env,
-            cwd=log_dir,
-            start_new_session=True,
-        )
+    process = _spawn_logged(command, log_path, env=server_env, cwd=log_dir)
     server = VllmServer(
         base_url=f"http://127.0.0.1:{port}",
         port=port,
@@ -537,8 +528,32 @@ def start_vllm_server(
         process=process,
         command=command,
     )
+    _await_startup(server, started, startup_timeout_s)
+    return server
+
+
+def _spawn_logged(command: list[str], log_path: Path, *, env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    """Start ``command`` in a new session (its pid is its process group) with its output in ``log_path``."""
+    with open(log_path, "w") as sink:
+        return subprocess.Popen(
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
+def _await_startup(server: VllmServer, started: float, timeout_s: float) -> None:
+    """Wait until ``server`` is healthy (stopping it if not), then record its start-up facts.
+
+    Those are the seconds since ``started``, the version /version reports and the KV cache line
+    of its log.
+    """
     try:
-        wait_healthy(server, startup_timeout_s)
+        wait_healthy(server, timeout_s)
     except BaseException:
         server.stop()
         raise
@@ -546,7 +561,6 @@ def start_vllm_server(
     status, body = http_get(f"{server.base_url}/version")
     server.version = json.loads(body).get("version", "") if status == 200 else ""
     server.kv_cache_tokens, server.max_concurrency, server.kv_cache_log_line = parse_kv_cache(server.log_text())
-    return server
 
 
 def _gib(value: float) -> str:

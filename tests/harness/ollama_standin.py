@@ -443,6 +443,37 @@ def catalog_entry(name: str) -> tuple[str, str, str, int, int, tuple[str, ...]]:
     return family, size_label, "Q4_K_M", int(params * 0.6), 8192, caps
 
 
+def model_config(name: str, system: str, parent: str, like: ModelInfo | None) -> tuple[dict[str, Any], int]:
+    """The config blob of model ``name`` and its total size: from ``like`` (a copy) or the catalog."""
+    if like is not None:
+        entry = (
+            like.family,
+            like.parameter_size,
+            like.quantization_level,
+            like.size,
+            like.context_length,
+            tuple(like.capabilities),
+        )
+    else:
+        entry = catalog_entry(name)
+    family, psize, quant, size, ctx, caps = entry
+    config = {
+        "model_format": "gguf",
+        "model_family": family,
+        "model_families": [family],
+        "model_type": psize,
+        "file_type": quant,
+        "architecture": "amd64",
+        "os": "linux",
+        "context_length": ctx,
+        "capabilities": list(caps),
+        "system": system,
+        "parent_model": parent,
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }
+    return config, size
+
+
 class ModelStore:
     """Manifests under ``<models>/manifests/registry.ollama.ai/<ns>/<model>/<tag>``."""
 
@@ -471,32 +502,7 @@ class ModelStore:
 
     def install(self, name: str, system: str = "", parent: str = "", like: ModelInfo | None = None) -> ModelInfo:
         """Write manifest + config/template/params blobs for ``name``."""
-        if like is not None:
-            entry = (
-                like.family,
-                like.parameter_size,
-                like.quantization_level,
-                like.size,
-                like.context_length,
-                tuple(like.capabilities),
-            )
-        else:
-            entry = catalog_entry(name)
-        family, psize, quant, size, ctx, caps = entry
-        config = {
-            "model_format": "gguf",
-            "model_family": family,
-            "model_families": [family],
-            "model_type": psize,
-            "file_type": quant,
-            "architecture": "amd64",
-            "os": "linux",
-            "context_length": ctx,
-            "capabilities": list(caps),
-            "system": system,
-            "parent_model": parent,
-            "rootfs": {"type": "layers", "diff_ids": []},
-        }
+        config, size = model_config(name, system, parent, like)
         with self.lock:
             self.ensure_dirs()
             cfg_digest, cfg_size = self._write_blob(json.dumps(config).encode())
@@ -907,6 +913,58 @@ class Generation:
             "prompt_eval_duration": int(self.prompt_eval * 1e9),
             "eval_count": self.eval_count,
             "eval_duration": int(self.eval * 1e9),
+        }
+
+
+def openai_prompt_tokens(body: dict[str, Any], chat: bool) -> int:
+    """Prompt tokens of an OpenAI-style body: chat ``messages`` (content + 4 each) or ``prompt``; 400 if malformed."""
+    if chat:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise HttpError(400, "[] is too short - 'messages'")
+        return sum(count_tokens(str(m.get("content", ""))) + 4 for m in messages if isinstance(m, dict))
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        raise HttpError(400, f"invalid type for 'prompt' field: {type(prompt).__name__}")
+    return count_tokens(prompt)
+
+
+class OpenAIReply:
+    """The JSON shapes of one ``/v1/chat/completions`` (``chat``) or ``/v1/completions`` answer."""
+
+    def __init__(self, chat: bool, model: str) -> None:
+        self.chat = chat
+        self.model = model
+        self.ident = ("chatcmpl-" if chat else "cmpl-") + str(int(time.time() * 1000) % 1000)
+        self.created = int(time.time())
+
+    def choice(self, text: str, finish: str | None, delta: bool) -> dict[str, Any]:
+        """One choice: a chat ``delta`` (streamed) or ``message``, or a completion's ``text``."""
+        if self.chat and delta:
+            return {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": finish}
+        if self.chat:
+            return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+        return {"text": text, "index": 0, "finish_reason": finish}
+
+    def envelope(self, choices: list[dict[str, Any]], *, chunk: bool) -> dict[str, Any]:
+        """The object around ``choices``: one ``chunk`` of a stream, or the whole answer."""
+        obj = ("chat.completion.chunk" if chunk else "chat.completion") if self.chat else "text_completion"
+        return {
+            "id": self.ident,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "fp_ollama",
+            "choices": choices,
+        }
+
+    @staticmethod
+    def usage(gen: Generation) -> dict[str, int]:
+        """Token counts of a finished generation."""
+        return {
+            "prompt_tokens": gen.prompt_eval_count,
+            "completion_tokens": gen.eval_count,
+            "total_tokens": gen.prompt_eval_count + gen.eval_count,
         }
 
 
@@ -1415,56 +1473,35 @@ class OllamaApp:
         """Shared body of /v1/chat/completions and /v1/completions."""
         body = h.json_body()
         requested = body.get("model") or ""
-        if chat:
-            messages = body.get("messages")
-            if not isinstance(messages, list) or not messages:
-                raise HttpError(400, "[] is too short - 'messages'")
-            prompt_tokens = sum(count_tokens(str(m.get("content", ""))) + 4 for m in messages if isinstance(m, dict))
-        else:
-            prompt = body.get("prompt")
-            if not isinstance(prompt, str):
-                raise HttpError(400, f"invalid type for 'prompt' field: {type(prompt).__name__}")
-            prompt_tokens = count_tokens(prompt)
+        prompt_tokens = openai_prompt_tokens(body, chat)
         info = self.require_model(requested)
         self.check_capability(info, requested, "chat" if chat else "generate")
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         num_predict = int(max_tokens) if max_tokens is not None else None
         keep_alive = self.keep_alive_of(body)
-        ident = ("chatcmpl-" if chat else "cmpl-") + str(int(time.time() * 1000) % 1000)
-        created = int(time.time())
-        obj = "chat.completion" if chat else "text_completion"
+        reply = OpenAIReply(chat, requested)
 
-        def choice(text: str, finish: str | None, delta: bool) -> dict[str, Any]:
-            if chat and delta:
-                return {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": finish}
-            if chat:
-                return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-            return {"text": text, "index": 0, "finish_reason": finish}
-
-        def usage(gen: Generation) -> dict[str, int]:
-            return {
-                "prompt_tokens": gen.prompt_eval_count,
-                "completion_tokens": gen.eval_count,
-                "total_tokens": gen.prompt_eval_count + gen.eval_count,
-            }
+        def run(emit: Callable[[str], None]) -> Generation:
+            return self.run_tokens(info, prompt_tokens, num_predict, keep_alive, None, emit)
 
         if not body.get("stream"):
-            gen = self.run_tokens(info, prompt_tokens, num_predict, keep_alive, None, lambda _t: None)
-            h.send_json(
-                200,
-                {
-                    "id": ident,
-                    "object": obj,
-                    "created": created,
-                    "model": requested,
-                    "system_fingerprint": "fp_ollama",
-                    "choices": [choice(gen.text, gen.done_reason, False)],
-                    "usage": usage(gen),
-                },
-            )
+            gen = run(lambda _t: None)
+            whole = reply.envelope([reply.choice(gen.text, gen.done_reason, False)], chunk=False)
+            whole["usage"] = reply.usage(gen)
+            h.send_json(200, whole)
             return
-        chunk_obj = "chat.completion.chunk" if chat else "text_completion"
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.v1_stream(h, reply, run, include_usage)
+
+    @staticmethod
+    def v1_stream(
+        h: Handler, reply: OpenAIReply, run: Callable[[Callable[[str], None]], Generation], include_usage: bool
+    ) -> None:
+        """Server-sent events: a chunk per token, the finishing chunk, usage if asked, ``[DONE]``.
+
+        The stream (its headers) starts with the first event, so an error before any token (a full
+        queue) is still answered as a plain error response.
+        """
         started: list[bool] = []
 
         def send(payload: dict[str, Any] | str) -> None:
@@ -1474,23 +1511,11 @@ class OllamaApp:
             data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
             h.write_chunk(f"data: {data}\n\n".encode())
 
-        def envelope(choices: list[dict[str, Any]]) -> dict[str, Any]:
-            return {
-                "id": ident,
-                "object": chunk_obj,
-                "created": created,
-                "model": requested,
-                "system_fingerprint": "fp_ollama",
-                "choices": choices,
-            }
-
-        gen = self.run_tokens(
-            info, prompt_tokens, num_predict, keep_alive, None, lambda t: send(envelope([choice(t, None, True)]))
-        )
-        send(envelope([choice("", gen.done_reason, True)]))
+        gen = run(lambda t: send(reply.envelope([reply.choice(t, None, True)], chunk=True)))
+        send(reply.envelope([reply.choice("", gen.done_reason, True)], chunk=True))
         if include_usage:
-            last = envelope([])
-            last["usage"] = usage(gen)
+            last = reply.envelope([], chunk=True)
+            last["usage"] = reply.usage(gen)
             send(last)
         send("[DONE]")
         h.end_stream()

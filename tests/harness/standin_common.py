@@ -26,6 +26,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 HARNESS_DIR = Path(__file__).resolve().parent
 OLLAMA_STANDIN = HARNESS_DIR / "ollama_standin.py"
@@ -132,56 +133,69 @@ def _base_env(extra: Mapping[str, str] | None, prefix: str) -> dict[str, str]:
     return env
 
 
-def start_ollama(
-    models_dir: Path,
-    env: Mapping[str, str] | None = None,
+class StartOptions(TypedDict, total=False):
+    """Keyword options of ``start_ollama`` and ``start_vllm``, all optional (defaults: ``_start``)."""
+
+    port: int | None  # where it listens (127.0.0.1); default: a free port
+    fast: bool  # set <NAME>_STANDIN_FAST=1 (no delays) unless ``env`` sets it; default True
+    wait: bool  # return only once it answers; default True
+    log_dir: Path | None  # where its log goes; default: a new temp dir
+    timeout: float  # bound of that wait, in seconds; default DEFAULT_START_TIMEOUT_S
+
+
+def _start(
+    name: str,
+    command: list[str],
+    port: int,
+    own_env: Mapping[str, str],
+    env: Mapping[str, str] | None,
     *,
-    port: int | None = None,
+    ready_path: str,
     fast: bool = True,
     wait: bool = True,
     log_dir: Path | None = None,
     timeout: float = DEFAULT_START_TIMEOUT_S,
 ) -> Standin:
-    """Run ``ollama_standin.py serve`` on 127.0.0.1 with OLLAMA_MODELS=models_dir.
+    """Launch stand-in ``name`` and, when ``wait``, poll ``ready_path`` until it answers.
+
+    Its environment: the caller's without ``<NAME>_*`` variables, plus ``own_env``, plus
+    ``<NAME>_STANDIN_FAST=1`` when ``fast``, plus ``env`` (which overrides all of them).
+    """
+    prefix = f"{name.upper()}_"
+    full_env = _base_env(own_env, prefix)
+    if fast:
+        full_env[f"{prefix}STANDIN_FAST"] = "1"
+    full_env.update(env or {})
+    standin = _launch(name, command, full_env, port, log_dir)
+    if wait:
+        wait_until_up(standin, ready_path, timeout)
+    return standin
+
+
+def start_ollama(models_dir: Path, env: Mapping[str, str] | None = None, **options: Unpack[StartOptions]) -> Standin:
+    """Run ``ollama_standin.py serve`` on 127.0.0.1 with OLLAMA_MODELS=models_dir (``options``: StartOptions).
 
     ``env`` adds/overrides variables (OLLAMA_KEEP_ALIVE, OLLAMA_NUM_PARALLEL, ...); ``fast``
     sets OLLAMA_STANDIN_FAST=1 unless ``env`` sets delays itself.
     """
-    port = port or free_port()
-    full_env = _base_env({"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models_dir)}, "OLLAMA_")
-    if fast:
-        full_env["OLLAMA_STANDIN_FAST"] = "1"
-    full_env.update(env or {})
-    standin = _launch("ollama", [sys.executable, str(OLLAMA_STANDIN), "serve"], full_env, port, log_dir)
-    if wait:
-        wait_until_up(standin, "/", timeout)
-    return standin
+    port = options.pop("port", None) or free_port()
+    own_env = {"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models_dir)}
+    command = [sys.executable, str(OLLAMA_STANDIN), "serve"]
+    return _start("ollama", command, port, own_env, env, ready_path="/", **options)
 
 
 def start_vllm(
     args: Sequence[str] = ("serve", "standin/model"),
     env: Mapping[str, str] | None = None,
-    *,
-    port: int | None = None,
-    fast: bool = True,
-    wait: bool = True,
-    log_dir: Path | None = None,
-    timeout: float = DEFAULT_START_TIMEOUT_S,
+    **options: Unpack[StartOptions],
 ) -> Standin:
-    """Run ``vllm_standin.py ARGS --host 127.0.0.1 --port PORT``.
+    """Run ``vllm_standin.py ARGS --host 127.0.0.1 --port PORT`` (``options``: StartOptions).
 
     ``fast`` sets VLLM_STANDIN_FAST=1 (no token delays) unless ``env`` overrides it.
     """
-    port = port or free_port()
-    full_env = _base_env({}, "VLLM_")
-    if fast:
-        full_env["VLLM_STANDIN_FAST"] = "1"
-    full_env.update(env or {})
+    port = options.pop("port", None) or free_port()
     command = [sys.executable, str(VLLM_STANDIN), *args, "--host", "127.0.0.1", "--port", str(port)]
-    standin = _launch("vllm", command, full_env, port, log_dir)
-    if wait:
-        wait_until_up(standin, "/health", timeout)
-    return standin
+    return _start("vllm", command, port, {}, env, ready_path="/health", **options)
 
 
 def run_cli(

@@ -87,74 +87,18 @@ WORDS = (
 ).split()
 
 
-TTFT_BUCKETS = [
-    0.001,
-    0.005,
-    0.01,
-    0.02,
-    0.04,
-    0.06,
-    0.08,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-    20.0,
-    40.0,
-    80.0,
-    160.0,
-    640.0,
-    2560.0,
-]
-ITL_BUCKETS = [
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.2,
-    0.3,
-    0.4,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-    20.0,
-    40.0,
-    80.0,
-]
-E2E_BUCKETS = [
-    0.3,
-    0.5,
-    0.8,
-    1.0,
-    1.5,
-    2.0,
-    2.5,
-    5.0,
-    10.0,
-    15.0,
-    20.0,
-    30.0,
-    40.0,
-    50.0,
-    60.0,
-    120.0,
-    240.0,
-    480.0,
-    960.0,
-    1920.0,
-    7680.0,
-]
+def buckets(text: str) -> list[float]:
+    """A histogram's upper bounds written as one line of numbers (vLLM's values, in its order)."""
+    return [float(bound) for bound in text.split()]
+
+
+TTFT_BUCKETS = buckets(
+    "0.001 0.005 0.01 0.02 0.04 0.06 0.08 0.1 0.25 0.5 0.75 1.0 2.5 5.0 7.5 10.0 20.0 40.0 80.0 160.0 640.0 2560.0"
+)
+ITL_BUCKETS = buckets("0.01 0.025 0.05 0.075 0.1 0.15 0.2 0.3 0.4 0.5 0.75 1.0 2.5 5.0 7.5 10.0 20.0 40.0 80.0")
+E2E_BUCKETS = buckets(
+    "0.3 0.5 0.8 1.0 1.5 2.0 2.5 5.0 10.0 15.0 20.0 30.0 40.0 50.0 60.0 120.0 240.0 480.0 960.0 1920.0 7680.0"
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,7 +417,6 @@ class Metrics:
 def render_metrics(cfg: Config, m: Metrics, lock: threading.Lock) -> str:
     """Prometheus text exposition with the vLLM V1 metric names and labels."""
     base = {"engine": "0", "model_name": cfg.served_names[0]}
-    args = cfg.args
     out: list[str] = []
 
     def family(name: str, kind: str, help_text: str, rows: list[tuple[dict[str, str], float]]) -> None:
@@ -513,29 +456,25 @@ def render_metrics(cfg: Config, m: Metrics, lock: threading.Lock) -> str:
             (m.queue, "vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request."),
         ):
             out.extend(hist.render(name, base, text, m.created))
-        block = args.block_size or 16
-        family(
-            "vllm:cache_config_info",
-            "gauge",
-            "Information of the LLMEngine CacheConfig",
-            [
-                (
-                    {
-                        "block_size": str(block),
-                        "cache_dtype": str(args.kv_cache_dtype),
-                        "enable_prefix_caching": str(args.enable_prefix_caching is not False),
-                        "engine": "0",
-                        "gpu_memory_utilization": str(args.gpu_memory_utilization),
-                        "kv_cache_max_concurrency": str(round(cfg.kv_cache_tokens / cfg.max_model_len, 2)),
-                        "kv_cache_size_tokens": str(cfg.kv_cache_tokens),
-                        "num_gpu_blocks": str(cfg.kv_cache_tokens // block),
-                        "prefix_caching_hash_algo": "sha256",
-                    },
-                    1.0,
-                )
-            ],
-        )
+        family("vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig", [(cache_info(cfg), 1.0)])
     return "\n".join(out) + "\n"
+
+
+def cache_info(cfg: Config) -> dict[str, str]:
+    """Labels of ``vllm:cache_config_info``: the KV cache's settings and size."""
+    args = cfg.args
+    block = args.block_size or 16
+    return {
+        "block_size": str(block),
+        "cache_dtype": str(args.kv_cache_dtype),
+        "enable_prefix_caching": str(args.enable_prefix_caching is not False),
+        "engine": "0",
+        "gpu_memory_utilization": str(args.gpu_memory_utilization),
+        "kv_cache_max_concurrency": str(round(cfg.kv_cache_tokens / cfg.max_model_len, 2)),
+        "kv_cache_size_tokens": str(cfg.kv_cache_tokens),
+        "num_gpu_blocks": str(cfg.kv_cache_tokens // block),
+        "prefix_caching_hash_algo": "sha256",
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -631,6 +570,25 @@ class Engine:
 # --------------------------------------------------------------------------------------------
 # HTTP layer
 # --------------------------------------------------------------------------------------------
+
+
+def stream_choice(chat: bool, text: str, finish: str | None) -> dict[str, Any]:
+    """The choice of one streamed token: a chat ``delta`` or a completion's ``text`` (vLLM's keys, in its order)."""
+    if chat:
+        choice: dict[str, Any] = {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": finish}
+        if finish:
+            choice["stop_reason"] = None
+        choice["token_ids"] = None
+        return choice
+    return {
+        "index": 0,
+        "text": text,
+        "logprobs": None,
+        "finish_reason": finish,
+        "stop_reason": None,
+        "prompt_token_ids": None,
+        "token_ids": None,
+    }
 
 
 class ApiError(Exception):
@@ -1160,27 +1118,7 @@ class VllmApp:
                 first.update({"prompt_token_ids": None, "prompt_text": None})
                 h.sse(first)
             finish = last_reason if i == limit - 1 else None
-            if req.chat:
-                choice: dict[str, Any] = {
-                    "index": 0,
-                    "delta": {"content": text},
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-                if finish:
-                    choice["stop_reason"] = None
-                choice["token_ids"] = None
-            else:
-                choice = {
-                    "index": 0,
-                    "text": text,
-                    "logprobs": None,
-                    "finish_reason": finish,
-                    "stop_reason": None,
-                    "prompt_token_ids": None,
-                    "token_ids": None,
-                }
-            chunk = envelope([choice], i + 1)
+            chunk = envelope([stream_choice(req.chat, text, finish)], i + 1)
             if finish and not req.chat and self.fingerprint:
                 chunk["system_fingerprint"] = self.fingerprint
             h.sse(chunk)

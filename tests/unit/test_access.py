@@ -63,7 +63,9 @@ def test_without_a_gateway_a_client_reaches_a_loopback_engine_through_a_tunnel_w
 
 
 def test_behind_a_gateway_a_client_uses_its_url_and_key_and_a_missing_key_is_said(tmp_path):
-    host = HostSpec(name="h", address="10.0.0.1", ollama=OllamaSpec(version="0.13.0", cpu_fallback=True), gateway=GatewaySpec())
+    host = HostSpec(
+        name="h", address="10.0.0.1", ollama=OllamaSpec(version="0.13.0", cpu_fallback=True), gateway=GatewaySpec()
+    )
     with pytest.raises(GpuctlError, match="keystore"):
         client_access(host, host.ollama, keystore=None, base_dir=tmp_path)
     direct = client_access(host, host.ollama, keystore=None, base_dir=tmp_path, direct=True)
