@@ -196,6 +196,11 @@ def _execute(state: Any, plan: Plan, outcomes: dict[str, HostOutcome], verbose: 
         if outcome.status == "failed" and outcome.failed_operation in ("connect", "prepare"):
             continue
         outcome.collect(pyinfra.results(state, host), plan.mask, stopped)
+        if outcome.status == "failed" and pyinfra.connection_lost(host):
+            outcome.error = (
+                f"the connection was lost: the host stopped answering (nothing acknowledged for "
+                f"{pyinfra.SILENT_AFTER_S} s); {outcome.error}"
+            )
 
 
 def _diffs(host: Any, plan: Plan, files: HostFiles) -> list[str]:

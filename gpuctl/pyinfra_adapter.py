@@ -4,7 +4,8 @@ Checked against pyinfra 3.10.0. What is internal (underscored, or not documented
 - `ensure_shared_op_meta` is wrapped to record each host's own operation names (below);
 - `OperationMeta._maybe_is_change` is set from gpuctl's plan, so progress and --dry agree with it;
 - `OperationMeta._combined_output` is read for a failed operation's stderr/stdout;
-- gevent's hub prints a greenlet's exception as a traceback: silenced while gpuctl reports it in one line.
+- gevent's hub prints a greenlet's exception as a traceback: silenced while gpuctl reports it in one line;
+- the SSH connector's paramiko client (`host.connector.client`) gets keepalives and a TCP user timeout.
 
 Each host's own operation names. In API mode pyinfra hashes an operation by its position in the host's
 list, so different operations at the same position on different hosts share one hash, and
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +71,12 @@ def op_name(state: Any, host: Any, op_hash: str) -> str:
 # -- state, stages and callbacks ----------------------------------------------------------------------
 
 CONNECT_TIMEOUT_S = 10
+KEEPALIVE_S = 5
+"""An idle SSH connection sends a keepalive this often, so a host that stops answering is noticed."""
+SILENT_AFTER_S = 30
+"""Data (a keepalive included) unacknowledged this long drops the connection (TCP_USER_TIMEOUT): a
+silent host fails its current operation instead of holding the whole run. A long command on a live
+host is not affected: the host's TCP stack acknowledges keepalives while the command runs."""
 VERBOSE_FLAGS = (
     "print_input",
     "print_output",
@@ -107,6 +115,28 @@ def tolerate_all_failed(func: Callable[..., Any], *args: Any) -> None:
 def connect(state: State) -> None:
     state.set_stage(StateStage.Connect)
     tolerate_all_failed(connect_all, state)
+    bound_connections(state)
+
+
+def bound_connections(state: State) -> None:
+    """Keepalives, a bound on unacknowledged data, and no Nagle delay on every SSH connection."""
+    for host in active_hosts(state):
+        client = getattr(host.connector, "client", None)  # pyinfra's SSH connector: a paramiko SSHClient
+        transport = client.get_transport() if client is not None else None
+        if transport is None:
+            continue
+        transport.set_keepalive(KEEPALIVE_S)
+        sock = transport.sock
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, SILENT_AFTER_S * 1000)
+
+
+def connection_lost(host: Any) -> bool:
+    """Whether HOST's SSH connection died during the run (the host stopped answering or went away)."""
+    client = getattr(host.connector, "client", None)
+    transport = client.get_transport() if client is not None else None
+    return transport is not None and not transport.is_active()
 
 
 def disconnect(state: State) -> None:

@@ -26,6 +26,10 @@ from gpuctl.host_layout import (
     GATEWAY_SECRETS,
     GATEWAY_TLS_CERT,
     GATEWAY_TLS_KEY,
+    HEAL_ENGINES,
+    HEAL_SERVICE,
+    HEAL_STATE_DIR,
+    HEAL_TIMER,
     HF_CACHE_DIR,
     NGINX_CONF,
     OLLAMA_DROPIN,
@@ -97,6 +101,18 @@ class VllmFiles:
 
 
 @dataclass(frozen=True)
+class HealingFiles:
+    """The script that restarts unhealthy vLLM engines, and the timer and service that run it."""
+
+    script: RenderedFile
+    service: RenderedFile
+    timer: RenderedFile
+
+    def all(self) -> list[RenderedFile]:
+        return by_path(self.script, self.service, self.timer)
+
+
+@dataclass(frozen=True)
 class OllamaFiles:
     """Ollama's unit (as its installer writes it) and gpuctl's drop-in with the settings."""
 
@@ -142,6 +158,8 @@ class HostFiles:
     """By engine name."""
     wait_healthy: RenderedFile | None = None
     """Shared by every vLLM unit (ExecStartPost)."""
+    healing: HealingFiles | None = None
+    """Shared by every vLLM engine: restarts one whose container is unhealthy."""
     ollama: OllamaFiles | None = None
     gateway: GatewayFiles | None = None
     firewall: FirewallFiles | None = None
@@ -152,6 +170,8 @@ class HostFiles:
             yield from ((f"vllm:{name}", f) for f in engine.all())
         if self.wait_healthy is not None:
             yield "vllm", self.wait_healthy
+        if self.healing is not None:
+            yield from (("vllm", f) for f in self.healing.all())
         for label, group in (("ollama", self.ollama), ("gateway", self.gateway), ("firewall", self.firewall)):
             if group is not None:
                 yield from ((label, f) for f in group.all())
@@ -221,6 +241,7 @@ def render_host(
             if host.vllm
             else None
         ),
+        healing=render_healing(host) if host.vllm else None,
         ollama=render_ollama(host, host.ollama) if host.ollama is not None else None,
         gateway=render_gateway(host, resolve, gateway) if host.gateway is not None else None,
         firewall=render_firewall(host) if host.firewall_enabled() else None,
@@ -258,6 +279,19 @@ def render_vllm(host: HostSpec, engine: VllmSpec, resolve: SecretResolver) -> Vl
             secret=bool(engine.secret_env()),
         ),
         unit=RenderedFile(unit_path(engine.unit_name), _template("vllm/vllm.service.j2", **context)),
+    )
+
+
+HEAL_INTERVAL_S = 30
+
+
+def render_healing(host: HostSpec) -> HealingFiles:
+    """gpuctl-heal.timer runs heal-engines every HEAL_INTERVAL_S for all of HOST's vLLM engines."""
+    context = {"host": host, "heal_engines": HEAL_ENGINES, "state_dir": HEAL_STATE_DIR, "interval_s": HEAL_INTERVAL_S}
+    return HealingFiles(
+        script=RenderedFile(HEAL_ENGINES, (templates_dir() / "vllm" / "heal-engines.sh").read_text(), 0o755),
+        service=RenderedFile(HEAL_SERVICE, _template("vllm/gpuctl-heal.service.j2", **context)),
+        timer=RenderedFile(HEAL_TIMER, _template("vllm/gpuctl-heal.timer.j2", **context)),
     )
 
 

@@ -7,6 +7,7 @@ pyinfra and systemd are real. The dead host is a fleet host killed outright.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import textwrap
 
@@ -93,3 +94,55 @@ def test_dead_host_fails_alone_and_rerun_converges(fleet, tmp_path):
         "fault3": ("unchanged", None),
     }
     assert dead.run("systemctl is-active ollama.service").stdout.strip() == "active"
+
+
+def test_a_host_silent_mid_deploy_fails_alone_and_the_run_ends(fleet, tmp_path):
+    """A host whose every packet is dropped after the deploy started (no reset, no ICMP: a hung host
+    or network) is reported failed with the lost connection named, while the other host's deploy
+    completes; the run ends by itself, bounded by the SSH keepalive and TCP user timeout."""
+    hosts = [fleet.new_host(f"quiet{i}") for i in (1, 2)]
+    for host in hosts:
+        mirror.serve(host)
+        mirror.publish(host, VERSION)
+    entries = ", ".join(
+        f"Host({h.name!r}, address={h.address!r}, ssh_key={str(h.ssh_key)!r}, "
+        f"ssh_known_hosts_file={str(h.known_hosts)!r}, ssh_strict_host_key_checking='yes')"
+        for h in hosts
+    )
+    inventory = tmp_path / "two.py"
+    inventory.write_text(
+        textwrap.dedent(f"""
+        from gpuctl.inventory import Defaults, Host, Ollama
+        fleet = [{entries}]
+        fleet_defaults = Defaults(ollama=Ollama(version={VERSION!r}, cpu_fallback=True,
+                                                release_url={mirror.MIRROR_URL!r}, models=["tinyllama"]))
+    """)
+    )
+    silent = hosts[1]
+    process = subprocess.Popen(
+        ["gpuctl", "deploy", str(inventory), "--yes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:  # bounded: the process ends, and the test's timeout below holds
+            seen.append(line)
+            if line.startswith(f"[{silent.name}] done: "):
+                silent.silence()
+                break
+        assert any(line.startswith(f"[{silent.name}] done: ") for line in seen), "".join(seen)
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        silent.unsilence()
+    assert process.returncode == 1, stdout + stderr
+    rows = [line for line in stdout.splitlines() if "│" in line]
+    assert any("quiet1" in row and "changed" in row for row in rows), stdout
+    assert any("quiet2" in row and "failed" in row for row in rows), stdout
+    table_text = " ".join(re.sub("[│┃┏┓┗┛━─┡┩└┘╇╈┼┳┻]", " ", stdout).split())  # a wrapped cell reads on
+    assert "the connection was lost: the host stopped answering" in table_text, stdout
+    assert hosts[0].run("systemctl is-active ollama.service").stdout.strip() == "active"
+    again = gpuctl_deploy(inventory, "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert statuses(again) == {"quiet1": ("unchanged", None), "quiet2": ("changed", None)}

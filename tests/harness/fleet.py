@@ -670,8 +670,24 @@ class Host:
         """Bring the link back (address and route come back with it)."""
         sh("ip", "link", "set", self.veth, "up")
 
+    def silence(self) -> None:
+        """Drop every packet between this machine and the host, in both directions, without a word
+        (no reset, no ICMP): established connections stay open and hear nothing, as when a host or
+        its network hangs. Undone by `unsilence` (and by `destroy`)."""
+        table = f"{NAME_PREFIX.rstrip('-')}_silence_{self.slot}"
+        rules = (
+            f"table inet {table} {{ "
+            f'chain out {{ type filter hook output priority -300; oifname "{self.veth}" drop; }} '
+            f'chain in {{ type filter hook input priority -300; iifname "{self.veth}" drop; }} }}'
+        )
+        sh("nft", rules)
+
+    def unsilence(self) -> None:
+        sh("nft", "delete", "table", "inet", f"{NAME_PREFIX.rstrip('-')}_silence_{self.slot}", check=False)
+
     def destroy(self) -> None:
         """Stop the host and remove everything it had (network, layer, cgroups, slot)."""
+        self.unsilence()
         with contextlib.suppress(FleetError):
             self.stop(timeout=15)
         self.kill()

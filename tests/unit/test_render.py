@@ -67,7 +67,7 @@ def test_rendered_units_pass_systemd_analyze_verify(host, unit_root, tmp_path):
     shutil.copytree(unit_root, root, symlinks=True)
     files = render_host(host)
     install(files, root)
-    units = [str(f.path) for f in files if str(f.path).endswith(".service")]
+    units = [str(f.path) for f in files if str(f.path).endswith((".service", ".timer"))]
     assert units, "every example host has at least one unit"
     result = systemd_verify(root, units)
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
@@ -289,6 +289,6 @@ def test_files_have_the_right_modes():
     for host in ALL_HOSTS:
         for item in render_host(host):
             private = item.path.name.endswith(".env") or item.path.name in ("secrets.conf", "key.pem")
-            expected = 0o600 if private else 0o755 if item.path.name == "wait-healthy" else 0o644
+            expected = 0o600 if private else 0o755 if item.path.name in ("wait-healthy", "heal-engines") else 0o644
             assert item.secret == private or item.path.name.endswith(".env"), item.path
             assert (str(item.path), item.mode, item.owner) == (str(item.path), expected, "root")
