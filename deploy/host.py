@@ -1,5 +1,5 @@
-"""One host's whole deploy, in order: NVIDIA driver, Docker (+ container toolkit), vLLM engines, Ollama,
-gateway, firewall."""
+"""One host's whole deploy, in order: NVIDIA driver, Docker (+ container toolkit), vLLM engines (and
+their healing), Ollama, gateway, firewall."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from gpuctl.deploy.docker import docker
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.firewall import firewall
 from gpuctl.deploy.gateway import gateway
+from gpuctl.deploy.healing import healing, repair_unhealthy
 from gpuctl.deploy.nvidia import nvidia_driver
 from gpuctl.deploy.ollama import ollama_engine
-from gpuctl.deploy.vllm import vllm_engine
+from gpuctl.deploy.vllm import files_differ, vllm_engine
 from gpuctl.render import HostFiles
 from gpuctl.spec import HostSpec
 
@@ -29,7 +30,12 @@ def deploy_host(spec: HostSpec, rendered: HostFiles) -> None:
         if rendered.wait_healthy is not None:
             put_rendered(rendered.wait_healthy)
     for engine in spec.vllm:
-        vllm_engine(spec, engine, rendered.vllm[engine.name])
+        files = rendered.vllm[engine.name]
+        restarting = files_differ(files.all())  # decided before its files are put
+        vllm_engine(spec, engine, files)
+        repair_unhealthy(engine, restarting)
+    if rendered.healing is not None:
+        healing(rendered.healing)
     if spec.ollama is not None and rendered.ollama is not None:
         ollama_engine(spec.ollama, rendered.ollama)
     if rendered.gateway is not None:

@@ -71,6 +71,9 @@ def test_render_writes_every_file_with_modes_and_a_manifest(tmp_path):
         "/etc/gpuctl/vllm-main/vllm.env": "0600",
         "/etc/systemd/system/gpuctl-vllm-main.service": "0644",
         "/usr/local/libexec/gpuctl/wait-healthy": "0755",
+        "/usr/local/libexec/gpuctl/heal-engines": "0755",
+        "/etc/systemd/system/gpuctl-heal.service": "0644",
+        "/etc/systemd/system/gpuctl-heal.timer": "0644",
         "/etc/nginx/conf.d/gpuctl-gateway.conf": "0644",
         "/etc/gpuctl/gateway/secrets.conf": "0600",
         "/etc/gpuctl/gateway/tls/fullchain.pem": "0644",
@@ -110,7 +113,7 @@ def test_no_secret_value_appears_in_any_output_of_check_or_render(tmp_path):
         run_cli("render", "s", "--json", "--out", str(tmp_path / "out2"), cwd=tmp_path, env=env).output,
     ]
     rendered = [p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file()]
-    assert len(rendered) == 5
+    assert len(rendered) == 8  # compose, env, unit, wait-healthy, heal script/service/timer, manifest
     for text in outputs + rendered:
         for value in SECRET_VALUES.values():
             assert value not in text
