@@ -1,13 +1,31 @@
-"""Small pyinfra facts gpuctl needs beyond pyinfra's own."""
+"""Small pyinfra facts gpuctl needs beyond pyinfra's own, and how facts and operations run gpuctl's scripts."""
 
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import PurePosixPath
 
 from pyinfra.api import FactBase
 
-from gpuctl.gpu_facts import cdi_staleness
-from gpuctl.host_layout import DOCKER_DAEMON_JSON
+from gpuctl.gpu_facts import (
+    GPU_MEMORY_QUERY,
+    GpuMemory,
+    cdi_staleness,
+    gpu_memory,
+    proc_driver_version,
+    smi_status,
+)
+from gpuctl.host_layout import DOCKER_DAEMON_JSON, DRIVER_VERSION_FILE, NVIDIA_MODULE_VERSION, PCI_DEVICES_DIR
+from gpuctl.render import templates_dir
+
+
+def script_command(path: str, *args: str) -> str:
+    """`sh -c SCRIPT NAME ARGS…`: run a script shipped under templates/ (PATH is relative to it, such as
+    'vllm/preflight.sh') with ARGS. The script travels inside the command, so nothing is uploaded first
+    and `deploy --dry` shows it whole; NAME ($0, in its messages) is the file's name without '.sh'."""
+    script = (templates_dir() / path).read_text()
+    return f"sh -c {shlex.quote(script)} {shlex.join([PurePosixPath(path).stem, *args])}"
 
 
 class DockerImageId(FactBase[str | None]):
@@ -51,17 +69,11 @@ class OllamaModels(FactBase[list[str]]):
 
 
 class NvidiaPciDevices(FactBase[list[str]]):
-    """NVIDIA GPUs on the PCI bus, one line each: lspci when installed, else sysfs (vendor 0x10de,
-    display class 0x03xxxx), so a bare server without pciutils is still seen."""
+    """NVIDIA GPUs on the PCI bus, one line each (templates/nvidia/pci-gpus.sh: lspci when installed, else
+    sysfs, so a bare server without pciutils is still seen)."""
 
     def command(self) -> str:
-        return (
-            "if command -v lspci >/dev/null 2>&1; then lspci -d 10de: -nn | grep -Ei 'vga|3d|display' || true; "
-            "else for d in /sys/bus/pci/devices/*; do "
-            '[ "$(cat "$d/vendor" 2>/dev/null)" = 0x10de ] || continue; '
-            'case "$(cat "$d/class")" in 0x03*) echo "${d##*/} NVIDIA [10de:$(cut -c3- "$d/device")]";; esac; '
-            "done; fi"
-        )
+        return script_command("nvidia/pci-gpus.sh", str(PCI_DEVICES_DIR))
 
     def process(self, output: list[str]) -> list[str]:
         return [line.strip() for line in output if line.strip()]
@@ -72,7 +84,7 @@ class NvidiaLoadedDriver(FactBase[str | None]):
 
     def command(self) -> str:
         return (
-            "cat /sys/module/nvidia/version 2>/dev/null || "
+            f"cat {NVIDIA_MODULE_VERSION} 2>/dev/null || "
             "nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 || true"
         )
 
@@ -84,14 +96,41 @@ class NvidiaSmiStatus(FactBase[str]):
     """'ok' when nvidia-smi runs, else its exit code and first lines ('missing' when not installed)."""
 
     def command(self) -> str:
-        return (
-            "if ! command -v nvidia-smi >/dev/null 2>&1; then echo missing; "
-            "elif out=$(nvidia-smi 2>&1); then echo ok; "
-            'else echo "exit $?: $(printf "%s" "$out" | head -n 2 | tr "\\n" " ")"; fi'
-        )
+        return 'nvidia-smi 2>&1; echo "gpuctl:exit $?"'
+
+    def requires_command(self) -> str:
+        return "nvidia-smi"
+
+    @staticmethod
+    def default() -> str:
+        return "missing"
 
     def process(self, output: list[str]) -> str:
-        return output[0].strip() if output else "missing"
+        return smi_status(output)
+
+
+class NvidiaGpuMemory(FactBase[list[GpuMemory]]):
+    """Each GPU's index, UUID and total memory as nvidia-smi lists them; [] when it does not answer."""
+
+    def command(self) -> str:
+        return f"nvidia-smi {GPU_MEMORY_QUERY} --format=csv,noheader,nounits 2>/dev/null || true"
+
+    @staticmethod
+    def default() -> list[GpuMemory]:
+        return []
+
+    def process(self, output: list[str]) -> list[GpuMemory]:
+        return gpu_memory("\n".join(output))
+
+
+class NvidiaDriverVersion(FactBase[str | None]):
+    """The loaded driver's version as /proc/driver/nvidia/version says it ('580.95.05'), or None."""
+
+    def command(self) -> str:
+        return f"cat {DRIVER_VERSION_FILE} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str | None:
+        return proc_driver_version("\n".join(output))
 
 
 class DockerRuntimes(FactBase[str]):
@@ -134,16 +173,17 @@ class CdiStaleness(FactBase[str | None]):
     """Why the host's CDI spec does not list exactly the GPUs nvidia-smi sees; None when it does."""
 
     def command(self) -> str:
-        return (
-            "if command -v nvidia-ctk >/dev/null 2>&1; then nvidia-ctk cdi list 2>/dev/null; "
-            "else echo gpuctl:no-nvidia-ctk; fi; echo gpuctl:smi; nvidia-smi -L 2>/dev/null || true"
-        )
+        return "nvidia-ctk cdi list 2>/dev/null; echo gpuctl:smi; nvidia-smi -L 2>/dev/null || true"
+
+    def requires_command(self) -> str:
+        return "nvidia-ctk"
+
+    @staticmethod
+    def default() -> str:
+        return "nvidia-ctk is not installed yet"
 
     def process(self, output: list[str]) -> str | None:
-        text = "\n".join(output)
-        if "gpuctl:no-nvidia-ctk" in text:
-            return "nvidia-ctk is not installed yet"
-        cdi, _, smi = text.partition("gpuctl:smi")
+        cdi, _, smi = "\n".join(output).partition("gpuctl:smi")
         return cdi_staleness(cdi, smi)
 
 

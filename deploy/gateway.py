@@ -8,15 +8,13 @@ bring ACME built in, but runs as its own user, so that user would have to read t
 
 from __future__ import annotations
 
-import shlex
-
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import Directory, Link
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from gpuctl.deploy.facts import FileText
+from gpuctl.deploy.facts import FileText, script_command
 from gpuctl.deploy.files import put_rendered
 from gpuctl.host_layout import (
     ACME_WEBROOT,
@@ -73,33 +71,28 @@ def remove_default_site():  # type: ignore[no-untyped-def]
 
 def acme_bootstrap(gw: GatewaySpec) -> list:
     """Before certbot's first certificate exists, point the gateway at a short-lived self-signed one,
-    so nginx can start and serve the http-01 challenge on port 80."""
+    so nginx can start and serve the http-01 challenge on port 80 (templates/gateway/acme-bootstrap.sh)."""
     live = f"{LETSENCRYPT_LIVE}/{gw.domain}"
-    script = "\n".join(
-        [
-            "set -eu",
-            f"mkdir -p {ACME_WEBROOT} {GATEWAY_TLS_CERT.parent}",
-            f"if [ -e {live}/fullchain.pem ]; then",
-            f"  ln -sfn {live}/fullchain.pem {GATEWAY_TLS_CERT}; ln -sfn {live}/privkey.pem {GATEWAY_TLS_KEY}",
-            f"elif [ ! -e {GATEWAY_TLS_CERT} ]; then",
-            f"  (umask 077; openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
-            f"-subj /CN={gw.domain} -keyout {GATEWAY_TLS_KEY} -out {GATEWAY_TLS_CERT} 2>/dev/null)",
-            "  chmod 0644 " + str(GATEWAY_TLS_CERT),
-            "fi",
-        ]
-    )
     linked = host.get_fact(FileText, path=f"{live}/fullchain.pem") is not None
     present = host.get_fact(FileText, path=str(GATEWAY_TLS_CERT)) is not None
     if linked and present:
         return []
+    command = script_command(
+        "gateway/acme-bootstrap.sh",
+        str(gw.domain),
+        live,
+        str(GATEWAY_TLS_CERT),
+        str(GATEWAY_TLS_KEY),
+        str(ACME_WEBROOT),
+    )
     return [
-        server.shell(name="TLS bootstrap for ACME (self-signed until certbot's certificate exists)", commands=[script])
+        server.shell(name="TLS bootstrap for ACME (self-signed until certbot's certificate exists)", commands=[command])
     ]
 
 
-def acme_command(gw: GatewaySpec) -> str:
+def certbot_args(gw: GatewaySpec) -> list[str]:
     """certbot's http-01 webroot issuance; its renewal (certbot.timer) reloads nginx by the deploy hook."""
-    parts = [
+    return [
         "certbot",
         "certonly",
         "--non-interactive",
@@ -117,23 +110,20 @@ def acme_command(gw: GatewaySpec) -> str:
         "systemctl reload nginx",
         "--keep-until-expiring",
     ]
-    env = f"REQUESTS_CA_BUNDLE={shlex.quote(gw.acme_ca_bundle)} " if gw.acme_ca_bundle else ""
-    return env + " ".join(shlex.quote(p) for p in parts)
 
 
 def acme_certificate(gw: GatewaySpec) -> None:
-    """Get the certificate when it is missing, then point the gateway at it and reload."""
+    """Get the certificate when it is missing, then point the gateway at it and reload
+    (templates/gateway/acme-certificate.sh)."""
     live = f"{LETSENCRYPT_LIVE}/{gw.domain}"
     if host.get_fact(FileText, path=f"{live}/fullchain.pem") is not None:
         return
-    script = "\n".join(
-        [
-            "set -eu",
-            acme_command(gw),
-            f"ln -sfn {live}/fullchain.pem {GATEWAY_TLS_CERT}",
-            f"ln -sfn {live}/privkey.pem {GATEWAY_TLS_KEY}",
-            "nginx -t -q",
-            "systemctl reload nginx",
-        ]
+    command = script_command(
+        "gateway/acme-certificate.sh",
+        live,
+        str(GATEWAY_TLS_CERT),
+        str(GATEWAY_TLS_KEY),
+        gw.acme_ca_bundle or "",
+        *certbot_args(gw),
     )
-    server.shell(name=f"ACME certificate for {gw.domain} (certbot, http-01)", commands=[script])
+    server.shell(name=f"ACME certificate for {gw.domain} (certbot, http-01)", commands=[command])

@@ -14,9 +14,9 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
 from gpuctl import outside
-from gpuctl.deploy.facts import NvidiaLoadedDriver, NvidiaPciDevices, NvidiaSmiStatus
+from gpuctl.deploy.facts import NvidiaLoadedDriver, NvidiaPciDevices, NvidiaSmiStatus, script_command
 from gpuctl.errors import GpuctlError
-from gpuctl.host_layout import NOUVEAU_BLACKLIST
+from gpuctl.host_layout import NOUVEAU_BLACKLIST, NVIDIA_MODULE_VERSION
 from gpuctl.spec import DriverSpec, HostSpec
 
 DEFAULT_BRANCH = outside.DRIVER_BRANCH
@@ -35,14 +35,15 @@ def loaded_branch(version: str | None) -> int | None:
 
 
 def installed_branch_check(driver: DriverSpec) -> str:
-    """Fail when the module on disk is not the requested branch (Ubuntu's transitional packages)."""
-    return (
-        "v=$(modinfo -F version nvidia 2>/dev/null || true); "
-        f'case "$v" in {driver.branch}.*) echo "nvidia module on disk: $v";; '
-        f'*) echo "requested driver branch {driver.branch} but the packages installed ${{v:-no nvidia module}}'
-        f" (Ubuntu ships {driver.package()} as a transitional package on this release): pin the branch it "
-        f'really installs" >&2; exit 1;; esac'
-    )
+    """Fail when the module on disk is not the requested branch (Ubuntu's transitional packages):
+    templates/nvidia/installed-branch.sh."""
+    return script_command("nvidia/installed-branch.sh", str(driver.branch), driver.package())
+
+
+def loaded_branch_check(driver: DriverSpec) -> str:
+    """After the reboot: fail unless the loaded module is the requested branch and nvidia-smi works
+    (templates/nvidia/loaded-branch.sh)."""
+    return script_command("nvidia/loaded-branch.sh", str(driver.branch), str(NVIDIA_MODULE_VERSION))
 
 
 @deploy("NVIDIA driver")
@@ -58,6 +59,27 @@ def nvidia_driver(spec: HostSpec) -> None:
             f"the spec declares {spec.gpus.count}× {spec.gpus.model} but the PCI bus shows "
             f"{len(devices)} NVIDIA GPU(s): fix gpus= in the inventory or check the hardware"
         )
+    install_driver(spec, driver)
+    if not load_driver(spec, driver):
+        return
+    systemd.service(
+        name="nvidia-persistenced enabled and running",
+        service="nvidia-persistenced.service",
+        running=True,
+        enabled=True,
+    )
+    if spec.gpus.nvswitch:
+        systemd.service(
+            name="nvidia-fabricmanager enabled and running",
+            service="nvidia-fabricmanager.service",
+            running=True,
+            enabled=True,
+        )
+
+
+def install_driver(spec: HostSpec, driver: DriverSpec) -> None:
+    """nouveau blacklisted (initramfs rebuilt when that changed), the driver's packages installed."""
+    assert spec.gpus is not None
     blacklist = files.put(
         name=f"Blacklist nouveau ({NOUVEAU_BLACKLIST})",
         src=StringIO("blacklist nouveau\noptions nouveau modeset=0\n"),
@@ -79,45 +101,34 @@ def nvidia_driver(spec: HostSpec) -> None:
         cache_time=3600,
         no_recommends=True,
     )
+
+
+def load_driver(spec: HostSpec, driver: DriverSpec) -> bool:
+    """Get the requested branch loaded: reboot when the inventory allows it, else stop the host with what
+    to do. False when the host is stopped (a reboot is needed and not allowed)."""
     loaded = host.get_fact(NvidiaLoadedDriver)
-    if loaded_branch(loaded) != driver.branch:
-        server.shell(
-            name=f"Check the installed driver is branch {driver.branch}", commands=[installed_branch_check(driver)]
-        )
-        why = f"driver {driver.branch} installed, {loaded or 'none'} loaded"
-        if not driver.allow_reboot:
-            server.shell(
-                name=f"Reboot needed ({why})",
-                commands=[
-                    f"echo '{why}: reboot {spec.name} (or set driver.allow_reboot=True) and deploy again' >&2; exit 1"
-                ],
-            )
-            return
-        server.reboot(name=f"Reboot to load the new driver ({why})", delay=5, reboot_timeout=900)
-        server.shell(
-            name=f"Check driver {driver.branch} is loaded and nvidia-smi works",
-            commands=[
-                f'v=$(cat /sys/module/nvidia/version); case "$v" in {driver.branch}.*) ;; '
-                f'*) echo "after reboot the loaded driver is $v, not {driver.branch}" >&2; exit 1;; esac; nvidia-smi >/dev/null',
-            ],
-        )
-    else:
+    if loaded_branch(loaded) == driver.branch:
         status = host.get_fact(NvidiaSmiStatus)
         if status != "ok":
             raise GpuctlError(
                 f"driver {loaded} is loaded but nvidia-smi fails ({status}): after a kernel upgrade the "
                 "modules may not match; reinstall the driver for the running kernel"
             )
-    systemd.service(
-        name="nvidia-persistenced enabled and running",
-        service="nvidia-persistenced.service",
-        running=True,
-        enabled=True,
+        return True
+    server.shell(
+        name=f"Check the installed driver is branch {driver.branch}", commands=[installed_branch_check(driver)]
     )
-    if spec.gpus.nvswitch:
-        systemd.service(
-            name="nvidia-fabricmanager enabled and running",
-            service="nvidia-fabricmanager.service",
-            running=True,
-            enabled=True,
+    why = f"driver {driver.branch} installed, {loaded or 'none'} loaded"
+    if not driver.allow_reboot:
+        server.shell(
+            name=f"Reboot needed ({why})",
+            commands=[
+                f"echo '{why}: reboot {spec.name} (or set driver.allow_reboot=True) and deploy again' >&2; exit 1"
+            ],
         )
+        return False
+    server.reboot(name=f"Reboot to load the new driver ({why})", delay=5, reboot_timeout=900)
+    server.shell(
+        name=f"Check driver {driver.branch} is loaded and nvidia-smi works", commands=[loaded_branch_check(driver)]
+    )
+    return True

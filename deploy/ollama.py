@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -11,11 +10,11 @@ from pyinfra.facts.server import Arch, Groups
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from gpuctl.deploy.facts import FileText, OllamaModels
+from gpuctl.deploy.facts import FileText, OllamaModels, script_command
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.units import restart_command, start_unless_active
 from gpuctl.host_layout import OLLAMA_DOWNLOAD_DIR, OLLAMA_HOME, OLLAMA_VERSION_MARKER
-from gpuctl.render import OllamaFiles, templates_dir
+from gpuctl.render import OllamaFiles
 from gpuctl.spec import OllamaSpec, on_host_address
 
 READY_WAIT_S = 60
@@ -28,9 +27,8 @@ def install_command(ollama: OllamaSpec, host_arch: str) -> str:
     A wrong checksum stops before anything installed is touched: the running version stays.
     `curl` reads https:// mirrors and file:// folders alike.
     """
-    script = (templates_dir() / "ollama" / "install-ollama.sh").read_text()
     args = [ollama.version, ollama.source_url(), str(OLLAMA_DOWNLOAD_DIR), "/", *ollama.archive_candidates(host_arch)]
-    return f"sh -c {shlex.quote(script)} install-ollama {shlex.join(args)}"
+    return script_command("ollama/install-ollama.sh", *args)
 
 
 def needs_zstd(ollama: OllamaSpec, host_arch: str) -> bool:
@@ -38,18 +36,11 @@ def needs_zstd(ollama: OllamaSpec, host_arch: str) -> bool:
     return ollama.archive_candidates(host_arch)[0].endswith(".tar.zst")
 
 
-def pull_script(address: str, model: str) -> str:
-    """Wait (bounded) for the API, then pull MODEL through it; fail with Ollama's own error."""
-    body = json.dumps({"model": model, "stream": False})
-    return "\n".join(
-        [
-            "set -eu",
-            f"for i in $(seq 1 {READY_WAIT_S}); do curl -fsS --max-time 2 http://{address}/api/version >/dev/null 2>&1 && break; sleep 1; done",
-            f"out=$(curl -sS --max-time 3600 -w '\\n%{{http_code}}' http://{address}/api/pull -d {shlex.quote(body)})",
-            'code=$(printf "%s" "$out" | tail -n 1)',
-            f'[ "$code" = 200 ] || {{ echo "pull {model} failed ($code): $(printf "%s" "$out" | head -n 1)" >&2; exit 1; }}',
-        ]
-    )
+def pull_command(address: str, model: str) -> str:
+    """Run templates/ollama/pull-model.sh: wait (bounded) for the API at ADDRESS, then pull MODEL
+    through it; a failure says Ollama's own error."""
+    request = json.dumps({"model": model, "stream": False})
+    return script_command("ollama/pull-model.sh", address, model, str(READY_WAIT_S), request)
 
 
 def api_address(ollama: OllamaSpec) -> str:
@@ -110,4 +101,4 @@ def ollama_engine(ollama: OllamaSpec, rendered: OllamaFiles) -> None:
         if name in present:
             host.noop(f"model {name} is present")
         else:
-            server.shell(name=f"Pull model {model}", commands=[pull_script(address, model)])
+            server.shell(name=f"Pull model {model}", commands=[pull_command(address, model)])

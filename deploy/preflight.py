@@ -1,19 +1,27 @@
 """Preflight for a vLLM engine, run on the host before its running engine is replaced.
 
-It asks the pinned image itself which flags it accepts (so a renamed flag fails in seconds, not after
-a cold start), compares the CUDA version the image requires with what the driver supports, and checks
-that the engine's GPUs have the memory its gpu_memory_utilization needs once the engine's own
-container is stopped (another process holding VRAM is named). Any failure stops the host before a
-file is replaced, so the previous engine keeps running.
+templates/vllm/preflight.sh asks the pinned image itself which flags it accepts (so a renamed flag fails
+in seconds, not after a cold start), compares the CUDA version the image requires with what the driver
+supports, and checks that the engine's GPUs have the memory its gpu_memory_utilization needs once the
+engine's own container is stopped (another process holding VRAM is named). Any failure stops the host
+before a file is replaced, so the previous engine keeps running.
+
+What the engine needs on each GPU is computed here, with the planner's own formula
+(gpuctl.capacity.vllm_budget), from the total memory nvidia-smi reports. The operation reads the GPUs
+when it runs, after the driver steps (a reboot included), not when the deploy is planned.
 """
 
 from __future__ import annotations
 
-import re
-import shlex
+from collections.abc import Generator, Sequence
+
+from pyinfra import host
+from pyinfra.api import operation
 
 from gpuctl import outside
-from gpuctl.host_layout import DRIVER_VERSION_FILE
+from gpuctl.capacity import vllm_budget
+from gpuctl.deploy.facts import NvidiaDriverVersion, NvidiaGpuMemory, script_command
+from gpuctl.gpu_facts import GpuMemory
 from gpuctl.spec import HostSpec, VllmSpec
 
 
@@ -21,70 +29,48 @@ def flags_of(engine: VllmSpec) -> list[str]:
     return sorted({arg.split("=", 1)[0] for arg in engine.command_args() if arg.startswith("--")})
 
 
-def preflight_script(host: HostSpec, engine: VllmSpec) -> str:
-    image = shlex.quote(engine.image)
-    lines = [
-        "fail=''",
-        'note() { fail="$fail\n  $1"; }',
-        # vLLM >= 0.9 lists every option only with --help=all; older images with --help.
-        f"help=$(docker run --rm --network none {image} --help=all 2>&1) || help=$(docker run --rm --network none {image} --help 2>&1)",
-    ]
-    for flag in flags_of(engine):
-        pattern = f"(^|[^a-z0-9-]){re.escape(flag)}([^a-z0-9-]|$)"
-        lines.append(
-            f"printf '%s\\n' \"$help\" | grep -qE -- {shlex.quote(pattern)} || "
-            f"note {shlex.quote(f'{engine.image} does not accept {flag} (renamed or removed in this version?)')}"
-        )
-    if host.gpus is not None and engine.gpu_access != "none":
-        lines += cuda_lines(image) + memory_lines(engine)
-    lines += [
-        'if [ -n "$fail" ]; then printf "preflight failed:%s\\n" "$fail" >&2; exit 1; fi',
-        f"echo 'preflight ok: {len(flags_of(engine))} flags accepted'",
-    ]
-    return "\n".join(lines)
+def checks_gpus(host_spec: HostSpec, engine: VllmSpec) -> bool:
+    """Whether the preflight checks CUDA and GPU memory: the host has GPUs and the engine uses them."""
+    return host_spec.gpus is not None and engine.gpu_access != "none"
 
 
-def cuda_lines(image: str, version_file: str = str(DRIVER_VERSION_FILE)) -> list[str]:
-    """The image's NVIDIA_REQUIRE_CUDA against the highest CUDA the loaded driver supports.
-
-    nvidia-smi's banner says it as 'CUDA Version: 13.0' up to R595 and 'CUDA UMD Version: 13.3' from
-    R610; when neither is there, the driver's branch (from VERSION_FILE) gives it through the table
-    in gpuctl.outside.DRIVER_MAX_CUDA.
-    """
-    table = " ".join(f"{branch}:{cuda}" for branch, cuda in outside.DRIVER_MAX_CUDA.items())
-    return [
-        f"need=$(docker image inspect -f '{{{{range .Config.Env}}}}{{{{println .}}}}{{{{end}}}}' {image} "
-        "| sed -n 's/^NVIDIA_REQUIRE_CUDA=cuda>=\\([0-9.]*\\).*/\\1/p')",
-        "have=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA \\(UMD \\)\\{0,1\\}Version: *\\([0-9][0-9.]*\\).*/\\2/p' | head -n 1)",
-        f"driver=$(sed -n 's/^NVRM version:.*  \\([0-9][0-9]*\\.[0-9.]*\\)  .*/\\1/p' {version_file} 2>/dev/null | head -n 1)",
-        'if [ -z "$have" ] && [ -n "$driver" ]; then '
-        f'have=$(awk -v b="${{driver%%.*}}" \'BEGIN {{n = split("{table}", t, " "); best = 0; '
-        'for (i = 1; i <= n; i++) { split(t[i], kv, ":"); if (kv[1] + 0 <= b + 0 && kv[1] + 0 > best) { best = kv[1] + 0; cuda = kv[2] } } '
-        "print cuda }'); fi",
-        'if [ -n "$need" ] && [ -z "$have" ]; then note "nvidia-smi does not answer: no driver to run CUDA $need"; '
-        'elif [ -n "$need" ] && [ "$(printf "%s\\n%s\\n" "$need" "$have" | sort -V | head -n 1)" != "$need" ]; then '
-        'note "the driver supports CUDA $have but the image needs CUDA >= $need: install a newer driver branch or pin an older image"; fi',
-    ]
+def needed_mib(engine: VllmSpec, total_mib: int) -> int:
+    """The memory ENGINE takes of a GPU of TOTAL_MIB, in whole MiB (vLLM's budget there)."""
+    return int(vllm_budget(engine.gpu_memory_utilization, total_mib))
 
 
-def memory_lines(engine: VllmSpec) -> list[str]:
-    """Free memory on each of the engine's GPUs, not counting the engine's own container."""
-    gpus = " ".join(str(i) for i in engine.gpu_indices())
+def gpu_words(engine: VllmSpec, gpus: Sequence[GpuMemory]) -> str:
+    """The script's GPUS argument: INDEX:UUID:TOTAL_MIB:NEEDED_MIB for each of the engine's GPUs, or
+    INDEX alone for one nvidia-smi does not list."""
+    listed = {gpu.index: gpu for gpu in gpus}
+    words = []
+    for index in engine.gpu_indices():
+        gpu = listed.get(index)
+        words.append(f"{index}:{gpu.uuid}:{gpu.total_mib}:{needed_mib(engine, gpu.total_mib)}" if gpu else str(index))
+    return " ".join(words)
+
+
+def preflight_script(
+    host_spec: HostSpec, engine: VllmSpec, gpus: Sequence[GpuMemory] = (), driver_cuda: str | None = None
+) -> str:
+    """The command that runs templates/vllm/preflight.sh for ENGINE.
+
+    GPUS: the host's GPUs as nvidia-smi lists them (gpuctl.deploy.facts.NvidiaGpuMemory); DRIVER_CUDA: the
+    highest CUDA of the loaded driver's branch, used when nvidia-smi's banner names none."""
+    words = gpu_words(engine, gpus) if checks_gpus(host_spec, engine) else ""
     utilization = f"{engine.gpu_memory_utilization:g}"
-    return [
-        f"ours=$(docker top {engine.project} -eo pid 2>/dev/null | tail -n +2 | tr '\\n' ' ')",
-        "apps=$(nvidia-smi --query-compute-apps=pid,process_name,used_memory,gpu_uuid --format=csv,noheader,nounits 2>/dev/null)",
-        f"for gpu in {gpus}; do",
-        "  row=$(nvidia-smi --query-gpu=index,uuid,memory.total,memory.used --format=csv,noheader,nounits "
-        "| awk -F', *' -v i=\"$gpu\" '$1 == i')",
-        '  [ -n "$row" ] || { note "GPU $gpu is not visible to nvidia-smi"; continue; }',
-        "  uuid=$(echo \"$row\" | awk -F', *' '{print $2}'); total=$(echo \"$row\" | awk -F', *' '{print $3}')",
-        '  others=$(printf \'%s\\n\' "$apps" | awk -F\', *\' -v u="$uuid" -v ours=" $ours " '
-        '\'$4 == u && index(ours, " " $1 " ") == 0 {used += $3; who = who sprintf(" %s (pid %s, %s MiB)", $2, $1, $3)} '
-        'END {printf "%d%s", used, who}\')',
-        '  used=${others%% *}; who=${others#* }; [ "$who" != "$others" ] || who=\'\'',
-        f'  needed=$(awk -v t="$total" \'BEGIN {{printf "%d", t * {utilization}}}\')',
-        '  if [ $((total - used)) -lt "$needed" ]; then '
-        f'note "GPU $gpu: gpu_memory_utilization {utilization} needs $needed of $total MiB, but $used MiB are held by: $who"; fi',
-        "done",
-    ]
+    return script_command(
+        "vllm/preflight.sh", engine.image, engine.project, utilization, driver_cuda or "", words, *flags_of(engine)
+    )
+
+
+@operation(is_idempotent=False)
+def vllm_preflight(host_spec: HostSpec, engine: VllmSpec) -> Generator[str, None, None]:
+    """Run the preflight of ENGINE; its GPUs and driver are read when the operation runs."""
+    gpus: list[GpuMemory] = []
+    driver_cuda = None
+    if checks_gpus(host_spec, engine):
+        gpus = host.get_fact(NvidiaGpuMemory) or []
+        driver = host.get_fact(NvidiaDriverVersion)
+        driver_cuda = outside.max_cuda_of_driver(driver) if driver else None
+    yield preflight_script(host_spec, engine, gpus, driver_cuda)

@@ -12,7 +12,7 @@ from pyinfra.operations.util import any_changed
 
 from gpuctl.deploy.facts import DockerImageId
 from gpuctl.deploy.files import put_rendered
-from gpuctl.deploy.preflight import preflight_script
+from gpuctl.deploy.preflight import vllm_preflight
 from gpuctl.deploy.units import restart_command, start_unless_active
 from gpuctl.host_layout import HF_CACHE_DIR
 from gpuctl.render import RenderedFile, VllmFiles
@@ -39,9 +39,8 @@ def vllm_engine(spec: HostSpec, engine: VllmSpec, rendered: VllmFiles) -> None:
     if files_differ(rendered.all()):
         # Before the running engine is replaced: does the pinned image accept every flag, is the
         # driver new enough, is the GPU memory free? A failure stops here, the old engine runs on.
-        server.shell(
-            name=f"Preflight {engine.project} (image flags, CUDA, GPU memory)",
-            commands=[preflight_script(spec, engine)],
+        vllm_preflight(
+            name=f"Preflight {engine.project} (image flags, CUDA, GPU memory)", host_spec=spec, engine=engine
         )
     changes = {item.path: put_rendered(item) for item in rendered.all()}
     systemd.daemon_reload(name="systemd daemon-reload", _if=changes[rendered.unit.path].did_change)

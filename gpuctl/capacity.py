@@ -1,6 +1,6 @@
 """Capacity planning: will an engine start, and how many sequences will fit, before a cold start.
 
-vLLM, per GPU:  budget = gpu_memory_utilization × memory
+vLLM, per GPU:  budget = gpu_memory_utilization × memory (vllm_budget: the deploy's preflight uses it too)
                 weights = parameters × bytes per parameter ÷ tensor-parallel size
                 KV pool = budget − weights − runtime overhead (an estimate: vllm_overhead_gib)
                 KV bytes per token = 2 × layers × max(1, kv_heads ÷ tp) × head_dim × bytes(KV dtype)
@@ -18,6 +18,7 @@ from typing import Any, Literal
 from gpuctl.catalog import (
     GIB,
     WEIGHT_BYTES,
+    GpuFacts,
     ModelFacts,
     architecture_from_config,
     find_gpu,
@@ -122,6 +123,27 @@ def weight_bytes_per_param(engine: VllmSpec) -> tuple[str, float]:
     return fmt, WEIGHT_BYTES.get(fmt, 2.0)
 
 
+def vllm_budget(utilization: float, total: float) -> float:
+    """What vLLM takes of one GPU: gpu_memory_utilization × the GPU's total memory, in the unit of TOTAL.
+
+    Weights, KV cache and vLLM's overhead all come out of it. The planner uses it with the inventory's
+    GPU memory in bytes; the deploy's preflight with the total nvidia-smi reports in MiB, against the
+    memory other processes hold there."""
+    return utilization * total
+
+
+def vllm_warnings(engine: VllmSpec, model: ModelFacts, gpu: GpuFacts | None) -> list[str]:
+    """What the plan of ENGINE should say besides its verdict."""
+    warnings = []
+    if engine.kv_cache_dtype.startswith("fp8") and gpu is not None and not gpu.native_fp8:
+        warnings.append(
+            f"fp8 KV cache on {gpu.name} ({gpu.arch}) has no native fp8 support: slower, and accuracy may drop"
+        )
+    if not model.exact_kv:
+        warnings.append(f"{model.name} uses sliding-window attention: the KV figures are an upper bound")
+    return warnings
+
+
 def plan_vllm(host: HostSpec, engine: VllmSpec) -> EnginePlan:
     plan = EnginePlan(host.name, f"vllm:{engine.name}", "fits")
     if engine.gpu_access == "none" or host.gpus is None:
@@ -136,7 +158,7 @@ def plan_vllm(host: HostSpec, engine: VllmSpec) -> EnginePlan:
     tp = engine.tensor_parallel_size
     fmt, per_param = weight_bytes_per_param(engine)
     memory = host.gpus.memory_gib * GIB
-    budget = engine.gpu_memory_utilization * memory
+    budget = vllm_budget(engine.gpu_memory_utilization, memory)
     weights = model.params_b * 1e9 * per_param / tp
     overhead_parts = vllm_overhead_gib(host, engine, model)
     overhead_gib = round(sum(overhead_parts.values()), 2)
@@ -160,12 +182,7 @@ def plan_vllm(host: HostSpec, engine: VllmSpec) -> EnginePlan:
         "max_model_len": max_len,
         "max_concurrency": round(concurrency, 2),
     }
-    if engine.kv_cache_dtype.startswith("fp8") and gpu is not None and not gpu.native_fp8:
-        plan.warnings.append(
-            f"fp8 KV cache on {gpu.name} ({gpu.arch}) has no native fp8 support: slower, and accuracy may drop"
-        )
-    if not model.exact_kv:
-        plan.warnings.append(f"{model.name} uses sliding-window attention: the KV figures are an upper bound")
+    plan.warnings += vllm_warnings(engine, model, gpu)
     if max_len > model.max_context:
         plan.verdict = "does not fit"
         plan.reasons.append(f"max_model_len {max_len} exceeds {model.name}'s context of {model.max_context}")
@@ -204,7 +221,8 @@ def vllm_cache_tokens(
     """Cache tokens per the formula at the top of this module, for one set of choices."""
     assert host.gpus is not None
     overhead = sum(vllm_overhead_gib(host, engine.model_copy(update={"tensor_parallel_size": tp}), model).values())
-    pool = utilization * host.gpus.memory_gib * GIB - model.params_b * 1e9 * per_param / tp - round(overhead, 2) * GIB
+    budget = vllm_budget(utilization, host.gpus.memory_gib * GIB)
+    pool = budget - model.params_b * 1e9 * per_param / tp - round(overhead, 2) * GIB
     return cache_tokens(pool, kv_bytes_per_token(model, kv_bytes, tp))
 
 

@@ -22,6 +22,12 @@ HF_CACHE_DIR = STATE_DIR / "huggingface"
 """Model weights, shared by every vLLM engine on the host (mounted as the container's HF cache)."""
 WAIT_HEALTHY = LIBEXEC_DIR / "wait-healthy"
 """The unit's ExecStartPost: waits for the container's healthcheck (templates/vllm/wait-healthy.sh)."""
+HEAL_ENGINES = LIBEXEC_DIR / "heal-engines"
+"""Restarts an engine whose container is unhealthy, with backoff (templates/vllm/heal-engines.sh)."""
+HEAL_SERVICE = SYSTEMD_DIR / "gpuctl-heal.service"
+HEAL_TIMER = SYSTEMD_DIR / "gpuctl-heal.timer"
+HEAL_STATE_DIR = PurePosixPath("/run/gpuctl/heal")
+"""Restarts counted per engine while it stays unhealthy (cleared at boot and when it is healthy again)."""
 
 
 def vllm_config_dir(engine: str) -> PurePosixPath:
@@ -71,6 +77,10 @@ TOOLKIT_SOURCES = PurePosixPath("/etc/apt/sources.list.d/nvidia-container-toolki
 NVIDIA_DEV_CHAR_RULE = PurePosixPath("/etc/udev/rules.d/71-nvidia-dev-char.rules")
 NOUVEAU_BLACKLIST = PurePosixPath("/etc/modprobe.d/gpuctl-blacklist-nouveau.conf")
 DRIVER_VERSION_FILE = PurePosixPath("/proc/driver/nvidia/version")
+NVIDIA_MODULE_VERSION = PurePosixPath("/sys/module/nvidia/version")
+"""The version of the loaded nvidia kernel module (absent when none is loaded)."""
+PCI_DEVICES_DIR = PurePosixPath("/sys/bus/pci/devices")
+"""The kernel's PCI devices (vendor, class and device of each), read where lspci is not installed."""
 
 
 def folder_mode(folder: PurePosixPath) -> str:

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from gpuctl.deploy.facts import NvidiaGpuMemory
 from gpuctl.deploy.preflight import preflight_script
+from gpuctl.gpu_facts import gpu_memory
 from gpuctl.spec import HostSpec, VllmSpec
 from gpuctl.verify.host_checks import gpu_checks
 from gpuctl.verify.remote import Remote
@@ -267,7 +269,8 @@ def test_preflight_names_an_old_driver_and_a_process_holding_gpu_memory(vllm_hos
         gpus={"model": "H100 80GB", "count": 1, "memory_gib": 80},
         vllm=[VllmSpec(name="a", image=cuda_image, model="m", gpu_access="reservation")],
     )
-    script = preflight_script(spec, spec.vllm[0])
+    # The GPUs as the deploy's preflight operation reads them when it runs.
+    script = preflight_script(spec, spec.vllm[0], gpu_memory(vllm_host.run(NvidiaGpuMemory().command()).stdout))
     try:
         gpu_standin.configure(vllm_host, cuda="12.4", others_mib=30000)
         failed = vllm_host.run(script, check=False, timeout=120)

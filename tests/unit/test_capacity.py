@@ -7,8 +7,10 @@ import textwrap
 
 import pytest
 
-from gpuctl.capacity import plan_host
+from gpuctl.capacity import plan_host, vllm_budget
 from gpuctl.catalog import find_gpu, find_model
+from gpuctl.deploy.preflight import gpu_words, needed_mib
+from gpuctl.gpu_facts import GpuMemory, gpu_memory
 from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
 from harness.cli import run_cli
 
@@ -45,6 +47,22 @@ def test_llama_8b_bf16_on_rtx4090_bf16_kv():
     assert plan.numbers["cache_tokens"] == blocks(pool / 131072)  # = 37,296
     assert plan.numbers["cache_tokens"] == 37296
     assert plan.verdict == "fits" and plan.numbers["max_concurrency"] == round(37296 / 16384, 2)  # 2.32
+
+
+def test_the_planner_and_the_preflight_budget_a_gpu_with_one_formula():
+    """vllm_budget is the one formula: the plan's budget for an 80 GiB GPU at 0.9 is what the deploy's
+    preflight wants free on a GPU that nvidia-smi reports with 80 GiB (81920 MiB)."""
+    host = vllm_host("H100 80GB", 1, 80, model="meta-llama/Llama-3.1-8B-Instruct", gpu_memory_utilization=0.9)
+    engine = host.vllm[0]
+    assert vllm_budget(0.9, 80 * GIB) == 0.9 * 80 * GIB
+    assert one(host).numbers["budget_gib"] == 72.0
+    assert needed_mib(engine, 80 * 1024) == 73728 == 72.0 * 1024
+    # A real H100 80GB reports 81559 MiB; the preflight's number is the same formula of that total.
+    [gpu] = gpu_memory("0, GPU-979d25eb-2ab7-bbf6-96eb-1060b2d3a27f, 81559, 0\n")
+    assert gpu == GpuMemory(0, "GPU-979d25eb-2ab7-bbf6-96eb-1060b2d3a27f", 81559)
+    assert needed_mib(engine, gpu.total_mib) == int(vllm_budget(0.9, 81559)) == 73403
+    assert gpu_words(engine, [gpu]) == "0:GPU-979d25eb-2ab7-bbf6-96eb-1060b2d3a27f:81559:73403"
+    assert gpu_words(engine, []) == "0", "a GPU nvidia-smi does not list is named by its index alone"
 
 
 def test_same_with_fp8_kv_doubles_the_tokens():
