@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import images, mirror
+from harness import fault_times, images, mirror
+from harness.fault_times import Stopwatch
 from harness.fleet import Fleet, Host
 
 pytestmark = pytest.mark.fleet
@@ -420,3 +421,112 @@ def test_no_secret_in_output_logs_or_world_readable_files(gw_host, deployed):
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
+
+
+def wait_for(condition, what: str, timeout_s: float = 180, every_s: float = 3):
+    """Poll CONDITION (bounded in time and count) until it returns something true; return that."""
+    for _ in range(int(timeout_s / every_s) + 1):
+        value = condition()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
+
+
+def container_health(host: Host) -> tuple[str, str]:
+    """(health, start time) of the engine's container."""
+    out = host.run("docker inspect -f '{{.State.Health.Status}} {{.State.StartedAt}}' gpuctl-vllm-main").stdout
+    health, _, started = out.strip().partition(" ")
+    return health, started
+
+
+def make_engine_dead(host: Host) -> str:
+    """STAND-IN fault: /health answers 503 from now on; Docker's healthcheck turns it unhealthy after three
+    failed probes. Returns the container's start time, which a restart changes."""
+    host.run('curl -fsS -X POST 127.0.0.1:8000/standin/fault -d \'{"mode": "dead"}\' >/dev/null')
+    wait_for(lambda: container_health(host)[0] == "unhealthy", "Docker marks the container unhealthy")
+    return container_health(host)[1]
+
+
+def test_an_unhealthy_engine_is_restarted_by_the_host_itself(gw_host, deployed):
+    """Fault: the engine stops answering /health. gpuctl-heal.timer restarts it with no deploy at all."""
+    started = make_engine_dead(gw_host)
+    with Stopwatch() as detect:
+        code, checks = verify_checks(deployed)
+    assert code == 1
+    assert checks[("vllm:main", "container")]["reason"] == "gpuctl-vllm-main running, unhealthy"
+    with Stopwatch() as repair:
+        wait_for(
+            lambda: (
+                container_health(gw_host) == ("healthy", container_health(gw_host)[1])
+                and container_health(gw_host)[1] != started
+            ),
+            "the heal timer restarts the engine and it is healthy again",
+            timeout_s=300,
+        )
+    journal = gw_host.run("journalctl -u gpuctl-heal.service --no-pager -o cat").stdout
+    assert "gpuctl-vllm-main is unhealthy: restarting gpuctl-vllm-main.service (restart 1 while unhealthy)" in journal
+    code, checks = verify_checks(deployed)
+    assert code == 0, {k: c["reason"] for k, c in checks.items() if not c["ok"]}
+    fault_times.record("engine unhealthy (/health 503)", detect.seconds, repair.seconds, "gpuctl-heal.timer")
+
+
+def test_an_unhealthy_engine_is_a_difference_deploy_repairs(gw_host, deployed):
+    """Fault: the engine is unhealthy and the host's heal timer was stopped by hand: deploy restarts the
+    engine (before, it said "unchanged" over it) and starts the timer again."""
+    gw_host.run("systemctl stop gpuctl-heal.timer")
+    try:
+        make_engine_dead(gw_host)
+        with Stopwatch() as detect:
+            code, checks = verify_checks(deployed)
+        assert code == 1 and checks[("vllm:main", "container")]["reason"] == "gpuctl-vllm-main running, unhealthy"
+        with Stopwatch() as repair:
+            result = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
+        assert result.returncode == 0, result.stdout[-2000:]
+        changes = json.loads(result.stdout)["hosts"][0]["changes"]
+        assert changes == [
+            "vLLM engine | Restart gpuctl-vllm-main.service (its container is unhealthy)",
+            "Engine healing | gpuctl-heal.timer enabled and running",
+        ]
+        assert gw_host.run("systemctl is-active gpuctl-heal.timer").stdout.strip() == "active"
+        code, checks = verify_checks(deployed)
+        assert code == 0, {k: c["reason"] for k, c in checks.items() if not c["ok"]}
+        fault_times.record("engine unhealthy, heal timer stopped", detect.seconds, repair.seconds, "gpuctl deploy")
+    finally:
+        gw_host.run("systemctl start gpuctl-heal.timer", check=False)
+
+
+def test_a_stopped_gateway_is_named_by_verify_and_started_by_deploy(gw_host, deployed):
+    gw_host.run("systemctl stop nginx")
+    with Stopwatch() as detect:
+        code, checks = verify_checks(deployed)
+    assert code == 1
+    reason = checks[("vllm:main", "gateway tls")]["reason"]
+    assert reason.startswith(f"nothing answers on {gw_host.address}:443 (connection refused)"), reason
+    with Stopwatch() as repair:
+        result = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert json.loads(result.stdout)["hosts"][0]["changes"] == ["Gateway (nginx) | nginx.service enabled and running"]
+    code, checks = verify_checks(deployed)
+    assert code == 0, {k: c["reason"] for k, c in checks.items() if not c["ok"]}
+    fault_times.record("nginx stopped", detect.seconds, repair.seconds, "gpuctl deploy")
+
+
+def test_a_gateway_config_edited_by_hand_is_named_by_verify_and_restored_by_deploy(gw_host, deployed):
+    """Fault: someone 'fixes' a 401 on the host by editing the gateway's site and reloading nginx."""
+    gw_host.run("sed -i 's/return 401;/return 200;/' /etc/nginx/conf.d/gpuctl-gateway.conf && systemctl reload nginx")
+    with Stopwatch() as detect:
+        code, checks = verify_checks(deployed)
+    assert code == 1
+    assert checks[("vllm:main", "gateway auth")]["reason"].startswith("without the key these did not answer 401: ")
+    with Stopwatch() as repair:
+        result = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert json.loads(result.stdout)["hosts"][0]["changes"] == [
+        "Gateway (nginx) | File /etc/nginx/conf.d/gpuctl-gateway.conf",
+        "Gateway (nginx) | nginx -t (configuration and certificate check)",
+        "Gateway (nginx) | Reload nginx (graceful: open streams finish)",
+    ]
+    code, checks = verify_checks(deployed)
+    assert code == 0, {k: c["reason"] for k, c in checks.items() if not c["ok"]}
+    fault_times.record("gateway site edited by hand", detect.seconds, repair.seconds, "gpuctl deploy")
