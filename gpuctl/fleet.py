@@ -185,8 +185,9 @@ def _plan_hosts(
 def _execute(state: Any, plan: Plan, outcomes: dict[str, HostOutcome], verbose: bool) -> None:
     """Run the planned operations; then each host's outcome from pyinfra's results."""
     stopped: str | None = None
+    raised: dict[tuple[str, str], str] = {}
     try:
-        pyinfra.execute(state, verbose)
+        raised = pyinfra.execute(state, verbose)
     except Exception as exc:  # noqa: BLE001 - an operation raising stops pyinfra's run; report it per host
         stopped = plan.mask(f"{type(exc).__name__}: {exc}")
         if verbose:
@@ -195,7 +196,7 @@ def _execute(state: Any, plan: Plan, outcomes: dict[str, HostOutcome], verbose: 
         outcome = outcomes[pyinfra.gpuctl_name(host)]
         if outcome.status == "failed" and outcome.failed_operation in ("connect", "prepare"):
             continue
-        outcome.collect(pyinfra.results(state, host), plan.mask, stopped)
+        outcome.collect(pyinfra.results(state, host, raised), plan.mask, stopped)
         if outcome.status == "failed" and pyinfra.connection_lost(host):
             outcome.error = (
                 f"the connection was lost: the host stopped answering (nothing acknowledged for "

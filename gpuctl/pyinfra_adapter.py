@@ -32,7 +32,7 @@ from pyinfra import context
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.api.operations import run_ops
+from pyinfra.api.operations import run_host_op
 from pyinfra.api.state import BaseStateCallback, StateStage
 from pyinfra.context import ctx_host, ctx_state
 
@@ -159,17 +159,54 @@ def operating_on(state: State, host: Any) -> Iterator[None]:
         yield
 
 
-def execute(state: State, verbose: bool) -> None:
-    """Run every planned operation on every active host (in parallel); raises what stopped the run."""
+def execute(state: State, verbose: bool) -> dict[tuple[str, str], str]:
+    """Run every planned operation, one at a time, on all active hosts in parallel (pyinfra's default
+    order, as its `run_ops` does). Unlike `run_ops`, an exception on one host (an operation that raises,
+    a fact that fails on a host whose connection died) fails that host alone; the others go on.
+
+    Returns {(pyinfra host name, op hash): "ExceptionType: message"} for the operations that raised."""
     state.set_stage(StateStage.Execute)
+    state.is_executing = True
+    raised: dict[tuple[str, str], str] = {}
     hub = gevent.get_hub()
     print_exception = hub.print_exception
     if not verbose:  # gevent prints a greenlet's exception as a traceback; the summary says it in one line
         hub.print_exception = lambda *args: None  # type: ignore[method-assign]
     try:
-        tolerate_all_failed(run_ops, state)
+        with ctx_state.use(state):
+            for op_hash in state.get_op_order():
+                if not _run_everywhere(state, op_hash, raised):
+                    break
     finally:
         hub.print_exception = print_exception  # type: ignore[method-assign]
+    return raised
+
+
+def _run_everywhere(state: State, op_hash: str, raised: dict[tuple[str, str], str]) -> bool:
+    """Run OP_HASH on every active host at once; fail those where it failed. False when none is left."""
+    state.trigger_callbacks("operation_start", op_hash)
+    hosts = active_hosts(state)
+    assert state.pool is not None
+    runs = {state.pool.spawn(_run_isolated, state, host, op_hash, raised): host for host in hosts}
+    gevent.joinall(list(runs))
+    failed = {host for run, host in runs.items() if not run.value}
+    try:
+        state.fail_hosts(failed)
+    except PyinfraError as exc:
+        if "No hosts remaining" not in str(exc):
+            raise
+        return False
+    state.trigger_callbacks("operation_end", op_hash)
+    return True
+
+
+def _run_isolated(state: State, host: Any, op_hash: str, raised: dict[tuple[str, str], str]) -> bool:
+    with ctx_host.use(host):
+        try:
+            return run_host_op(state, host, op_hash)
+        except Exception as exc:  # noqa: BLE001 - one host's exception is that host's failure
+            raised[(host.name, op_hash)] = f"{type(exc).__name__}: {exc}"
+            return False
 
 
 class ErrorLog(logging.Handler):
@@ -269,12 +306,15 @@ class OpResult:
     """stderr (else stdout) of a failed operation."""
 
 
-def results(state: State, host: Any) -> list[OpResult]:
-    """HOST's operations in order, as pyinfra recorded them."""
+def results(state: State, host: Any, raised: dict[tuple[str, str], str]) -> list[OpResult]:
+    """HOST's operations in order, as pyinfra recorded them (RAISED: those that raised, from `execute`)."""
     found = []
     for op_hash in state.get_op_order():
         data = state.ops[host].get(op_hash)
         if data is None:
+            continue
+        if (host.name, op_hash) in raised:
+            found.append(OpResult(op_name(state, host, op_hash), True, False, False, raised[(host.name, op_hash)]))
             continue
         meta = data.operation_meta
         complete = meta.is_complete()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import mirror
+from harness import fault_times, mirror
+from harness.fault_times import Stopwatch
 from harness.fleet import Fleet, Host
 
 pytestmark = pytest.mark.fleet
@@ -236,3 +237,59 @@ def test_upgrade_from_a_tgz_release_to_current_tar_zst_releases_and_forward_agai
         previous = version
     code, report, _ = gpuctl_deploy(inventory)
     assert (code, report["hosts"][0]["status"]) == (0, "unchanged")
+
+
+@pytest.fixture
+def steady(ollama_host: Host, deployed: Path, tmp_path: Path) -> Path:
+    """The host deployed from an inventory with keep-alive -1 (so verify checks it), verified passing."""
+    inventory = write_inventory(tmp_path / "dev.py", ollama_host, keep_alive="-1")
+    code, _, stderr = gpuctl_deploy(inventory)
+    assert code == 0, stderr
+    code, report = gpuctl_verify(inventory)
+    assert code == 0, {n: c["reason"] for n, c in checks_of(report).items() if not c["ok"]}
+    return inventory
+
+
+def named_then_repaired(inventory: Path, fault: str, check: str) -> tuple[dict, list[str]]:
+    """Verify (must fail CHECK), deploy (the repair), verify again (must pass); record the times.
+    Returns the failed check and the deploy's changes."""
+    with Stopwatch() as detect:
+        code, report = gpuctl_verify(inventory)
+    failed = checks_of(report)[check]
+    assert code == 1 and not failed["ok"], failed
+    with Stopwatch() as repair:
+        code, deploy_report, stderr = gpuctl_deploy(inventory)
+    assert code == 0, stderr
+    code, report = gpuctl_verify(inventory)
+    assert code == 0, {n: c["reason"] for n, c in checks_of(report).items() if not c["ok"]}
+    fault_times.record(fault, detect.seconds, repair.seconds, "gpuctl deploy")
+    return failed, deploy_report["hosts"][0]["changes"]
+
+
+def test_a_stopped_unit_is_started_by_deploy(ollama_host, steady):
+    ollama_host.run("systemctl stop ollama.service")
+    failed, changes = named_then_repaired(steady, "Ollama unit stopped", "unit")
+    assert failed["reason"] == "ollama.service is inactive and enabled"
+    assert changes == ["Ollama | Start ollama.service (was inactive)"]
+
+
+def test_a_deleted_model_is_pulled_again_by_deploy(ollama_host, steady):
+    ollama_host.run('curl -fsS -X DELETE 127.0.0.1:11434/api/delete -d \'{"model": "qwen2.5:0.5b"}\'')
+    failed, changes = named_then_repaired(steady, "Ollama model deleted", "models")
+    assert failed["reason"].startswith("not pulled: qwen2.5:0.5b (the server has ")
+    assert changes == ["Ollama | Pull model qwen2.5:0.5b"]
+
+
+def test_a_keep_alive_edited_on_the_host_is_restored_by_deploy(ollama_host, steady):
+    dropin = "/etc/systemd/system/ollama.service.d/override.conf"
+    ollama_host.run(
+        f"sed -i 's/OLLAMA_KEEP_ALIVE=-1/OLLAMA_KEEP_ALIVE=5m/' {dropin} && grep -q OLLAMA_KEEP_ALIVE=5m {dropin} && "
+        "systemctl daemon-reload && systemctl restart ollama.service"
+    )
+    failed, changes = named_then_repaired(steady, "Ollama keep-alive edited on the host", "keep_alive")
+    assert failed["reason"].endswith("OLLAMA_KEEP_ALIVE did not reach the server"), failed["reason"]
+    assert changes == [
+        f"Ollama | File {dropin}",
+        "Ollama | systemd daemon-reload",
+        "Ollama | Restart ollama.service (its files or binary changed)",
+    ]

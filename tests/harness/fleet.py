@@ -677,8 +677,8 @@ class Host:
         table = f"{NAME_PREFIX.rstrip('-')}_silence_{self.slot}"
         rules = (
             f"table inet {table} {{ "
-            f'chain out {{ type filter hook output priority -300; oifname "{self.veth}" drop; }} '
-            f'chain in {{ type filter hook input priority -300; iifname "{self.veth}" drop; }} }}'
+            f'chain out {{ type filter hook output priority -300; oifname "{self.veth}" drop; }}; '
+            f'chain in {{ type filter hook input priority -300; iifname "{self.veth}" drop; }}; }}'
         )
         sh("nft", rules)
 
