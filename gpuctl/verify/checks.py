@@ -65,8 +65,13 @@ def run_check(name: str, func: Callable[[], Check]) -> Check:
 
 
 def _where(exc: requests.RequestException) -> str:
+    """HOST:PORT the request went to, the scheme's default port spelled out ('10.0.0.5:443')."""
     url = urlsplit(getattr(exc.request, "url", None) or "")
-    return url.netloc or "the endpoint"
+    if not url.netloc:
+        return "the endpoint"
+    if url.port is not None or url.scheme not in ("http", "https"):
+        return url.netloc
+    return f"{url.netloc}:{443 if url.scheme == 'https' else 80}"
 
 
 def timeout_reason(exc: requests.Timeout) -> str:
@@ -116,7 +121,8 @@ def connection_reason(exc: requests.ConnectionError) -> str:
     if any(m in text for m in ("RemoteDisconnected", "Connection reset", "Connection aborted")):
         return f"{where} closed the connection without answering: is the engine starting or crashing?"
     why = next((cause for marker, cause in causes.items() if marker in text), _short(exc))
-    return f"nothing answers on {where} ({why}): is the engine deployed and running?"
+    what = "the gateway" if url.scheme == "https" else "the engine"
+    return f"nothing answers on {where} ({why}): is {what} deployed and running?"
 
 
 def _short(exc: Exception) -> str:

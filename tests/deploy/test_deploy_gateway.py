@@ -458,10 +458,11 @@ def test_an_unhealthy_engine_is_restarted_by_the_host_itself(gw_host, deployed):
     with Stopwatch() as repair:
         wait_for(
             lambda: (
-                container_health(gw_host) == ("healthy", container_health(gw_host)[1])
+                container_health(gw_host)[0] == "healthy"
                 and container_health(gw_host)[1] != started
+                and gw_host.run("systemctl is-active gpuctl-vllm-main", check=False).stdout.strip() == "active"
             ),
-            "the heal timer restarts the engine and it is healthy again",
+            "the heal timer restarts the engine, it is healthy again and its unit active",
             timeout_s=300,
         )
     journal = gw_host.run("journalctl -u gpuctl-heal.service --no-pager -o cat").stdout
@@ -502,7 +503,9 @@ def test_a_stopped_gateway_is_named_by_verify_and_started_by_deploy(gw_host, dep
         code, checks = verify_checks(deployed)
     assert code == 1
     reason = checks[("vllm:main", "gateway tls")]["reason"]
-    assert reason.startswith(f"nothing answers on {gw_host.address}:443 (connection refused)"), reason
+    assert (
+        reason == f"nothing answers on {gw_host.address}:443 (connection refused): is the gateway deployed and running?"
+    )
     with Stopwatch() as repair:
         result = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
     assert result.returncode == 0, result.stdout[-2000:]

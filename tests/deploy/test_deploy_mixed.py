@@ -52,9 +52,9 @@ def test_mixed_fleet_reports_each_hosts_own_operations_and_names_the_host_in_dif
     hosts = {h["host"]: h for h in json.loads(result.stdout)["hosts"]}
     ollama_ops, vllm_ops = hosts["mixo"]["changes"], hosts["mixv"]["changes"]
     assert ollama_ops and all(op.startswith("Ollama | ") for op in ollama_ops), ollama_ops
-    assert vllm_ops and all(op.startswith(("Docker | ", "vLLM engine | ", "Directory ", "File ")) for op in vllm_ops), (
-        vllm_ops
-    )
+    assert vllm_ops and all(
+        op.startswith(("Docker | ", "vLLM engine | ", "Engine healing | ", "Directory ", "File ")) for op in vllm_ops
+    ), vllm_ops
     assert not [op for op in vllm_ops if "Ollama" in op or "ollama" in op]
     assert not [op for op in ollama_ops if "vLLM" in op or "Docker" in op]
     assert set(hosts["mixv"]["commands"]) == set(vllm_ops) and set(hosts["mixo"]["commands"]) == set(ollama_ops)

@@ -190,6 +190,12 @@ def test_verify_reports_an_engine_bound_wider_than_the_spec_allows(ollama_host, 
     assert report["engines"][0]["url"].startswith("http://127.0.0.1:")
     assert checks["version"]["ok"] and checks["chat"]["ok"]
     assert any("ollama" in line.lower() for line in checks["bind"]["details"]), "a failure carries the journal"
+    # The repair: deploying this spec binds the engine to loopback only.
+    code, deploy_report, stderr = gpuctl_deploy(inventory)
+    assert code == 0, stderr
+    assert "Ollama | Restart ollama.service (its files or binary changed)" in deploy_report["hosts"][0]["changes"]
+    code, report = gpuctl_verify(inventory)
+    assert code == 0 and checks_of(report)["bind"]["reason"] == "port 11434 listens on 127.0.0.1 only"
 
 
 def test_verify_of_a_stopped_unit_fails_with_its_journal(ollama_host, tmp_path):
@@ -270,7 +276,9 @@ def test_a_stopped_unit_is_started_by_deploy(ollama_host, steady):
     ollama_host.run("systemctl stop ollama.service")
     failed, changes = named_then_repaired(steady, "Ollama unit stopped", "unit")
     assert failed["reason"] == "ollama.service is inactive and enabled"
-    assert changes == ["Ollama | Start ollama.service (was inactive)"]
+    # With the server down when the deploy is planned, its model list cannot be read: the pull is planned
+    # too, and finds the model already there.
+    assert changes == ["Ollama | Start ollama.service (was inactive)", "Ollama | Pull model qwen2.5:0.5b"]
 
 
 def test_a_deleted_model_is_pulled_again_by_deploy(ollama_host, steady):

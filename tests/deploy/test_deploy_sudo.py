@@ -9,6 +9,7 @@ nftables. The engine is the Ollama STAND-IN from the local release mirror.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -95,7 +96,10 @@ def test_verify_and_status_use_sudo_exactly_as_deploy_does(sudo_host, tmp_path):
         result = subprocess.run(["gpuctl", *command, "--json"], capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert sudo_entries(sudo_host) > before
-    no_sudo = tmp_path / "no-sudo.py"
+    # The same inventory (same name, so the same gateway keystore) with sudo=False.
+    (tmp_path / "no-sudo").mkdir()
+    shutil.copytree(tmp_path / ".gpuctl", tmp_path / "no-sudo" / ".gpuctl")
+    no_sudo = tmp_path / "no-sudo" / "edge.py"
     no_sudo.write_text(inventory.read_text().replace("ssh_user=", "sudo=False, ssh_user="))
     before = sudo_entries(sudo_host)
     result = subprocess.run(
