@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import shlex
-from pathlib import PurePosixPath
 
 from pyinfra.api import FactBase
 
+from gpuctl.deploy.scripts import script_command
 from gpuctl.gpu_facts import (
     GPU_MEMORY_QUERY,
     GpuMemory,
@@ -17,15 +16,6 @@ from gpuctl.gpu_facts import (
     smi_status,
 )
 from gpuctl.host_layout import DOCKER_DAEMON_JSON, DRIVER_VERSION_FILE, NVIDIA_MODULE_VERSION, PCI_DEVICES_DIR
-from gpuctl.render import templates_dir
-
-
-def script_command(path: str, *args: str) -> str:
-    """`sh -c SCRIPT NAME ARGS…`: run a script shipped under templates/ (PATH is relative to it, such as
-    'vllm/preflight.sh') with ARGS. The script travels inside the command, so nothing is uploaded first
-    and `deploy --dry` shows it whole; NAME ($0, in its messages) is the file's name without '.sh'."""
-    script = (templates_dir() / path).read_text()
-    return f"sh -c {shlex.quote(script)} {shlex.join([PurePosixPath(path).stem, *args])}"
 
 
 class DockerImageId(FactBase[str | None]):
@@ -203,6 +193,17 @@ class UnitActiveState(FactBase[str]):
 
     def command(self, unit: str) -> str:
         return f"systemctl is-active '{unit}' 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str:
+        return output[0].strip() if output else ""
+
+
+class ContainerHealth(FactBase[str]):
+    """A container's health as Docker's healthcheck reports it: healthy, unhealthy, starting, or ''."""
+
+    def command(self, container: str) -> str:
+        template = "{{if .State.Health}}{{.State.Health.Status}}{{end}}"
+        return f"docker inspect --format '{template}' '{container}' 2>/dev/null || true"
 
     def process(self, output: list[str]) -> str:
         return output[0].strip() if output else ""

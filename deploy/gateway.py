@@ -14,14 +14,16 @@ from pyinfra.facts.files import Directory, Link
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from gpuctl.deploy.facts import FileText, script_command
+from gpuctl.deploy.facts import FileText
 from gpuctl.deploy.files import put_rendered
+from gpuctl.deploy.scripts import script_command
 from gpuctl.host_layout import (
     ACME_WEBROOT,
     GATEWAY_TLS_CERT,
     GATEWAY_TLS_KEY,
     LETSENCRYPT_LIVE,
     NGINX_DEFAULT_SITE,
+    NGINX_DIR,
 )
 from gpuctl.render import GatewayFiles
 from gpuctl.spec import GatewaySpec, HostSpec
@@ -64,7 +66,7 @@ def remove_default_site():  # type: ignore[no-untyped-def]
     name = "No default nginx site (it would answer without a key)"
     if host.get_fact(Link, path=str(NGINX_DEFAULT_SITE)):
         return files.link(name=name, path=str(NGINX_DEFAULT_SITE), present=False)
-    if not host.get_fact(Directory, path="/etc/nginx"):
+    if not host.get_fact(Directory, path=str(NGINX_DIR)):
         return server.shell(name=name, commands=[f"rm -f {NGINX_DEFAULT_SITE}"])
     return files.file(name=name, path=str(NGINX_DEFAULT_SITE), present=False)
 

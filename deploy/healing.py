@@ -4,28 +4,17 @@ with backoff), and a deploy treats an unhealthy engine as a difference to repair
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy
+from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
 from pyinfra.operations.util import any_changed
 
-from gpuctl.deploy.facts import UnitActiveState
+from gpuctl.deploy.facts import ContainerHealth, UnitActiveState
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.units import restart_command
 from gpuctl.render import HealingFiles
 from gpuctl.spec import VllmSpec
 
 HEAL_TIMER = "gpuctl-heal.timer"
-
-
-class ContainerHealth(FactBase[str]):
-    """A container's health as Docker's healthcheck reports it: healthy, unhealthy, starting, or ''."""
-
-    def command(self, container: str) -> str:
-        template = "{{if .State.Health}}{{.State.Health.Status}}{{end}}"
-        return f"docker inspect --format '{template}' '{container}' 2>/dev/null || true"
-
-    def process(self, output: list[str]) -> str:
-        return output[0].strip() if output else ""
 
 
 @deploy("Engine healing")

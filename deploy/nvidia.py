@@ -14,7 +14,8 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
 from gpuctl import outside
-from gpuctl.deploy.facts import NvidiaLoadedDriver, NvidiaPciDevices, NvidiaSmiStatus, script_command
+from gpuctl.deploy.facts import NvidiaLoadedDriver, NvidiaPciDevices, NvidiaSmiStatus
+from gpuctl.deploy.scripts import script_command
 from gpuctl.errors import GpuctlError
 from gpuctl.host_layout import NOUVEAU_BLACKLIST, NVIDIA_MODULE_VERSION
 from gpuctl.spec import DriverSpec, HostSpec

@@ -10,8 +10,9 @@ from pyinfra.facts.server import Arch, Groups
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from gpuctl.deploy.facts import FileText, OllamaModels, script_command
+from gpuctl.deploy.facts import FileText, OllamaModels
 from gpuctl.deploy.files import put_rendered
+from gpuctl.deploy.scripts import script_command
 from gpuctl.deploy.units import restart_command, start_unless_active
 from gpuctl.host_layout import OLLAMA_DOWNLOAD_DIR, OLLAMA_HOME, OLLAMA_VERSION_MARKER
 from gpuctl.render import OllamaFiles

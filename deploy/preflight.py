@@ -20,7 +20,8 @@ from pyinfra.api import operation
 
 from gpuctl import outside
 from gpuctl.capacity import vllm_budget
-from gpuctl.deploy.facts import NvidiaDriverVersion, NvidiaGpuMemory, script_command
+from gpuctl.deploy.facts import NvidiaDriverVersion, NvidiaGpuMemory
+from gpuctl.deploy.scripts import script_command
 from gpuctl.gpu_facts import GpuMemory
 from gpuctl.spec import HostSpec, VllmSpec
 

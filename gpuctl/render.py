@@ -21,6 +21,7 @@ import jinja2
 from gpuctl.errors import GpuctlError
 from gpuctl.host_layout import (
     ACME_WEBROOT,
+    DOCKER_BIN,
     FIREWALL_RULES,
     FIREWALL_UNIT,
     GATEWAY_SECRETS,
@@ -266,7 +267,7 @@ def render_vllm(host: HostSpec, engine: VllmSpec, resolve: SecretResolver) -> Vl
         "gpu_ids": [str(i) for i in engine.gpu_indices()],
         "cdi_devices": [f"nvidia.com/gpu={i}" for i in engine.gpu_indices()],
         "stop_grace_s": STOP_GRACE_S,
-        "compose": f"/usr/bin/docker compose --project-name {engine.project} --file {compose_file}",
+        "compose": f"{DOCKER_BIN} compose --project-name {engine.project} --file {compose_file}",
         "wait_healthy": WAIT_HEALTHY,
         "secret_env": {key: env_file_value(key, resolve(ref)) for key, ref in engine.secret_env().items()},
     }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -111,20 +110,10 @@ def cache_lock(name: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
         CACHE_ROOT.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise EngineUnavailable(f"can't create {CACHE_ROOT} ({err}); set GPUCTL_TEST_CACHE") from err
-    with open(CACHE_ROOT / f".{name}.lock", "w") as handle:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise EngineUnavailable(f"timed out after {timeout_s:.0f}s waiting for lock {name}") from None
-                time.sleep(2)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    from harness.cache_lock import bounded_lock  # local import, as for tiny_model below
+
+    with bounded_lock(CACHE_ROOT / f".{name}.lock", timeout_s, poll_s=2, error=EngineUnavailable):
+        yield
 
 
 def dir_size_bytes(path: Path) -> int:

@@ -22,8 +22,6 @@ around -60, so generation always runs to max_tokens with printable text.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -88,22 +86,6 @@ def model_recipe_hash(venv_key: str) -> str:
     return digest.hexdigest()[:12]
 
 
-@contextlib.contextmanager
-def _lock(path: Path, timeout_s: float = 600) -> Any:
-    """Exclusive bounded-wait file lock."""
-    with open(path, "w") as handle:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"lock {path} held for over {timeout_s}s") from None
-                time.sleep(1)
-        yield
-
-
 def ensure_tiny_model(
     python: Path, cache_root: Path, *, venv_key: str, progress: bool = False, timeout_s: float = 600
 ) -> Path:
@@ -112,7 +94,9 @@ def ensure_tiny_model(
     if (target / FACTS_FILE).is_file():
         return target
     cache_root.mkdir(parents=True, exist_ok=True)
-    with _lock(cache_root / f".{target.name}.lock"):
+    from harness.cache_lock import bounded_lock  # here: this file also runs alone inside the venv
+
+    with bounded_lock(cache_root / f".{target.name}.lock", timeout_s):
         if (target / FACTS_FILE).is_file():
             return target
         staging = cache_root / f".{target.name}.tmp-{os.getpid()}"

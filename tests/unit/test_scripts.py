@@ -1,7 +1,7 @@
 """The shell scripts gpuctl ships under templates/: every one passes shellcheck, and each runs here with
 `sh` in a temporary folder and does what it says.
 
-gpuctl runs a shipped script as `sh -c SCRIPT NAME ARGS…` (gpuctl.deploy.facts.script_command), or
+gpuctl runs a shipped script as `sh -c SCRIPT NAME ARGS…` (gpuctl.deploy.scripts.script_command), or
 installs it (wait-healthy), so each is a POSIX sh script checked with `shellcheck -s sh`. Scripts are
 found by glob: a new one is checked without being listed here.
 
@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from gpuctl.capacity import vllm_budget
-from gpuctl.deploy.facts import script_command
 from gpuctl.deploy.nvidia import installed_branch_check
 from gpuctl.deploy.ollama import pull_command
 from gpuctl.deploy.preflight import flags_of, preflight_script
+from gpuctl.deploy.scripts import script_command
 from gpuctl.gpu_facts import GpuMemory
 from gpuctl.render import templates_dir
 from gpuctl.spec import DriverSpec, HostSpec, VllmSpec
