@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 from pyinfra.api import FactBase
 
@@ -207,3 +208,25 @@ class ContainerHealth(FactBase[str]):
 
     def process(self, output: list[str]) -> str:
         return output[0].strip() if output else ""
+
+
+class EngineGenerates(FactBase[bool]):
+    """Whether the vLLM engine at ADDRESS answers a one-token completion within TIMEOUT_S (True/False).
+
+    Its key is read from the engine's 0600 env file on the host and handed to curl on stdin (`-H @-`,
+    curl 7.55+), so it never stands on a command line. None when curl is missing."""
+
+    def requires_command(self, *args: object, **kwargs: object) -> str:
+        return "curl"
+
+    def command(self, address: str, env_file: str, model: str, timeout_s: int) -> str:
+        body = json.dumps({"model": model, "prompt": "ping", "max_tokens": 1})
+        return (
+            f"set -a; . {shlex.quote(env_file)} 2>/dev/null; set +a; "
+            "printf 'Authorization: Bearer %s\\n' \"${VLLM_API_KEY:-}\" | "
+            f"curl -s -o /dev/null -w '%{{http_code}}' --max-time {timeout_s} -H @- "
+            f"-H 'Content-Type: application/json' -d {shlex.quote(body)} http://{address}/v1/completions || true"
+        )
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[-1].strip() == "200"

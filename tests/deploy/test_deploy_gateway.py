@@ -533,3 +533,36 @@ def test_a_gateway_config_edited_by_hand_is_named_by_verify_and_restored_by_depl
     code, checks = verify_checks(deployed)
     assert code == 0, {k: c["reason"] for k, c in checks.items() if not c["ok"]}
     fault_times.record("gateway site edited by hand", detect.seconds, repair.seconds, "gpuctl deploy")
+
+
+def test_a_request_hidden_in_an_unread_body_never_runs_behind_the_gateway(gw_host, deployed):
+    """nginx keeps connections to the engine alive; a body the engine's route does not read must be
+    discarded (as Go's net/http and uvicorn do), never read as the next request on that connection: a
+    request smuggled that way would run without the gateway's key check. Here the hidden request would
+    switch the engine STAND-IN to its 'hang' fault; every later request would then stall."""
+    hidden = 'POST /standin/fault HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\n{"mode": "hang"}'
+    for _ in range(3):
+        assert call(deployed, "GET", "/version", data=hidden).status_code == 200  # a route that reads no body
+    answers = [call(deployed, "GET", "/v1/models").status_code for _ in range(20)]
+    assert answers == [200] * 20
+    assert json.loads(gw_host.run("curl -fsS 127.0.0.1:8000/standin/fault").stdout) == {"mode": "none"}
+
+
+def test_an_engine_that_stops_generating_is_named_by_verify_and_restarted_by_deploy(gw_host, deployed):
+    """Fault: the engine answers /health (so Docker calls it healthy) but gives no token (STAND-IN 'hang':
+    every request gets its headers, then nothing). deploy's one-token probe finds it and restarts it."""
+    gw_host.run('curl -fsS -X POST 127.0.0.1:8000/standin/fault -d \'{"mode": "hang"}\' >/dev/null')
+    with Stopwatch() as detect:
+        result = gpuctl("verify", str(deployed["inventory"]), "--json", "--gen-timeout", "5", timeout=300)
+    assert result.returncode == 1
+    reasons = [c["reason"] for e in json.loads(result.stdout)["engines"] for c in e["checks"] if not c["ok"]]
+    assert any(r.startswith("engine not generating: no token within 5 s") for r in reasons), reasons
+    with Stopwatch() as repair:
+        deployed_again = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
+    assert deployed_again.returncode == 0, deployed_again.stdout[-2000:]
+    assert json.loads(deployed_again.stdout)["hosts"][0]["changes"] == [
+        "vLLM engine | Restart gpuctl-vllm-main.service (it answers /health but gave no token in 30 s)"
+    ]
+    code, checks = verify_checks(deployed)
+    assert code == 0, {k: c["reason"] for k, c in checks.items() if not c["ok"]}
+    fault_times.record("engine not generating, /health 200", detect.seconds, repair.seconds, "gpuctl deploy")
