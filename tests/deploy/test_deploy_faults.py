@@ -10,10 +10,12 @@ import json
 import re
 import subprocess
 import textwrap
+import time
 
 import pytest
 
-from harness import mirror
+from harness import fault_times, mirror
+from harness.fault_times import Stopwatch
 
 pytestmark = pytest.mark.fleet
 
@@ -64,7 +66,10 @@ def test_dead_host_fails_alone_and_rerun_converges(fleet, tmp_path):
         assert host.run("systemctl is-active ollama.service").stdout.strip() == "active"
         assert "tinyllama:latest" in host.run("curl -s 127.0.0.1:11434/api/tags").stdout
 
-    status = subprocess.run(["gpuctl", "status", str(inventory), "--json"], capture_output=True, text=True, timeout=120)
+    with Stopwatch() as detect:
+        status = subprocess.run(
+            ["gpuctl", "status", str(inventory), "--json"], capture_output=True, text=True, timeout=120
+        )
     assert status.returncode == 1
     rows = {r["host"]: r for r in json.loads(status.stdout)["engines"]}
     for name in ("fault1", "fault3"):
@@ -87,7 +92,9 @@ def test_dead_host_fails_alone_and_rerun_converges(fleet, tmp_path):
 
     dead.start()
     mirror.serve(dead)
-    again = gpuctl_deploy(inventory, "--json")
+    with Stopwatch() as repair:
+        again = gpuctl_deploy(inventory, "--json")
+    fault_times.record("host down before the deploy (status names it)", detect.seconds, repair.seconds, "gpuctl deploy")
     assert again.returncode == 0, again.stdout + again.stderr
     assert statuses(again) == {
         "fault1": ("unchanged", None),
@@ -130,9 +137,11 @@ def test_a_host_silent_mid_deploy_fails_alone_and_the_run_ends(fleet, tmp_path):
             seen.append(line)
             if line.startswith(f"[{silent.name}] done: "):
                 silent.silence()
+                silenced_at = time.monotonic()
                 break
         assert any(line.startswith(f"[{silent.name}] done: ") for line in seen), "".join(seen)
         stdout, stderr = process.communicate(timeout=300)
+        run_ended_after = time.monotonic() - silenced_at
     finally:
         if process.poll() is None:
             process.kill()
@@ -144,6 +153,10 @@ def test_a_host_silent_mid_deploy_fails_alone_and_the_run_ends(fleet, tmp_path):
     table_text = " ".join(re.sub("[│┃┏┓┗┛━─┡┩└┘╇╈┼┳┻]", " ", stdout).split())  # a wrapped cell reads on
     assert "the connection was lost: the host stopped answering" in table_text, stdout
     assert hosts[0].run("systemctl is-active ollama.service").stdout.strip() == "active"
-    again = gpuctl_deploy(inventory, "--json")
+    with Stopwatch() as repair:
+        again = gpuctl_deploy(inventory, "--json")
     assert again.returncode == 0, again.stdout + again.stderr
     assert statuses(again) == {"quiet1": ("unchanged", None), "quiet2": ("changed", None)}
+    fault_times.record(
+        "host silent mid-deploy (the run's end names it)", run_ended_after, repair.seconds, "gpuctl deploy"
+    )

@@ -343,17 +343,20 @@ def test_a_deleted_firewall_table_is_named_by_verify_and_loaded_again_by_deploy(
     """Fault: `nft delete table inet gpuctl` (by hand, or a `flush ruleset`): every port is open again."""
     gw_host.run("nft delete table inet gpuctl")
     try:
-        code, checks = verify_checks(deployed)
+        with Stopwatch() as detect:
+            code, checks = verify_checks(deployed)
         assert code == 1
         assert checks[("vllm:main", "firewall")]["reason"] == (
             "the live nftables table inet gpuctl is not loaded (deleted by hand or by `nft flush ruleset`): every "
             "port is open; gpuctl deploy loads it again"
         )
-        result = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
+        with Stopwatch() as repair:
+            result = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
         assert result.returncode == 0, result.stdout[-2000:]
         assert json.loads(result.stdout)["hosts"][0]["changes"] == [
             "Firewall (nftables) | Apply the firewall ruleset (the live table inet gpuctl was missing)"
         ]
+        fault_times.record("firewall table deleted", detect.seconds, repair.seconds, "gpuctl deploy")
         assert gw_host.run("nft list table inet gpuctl", check=False).ok
         code, checks = verify_checks(deployed)
         assert code == 0 and checks[("vllm:main", "firewall")]["reason"].startswith(
@@ -369,13 +372,16 @@ def test_an_engine_running_without_its_key_is_named_by_verify_and_repaired_by_de
     gw_host.run(
         "sed -i '/^VLLM_API_KEY=/d' /etc/gpuctl/vllm-main/vllm.env && systemctl restart gpuctl-vllm-main", timeout=300
     )
-    code, checks = verify_checks(deployed)
+    with Stopwatch() as detect:
+        code, checks = verify_checks(deployed)
     assert code == 1
     assert checks[("vllm:main", "engine key")]["reason"] == (
         "on the host, 127.0.0.1:8000/v1/models answers 200 without a key: the engine runs without its API key; "
         "gpuctl deploy restores it"
     )
-    result = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
+    with Stopwatch() as repair:
+        result = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
+    fault_times.record("engine running without its key (gateway)", detect.seconds, repair.seconds, "gpuctl deploy")
     assert result.returncode == 0, result.stdout[-2000:]
     assert (
         "vLLM engine | Restart gpuctl-vllm-main.service (its files changed)"

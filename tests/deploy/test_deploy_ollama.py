@@ -180,7 +180,8 @@ def test_verify_reports_an_engine_bound_wider_than_the_spec_allows(ollama_host, 
     """The host listens on 0.0.0.0 but this spec says loopback: the API is reached through an SSH tunnel
     to 127.0.0.1, and the bind check fails with the reason."""
     inventory = write_inventory(tmp_path / "dev.py", ollama_host, keep_alive="-1", bind="127.0.0.1")
-    code, report = gpuctl_verify(inventory)
+    with Stopwatch() as detect:
+        code, report = gpuctl_verify(inventory)
     checks = checks_of(report)
     assert code == 1
     assert (checks["bind"]["ok"], checks["bind"]["reason"]) == (
@@ -191,9 +192,11 @@ def test_verify_reports_an_engine_bound_wider_than_the_spec_allows(ollama_host, 
     assert checks["version"]["ok"] and checks["chat"]["ok"]
     assert any("ollama" in line.lower() for line in checks["bind"]["details"]), "a failure carries the journal"
     # The repair: deploying this spec binds the engine to loopback only.
-    code, deploy_report, stderr = gpuctl_deploy(inventory)
+    with Stopwatch() as repair:
+        code, deploy_report, stderr = gpuctl_deploy(inventory)
     assert code == 0, stderr
     assert "Ollama | Restart ollama.service (its files or binary changed)" in deploy_report["hosts"][0]["changes"]
+    fault_times.record("engine bound wider than the spec", detect.seconds, repair.seconds, "gpuctl deploy")
     code, report = gpuctl_verify(inventory)
     assert code == 0 and checks_of(report)["bind"]["reason"] == "port 11434 listens on 127.0.0.1 only"
 

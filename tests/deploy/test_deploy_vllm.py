@@ -25,7 +25,8 @@ from gpuctl.gpu_facts import gpu_memory
 from gpuctl.spec import HostSpec, VllmSpec
 from gpuctl.verify.host_checks import gpu_checks
 from gpuctl.verify.remote import Remote
-from harness import gpu_standin, images
+from harness import fault_times, gpu_standin, images
+from harness.fault_times import Stopwatch
 from harness.fleet import Fleet, Host
 
 pytestmark = pytest.mark.fleet
@@ -297,7 +298,8 @@ def test_preflight_names_an_old_driver_and_a_process_holding_gpu_memory(vllm_hos
 def test_crashed_container_fails_with_its_logs_then_wait_sees_it_recover(vllm_host, first_deploy, tmp_path):
     inventory = write_inventory(tmp_path / "prod.py", vllm_host, a_extra=", max_num_seqs=8")
     vllm_host.run("docker kill gpuctl-vllm-b")
-    code, report, _ = verify(inventory, "--limit", "vllm")
+    with Stopwatch() as detect:
+        code, report, _ = verify(inventory, "--limit", "vllm")
     b = next({c["name"]: c for c in e["checks"]} for e in report["engines"] if e["engine"] == "vllm:b")
     assert code == 1
     assert not b["container"]["ok"]
@@ -308,12 +310,14 @@ def test_crashed_container_fails_with_its_logs_then_wait_sees_it_recover(vllm_ho
     assert b["container"]["details"], "the container's last log lines explain the failure"
     # systemd restarts the unit (Restart=on-failure) after RestartSec; once it is starting again,
     # --wait follows the cold start with progress.
-    vllm_host.run(
-        'timeout 60 sh -c \'until [ "$(systemctl show -p SubState --value gpuctl-vllm-b)" != auto-restart ]; '
-        "do sleep 1; done'",
-        timeout=90,
-    )
-    code, report, stderr = verify(inventory, "--wait", "120")
+    with Stopwatch() as repair:
+        vllm_host.run(
+            'timeout 60 sh -c \'until [ "$(systemctl show -p SubState --value gpuctl-vllm-b)" != auto-restart ]; '
+            "do sleep 1; done'",
+            timeout=90,
+        )
+        code, report, stderr = verify(inventory, "--wait", "120")
+    fault_times.record("container killed", detect.seconds, repair.seconds, "systemd (Restart=on-failure)")
     assert code == 0, [
         (e["engine"], c["name"], c["reason"]) for e in report["engines"] for c in e["checks"] if not c["ok"]
     ]
@@ -372,9 +376,13 @@ def test_deploy_starts_an_engine_locked_by_its_start_limit(vllm_host, first_depl
     )
     state = vllm_host.run("systemctl show -p ActiveState,Result --value gpuctl-vllm-b").stdout.split()
     assert sorted(state) == ["failed", "start-limit-hit"], state
-    result = gpuctl("deploy", str(inventory), "--yes", "--json")
+    with Stopwatch() as detect:
+        verify(inventory, "--limit", "vllm")
+    with Stopwatch() as repair:
+        result = gpuctl("deploy", str(inventory), "--yes", "--json")
     assert result.returncode == 0, result.stdout[-3000:]
     assert json.loads(result.stdout)["hosts"][0]["changes"] == [
         "vLLM engine | Start gpuctl-vllm-b.service (was failed)"
     ]
+    fault_times.record("engine locked by its start limit", detect.seconds, repair.seconds, "gpuctl deploy")
     assert vllm_host.run("systemctl is-active gpuctl-vllm-b").stdout.strip() == "active"
