@@ -189,15 +189,9 @@ def _run_everywhere(state: State, op_hash: str, raised: dict[tuple[str, str], st
     assert state.pool is not None
     runs = {state.pool.spawn(_run_isolated, state, host, op_hash, raised): host for host in hosts}
     gevent.joinall(list(runs))
-    failed = {host for run, host in runs.items() if not run.value}
-    try:
-        state.fail_hosts(failed)
-    except PyinfraError as exc:
-        if "No hosts remaining" not in str(exc):
-            raise
-        return False
+    tolerate_all_failed(state.fail_hosts, {host for run, host in runs.items() if not run.value})
     state.trigger_callbacks("operation_end", op_hash)
-    return True
+    return bool(active_hosts(state))
 
 
 def _run_isolated(state: State, host: Any, op_hash: str, raised: dict[tuple[str, str], str]) -> bool:

@@ -407,31 +407,27 @@ def host_target(
     else:
         kind, name = "ollama", model or (spec.models[0] if spec.models else None)
         weights = weight_format("ollama", name) if name else None
-    item = Target(
+    try:
+        client = client_access(host, spec, keystore=keystore, base_dir=base_dir, direct=direct)
+        via, api_key, verify, url, opener = client.via, client.api_key, client.verify, client.url, client.open
+    except GpuctlError as exc:
+        if host.gateway is None or direct:  # the engine's own key reference is bad input
+            raise
+        # this host's gateway key is missing: the others are still benched
+        via, api_key, verify, url = "gateway", None, True, None
+        opener = lambda message=str(exc): failing(message)  # noqa: E731
+    return Target(
         host=host.name,
         engine_name=spec.label,
         engine=kind,
         api=api or ("openai" if kind == "vllm" else "ollama"),
         model=name,
-        api_key=None,
+        api_key=api_key,
         gpu=host.gpus.model if host.gpus else None,
         gpu_label=f"{host.gpus.count}× {host.gpus.model}" if host.gpus else "none (CPU)",
         weights=weights,
-        open=lambda: failing("not opened"),
+        open=opener,
+        url=url,
+        via=via,
+        verify=verify,
     )
-    try:
-        client = client_access(host, spec, keystore=keystore, base_dir=base_dir, direct=direct)
-    except GpuctlError as exc:
-        if host.gateway is None or direct:  # the engine's own key reference is bad input
-            raise
-        # this host's gateway key is missing: the others are still benched
-        item.via, item.open = "gateway", lambda message=str(exc): failing(message)
-        return item
-    item.via, item.api_key, item.verify, item.url, item.open = (
-        client.via,
-        client.api_key,
-        client.verify,
-        client.url,
-        client.open,
-    )
-    return item
