@@ -3,7 +3,8 @@
 templates/vllm/preflight.sh asks the pinned image itself which flags it accepts (so a renamed flag fails
 in seconds, not after a cold start), compares the CUDA version the image requires with what the driver
 supports, and checks that the engine's GPUs have the memory its gpu_memory_utilization needs once the
-engine's own container is stopped (another process holding VRAM is named). Any failure stops the host
+engine's own container is stopped (another process holding VRAM is named); for a CPU engine, that the host's
+available RAM holds its weights and KV space (gpuctl.capacity.cpu_ram_needed_bytes). Any failure stops the host
 before a file is replaced, so the previous engine keeps running.
 
 What the engine needs on each GPU is computed here, with the planner's own formula
@@ -13,13 +14,14 @@ when it runs, after the driver steps (a reboot included), not when the deploy is
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator, Sequence
 
 from pyinfra import host
 from pyinfra.api import operation
 
 from gpuctl import outside
-from gpuctl.capacity import vllm_budget
+from gpuctl.capacity import cpu_ram_needed_bytes, model_of, vllm_budget
 from gpuctl.deploy.facts import NvidiaDriverVersion, NvidiaGpuMemory
 from gpuctl.deploy.scripts import script_command
 from gpuctl.gpu_facts import GpuMemory
@@ -60,9 +62,22 @@ def preflight_script(
     highest CUDA of the loaded driver's branch, used when nvidia-smi's banner names none."""
     words = gpu_words(engine, gpus) if checks_gpus(host_spec, engine) else ""
     utilization = f"{engine.gpu_memory_utilization:g}"
+    ram = str(ram_mib(engine)) if engine.device == "cpu" else ""
     return script_command(
-        "vllm/preflight.sh", engine.image, engine.project, utilization, driver_cuda or "", words, *flags_of(engine)
+        "vllm/preflight.sh",
+        engine.image,
+        engine.project,
+        utilization,
+        driver_cuda or "",
+        words,
+        ram,
+        *flags_of(engine),
     )
+
+
+def ram_mib(engine: VllmSpec) -> int:
+    """The whole MiB of host RAM a CPU engine needs (gpuctl.capacity.cpu_ram_needed_bytes, as in the plan)."""
+    return math.ceil(cpu_ram_needed_bytes(engine, model_of(engine)) / 2**20)
 
 
 @operation(is_idempotent=False)

@@ -6,6 +6,8 @@ vLLM, per GPU:  budget = gpu_memory_utilization × memory (vllm_budget: the depl
                 KV bytes per token = 2 × layers × max(1, kv_heads ÷ tp) × head_dim × bytes(KV dtype)
                 cache tokens = KV pool ÷ KV bytes per token, in whole blocks of 16 tokens
                 max concurrency at max_model_len = cache tokens ÷ max_model_len
+vLLM on the CPU: KV pool = cpu_kv_cache_gib (VLLM_CPU_KVCACHE_SPACE), in blocks of 128 tokens; RAM needed =
+                weights + KV pool + runtime overhead (CPU_OVERHEAD_GIB, measured), checked on the host.
 Ollama:         weights (GGUF) + NUM_PARALLEL × context × KV bytes per token + overhead vs. GPU memory.
 """
 
@@ -142,6 +144,75 @@ def vllm_warnings(engine: VllmSpec, model: ModelFacts, gpu: GpuFacts | None) -> 
     if not model.exact_kv:
         warnings.append(f"{model.name} uses sliding-window attention: the KV figures are an upper bound")
     return warnings
+
+
+CPU_BLOCK_TOKENS = 128
+"""vLLM 0.32's CPU backend allocates its KV cache in blocks of 128 tokens unless told otherwise
+(platforms/cpu.py, CpuPlatform.check_and_update_config)."""
+CPU_OVERHEAD_GIB = 1.7
+"""RAM a CPU engine takes beside its weights and KV cache: measured on the test fleet with the real vLLM 0.32
+CPU image and a 0.5 MB model (API server 0.55 GB, engine core 0.52 GB, worker 0.6 GB beyond its KV cache)."""
+
+
+def cpu_kv_bytes_per_token(engine: VllmSpec, model: ModelFacts) -> float:
+    """KV bytes per token on the CPU backend: fp8 KV is 1 byte, else the model's dtype (float32: 4, else 2)."""
+    kv_dtype_bytes = KV_BYTES[engine.kv_cache_dtype] or (4 if engine.dtype == "float32" else 2)
+    return kv_bytes_per_token(model, kv_dtype_bytes, engine.tensor_parallel_size)
+
+
+def cpu_ram_needed_bytes(engine: VllmSpec, model: ModelFacts | None) -> float:
+    """Host RAM a CPU engine needs: weights (when the model is known) + its KV space + the runtime overhead.
+    The deploy's preflight compares it with the host's available memory."""
+    weights = model.params_b * 1e9 * weight_bytes_per_param(engine)[1] if model else 0.0
+    return weights + engine.cpu_kv_cache_gib * GIB + CPU_OVERHEAD_GIB * GIB
+
+
+def plan_vllm_cpu(host: HostSpec, engine: VllmSpec) -> EnginePlan:
+    """A CPU engine: KV space (GiB of RAM) → cache tokens → sequences of max_model_len at once."""
+    plan = EnginePlan(host.name, engine.label, "fits")
+    model = model_of(engine)
+    needed = cpu_ram_needed_bytes(engine, model)
+    plan.numbers = {"device": "cpu", "kv_space_gib": engine.cpu_kv_cache_gib}
+    if model is None:
+        plan.verdict = "unknown"
+        plan.numbers["ram_needed_gib_without_weights"] = round(needed / GIB, 2)
+        plan.warnings.append(
+            f"{engine.model} is not in the catalog: give config_json= or architecture=(…) to plan its cache"
+        )
+        return plan
+    per_token = cpu_kv_bytes_per_token(engine, model)
+    tokens = int(engine.cpu_kv_cache_gib * GIB // (per_token * CPU_BLOCK_TOKENS)) * CPU_BLOCK_TOKENS
+    max_len = engine.max_model_len or model.max_context
+    concurrency = tokens / max_len if max_len else 0.0
+    fmt, _ = weight_bytes_per_param(engine)
+    plan.numbers |= {
+        "model": model.name,
+        "weights": fmt,
+        "kv_bytes_per_token": int(per_token),
+        "cache_tokens": tokens,
+        "max_model_len": max_len,
+        "max_concurrency": round(concurrency, 2),
+        "ram_needed_gib": round(needed / GIB, 2),
+    }
+    if max_len > model.max_context:
+        plan.verdict = "does not fit"
+        plan.reasons.append(f"max_model_len {max_len} exceeds {model.name}'s context of {model.max_context}")
+    elif tokens < max_len:
+        plan.verdict = "does not fit"
+        more = -(-max_len * per_token // GIB)
+        plan.reasons.append(
+            f"the KV cache holds {tokens:,} tokens, less than one sequence of max_model_len {max_len:,}: "
+            f"cpu_kv_cache_gib={int(more)} or a lower max_model_len"
+        )
+    elif concurrency < TIGHT_CONCURRENCY:
+        plan.verdict = "tight"
+        plan.reasons.append(f"only {concurrency:.2f} sequences of {max_len:,} tokens fit at once")
+    else:
+        plan.reasons.append(
+            f"{concurrency:.1f} sequences of {max_len:,} tokens fit at once; "
+            f"about {needed / GIB:.1f} GiB of RAM (checked on the host by the preflight)"
+        )
+    return plan
 
 
 def plan_vllm(host: HostSpec, engine: VllmSpec) -> EnginePlan:
@@ -321,7 +392,7 @@ def plan_ollama(host: HostSpec, ollama: OllamaSpec) -> list[EnginePlan]:
 
 
 def plan_host(host: HostSpec) -> list[EnginePlan]:
-    plans = [plan_vllm(host, engine) for engine in host.vllm]
+    plans = [plan_vllm_cpu(host, e) if e.device == "cpu" else plan_vllm(host, e) for e in host.vllm]
     if host.ollama is not None:
         plans += plan_ollama(host, host.ollama)
     return plans

@@ -291,18 +291,24 @@ def keys_rotate(inventory_ref: str, limit: tuple[str, ...], yes: bool, as_json: 
 @main.command()
 @inventory_argument
 @limit_option
+@click.option(
+    "--no-probe",
+    is_flag=True,
+    help="Send nothing that generates (by default each healthy vLLM engine is asked for one token: "
+    "/health answers 200 while a hung engine gives none).",
+)
 @json_option
-def status(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
-    """A fleet table: unit, health, version, model, requests, KV cache, GPU memory (no generation)."""
-    from gpuctl.verify.status import fleet_status
+def status(inventory_ref: str, limit: tuple[str, ...], no_probe: bool, as_json: bool) -> None:
+    """A fleet table: unit, health, version, model, requests, KV cache, GPU memory."""
+    from gpuctl.verify.status import Probe, fleet_status
 
     inv = inventory.load(inventory_ref)
-    rows = fleet_status(inv.select(limit))
+    rows = fleet_status(inv.select(limit), Probe(inv.base_dir, seconds=None) if no_probe else Probe(inv.base_dir))
     if as_json:
         emit_json({"inventory": inv.label, "engines": [r.as_dict() for r in rows]})
     else:
         views.print_status(rows)
-    finish(not any(r.error for r in rows))
+    finish(not any(r.error or r.generating is False for r in rows))
 
 
 main.add_command(bench_command)

@@ -241,6 +241,21 @@ class VllmSpec(Strict):
         description="how the container gets its GPUs: a Compose device reservation, CDI device "
         "names, or none (GPU-less rehearsal hosts only: the engine cannot run on a GPU)",
     )
+    device: Literal["gpu", "cpu"] = Field(
+        "gpu",
+        description="gpu: NVIDIA GPUs (vllm/vllm-openai); cpu: vLLM's CPU backend (an image of vLLM's CPU "
+        "build), no GPU and no NVIDIA runtime, the KV cache in host RAM (cpu_kv_cache_gib)",
+    )
+    cpu_kv_cache_gib: int = Field(
+        4,
+        ge=1,
+        le=16384,
+        description="device='cpu' only: GiB of RAM for the KV cache (VLLM_CPU_KVCACHE_SPACE, whole GiB)",
+    )
+    offline: bool = Field(
+        False,
+        description="HF_HUB_OFFLINE=1: never contact the Hugging Face Hub (the model is already on the host)",
+    )
     api_key: SecretRef | None = None
     hf_token: SecretRef | None = None
     extra_args: list[str] = Field(default_factory=list)
@@ -248,6 +263,14 @@ class VllmSpec(Strict):
     config_json: str | None = Field(None, description="or the model's config.json, read for planning")
     shm_size: str | None = Field(None, pattern=r"^\d+[kmg]?$", description="only if ipc=host is unwanted")
     start_timeout_s: int = Field(900, ge=60, le=7200, description="cold start allowed before failing")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cpu_engines_have_no_gpu_access(cls, data: object) -> object:
+        """device='cpu' means gpu_access='none', the one switch every GPU step already honours."""
+        if isinstance(data, dict) and data.get("device") == "cpu" and "gpu_access" not in data:
+            return {**data, "gpu_access": "none"}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -306,7 +329,29 @@ class VllmSpec(Strict):
                 f"is {self.tensor_parallel_size} but gpus lists {len(self.gpus)} GPU(s)",
             )
         self._check_choices_of_the_pinned_vllm()
+        if self.device == "cpu":
+            self._check_cpu_engine()
+        elif "cpu_kv_cache_gib" in self.model_fields_set:
+            raise FieldError(
+                "cpu_kv_cache_gib",
+                "is for device='cpu' engines (a GPU engine sizes its KV cache with gpu_memory_utilization)",
+            )
         return self
+
+    def _check_cpu_engine(self) -> None:
+        """What a CPU engine cannot have: GPUs, GPU access, a VRAM fraction (vLLM 0.32's CPU backend reads
+        --gpu-memory-utilization as a fraction of host RAM: platforms/cpu.py, v1/worker/cpu_worker.py)."""
+        given = self.model_fields_set
+        if self.gpus is not None:
+            raise FieldError("gpus", "a device='cpu' engine uses no GPU: remove gpus=")
+        if self.gpu_access != "none":
+            raise FieldError("gpu_access", f"{self.gpu_access!r} gives GPUs to a device='cpu' engine: remove it")
+        if "gpu_memory_utilization" in given:
+            raise FieldError(
+                "gpu_memory_utilization",
+                "is for GPU engines (on vLLM's CPU backend it would reserve that fraction of host RAM): "
+                "size the CPU engine's KV cache with cpu_kv_cache_gib",
+            )
 
     def _check_choices_of_the_pinned_vllm(self) -> None:
         """--quantization and --kv-cache-dtype against what the image's vLLM version accepts (gpuctl.outside);
@@ -361,6 +406,15 @@ class VllmSpec(Strict):
         match = re.match(r"^v?(\d+\.\d+\.\d+(?:\.post\d+|rc\d+)?)", tag or "")
         return match.group(1) if match else None
 
+    def environment(self) -> dict[str, str]:
+        """Plain (non-secret) environment variables of the container, beside vLLM's telemetry opt-outs."""
+        env = {}
+        if self.device == "cpu":
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(self.cpu_kv_cache_gib)
+        if self.offline:
+            env["HF_HUB_OFFLINE"] = "1"
+        return env
+
     def secret_env(self) -> dict[str, SecretRef]:
         """Environment variables the container gets from the 0600 env file."""
         env: dict[str, SecretRef] = {}
@@ -384,8 +438,10 @@ class VllmSpec(Strict):
             "0.0.0.0",
             "--port",
             str(CONTAINER_PORT),
-            "--gpu-memory-utilization",
-            f"{self.gpu_memory_utilization:g}",
+        ]
+        if self.device == "gpu":
+            args += ["--gpu-memory-utilization", f"{self.gpu_memory_utilization:g}"]
+        args += [
             "--kv-cache-dtype",
             self.kv_cache_dtype,
             "--tensor-parallel-size",

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from gpuctl.output import console
 from gpuctl.render import firewall_ports
-from gpuctl.spec import HostSpec
+from gpuctl.spec import HostSpec, VllmSpec
 
 if TYPE_CHECKING:
     from gpuctl.capacity import EnginePlan
@@ -38,11 +38,14 @@ def gpu_label(host: HostSpec) -> str:
     return f"{host.gpus.count}× {host.gpus.model} ({host.gpus.memory_gib:g} GiB){driver}"
 
 
+def vllm_label(e: VllmSpec) -> str:
+    """One vLLM engine in a table: what it serves, where, and on what (GPU tensor parallel or the CPU)."""
+    on = f"cpu, KV {e.cpu_kv_cache_gib} GiB RAM" if e.device == "cpu" else f"tp {e.tensor_parallel_size}"
+    return f"{e.label} {e.served_name} on {e.bind}:{e.port} ({on}, kv {e.kv_cache_dtype})"
+
+
 def engine_labels(host: HostSpec) -> list[str]:
-    labels = [
-        f"{e.label} {e.served_name} on {e.bind}:{e.port} (tp {e.tensor_parallel_size}, kv {e.kv_cache_dtype})"
-        for e in host.vllm
-    ]
+    labels = [vllm_label(e) for e in host.vllm]
     if host.ollama:
         o = host.ollama
         labels.append(f"{o.label} {o.version} on {o.bind}:{o.port} ({', '.join(o.models) or 'no models'})")
@@ -147,8 +150,9 @@ def print_status(status_rows: list[StatusRow]) -> None:
             rows.add_row(r.host, "-", r.error, *[""] * (len(columns) - 3))
             continue
         kv = f"{r.kv_cache_usage:.1%}" if r.kv_cache_usage is not None else "-"
+        health = f"{r.health}, not generating" if r.generating is False else r.health
         rows.add_row(
-            r.host, r.engine, r.unit, r.health, r.version, r.model, _num(r.running), _num(r.waiting), kv, r.gpu_memory
+            r.host, r.engine, r.unit, health, r.version, r.model, _num(r.running), _num(r.waiting), kv, r.gpu_memory
         )
     console().print(rows)
 

@@ -1,20 +1,26 @@
-"""`gpuctl status`: a fleet table in seconds, without generating anything."""
+"""`gpuctl status`: a fleet table in seconds.
+
+vLLM's /health answers 200 while its engine core is hung (vllm #39863), so by default status asks each healthy
+vLLM engine for one token (max_tokens=1, at most PROBE_S seconds): an engine that gives none is shown as
+not generating. `--no-probe` sends nothing that generates (for frequent polling)."""
 
 from __future__ import annotations
 
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
 
-from gpuctl.access import engine_endpoint
+from gpuctl.access import engine_endpoint, engine_key
 from gpuctl.spec import HostSpec, VllmSpec
 from gpuctl.verify.openai_api import KV_GAUGES, parse_metrics
 from gpuctl.verify.remote import Remote
 
 TIMEOUT_S = 5
+PROBE_S = 5.0
 
 
 @dataclass
@@ -28,6 +34,7 @@ class StatusRow:
     running: float | None = None
     waiting: float | None = None
     kv_cache_usage: float | None = None
+    generating: bool | None = None
     gpu_memory: str = "-"
     error: str | None = None
 
@@ -35,12 +42,20 @@ class StatusRow:
         return asdict(self)
 
 
-def fleet_status(hosts: list[HostSpec]) -> list[StatusRow]:
+@dataclass(frozen=True)
+class Probe:
+    """The one-token probe: the folder the inventory's secrets are relative to, and its time limit (None: off)."""
+
+    base_dir: Path
+    seconds: float | None = PROBE_S
+
+
+def fleet_status(hosts: list[HostSpec], probe: Probe) -> list[StatusRow]:
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
-        return [row for rows in pool.map(host_status, hosts) for row in rows]
+        return [row for rows in pool.map(lambda h: host_status(h, probe), hosts) for row in rows]
 
 
-def host_status(host: HostSpec) -> list[StatusRow]:
+def host_status(host: HostSpec, probe: Probe) -> list[StatusRow]:
     remote = Remote(host)
     if not host.local:
         reach = remote.reachable()
@@ -63,6 +78,8 @@ def host_status(host: HostSpec) -> list[StatusRow]:
         try:
             with engine_endpoint(remote, host, engine) as base_url:
                 read_engine(row, engine, base_url)
+                if isinstance(engine, VllmSpec) and row.health == "200" and probe.seconds:
+                    row.generating = generates(base_url, engine, engine_key(engine, probe.base_dir), probe.seconds)
         except (ConnectionError, requests.RequestException) as exc:
             row.health, row.error = "down", str(exc)[:160]
         rows.append(row)
@@ -92,6 +109,19 @@ def read_engine(row: StatusRow, engine: Any, base_url: str) -> None:
         loaded = [m.get("name", "?") for m in ps.json().get("models", [])]
         row.model = ", ".join(loaded) or "(none loaded)"
         row.running = float(len(loaded))
+
+
+def generates(base_url: str, engine: VllmSpec, key: str | None, seconds: float) -> bool | None:
+    """Whether the engine gives one token within SECONDS; None when it refuses the request (not a hang)."""
+    body = {"model": engine.served_name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = requests.post(base_url + "/v1/chat/completions", json=body, headers=headers, timeout=seconds)
+    except requests.Timeout:
+        return False
+    except requests.RequestException:
+        return None
+    return True if response.ok else None
 
 
 def _get(http: requests.Session, url: str) -> requests.Response | None:

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Run by gpuctl on the host (never installed there) before a vLLM engine's files are replaced.
-# Usage: preflight IMAGE PROJECT UTILIZATION DRIVER_CUDA GPUS [FLAG...]
+# Usage: preflight IMAGE PROJECT UTILIZATION DRIVER_CUDA GPUS RAM_MIB [FLAG...]
 #   IMAGE        the engine's pinned image, already pulled: asked which flags it accepts
 #   PROJECT      the engine's Compose project (its container): its own processes' GPU memory is free
 #                once it is replaced, so it does not count
@@ -11,11 +11,14 @@
 #                the engine, INDEX:UUID:TOTAL_MIB:NEEDED_MIB as gpuctl read them from nvidia-smi and
 #                computed what vLLM needs there (gpuctl.capacity.vllm_budget), or INDEX alone when
 #                nvidia-smi does not list that GPU
+#   RAM_MIB      '' for a GPU engine; for a CPU engine (device="cpu") the MiB of host RAM it needs
+#                (gpuctl.capacity.cpu_ram_needed_bytes: weights + KV space + runtime), checked against
+#                MemAvailable plus what the engine's own container holds now (freed when it is replaced)
 #   FLAG...      the options the engine's command line uses (--max-model-len, ...)
 # Every problem is collected: exit 1 with all of them on stderr, else 0.
 set -u
-image=$1 project=$2 utilization=$3 driver_cuda=$4 gpus=$5
-shift 5
+image=$1 project=$2 utilization=$3 driver_cuda=$4 gpus=$5 ram_mib=$6
+shift 6
 flags=$#
 fail=''
 note() {
@@ -72,6 +75,20 @@ if [ -n "$gpus" ]; then
     for gpu in $gpus; do
         check_memory "$gpu"
     done
+fi
+
+# A CPU engine's weights and KV cache live in host RAM.
+check_ram() {
+    available=$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)
+    held=$(docker top "$project" -eo pid,rss 2>/dev/null | tail -n +2 | awk '{kib += $2} END {print int(kib / 1024)}')
+    held=${held:-0}
+    if [ $((available + held)) -lt "$1" ]; then
+        note "the CPU engine needs about $1 MiB of RAM (weights, cpu_kv_cache_gib, runtime) but $available MiB are available (and $held MiB held by the engine now): lower cpu_kv_cache_gib or free memory"
+    fi
+}
+
+if [ -n "$ram_mib" ]; then
+    check_ram "$ram_mib"
 fi
 
 if [ -n "$fail" ]; then

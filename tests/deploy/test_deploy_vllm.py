@@ -184,9 +184,18 @@ def test_verify_of_both_engines_passes_with_host_checks(vllm_host, first_deploy,
     assert engines["vllm:b"]["auth"]["reason"] == "no API key in the spec: not checked"
 
 
-def test_status_shows_each_engine_without_generating(vllm_host, first_deploy, tmp_path):
+def test_status_shows_each_engine_and_probes_each_with_one_token(vllm_host, first_deploy, tmp_path):
     inventory = write_inventory(tmp_path / "prod.py", vllm_host, a_extra=", max_num_seqs=8")
-    generated_before = vllm_host.run("curl -s 127.0.0.1:8002/metrics | grep '^vllm:generation_tokens_total'").stdout
+
+    def generated_by_b() -> float:
+        metrics = vllm_host.run("curl -s 127.0.0.1:8002/metrics | grep '^vllm:generation_tokens_total'").stdout
+        return float(metrics.split()[-1])
+
+    before = generated_by_b()
+    quiet = gpuctl("status", str(inventory), "--no-probe", "--json")
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    assert generated_by_b() == before, "--no-probe generated tokens"
+    assert {r["generating"] for r in json.loads(quiet.stdout)["engines"]} == {None}
     result = gpuctl("status", str(inventory), "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {r["engine"]: r for r in json.loads(result.stdout)["engines"]}
@@ -194,10 +203,8 @@ def test_status_shows_each_engine_without_generating(vllm_host, first_deploy, tm
         row = rows[engine]
         assert (row["unit"], row["health"], row["version"], row["model"]) == ("active", "200", "0.32.0", model)
         assert row["running"] == 0 and row["waiting"] == 0 and row["kv_cache_usage"] is not None
-    assert (
-        vllm_host.run("curl -s 127.0.0.1:8002/metrics | grep '^vllm:generation_tokens_total'").stdout
-        == generated_before
-    )
+        assert row["generating"] is True
+    assert generated_by_b() == before + 1, "the probe asks for exactly one token"
 
 
 def test_gpu_checks_on_the_host_and_inside_the_container(vllm_host, first_deploy):

@@ -46,6 +46,8 @@ SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 REPO_MOUNT = "/srv/repo"  # where hosts see the local repository (bound read-only)
+IMAGES_DIR = CACHE_ROOT / "images"  # cached image tarballs too large to copy (harness.vllm_image)
+IMAGES_MOUNT = "/srv/images"  # where hosts see IMAGES_DIR (bound read-only)
 
 #: Installed in the base image (no recommends): systemd as PID 1, sshd, and what pyinfra facts use.
 BASE_PACKAGES: tuple[str, ...] = (
@@ -103,6 +105,7 @@ REPO_PACKAGES: tuple[str, ...] = (
     "hello",
     "tree",
     "busybox-static",
+    "libnuma1",  # the real vLLM CPU image (harness.vllm_image): vllm/_C.abi3.so links libnuma.so.1
 )
 
 COMPOSE_PLUGIN_PATH = "/usr/libexec/docker/cli-plugins/docker-compose"

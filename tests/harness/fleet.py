@@ -480,6 +480,7 @@ class Host:
         netns_create(self.netns, self.veth, self.slot)
         for sub in ("root", "upper", "work", "docker"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        aptrepo.IMAGES_DIR.mkdir(parents=True, exist_ok=True)  # bound read-only into every host
         sh(
             "mount",
             "-t",
@@ -535,6 +536,7 @@ class Host:
             "--system-call-filter=bpf",
             f"--bind={self.dir / 'docker'}:/var/lib/docker",
             f"--bind-ro={self.fleet.repo.path}:{aptrepo.REPO_MOUNT}",
+            f"--bind-ro={aptrepo.IMAGES_DIR}:{aptrepo.IMAGES_MOUNT}",
         ]
 
     def _launch(self) -> None:
