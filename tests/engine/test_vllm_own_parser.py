@@ -44,7 +44,7 @@ def vllm_parse(venv: Path, command_lines: list[list[str]], *extra: str) -> list[
 def example_engines() -> list[VllmSpec]:
     return [
         e
-        for name in ("prod", "dev-laptop", "vagrant")
+        for name in ("prod", "dev-laptop", "vagrant", "cpu-server")
         for h in inventory.load(name, cwd=REPO).hosts.values()
         for e in h.vllm
     ]
@@ -74,6 +74,7 @@ COVERAGE = [  # every optional field that adds a flag, with values the 0.32 rele
         gpu_memory_utilization=0.95,
     ),
     VllmSpec(image=IMAGE, model="m", kv_cache_dtype="auto", dtype="float32", gpu_access="none"),
+    VllmSpec(image=IMAGE, model="m", device="cpu", cpu_kv_cache_gib=8, dtype="bfloat16", offline=True),
 ]
 
 

@@ -354,6 +354,43 @@ CASES = [
         "gpu-01",
         "vllm.quantization: vLLM v0.32.0 does not accept 'gptq_marln' (did you mean 'gptq_marlin'",
     ),
+    # vLLM's CPU backend (device="cpu"): nothing GPU-shaped, and the KV space is the CPU engine's own field.
+    (
+        "cpu-engine-with-gpus",
+        vllm_host('device="cpu", gpus=[0]'),
+        "gpu-01",
+        "vllm.gpus: a device='cpu' engine uses no GPU: remove gpus=",
+    ),
+    (
+        "cpu-engine-with-gpu-access",
+        vllm_host('device="cpu", gpu_access="cdi"'),
+        "gpu-01",
+        "vllm.gpu_access: 'cdi' gives GPUs to a device='cpu' engine: remove it",
+    ),
+    (
+        "cpu-engine-with-gpu-memory-utilization",
+        vllm_host('device="cpu", gpu_memory_utilization=0.5'),
+        "gpu-01",
+        "vllm.gpu_memory_utilization: is for GPU engines (on vLLM's CPU backend it would reserve that fraction",
+    ),
+    (
+        "kv-space-on-a-gpu-engine",
+        vllm_host("cpu_kv_cache_gib=8"),
+        "gpu-01",
+        "vllm.cpu_kv_cache_gib: is for device='cpu' engines",
+    ),
+    (
+        "cpu-kv-space-in-fractions",
+        vllm_host('device="cpu", cpu_kv_cache_gib=1.5'),
+        "gpu-01",
+        "vllm.cpu_kv_cache_gib: Input should be a valid integer, got a number with a fractional part",
+    ),
+    (
+        "device-typo",
+        vllm_host('device="cuda"'),
+        "gpu-01",
+        "vllm.device: Input should be 'gpu' or 'cpu'",
+    ),
     # A GPU the catalog names exactly has the catalog's memory.
     (
         "gpu-memory-contradicts-catalog",

@@ -293,7 +293,7 @@ def test_check_refuses_what_cannot_start_unless_forced(tmp_path):
     assert json.loads(planned.stdout)["engines"][0]["verdict"] == "does not fit"
 
 
-@pytest.mark.parametrize("name", ["prod", "dev-laptop", "vagrant"])
+@pytest.mark.parametrize("name", ["prod", "dev-laptop", "vagrant", "cpu-server"])
 def test_example_inventories_fit(name):
     result = run_cli("plan", name, "--json")
     assert result.exit_code == 0, result.stdout
@@ -331,3 +331,36 @@ def test_the_overhead_estimate_depends_on_batch_tokens_cuda_graphs_and_model_siz
     assert [max_num_batched_tokens(h, h.vllm[0]) for h in (h100, a100, h200)] == [8192, 2048, 8192]
     plan = one(rtx.model_copy(update={"vllm": [VllmSpec(image=IMAGE, model="meta-llama/Llama-3.1-8B-Instruct")]}))
     assert plan.numbers["overhead_gib_estimate"] == 2.09 and plan.numbers["max_num_batched_tokens"] == 2048
+
+
+def cpu_host(**engine) -> HostSpec:
+    return HostSpec(name="cpu", address="10.0.0.2", vllm=[VllmSpec(image=IMAGE, device="cpu", **engine)])
+
+
+def test_a_cpu_engine_is_planned_from_its_kv_space_in_blocks_of_128():
+    # Llama 3.1 8B, bf16: KV/token = 2 × 32 layers × 8 KV heads × 128 × 2 B = 131,072 B; 8 GiB ÷ 131,072 B =
+    # 65,536 tokens (512 blocks of 128); 65,536 ÷ 8,192 = 8 sequences. RAM: 8.03e9 × 2 B + 8 GiB + 1.7 GiB.
+    plan = one(cpu_host(model="meta-llama/Llama-3.1-8B-Instruct", cpu_kv_cache_gib=8, max_model_len=8192))
+    assert plan.verdict == "fits"
+    assert plan.numbers["kv_bytes_per_token"] == 131072 and plan.numbers["cache_tokens"] == 65536
+    assert plan.numbers["max_concurrency"] == 8.0
+    assert plan.numbers["ram_needed_gib"] == round((8.03e9 * 2 + 9.7 * GIB) / GIB, 2)  # 24.66
+    assert "gpu_memory_gib" not in plan.numbers
+
+
+def test_a_cpu_kv_space_too_small_for_one_sequence_says_how_much_would_do():
+    # 1 GiB ÷ 131,072 B = 8,192 tokens < 16,384; one sequence needs 16,384 × 131,072 B = 2 GiB.
+    plan = one(cpu_host(model="meta-llama/Llama-3.1-8B-Instruct", cpu_kv_cache_gib=1, max_model_len=16384))
+    assert plan.verdict == "does not fit"
+    assert plan.reasons == [
+        "the KV cache holds 8,192 tokens, less than one sequence of max_model_len 16,384: "
+        "cpu_kv_cache_gib=2 or a lower max_model_len"
+    ]
+
+
+def test_fp8_kv_halves_what_a_cpu_token_takes_and_an_unknown_model_is_not_planned():
+    fp8 = one(cpu_host(model="meta-llama/Llama-3.1-8B-Instruct", cpu_kv_cache_gib=8, kv_cache_dtype="fp8"))
+    assert fp8.numbers["kv_bytes_per_token"] == 65536 and fp8.numbers["cache_tokens"] == 131072
+    unknown = one(cpu_host(model="org/unknown", cpu_kv_cache_gib=4))
+    assert unknown.verdict == "unknown"
+    assert unknown.numbers["ram_needed_gib_without_weights"] == 5.7

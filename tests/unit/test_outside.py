@@ -24,7 +24,7 @@ from harness import mirror
 from harness.cli import REPO
 
 SCRIPT = templates_dir() / "ollama" / "install-ollama.sh"
-EXAMPLES = ("prod", "dev-laptop", "vagrant")
+EXAMPLES = ("prod", "dev-laptop", "vagrant", "cpu-server")
 
 
 def test_every_fact_names_its_source_and_date():

@@ -16,7 +16,7 @@ from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
 from harness.cli import REPO, run_cli
 from harness.validators import compose_config, compose_resolved, install, systemd_root, systemd_verify
 
-EXAMPLES = ["prod", "dev-laptop", "vagrant"]
+EXAMPLES = ["prod", "dev-laptop", "vagrant", "cpu-server"]
 
 
 def example_hosts() -> list[HostSpec]:
@@ -221,7 +221,8 @@ def test_every_vllm_command_line_reads_back_as_the_spec(host, tmp_path):
         assert service["command"] == engine.command_args()
         flags = parse_flags(service["command"])
         assert flags["model"] == engine.model and "--model" not in flags
-        assert flags["--gpu-memory-utilization"] == f"{engine.gpu_memory_utilization:g}"
+        utilization = f"{engine.gpu_memory_utilization:g}" if engine.device == "gpu" else None  # RAM on the CPU
+        assert flags.get("--gpu-memory-utilization") == utilization
         assert flags["--kv-cache-dtype"] == engine.kv_cache_dtype
         assert flags["--served-model-name"] == engine.served_name
         assert flags.get("--max-model-len") == (str(engine.max_model_len) if engine.max_model_len else None)
@@ -232,6 +233,23 @@ def test_every_vllm_command_line_reads_back_as_the_spec(host, tmp_path):
             assert [d["source"] for d in service["devices"]] == [f"nvidia.com/gpu={i}" for i in engine.gpu_indices()]
         if engine.gpu_access == "none":
             assert "deploy" not in service and "devices" not in service
+        assert {k: v for k, v in service["environment"].items() if k.startswith(("VLLM_CPU", "HF_HUB"))} == (
+            engine.environment()
+        )
+
+
+def test_a_cpu_engine_gets_its_kv_space_and_no_gpu(tmp_path):
+    host = inventory.load("cpu-server", cwd=REPO).hosts["cpu-01"]
+    engine = host.vllm[0]
+    service = compose_service(host, engine, tmp_path)
+    assert service["environment"]["VLLM_CPU_KVCACHE_SPACE"] == "8"
+    assert "HF_HUB_OFFLINE" not in service["environment"]
+    assert "deploy" not in service and "devices" not in service and "runtime" not in service
+    assert service["ipc"] == "host"  # vLLM's CPU engine needs 160 MiB of /dev/shm (Docker's default is 64)
+    assert not host.needs_nvidia()
+    offline_engine = engine.model_copy(update={"offline": True})
+    offline = compose_service(host.model_copy(update={"vllm": [offline_engine]}), offline_engine, tmp_path / "off")
+    assert offline["environment"]["HF_HUB_OFFLINE"] == "1"
 
 
 def dropin_environment(host: HostSpec) -> dict[str, str]:

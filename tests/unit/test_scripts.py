@@ -14,17 +14,19 @@ and record how they were called. `sh`, `awk`, `sed`, `grep`, `sort` and `openssl
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from gpuctl.capacity import vllm_budget
+from gpuctl.capacity import CPU_OVERHEAD_GIB, vllm_budget
 from gpuctl.deploy.nvidia import installed_branch_check
 from gpuctl.deploy.ollama import pull_command
-from gpuctl.deploy.preflight import flags_of, preflight_script
+from gpuctl.deploy.preflight import flags_of, preflight_script, ram_mib
 from gpuctl.deploy.scripts import script_command
 from gpuctl.gpu_facts import GpuMemory
 from gpuctl.render import templates_dir
@@ -111,7 +113,10 @@ def preflight_stand_ins(tmp_path: Path, help_text: str, apps: str = "", ours: st
         'case "$1" in\n'
         f'  run) echo "$*" >> {tmp_path}/docker-runs; cat {tmp_path}/help.txt ;;\n'
         "  image) echo 'NVIDIA_REQUIRE_CUDA=cuda>=12.9 brand=tesla,driver>=535' ;;\n"
-        f"  top) echo PID; for pid in {ours}; do echo $pid; done ;;\n"
+        # `top -eo pid` lists the PIDs; `top -eo pid,rss` also says each holds 4 GiB (4194304 KiB).
+        f"  top) echo PID; for pid in {ours}; do\n"
+        '    case "$*" in *rss*) echo "$pid 4194304" ;; *) echo $pid ;; esac\n'
+        "  done ;;\n"
         "esac",
     )
     stand_in(
@@ -210,6 +215,29 @@ def test_preflight_needs_what_the_planner_budgets(tmp_path):
     assert f"gpu_memory_utilization 0.85 needs {needed} of {total} MiB, but {total - needed + 1} MiB" in result.stderr
     (tmp_path / "apps.csv").write_text(f"4242, python3, {total - needed}, {UUID}\n")
     assert run(preflight_script(spec, spec.vllm[0], [GpuMemory(0, UUID, total)]), bin_dir).returncode == 0
+
+
+def test_preflight_checks_the_hosts_ram_for_a_cpu_engine(tmp_path):
+    """Against this machine's real /proc/meminfo: a CPU engine needing more than MemAvailable is named, unless its
+    own running container (replaced by the deploy) holds the difference; a GPU engine gets no RAM check."""
+    available_mib = int(re.search(r"MemAvailable:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) // 1024
+    spec = HostSpec(name="cpu", address="10.0.0.2", vllm=[VllmSpec(image=IMAGE, model="m", device="cpu")])
+    engine = spec.vllm[0]
+    assert ram_mib(engine) == math.ceil((4 + CPU_OVERHEAD_GIB) * 1024)  # unknown model: KV space + runtime
+    help_text = "\n".join(flags_of(engine))
+    assert run(preflight_script(spec, engine), preflight_stand_ins(tmp_path, help_text)).returncode == 0
+    too_big = engine.model_copy(update={"cpu_kv_cache_gib": available_mib // 1024 + 2})
+    spec = spec.model_copy(update={"vllm": [too_big]})
+    result = run(preflight_script(spec, too_big), preflight_stand_ins(tmp_path, help_text))
+    assert result.returncode == 1
+    assert re.fullmatch(
+        rf"preflight failed:\n  the CPU engine needs about {ram_mib(too_big)} MiB of RAM \(weights, cpu_kv_cache_gib, "
+        r"runtime\) but \d+ MiB are available \(and 0 MiB held by the engine now\): lower cpu_kv_cache_gib or free "
+        r"memory\n",
+        result.stderr,
+    ), result.stderr
+    held = run(preflight_script(spec, too_big), preflight_stand_ins(tmp_path, help_text, ours="777 778"))
+    assert held.returncode == 0, held.stderr  # 8 GiB held by the engine's own container counts as free
 
 
 # ---- Ollama model pull ----------------------------------------------------------------------------
