@@ -199,6 +199,15 @@ def test_readme_pin_table_matches_the_outside_table():
         assert text in readme, text
 
 
+def test_example_cpu_hosts_pin_the_tables_cpu_image_and_use_no_gpu():
+    cpu_engines = [e for h in example_hosts() for e in h.vllm if e.device == "cpu"]
+    assert cpu_engines, "inventories/cpu-server.py has a CPU engine"
+    assert {e.image for e in cpu_engines} == {outside.VLLM_CPU_IMAGE}
+    assert {e.expected_version() for e in cpu_engines} == {outside.VLLM_IMAGE.rsplit(":v", 1)[1]}
+    assert all(e.gpu_access == "none" and e.gpus is None for e in cpu_engines)
+    assert f"`{outside.VLLM_CPU_IMAGE}`" in (REPO / "README.md").read_text()
+
+
 def test_rendered_commands_rely_on_the_images_entrypoint():
     """The image's ENTRYPOINT is `vllm serve`: the compose command holds only its arguments."""
     assert outside.VLLM_ENTRYPOINT == ("vllm", "serve")
