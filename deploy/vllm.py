@@ -10,6 +10,7 @@ from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from gpuctl import releases
 from gpuctl.deploy.facts import DockerImageId
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.preflight import vllm_preflight
@@ -44,9 +45,14 @@ def vllm_engine(spec: HostSpec, engine: VllmSpec, rendered: VllmFiles) -> None:
         )
     changes = {item.path: put_rendered(item) for item in rendered.all()}
     systemd.daemon_reload(name="systemd daemon-reload", _if=changes[rendered.unit.path].did_change)
-    server.shell(
+    restarted = server.shell(
         name=f"Restart {engine.unit_name} (its files changed)",
         commands=[restart_command(engine.unit_name)],
         _if=any_changed(*changes.values()),
+    )
+    server.shell(
+        name=f"Record the release of {engine.label} (gpuctl history)",
+        commands=[releases.record_command(engine)],
+        _if=restarted.did_change,
     )
     start_unless_active(engine.unit_name)

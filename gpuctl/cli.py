@@ -311,6 +311,57 @@ def status(inventory_ref: str, limit: tuple[str, ...], no_probe: bool, as_json: 
     finish(not any(r.error or r.generating is False for r in rows))
 
 
+@main.command()
+@inventory_argument
+@limit_option
+@json_option
+def history(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
+    """The releases recorded on each host for each vLLM engine: time, image, verify outcome, the live one."""
+    from gpuctl.rollback import fleet_history
+
+    inv = inventory.load(inventory_ref)
+    rows = fleet_history(inv.select(limit))
+    if as_json:
+        emit_json({"inventory": inv.label, "engines": [r.as_dict() for r in rows]})
+    else:
+        views.print_history(rows)
+    finish(not any(r.error for r in rows))
+
+
+@main.command()
+@inventory_argument
+@limit_option
+@click.option(
+    "--to",
+    "to",
+    metavar="RELEASE",
+    help="The release to restore (default: the newest verified one older than the live one; see gpuctl history).",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def rollback(inventory_ref: str, limit: tuple[str, ...], to: str | None, yes: bool, as_json: bool) -> None:
+    """Restore a recorded release of each vLLM engine, restart it and verify it.
+
+    The inventory is not changed: the next `gpuctl deploy` applies it again."""
+    from gpuctl.keystore import Keystore
+    from gpuctl.rollback import rollback as roll_back
+    from gpuctl.verify import runner
+
+    inv = inventory.load(inventory_ref)
+    hosts = inv.select(limit)
+    if not yes and not as_json:
+        click.confirm(f"Roll back the vLLM engines of {', '.join(h.name for h in hosts)}?", abort=True)
+    options = runner.Options(wait_s=0, base_dir=inv.base_dir, keystore=Keystore.for_inventory(inv.path, write=False))
+    outcomes = roll_back(hosts, to, options)
+    if as_json:
+        emit_json(
+            {"inventory": inv.label, "ok": all(o.ok for o in outcomes), "engines": [o.as_dict() for o in outcomes]}
+        )
+    else:
+        views.print_rollback(outcomes)
+    finish(all(o.ok for o in outcomes))
+
+
 main.add_command(bench_command)
 
 if __name__ == "__main__":

@@ -40,6 +40,15 @@ def vllm_cache_dir(engine: str) -> PurePosixPath:
     return STATE_DIR / f"vllm-{engine}"
 
 
+RELEASES_DIR = STATE_DIR / "releases"
+"""One 0700 folder per vLLM engine: the files of each release deployed (gpuctl.releases, templates/vllm/release.sh)."""
+
+
+def vllm_releases_dir(engine: str) -> PurePosixPath:
+    """The recorded releases of vLLM engine ENGINE."""
+    return RELEASES_DIR / f"vllm-{engine}"
+
+
 def unit_path(unit: str) -> PurePosixPath:
     return SYSTEMD_DIR / unit
 

@@ -17,6 +17,7 @@ from gpuctl.spec import HostSpec, VllmSpec
 if TYPE_CHECKING:
     from gpuctl.capacity import EnginePlan
     from gpuctl.fleet import HostOutcome
+    from gpuctl.rollback import HistoryRow, RollbackOutcome
     from gpuctl.verify.runner import EngineReport
     from gpuctl.verify.status import StatusRow
 
@@ -155,6 +156,33 @@ def print_status(status_rows: list[StatusRow]) -> None:
             r.host, r.engine, r.unit, health, r.version, r.model, _num(r.running), _num(r.waiting), kv, r.gpu_memory
         )
     console().print(rows)
+
+
+def print_history(history_rows: list[HistoryRow]) -> None:
+    rows = table("host", "engine", "release", "created", "image", "verify", "live")
+    for r in history_rows:
+        if r.error or not r.releases:
+            rows.add_row(r.host, r.engine, r.error or "no release recorded yet (gpuctl deploy records them)", *[""] * 4)
+        for release in reversed(r.releases):
+            live = "live" if release.current else ""
+            rows.add_row(r.host, r.engine, release.id, release.created, release.image, release.verify, live)
+    console().print(rows)
+
+
+def print_rollback(outcomes: list[RollbackOutcome]) -> None:
+    rows = table("host", "engine", "from", "to", "result")
+    for o in outcomes:
+        if o.error is not None:
+            result = f"[red]failed: {o.error}[/red]"
+        elif o.verify is not None and not o.verify.ok:
+            failed = "; ".join(f"{c.name}: {c.reason}" for c in o.verify.checks if not c.ok)
+            result = f"[red]restored, verify failed: {failed}[/red]"
+        else:
+            result = "[green]restored and verified[/green]"
+        rows.add_row(o.host, o.engine, o.from_release or "-", o.to_release or "-", result)
+    console().print(rows)
+    if any(o.to_release for o in outcomes):
+        console(stderr=True).print("note: the inventory is unchanged; the next gpuctl deploy applies it again")
 
 
 def _num(value: float | None) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import requests
 
+from gpuctl import releases
 from gpuctl.access import Engine, EngineAccess, client_access
 from gpuctl.errors import GpuctlError
 from gpuctl.keystore import Keystore
@@ -111,6 +112,8 @@ def verify_engine(
                 report.checks += gateway_checks(client.gateway, engine, allow_admin)
             report.checks += api_checks(engine, base_url, options, client)
             explain_failures(remote, engine, report.checks)
+            if isinstance(engine, VllmSpec):
+                releases.mark(remote, engine, report.ok)  # gpuctl history / rollback read it
     except ConnectionError as exc:
         report = EngineReport(host.name, engine.label, None, [Check("tunnel", False, str(exc))])
     return report

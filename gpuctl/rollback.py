@@ -1,0 +1,93 @@
+"""`gpuctl history` and `gpuctl rollback`: the releases recorded on each host (gpuctl.releases), and the
+way back to one of them, verified."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gpuctl import releases
+from gpuctl.errors import GpuctlError
+from gpuctl.spec import HostSpec
+from gpuctl.verify import runner
+from gpuctl.verify.remote import Remote
+
+
+@dataclass
+class HistoryRow:
+    host: str
+    engine: str
+    releases: list[releases.Release] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "engine": self.engine,
+            "releases": [r.as_dict() for r in self.releases],
+            "error": self.error,
+        }
+
+
+def host_history(host: HostSpec) -> list[HistoryRow]:
+    remote = Remote(host)
+    rows = []
+    for engine in host.vllm:
+        try:
+            rows.append(HistoryRow(host.name, engine.label, releases.list_releases(remote, engine)))
+        except GpuctlError as exc:
+            rows.append(HistoryRow(host.name, engine.label, error=str(exc)))
+    return rows
+
+
+def fleet_history(hosts: list[HostSpec]) -> list[HistoryRow]:
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
+        return [row for rows in pool.map(host_history, hosts) for row in rows]
+
+
+@dataclass
+class RollbackOutcome:
+    host: str
+    engine: str
+    from_release: str | None = None
+    to_release: str | None = None
+    error: str | None = None
+    verify: runner.EngineReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.verify is not None and self.verify.ok
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k != "verify"}
+        data["ok"] = self.ok
+        data["verify"] = self.verify.as_dict() if self.verify is not None else None
+        return data
+
+
+def rollback_host(host: HostSpec, to: str | None, options: runner.Options) -> list[RollbackOutcome]:
+    """Each vLLM engine of HOST back to release TO (default: the newest verified one before the live one),
+    restarted, then verified (which marks the restored release)."""
+    remote = Remote(host)
+    outcomes = []
+    for engine in host.vllm:
+        outcome = RollbackOutcome(host.name, engine.label)
+        outcomes.append(outcome)
+        try:
+            recorded = releases.list_releases(remote, engine)
+            target = releases.rollback_target(recorded, to)
+        except GpuctlError as exc:
+            outcome.error = str(exc)
+            continue
+        outcome.from_release = next((r.id for r in recorded if r.current), None)
+        outcome.to_release = target.id
+        outcome.error = releases.restore(remote, engine, target)
+        if outcome.error is None:
+            outcome.verify = runner.verify_engine(remote, host, engine, options, None)
+    return outcomes
+
+
+def rollback(hosts: list[HostSpec], to: str | None, options: runner.Options) -> list[RollbackOutcome]:
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
+        return [o for outcomes in pool.map(lambda h: rollback_host(h, to, options), hosts) for o in outcomes]
