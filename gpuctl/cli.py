@@ -128,6 +128,14 @@ def render(inventory_ref: str, out_dir: Path, limit: tuple[str, ...], as_json: b
 @click.option("--diff", is_flag=True, help="With --dry: show file diffs (secret values masked).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before changing hosts.")
 @click.option("--verbose", "-v", is_flag=True, help="Show pyinfra's own log lines.")
+@click.option(
+    "--rolling",
+    "rolling",
+    metavar="N|N%",
+    help="Change N hosts (or N% of them) at a time; verify each batch, roll a failed host back to the release "
+    "it ran before and stop there.",
+)
+@click.option("--verify", "verify_after", is_flag=True, help="Verify every host after the deploy; roll back failures.")
 @force_option
 @json_option
 def deploy_command(
@@ -137,6 +145,8 @@ def deploy_command(
     diff: bool,
     yes: bool,
     verbose: bool,
+    rolling: str | None,
+    verify_after: bool,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -146,6 +156,10 @@ def deploy_command(
 
     inv = inventory.load(inventory_ref)
     hosts = inv.select(limit)
+    if (rolling or verify_after) and not dry:
+        capacity_gate(inv.label, hosts, force)
+        deploy_in_batches(inv, hosts, rolling, yes=yes, as_json=as_json)
+        return
     capacity_gate(inv.label, hosts, force)
     err = console(stderr=True)
     for line in views.risk_lines(hosts):
@@ -176,6 +190,38 @@ def deploy_command(
             click.echo(text)
         views.print_outcomes(outcomes, title="dry run: nothing was changed" if dry else "summary")
     finish(all(o.status != "failed" for o in outcomes))
+
+
+def deploy_in_batches(
+    inv: inventory.Inventory, hosts: list[HostSpec], rolling: str | None, *, yes: bool, as_json: bool
+) -> None:
+    """`deploy --rolling` / `--verify`: gpuctl.rollout, then its summary."""
+    from gpuctl import rollout
+    from gpuctl.keystore import Keystore
+    from gpuctl.verify import runner
+
+    size = rollout.batch_size(rolling, len(hosts)) if rolling else len(hosts)
+    planned = rollout.batches(hosts, size)
+    err = console(stderr=True)
+    err.print(
+        f"deploy {inv.label}: {len(planned)} batch(es): " + " | ".join(", ".join(h.name for h in b) for b in planned)
+    )
+    if not yes and sys.stdin.isatty() and not click.confirm("Go on?", default=False, err=True):
+        finish(False)
+    keystore = Keystore.for_inventory(inv.path, write=True)
+    options = runner.Options(wait_s=ROLLOUT_WAIT_S, base_dir=inv.base_dir, keystore=keystore)
+    result = rollout.roll_out(
+        hosts, inv.base_dir, size, options, keystore=keystore, progress=progress_printer(quiet=as_json)
+    )
+    if as_json:
+        emit_json({"inventory": inv.label, **result.as_dict()})
+    else:
+        views.print_rollout(result)
+    finish(result.ok)
+
+
+ROLLOUT_WAIT_S = 300
+"""How long a batch's verify waits for an engine's cold start (the unit already waited for its healthcheck)."""
 
 
 @main.command()
@@ -344,6 +390,7 @@ def rollback(inventory_ref: str, limit: tuple[str, ...], to: str | None, yes: bo
 
     The inventory is not changed: the next `gpuctl deploy` applies it again."""
     from gpuctl.keystore import Keystore
+    from gpuctl.rollback import named_or_previous
     from gpuctl.rollback import rollback as roll_back
     from gpuctl.verify import runner
 
@@ -352,7 +399,7 @@ def rollback(inventory_ref: str, limit: tuple[str, ...], to: str | None, yes: bo
     if not yes and not as_json:
         click.confirm(f"Roll back the vLLM engines of {', '.join(h.name for h in hosts)}?", abort=True)
     options = runner.Options(wait_s=0, base_dir=inv.base_dir, keystore=Keystore.for_inventory(inv.path, write=False))
-    outcomes = roll_back(hosts, to, options)
+    outcomes = roll_back(hosts, named_or_previous(to), options)
     if as_json:
         emit_json(
             {"inventory": inv.label, "ok": all(o.ok for o in outcomes), "engines": [o.as_dict() for o in outcomes]}

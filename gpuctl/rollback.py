@@ -3,13 +3,14 @@ way back to one of them, verified."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gpuctl import releases
 from gpuctl.errors import GpuctlError
-from gpuctl.spec import HostSpec
+from gpuctl.spec import HostSpec, VllmSpec
 from gpuctl.verify import runner
 from gpuctl.verify.remote import Remote
 
@@ -52,6 +53,8 @@ class RollbackOutcome:
     engine: str
     from_release: str | None = None
     to_release: str | None = None
+    restored: bool = False
+    """False when the engine already ran TO_RELEASE (a deploy that stopped before replacing it)."""
     error: str | None = None
     verify: runner.EngineReport | None = None
 
@@ -66,9 +69,18 @@ class RollbackOutcome:
         return data
 
 
-def rollback_host(host: HostSpec, to: str | None, options: runner.Options) -> list[RollbackOutcome]:
-    """Each vLLM engine of HOST back to release TO (default: the newest verified one before the live one),
-    restarted, then verified (which marks the restored release)."""
+Chooser = Callable[[VllmSpec, list[releases.Release]], releases.Release]
+"""Which recorded release an engine returns to."""
+
+
+def named_or_previous(to: str | None) -> Chooser:
+    """`gpuctl rollback [--to RELEASE]`: that release, else the newest verified one before the live one."""
+    return lambda _engine, recorded: releases.rollback_target(recorded, to)
+
+
+def rollback_host(host: HostSpec, choose: Chooser, options: runner.Options) -> list[RollbackOutcome]:
+    """Each vLLM engine of HOST back to the release CHOOSE picks, restarted (unless it already runs it),
+    then verified (which marks the restored release)."""
     remote = Remote(host)
     outcomes = []
     for engine in host.vllm:
@@ -76,18 +88,20 @@ def rollback_host(host: HostSpec, to: str | None, options: runner.Options) -> li
         outcomes.append(outcome)
         try:
             recorded = releases.list_releases(remote, engine)
-            target = releases.rollback_target(recorded, to)
+            target = choose(engine, recorded)
         except GpuctlError as exc:
             outcome.error = str(exc)
             continue
         outcome.from_release = next((r.id for r in recorded if r.current), None)
         outcome.to_release = target.id
-        outcome.error = releases.restore(remote, engine, target)
+        if target.id != outcome.from_release:
+            outcome.restored = True
+            outcome.error = releases.restore(remote, engine, target)
         if outcome.error is None:
             outcome.verify = runner.verify_engine(remote, host, engine, options, None)
     return outcomes
 
 
-def rollback(hosts: list[HostSpec], to: str | None, options: runner.Options) -> list[RollbackOutcome]:
+def rollback(hosts: list[HostSpec], choose: Chooser, options: runner.Options) -> list[RollbackOutcome]:
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
-        return [o for outcomes in pool.map(lambda h: rollback_host(h, to, options), hosts) for o in outcomes]
+        return [o for outcomes in pool.map(lambda h: rollback_host(h, choose, options), hosts) for o in outcomes]

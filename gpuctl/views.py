@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from gpuctl.capacity import EnginePlan
     from gpuctl.fleet import HostOutcome
     from gpuctl.rollback import HistoryRow, RollbackOutcome
+    from gpuctl.rollout import Rollout
     from gpuctl.verify.runner import EngineReport
     from gpuctl.verify.status import StatusRow
 
@@ -183,6 +184,28 @@ def print_rollback(outcomes: list[RollbackOutcome]) -> None:
     console().print(rows)
     if any(o.to_release for o in outcomes):
         console(stderr=True).print("note: the inventory is unchanged; the next gpuctl deploy applies it again")
+
+
+def print_rollout(rollout: Rollout) -> None:
+    """Each batch's deploy summary, then per failed host: the check that failed (with the engine's last log
+    lines), and whether its rollback verified; then the hosts the rollout did not touch."""
+    err = console(stderr=True)
+    for number, batch in enumerate(rollout.batches, 1):
+        print_outcomes(batch.outcomes, title=f"batch {number}/{len(rollout.planned)}: {', '.join(batch.hosts)}")
+        for report in (r for r in batch.reports if not r.ok):
+            for check in (c for c in report.checks if not c.ok):
+                err.print(f"FAILED {report.host}: {report.engine}: {check.name}: {check.reason}", style="bold red")
+                for line in check.details[-10:]:
+                    err.print(f"    {line}", markup=False, highlight=False)
+        for back in batch.rollbacks:
+            if back.error is not None:
+                verdict = f"rollback failed: {back.error}"
+            else:
+                action = f"rolled back to {back.to_release}" if back.restored else f"kept {back.to_release}"
+                verdict = f"{action}, verify {'passed' if back.ok else 'FAILED'}"
+            err.print(f"{back.host}: {back.engine}: {verdict}", style="green" if back.ok else "bold red")
+    if rollout.untouched:
+        err.print(f"not touched (the rollout stopped): {', '.join(rollout.untouched)}", style="yellow")
 
 
 def _num(value: float | None) -> str:

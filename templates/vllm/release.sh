@@ -10,6 +10,7 @@
 #   CONFIG_DIR  the engine's compose folder; UNIT_PATH its systemd unit
 # The live release is the newest whose three files equal the live ones. At most KEEP are kept.
 set -eu
+export LC_ALL=C # release names sort bytewise: 20261205T010000Z before 20261205T010000Z-002
 command=$1 root=$2 config_dir=$3 unit_path=$4
 KEEP=10
 
@@ -42,11 +43,16 @@ record)
     mkdir -p "$root"
     chmod 0700 "$root"
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
-    id=$stamp n=1
-    while [ -e "$root/$id" ]; do # a second release within the same second: -002, -003, ... sort after it
-        n=$((n + 1))
-        id=$(printf '%s-%03d' "$stamp" "$n")
-    done
+    id=$stamp
+    # A release within the same second as the newest one: -002, -003, ... after it (never a pruned name again).
+    last=$(releases | tail -n 1)
+    case "$last" in
+    "$stamp") id=$stamp-002 ;;
+    "$stamp"-*)
+        n=$(printf '%s' "${last#"$stamp"-}" | sed 's/^0*//') # 008 is not octal here
+        id=$(printf '%s-%03d' "$stamp" $((n + 1)))
+        ;;
+    esac
     mkdir "$root/$id.part"
     cp -p "$config_dir/compose.yaml" "$config_dir/vllm.env" "$root/$id.part/"
     cp -p "$unit_path" "$root/$id.part/unit.service"

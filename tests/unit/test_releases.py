@@ -112,3 +112,22 @@ def test_the_target_is_the_newest_verified_release_older_than_the_live_one():
         rollback_target(recorded, "9")
     with pytest.raises(GpuctlError, match="no verified release older than the live one"):
         rollback_target([release("1", "failed"), release("2", current=True)], None)
+
+
+@pytest.mark.parametrize(
+    ("text", "hosts", "size"),
+    [("1", 3, 1), ("2", 3, 2), ("5", 3, 3), ("25%", 10, 3), ("100%", 4, 4), ("1%", 3, 1), (" 50% ", 5, 3)],
+)
+def test_a_rolling_batch_is_hosts_or_a_share_of_them_rounded_up(text, hosts, size):
+    from gpuctl.rollout import batch_size
+
+    assert batch_size(text, hosts) == size
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "abc", "0%", "150%", "1.5"])
+def test_a_bad_rolling_batch_is_one_line_of_bad_input(text):
+    from harness.cli import run_cli
+
+    result = run_cli("deploy", "prod", "--rolling", text, "--yes")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: --rolling {text}: ") and result.stderr.count("\n") == 1, result.stderr
