@@ -172,6 +172,9 @@ def deploy_command(
         return click.confirm("Apply these changes?", default=False, err=True)
 
     err.print(f"deploy {inv.label}: {', '.join(h.name for h in hosts)}" + (" (dry run)" if dry else ""))
+    planned_batches = batch_names(hosts, rolling)
+    if rolling:
+        err.print(f"rolling: {len(planned_batches)} batch(es): " + " | ".join(", ".join(b) for b in planned_batches))
     keystore = Keystore.for_inventory(inv.path, write=not dry)
     outcomes = fleet.deploy(
         hosts,
@@ -184,12 +187,22 @@ def deploy_command(
         keystore=keystore,
     )
     if as_json:
-        emit_json({"inventory": inv.label, "dry": dry, "hosts": [o.as_dict() for o in outcomes]})
+        emit_json(
+            {"inventory": inv.label, "dry": dry, "batches": planned_batches, "hosts": [o.as_dict() for o in outcomes]}
+        )
     else:
         for text in (text for outcome in outcomes for text in outcome.diffs):
             click.echo(text)
         views.print_outcomes(outcomes, title="dry run: nothing was changed" if dry else "summary")
     finish(all(o.status != "failed" for o in outcomes))
+
+
+def batch_names(hosts: list[HostSpec], rolling: str | None) -> list[list[str]]:
+    """The hosts of each batch `--rolling` makes (one batch of all without it)."""
+    from gpuctl import rollout
+
+    size = rollout.batch_size(rolling, len(hosts)) if rolling else len(hosts)
+    return [[h.name for h in batch] for batch in rollout.batches(hosts, size)]
 
 
 def deploy_in_batches(

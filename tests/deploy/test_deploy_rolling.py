@@ -30,6 +30,7 @@ V2 = "gpuctl-test/vllm-standin:v0.32.0-build2"
 BROKEN = "gpuctl-test/vllm-standin:v0.32.0-broken"
 ENV = {**os.environ, "GPUCTL_TEST_VLLM_KEY": "sk-rolling-1f3870be274f6c49b3e31a0c6728957f"}
 PORT = 8000
+FIGURES: dict[str, float] = {}
 
 
 def write_inventory(path: Path, hosts: list[Host], image: str) -> Path:
@@ -142,8 +143,10 @@ def test_a_broken_release_stops_the_rollout_at_the_first_host_which_is_rolled_ba
 
 
 def test_a_good_release_rolls_one_host_at_a_time_and_the_others_keep_serving(hosts, inventories):
+    started = time.monotonic()
     with HealthWatch(hosts) as watch:
         result = gpuctl("deploy", str(inventories["v2"]), "--rolling", "1", "--yes", "--json")
+    FIGURES["rolling_3_hosts_batch_1_s"] = round(time.monotonic() - started, 1)
     assert result.returncode == 0, result.stdout[-3000:]
     rollout = json.loads(result.stdout)
     assert [b["hosts"] for b in rollout["batches"]] == [["roll1"], ["roll2"], ["roll3"]]
@@ -178,3 +181,44 @@ def test_rollback_of_one_host_skips_the_failed_releases_and_history_shows_them_a
         (V2, "passed"),
     ]
     assert [r["current"] for r in row["releases"]] == [True, False, False, False]
+
+
+def test_a_dry_rolling_run_shows_the_batches_and_what_each_host_would_change(hosts, inventories):
+    result = gpuctl("deploy", str(inventories["v1"]), "--dry", "--rolling", "2", "--json")
+    assert result.returncode == 0, result.stdout[-3000:]
+    planned = json.loads(result.stdout)
+    assert planned["dry"] and planned["batches"] == [["roll1", "roll2"], ["roll3"]]
+    changes = {o["host"]: o["changes"] for o in planned["hosts"]}
+    assert changes["roll1"] == [] and changes["roll2"] and changes["roll3"]  # roll1 already runs v1
+    assert "rolling: 2 batch(es): roll1, roll2 | roll3" in result.stderr
+    assert [image_of(h) for h in hosts] == [V1, V2, V2], "a dry run changes nothing"
+
+
+def test_a_host_that_goes_silent_stops_the_rollout_and_a_rerun_converges(hosts, inventories):
+    """Fault: roll2 stops answering (every packet dropped) after roll1's batch is planned."""
+    before = started_at(hosts[2])
+    hosts[1].silence()
+    try:
+        result = gpuctl("deploy", str(inventories["v1"]), "--rolling", "1", "--yes", "--json")
+    finally:
+        hosts[1].unsilence()
+    assert result.returncode == 1, result.stdout[-3000:]
+    rollout = json.loads(result.stdout)
+    assert [b["failed_hosts"] for b in rollout["batches"]] == [[], ["roll2"]]
+    assert rollout["untouched"] == ["roll3"] and started_at(hosts[2]) == before
+    [back] = rollout["batches"][1]["rollbacks"]
+    assert back["host"] == "roll2" and "cannot list releases" in back["error"]
+    rerun = gpuctl("deploy", str(inventories["v1"]), "--rolling", "1", "--yes", "--json")
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    assert [image_of(h) for h in hosts] == [V1, V1, V1]
+
+
+def test_verify_without_rolling_changes_every_host_at_once_and_verifies_them(hosts, inventories):
+    started = time.monotonic()
+    result = gpuctl("deploy", str(inventories["v2"]), "--verify", "--yes", "--json")
+    FIGURES["parallel_3_hosts_verify_s"] = round(time.monotonic() - started, 1)
+    assert result.returncode == 0, result.stdout[-3000:]
+    [batch] = json.loads(result.stdout)["batches"]
+    assert batch["hosts"] == ["roll1", "roll2", "roll3"] and batch["failed_hosts"] == []
+    assert [image_of(h) for h in hosts] == [V2, V2, V2]
+    print(f"\nrolling vs parallel (3 stand-in hosts): {json.dumps(FIGURES)}")
