@@ -43,6 +43,10 @@ def vllm_engine(spec: HostSpec, engine: VllmSpec, rendered: VllmFiles) -> None:
         vllm_preflight(
             name=f"Preflight {engine.project} (image flags, CUDA, GPU memory)", host_spec=spec, engine=engine
         )
+        server.shell(
+            name=f"Keep the running files of {engine.label} as a release if none is (gpuctl history)",
+            commands=[releases.record_command(engine, adopt=True)],
+        )
     changes = {item.path: put_rendered(item) for item in rendered.all()}
     systemd.daemon_reload(name="systemd daemon-reload", _if=changes[rendered.unit.path].did_change)
     restarted = server.shell(

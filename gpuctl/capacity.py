@@ -160,11 +160,18 @@ def cpu_kv_bytes_per_token(engine: VllmSpec, model: ModelFacts) -> float:
     return kv_bytes_per_token(model, kv_dtype_bytes, engine.tensor_parallel_size)
 
 
+CPU_WORKER_OVERHEAD_GIB = 0.6
+"""Of CPU_OVERHEAD_GIB, what each further tensor-parallel worker adds (its own process)."""
+
+
 def cpu_ram_needed_bytes(engine: VllmSpec, model: ModelFacts | None) -> float:
-    """Host RAM a CPU engine needs: weights (when the model is known) + its KV space + the runtime overhead.
-    The deploy's preflight compares it with the host's available memory."""
+    """Host RAM a CPU engine needs: weights (when the model is known) + its KV space per tensor-parallel worker
+    (each allocates VLLM_CPU_KVCACHE_SPACE) + the runtime overhead. The deploy's preflight compares it with the
+    host's available memory."""
+    tp = engine.tensor_parallel_size
     weights = model.params_b * 1e9 * weight_bytes_per_param(engine)[1] if model else 0.0
-    return weights + engine.cpu_kv_cache_gib * GIB + CPU_OVERHEAD_GIB * GIB
+    overhead = CPU_OVERHEAD_GIB + (tp - 1) * CPU_WORKER_OVERHEAD_GIB
+    return weights + tp * engine.cpu_kv_cache_gib * GIB + overhead * GIB
 
 
 def plan_vllm_cpu(host: HostSpec, engine: VllmSpec) -> EnginePlan:

@@ -136,6 +136,13 @@ def render(inventory_ref: str, out_dir: Path, limit: tuple[str, ...], as_json: b
     "it ran before and stop there.",
 )
 @click.option("--verify", "verify_after", is_flag=True, help="Verify every host after the deploy; roll back failures.")
+@click.option(
+    "--gen-timeout",
+    type=click.FloatRange(1, 600),
+    default=30,
+    metavar="SECONDS",
+    help="With --rolling / --verify: no token within SECONDS means 'engine not generating'.",
+)
 @force_option
 @json_option
 def deploy_command(
@@ -147,6 +154,7 @@ def deploy_command(
     verbose: bool,
     rolling: str | None,
     verify_after: bool,
+    gen_timeout: float,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -158,12 +166,12 @@ def deploy_command(
     hosts = inv.select(limit)
     if (rolling or verify_after) and not dry:
         capacity_gate(inv.label, hosts, force)
-        deploy_in_batches(inv, hosts, rolling, yes=yes, as_json=as_json)
+        views.print_risks(hosts)
+        deploy_in_batches(inv, hosts, rolling, gen_timeout, yes=yes, as_json=as_json)
         return
     capacity_gate(inv.label, hosts, force)
     err = console(stderr=True)
-    for line in views.risk_lines(hosts):
-        err.print(line, style="bold red")
+    views.print_risks(hosts)
 
     def confirm(planned: list[fleet.HostOutcome]) -> bool:
         if yes or not sys.stdin.isatty() or not any(o.changes for o in planned):
@@ -206,7 +214,13 @@ def batch_names(hosts: list[HostSpec], rolling: str | None) -> list[list[str]]:
 
 
 def deploy_in_batches(
-    inv: inventory.Inventory, hosts: list[HostSpec], rolling: str | None, *, yes: bool, as_json: bool
+    inv: inventory.Inventory,
+    hosts: list[HostSpec],
+    rolling: str | None,
+    gen_timeout: float,
+    *,
+    yes: bool,
+    as_json: bool,
 ) -> None:
     """`deploy --rolling` / `--verify`: gpuctl.rollout, then its summary."""
     from gpuctl import rollout
@@ -222,7 +236,9 @@ def deploy_in_batches(
     if not yes and sys.stdin.isatty() and not click.confirm("Go on?", default=False, err=True):
         finish(False)
     keystore = Keystore.for_inventory(inv.path, write=True)
-    options = runner.Options(wait_s=ROLLOUT_WAIT_S, base_dir=inv.base_dir, keystore=keystore)
+    options = runner.Options(
+        wait_s=ROLLOUT_WAIT_S, generation_timeout_s=gen_timeout, base_dir=inv.base_dir, keystore=keystore
+    )
     result = rollout.roll_out(
         hosts, inv.base_dir, size, options, keystore=keystore, progress=progress_printer(quiet=as_json)
     )
@@ -409,8 +425,8 @@ def rollback(inventory_ref: str, limit: tuple[str, ...], to: str | None, yes: bo
 
     inv = inventory.load(inventory_ref)
     hosts = inv.select(limit)
-    if not yes and not as_json:
-        click.confirm(f"Roll back the vLLM engines of {', '.join(h.name for h in hosts)}?", abort=True)
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Roll back the vLLM engines of {', '.join(h.name for h in hosts)}?", abort=True, err=True)
     options = runner.Options(wait_s=0, base_dir=inv.base_dir, keystore=Keystore.for_inventory(inv.path, write=False))
     outcomes = roll_back(hosts, named_or_previous(to), options)
     if as_json:

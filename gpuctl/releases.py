@@ -1,12 +1,12 @@
 """Releases of each vLLM engine, kept on its host: what was deployed, when, and whether it verified.
 
 Every deploy that changes an engine's files records them as a release under
-/var/lib/gpuctl/releases/ENGINE (0700 root; the env file keeps its 0600 and holds the engine's secrets
-only there): compose file, env file, unit, and release.json (image, gpuctl's version, the engine spec's
-hash, time, verify outcome). `gpuctl verify` marks the live release passed or failed. `gpuctl history`
-lists them; `gpuctl rollback` puts a recorded release's files back, restarts the engine (its unit waits
-for the healthcheck) and verifies it. Images are never removed by gpuctl, so an earlier release's image
-is still on the host. The host side is templates/vllm/release.sh.
+/var/lib/gpuctl/releases/ENGINE (0700 root): compose file, unit, and release.json (image, gpuctl's version,
+the engine spec's hash, time, verify outcome). The env file (the engine's secrets) is not kept: a release
+runs with the live one, so a rollback never brings back a rotated key. `gpuctl verify` marks the live
+release passed or failed. `gpuctl history` lists them; `gpuctl rollback` puts a recorded release's files
+back, restarts the engine (its unit waits for the healthcheck) and verifies it. Images are never removed
+by gpuctl, so an earlier release's image is still on the host. The host side is templates/vllm/release.sh.
 """
 
 from __future__ import annotations
@@ -50,16 +50,20 @@ def spec_hash(engine: VllmSpec) -> str:
     return hashlib.sha256(engine.model_dump_json().encode()).hexdigest()[:16]
 
 
-def record_command(engine: VllmSpec) -> str:
+def record_command(engine: VllmSpec, adopt: bool = False) -> str:
     """The host command that keeps the engine's live files as a new release (run by deploy after a change).
-    The host adds the release's id and time (its UTC clock)."""
+    The host adds the release's id and time (its UTC clock). ADOPT: before a change, keep the running files
+    as a release when none matches them (an engine deployed before releases were recorded, or edited by
+    hand), so a rollout can return to them."""
     meta = {
         "engine": engine.label,
         "image": engine.image,
         "gpuctl_version": __version__,
         "spec_sha256": spec_hash(engine),
     }
-    return _script("record", engine, json.dumps(meta))
+    if adopt:
+        meta["image"] = "(as found running)"
+    return _script("adopt" if adopt else "record", engine, json.dumps(meta))
 
 
 def list_releases(remote: Remote, engine: VllmSpec) -> list[Release]:
@@ -67,8 +71,32 @@ def list_releases(remote: Remote, engine: VllmSpec) -> list[Release]:
     out = remote.run(_script("list", engine), timeout=30)
     if not out.ok:
         raise GpuctlError(f"{remote.host.name}: {engine.label}: cannot list releases: {out.stderr.strip()[:200]}")
-    fields = Release.__dataclass_fields__
-    return [Release(**{k: v for k, v in json.loads(line).items() if k in fields}) for line in out.stdout.splitlines()]
+    return [parse_release(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def parse_release(line: str) -> Release:
+    """One `release.sh list` line: ID, live (true/false) and release.json, tab-separated. A release.json that
+    is not what gpuctl wrote (edited by hand, cut short) still gives its id, with '?' for what it lacks."""
+    parts = line.split("\t", 2)
+    try:
+        data = json.loads(parts[2]) if len(parts) == 3 else {}
+    except ValueError:
+        data = {}
+    data = data if isinstance(data, dict) else {}
+
+    def text(key: str) -> str:
+        return str(data.get(key, "?"))
+
+    return Release(
+        id=parts[0],
+        engine=text("engine"),
+        image=text("image"),
+        created=text("created"),
+        gpuctl_version=text("gpuctl_version"),
+        spec_sha256=text("spec_sha256"),
+        verify=text("verify"),
+        current=len(parts) > 1 and parts[1] == "true",
+    )
 
 
 def mark(remote: Remote, engine: VllmSpec, passed: bool) -> None:

@@ -78,12 +78,14 @@ def named_or_previous(to: str | None) -> Chooser:
     return lambda _engine, recorded: releases.rollback_target(recorded, to)
 
 
-def rollback_host(host: HostSpec, choose: Chooser, options: runner.Options) -> list[RollbackOutcome]:
-    """Each vLLM engine of HOST back to the release CHOOSE picks, restarted (unless it already runs it),
-    then verified (which marks the restored release)."""
+def rollback_host(
+    host: HostSpec, choose: Chooser, options: runner.Options, only: set[str] | None = None
+) -> list[RollbackOutcome]:
+    """Each vLLM engine of HOST (or those labelled in ONLY) back to the release CHOOSE picks, restarted
+    (unless it already runs it), then verified (which marks the restored release)."""
     remote = Remote(host)
     outcomes = []
-    for engine in host.vllm:
+    for engine in (e for e in host.vllm if only is None or e.label in only):
         outcome = RollbackOutcome(host.name, engine.label)
         outcomes.append(outcome)
         try:

@@ -19,7 +19,7 @@ from typing import Any
 from gpuctl import fleet, releases
 from gpuctl.errors import GpuctlError, InventoryError
 from gpuctl.keystore import Keystore
-from gpuctl.rollback import RollbackOutcome, rollback
+from gpuctl.rollback import RollbackOutcome, rollback_host
 from gpuctl.spec import HostSpec, VllmSpec
 from gpuctl.verify import runner
 from gpuctl.verify.remote import Remote
@@ -117,6 +117,28 @@ def back_to(before: dict[tuple[str, str], str | None], host: HostSpec):  # noqa:
     return choose
 
 
+def roll_back_failed(
+    host: HostSpec, result: BatchResult, before: dict[tuple[str, str], str | None], options: runner.Options
+) -> list[RollbackOutcome]:
+    """HOST's vLLM engines back to what they ran before: all of them when its deploy failed, else those whose
+    verify failed. A failed Ollama is said to stay as it is (gpuctl keeps one Ollama release for now)."""
+    deploy_failed = any(o.name == host.name and o.status == "failed" for o in result.outcomes)
+    failed = {r.engine for r in result.reports if r.host == host.name and not r.ok}
+    outcomes = []
+    vllm = None if deploy_failed else failed & {e.label for e in host.vllm}
+    if vllm is None or vllm:
+        outcomes += rollback_host(host, back_to(before, host), options, only=vllm)
+    if host.ollama is not None and host.ollama.label in failed:
+        outcomes.append(
+            RollbackOutcome(
+                host.name,
+                host.ollama.label,
+                error="not rolled back: gpuctl keeps one Ollama release for now; pin the previous version and deploy",
+            )
+        )
+    return outcomes
+
+
 def roll_out(
     hosts: list[HostSpec],
     base_dir: Path,
@@ -137,7 +159,7 @@ def roll_out(
         deployed = [h for h in batch if h.name not in {o.name for o in result.outcomes if o.status == "failed"}]
         result.reports = runner.verify_hosts(deployed, options, progress) if deployed else []
         for host in (h for h in batch if h.name in result.failed_hosts):
-            result.rollbacks += rollback([host], back_to(before, host), options)
+            result.rollbacks += roll_back_failed(host, result, before, options)
         if result.failed_hosts:
             break
     return rollout

@@ -220,6 +220,12 @@ def print_keys(label: str, key_rows: list[dict[str, Any]]) -> None:
     console().print(rows)
 
 
+def print_risks(hosts: list[HostSpec]) -> None:
+    """The RISK lines of every deploy, on stderr."""
+    for line in risk_lines(hosts):
+        console(stderr=True).print(line, style="bold red")
+
+
 def risk_lines(hosts: list[HostSpec]) -> list[str]:
     """Every engine open beyond loopback without a gateway: said on every deploy."""
     return [

@@ -15,6 +15,7 @@ from typing import Any
 import requests
 
 from gpuctl.access import engine_endpoint, engine_key
+from gpuctl.errors import GpuctlError
 from gpuctl.spec import HostSpec, VllmSpec
 from gpuctl.verify.openai_api import KV_GAUGES, parse_metrics
 from gpuctl.verify.remote import Remote
@@ -79,7 +80,7 @@ def host_status(host: HostSpec, probe: Probe) -> list[StatusRow]:
             with engine_endpoint(remote, host, engine) as base_url:
                 read_engine(row, engine, base_url)
                 if isinstance(engine, VllmSpec) and row.health == "200" and probe.seconds:
-                    row.generating = generates(base_url, engine, engine_key(engine, probe.base_dir), probe.seconds)
+                    row.generating = probe_engine(base_url, engine, probe)
         except (ConnectionError, requests.RequestException) as exc:
             row.health, row.error = "down", str(exc)[:160]
         rows.append(row)
@@ -109,6 +110,29 @@ def read_engine(row: StatusRow, engine: Any, base_url: str) -> None:
         loaded = [m.get("name", "?") for m in ps.json().get("models", [])]
         row.model = ", ".join(loaded) or "(none loaded)"
         row.running = float(len(loaded))
+
+
+def probe_engine(base_url: str, engine: VllmSpec, probe: Probe) -> bool | None:
+    """Whether ENGINE generates: a one-token request, and when it times out, whether the engine's
+    generation_tokens_total moved meanwhile (a busy engine is slow to answer but still generating).
+    None when unknown (the key cannot be read here, or the engine refused the request)."""
+    try:
+        key = engine_key(engine, probe.base_dir)
+    except GpuctlError:
+        return None
+    before = generated(base_url)
+    answered = generates(base_url, engine, key, probe.seconds or PROBE_S)
+    if answered is False and before is not None and (generated(base_url) or 0.0) > before:
+        return True
+    return answered
+
+
+def generated(base_url: str) -> float | None:
+    """The engine's vllm:generation_tokens_total (None when /metrics does not answer)."""
+    response = _get(requests.Session(), base_url + "/metrics")
+    if response is None or not response.ok:
+        return None
+    return parse_metrics(response.text).get("vllm:generation_tokens_total")
 
 
 def generates(base_url: str, engine: VllmSpec, key: str | None, seconds: float) -> bool | None:

@@ -20,6 +20,7 @@ import ssl
 import subprocess
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,14 +82,18 @@ def model_dir(tiny_model_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def real_host(fleet: Fleet, model_dir: Path) -> Host:
+def real_host(fleet: Fleet, model_dir: Path) -> Iterator[Host]:
+    """Destroyed at the module's end: each booted host holds inotify instances (a limit of 128 per user)."""
     host = fleet.new_host("realvllm")
-    images.install_docker(host)
-    FIGURES["image_load_s"] = vllm_image.load(host)
-    FIGURES["image_size_gib"] = round(vllm_image.ensure_image_tarball().size_bytes / 2**30, 2)
-    for item in model_dir.iterdir():
-        host.put_file(item, f"{MODEL_ON_HOST}/{item.name}")
-    return host
+    try:
+        images.install_docker(host)
+        FIGURES["image_load_s"] = vllm_image.load(host)
+        FIGURES["image_size_gib"] = round(vllm_image.ensure_image_tarball().size_bytes / 2**30, 2)
+        for item in model_dir.iterdir():
+            host.put_file(item, f"{MODEL_ON_HOST}/{item.name}")
+        yield host
+    finally:
+        host.destroy()
 
 
 @pytest.fixture(scope="module")
@@ -249,8 +254,10 @@ def test_a_kv_space_the_hosts_ram_cannot_hold_is_refused_by_the_preflight(real_h
     assert started_at(real_host) == before
 
 
-def test_a_hung_engine_is_named_by_verify_and_status_and_restarted_by_deploy(real_host, deployed):
-    """Fault: the worker and engine-core processes stopped (SIGSTOP) while the API process answers /health."""
+def test_a_hung_engine_is_named_by_verify_and_status_and_verify_waits_out_its_restart(real_host, deployed):
+    """Fault: the worker and engine-core processes stopped (SIGSTOP) while the API process answers /health.
+    (That deploy restarts such an engine is tested with the stand-in, test_deploy_gateway.py, and was seen
+    here too; a restart by hand keeps this module's CI time down.)"""
     pids = [
         line.split()[0]
         for line in real_host.run(f"docker top {CONTAINER} -eo pid,args").stdout.splitlines()[1:]
@@ -268,21 +275,19 @@ def test_a_hung_engine_is_named_by_verify_and_status_and_restarted_by_deploy(rea
         status = gpuctl("status", str(deployed["inventory"]), "--json")
         row = json.loads(status.stdout)["engines"][0]
         assert (status.returncode, row["health"], row["generating"]) == (1, "200", False), row
+        # A cold start from outside gpuctl: verify --wait follows it with progress, then passes.
         with Stopwatch() as repair:
-            repaired = gpuctl("deploy", str(deployed["inventory"]), "--yes", "--json")
-        assert repaired.returncode == 0, repaired.stdout[-2000:]
-        changes = json.loads(repaired.stdout)["hosts"][0]["changes"]
-        assert changes == [
-            "vLLM engine | Restart gpuctl-vllm-main.service (it answers /health but gave no token in 30 s)"
-        ]
+            real_host.run("systemctl restart --no-block gpuctl-vllm-main")
+            waited = gpuctl("verify", str(deployed["inventory"]), "--wait", "300", "--json", timeout=600)
+        FIGURES["cold_start_to_verified_s"] = round(repair.seconds, 1)
     finally:
         real_host.run(f"kill -CONT {' '.join(pids)} 2>/dev/null || true")
-    result = gpuctl("verify", str(deployed["inventory"]), "--json")
-    assert result.returncode == 0, failing(json.loads(result.stdout))
-    fault_times.record("real vLLM: engine core and worker stopped", detect.seconds, repair.seconds, "gpuctl deploy")
+    assert waited.returncode == 0, failing(json.loads(waited.stdout))
+    assert "vllm:main: waiting for /health" in waited.stderr or "vllm:main: ready after" in waited.stderr
+    fault_times.record("real vLLM: engine core and worker stopped", detect.seconds, repair.seconds, "restart")
 
 
-def test_a_changed_setting_restarts_the_engine_and_verify_waits_out_the_cold_start(real_host, deployed, tmp_path):
+def test_a_changed_setting_restarts_the_engine_with_it(real_host, deployed, tmp_path):
     before = started_at(real_host)
     inventory = write_inventory(tmp_path / "cpu.py", real_host, deployed["config_json"], cpu_kv_cache_gib=2)
     started = time.monotonic()
@@ -292,11 +297,5 @@ def test_a_changed_setting_restarts_the_engine_and_verify_waits_out_the_cold_sta
     assert started_at(real_host) != before
     logs = real_host.run(f"docker logs {CONTAINER} 2>&1").stdout
     assert "KV cache size: 4,194,304 tokens" in logs  # 2 GiB ÷ 512 bytes per token
-    # A cold start from outside the deploy: verify --wait follows it with progress, then passes.
-    real_host.run("systemctl restart --no-block gpuctl-vllm-main")
-    started = time.monotonic()
-    waited = gpuctl("verify", str(inventory), "--wait", "300", "--json", timeout=600)
-    FIGURES["cold_start_to_verified_s"] = round(time.monotonic() - started, 1)
-    assert waited.returncode == 0, failing(json.loads(waited.stdout))
-    assert "vllm:main: waiting for /health" in waited.stderr or "vllm:main: ready after" in waited.stderr
+    assert gateway_get(deployed, "/v1/models").json()["data"][0]["id"] == "tiny-chat"
     print(f"\nreal vLLM on the fleet: {json.dumps(FIGURES)}")

@@ -15,6 +15,7 @@ import textwrap
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -73,12 +74,17 @@ def prepare(fleet: Fleet, host: Host) -> None:
 
 
 @pytest.fixture(scope="module")
-def hosts(fleet: Fleet) -> list[Host]:
+def hosts(fleet: Fleet) -> Iterator[list[Host]]:
+    """Destroyed at the module's end: each booted host holds inotify instances (a limit of 128 per user)."""
     three = [fleet.new_host(f"roll{i}") for i in (1, 2, 3)]
-    images.vllm_standin_rootfs(fleet)  # built once, before the three imports
-    with ThreadPoolExecutor(3) as pool:
-        list(pool.map(lambda h: prepare(fleet, h), three))
-    return three
+    try:
+        images.vllm_standin_rootfs(fleet)  # built once, before the three imports
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda h: prepare(fleet, h), three))
+        yield three
+    finally:
+        for host in three:
+            host.destroy()
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +129,7 @@ class HealthWatch:
 
 def test_a_broken_release_stops_the_rollout_at_the_first_host_which_is_rolled_back(hosts, inventories):
     before = {h.name: started_at(h) for h in hosts}
-    result = gpuctl("deploy", str(inventories["broken"]), "--rolling", "1", "--yes", "--json")
+    result = gpuctl("deploy", str(inventories["broken"]), "--rolling", "1", "--gen-timeout", "5", "--yes", "--json")
     assert result.returncode == 1, result.stdout[-3000:]
     rollout = json.loads(result.stdout)
     assert rollout["planned"] == [["roll1"], ["roll2"], ["roll3"]] and rollout["untouched"] == ["roll2", "roll3"]
@@ -136,7 +142,7 @@ def test_a_broken_release_stops_the_rollout_at_the_first_host_which_is_rolled_ba
     assert (back["host"], back["restored"], back["ok"]) == ("roll1", True, True)
     assert image_of(hosts[0]) == V1
     assert {h.name: started_at(h) for h in hosts[1:]} == {h: before[h] for h in ("roll2", "roll3")}
-    human = gpuctl("deploy", str(inventories["broken"]), "--rolling", "1", "--yes")
+    human = gpuctl("deploy", str(inventories["broken"]), "--rolling", "1", "--gen-timeout", "5", "--yes")
     assert "FAILED roll1: vllm:main: chat: engine not generating" in human.stderr
     assert "roll1: vllm:main: rolled back to " in human.stderr and "verify passed" in human.stderr
     assert "not touched (the rollout stopped): roll2, roll3" in human.stderr
@@ -181,6 +187,26 @@ def test_rollback_of_one_host_skips_the_failed_releases_and_history_shows_them_a
         (V2, "passed"),
     ]
     assert [r["current"] for r in row["releases"]] == [True, False, False, False]
+
+
+def test_releases_hold_no_secret_and_a_named_or_unknown_release_is_handled(hosts, inventories):
+    root = "/var/lib/gpuctl/releases/vllm-main"
+    key = ENV["GPUCTL_TEST_VLLM_KEY"]
+    assert hosts[0].run(f"stat -c '%a %U' {root}").stdout.strip() == "700 root"
+    assert hosts[0].run(f"ls {root}/*/vllm.env 2>/dev/null || true").stdout == ""  # the env file is not copied
+    assert hosts[0].run(f"grep -rl {key} {root} || true").stdout == ""
+    [row] = json.loads(gpuctl("history", str(inventories["v2"]), "--limit", "roll1", "--json").stdout)["engines"]
+    newest_v2 = row["releases"][-1]["id"]
+    named = gpuctl("rollback", str(inventories["v2"]), "--limit", "roll1", "--to", newest_v2, "--yes", "--json")
+    assert named.returncode == 0, named.stdout[-2000:]
+    assert image_of(hosts[0]) == V2
+    missing = gpuctl("rollback", str(inventories["v2"]), "--limit", "roll1", "--to", "20000101T000000Z", "--yes")
+    assert missing.returncode == 1 and "no release 20000101T000000Z (recorded: " in missing.stdout
+    assert image_of(hosts[0]) == V2
+    human = gpuctl("history", str(inventories["v2"]), "--limit", "roll1")
+    assert human.returncode == 0 and newest_v2 in human.stdout and "live" in human.stdout
+    back = gpuctl("rollback", str(inventories["v2"]), "--limit", "roll1", "--yes", "--json")  # to v1 again
+    assert back.returncode == 0 and image_of(hosts[0]) == V1
 
 
 def test_a_dry_rolling_run_shows_the_batches_and_what_each_host_would_change(hosts, inventories):

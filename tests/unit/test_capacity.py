@@ -364,3 +364,9 @@ def test_fp8_kv_halves_what_a_cpu_token_takes_and_an_unknown_model_is_not_planne
     unknown = one(cpu_host(model="org/unknown", cpu_kv_cache_gib=4))
     assert unknown.verdict == "unknown"
     assert unknown.numbers["ram_needed_gib_without_weights"] == 5.7
+
+
+def test_each_cpu_tensor_parallel_worker_holds_its_own_kv_space():
+    # Two workers, each with VLLM_CPU_KVCACHE_SPACE=4: 8 GiB of KV + 1.7 GiB runtime + 0.6 for the second worker.
+    plan = one(cpu_host(model="org/unknown", cpu_kv_cache_gib=4, tensor_parallel_size=2))
+    assert plan.numbers["ram_needed_gib_without_weights"] == 10.3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gpuctl.errors import GpuctlError
-from gpuctl.releases import Release, rollback_target
+from gpuctl.releases import Release, parse_release, rollback_target
 from gpuctl.render import templates_dir
 
 SCRIPT = templates_dir() / "vllm" / "release.sh"
@@ -36,59 +37,68 @@ class Engine:
         argv = ["sh", str(SCRIPT), command, str(self.root), str(self.config), str(self.unit), *args]
         return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
 
-    def record(self, image: str) -> str:
+    def record(self, image: str, command: str = "record") -> str:
         self.live(image)
         meta = json.dumps({"engine": "vllm:main", "image": image, "gpuctl_version": "0", "spec_sha256": "x"})
-        out = self.release("record", meta).stdout
+        out = self.release(command, meta).stdout
         return out.strip().removeprefix("recorded release ")
 
-    def listed(self) -> list[dict]:
-        return [json.loads(line) for line in self.release("list").stdout.splitlines()]
+    def listed(self) -> list[Release]:
+        return [parse_release(line) for line in self.release("list").stdout.splitlines()]
 
 
 def test_record_list_mark_and_restore(tmp_path):
     engine = Engine(tmp_path)
     first = engine.record("vllm:v1")
-    assert engine.listed()[0] | {"created": "-"} == {
-        "current": True,
+    [only] = engine.listed()
+    assert only.as_dict() | {"created": "-"} == {
         "id": first,
-        "created": "-",
-        "verify": "pending",
         "engine": "vllm:main",
         "image": "vllm:v1",
+        "created": "-",
         "gpuctl_version": "0",
         "spec_sha256": "x",
+        "verify": "pending",
+        "current": True,
     }
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", only.created)
     assert engine.release("mark", "passed").stdout == f"release {first}: verify passed\n"
     second = engine.record("vllm:v2")
-    assert second > first  # UTC times sort in time order, a second within one second gets -2
-    listed = engine.listed()
-    assert [(r["id"], r["image"], r["verify"], r["current"]) for r in listed] == [
+    assert second > first  # UTC times sort in time order, a second within one second gets -002
+    assert [(r.id, r.image, r.verify, r.current) for r in engine.listed()] == [
         (first, "vllm:v1", "passed", False),
         (second, "vllm:v2", "pending", True),
     ]
+    (engine.config / "vllm.env").write_text("VLLM_API_KEY='sk-rotated'\n")
     assert engine.release("restore", first).stdout == f"restored release {first}\n"
     assert (engine.config / "compose.yaml").read_text() == "image: vllm:v1\n"
-    assert [r["current"] for r in engine.listed()] == [True, False]
-    # Secrets stay private: the folder is 0700, the env file keeps 0600, release.json holds no secret.
+    assert [r.current for r in engine.listed()] == [True, False]
+    # Secrets are not kept: a release runs with the live env file, so a rollback keeps a rotated key.
+    assert (engine.config / "vllm.env").read_text() == "VLLM_API_KEY='sk-rotated'\n"
+    assert sorted(os.listdir(engine.root / second)) == ["compose.yaml", "release.json", "unit.service"]
     assert stat.S_IMODE(engine.root.stat().st_mode) == 0o700
-    assert stat.S_IMODE((engine.root / second / "vllm.env").stat().st_mode) == 0o600
-    assert stat.S_IMODE((engine.config / "vllm.env").stat().st_mode) == 0o600
-    assert "sk-1" not in (engine.root / second / "release.json").read_text()
 
 
-def test_live_files_edited_by_hand_match_no_release(tmp_path):
+def test_live_files_edited_by_hand_match_no_release_and_are_adopted_once(tmp_path):
     engine = Engine(tmp_path)
     engine.record("vllm:v1")
     (engine.config / "compose.yaml").write_text("image: edited-by-hand\n")
-    assert [r["current"] for r in engine.listed()] == [False]
+    assert [r.current for r in engine.listed()] == [False]
     assert engine.release("mark", "failed").stdout == "no recorded release matches the live files\n"
+    meta = json.dumps({"engine": "vllm:main", "image": "(as found running)"})
+    adopted = engine.release("adopt", meta).stdout
+    assert adopted.startswith("recorded release ")
+    assert engine.release("adopt", meta).stdout.startswith("the live files are a recorded release already")
+    assert [(r.image, r.current) for r in engine.listed()] == [("vllm:v1", False), ("(as found running)", True)]
 
 
-def test_only_the_newest_ten_are_kept_and_an_unknown_release_is_refused(tmp_path):
+def test_pruning_keeps_ten_and_never_the_live_or_the_newest_verified_release(tmp_path):
     engine = Engine(tmp_path)
-    ids = [engine.record(f"vllm:v{i}") for i in range(12)]
-    assert [r["id"] for r in engine.listed()] == ids[2:]
+    good = engine.record("vllm:good")
+    engine.release("mark", "passed")
+    ids = [engine.record(f"vllm:bad{i}") for i in range(12)]  # twelve failed rollouts in a row
+    listed = [r.id for r in engine.listed()]
+    assert listed == [good, *ids[-9:]] and len(listed) == 10
     refused = subprocess.run(
         ["sh", str(SCRIPT), "restore", str(engine.root), str(engine.config), str(engine.unit), ids[0]],
         capture_output=True,
@@ -96,7 +106,31 @@ def test_only_the_newest_ten_are_kept_and_an_unknown_release_is_refused(tmp_path
         timeout=30,
     )
     assert (refused.returncode, refused.stderr) == (1, f"no release {ids[0]} under {engine.root}\n")
-    assert not any(name.endswith(".part") for name in os.listdir(engine.root))
+
+
+def test_an_interrupted_record_is_no_release_and_is_cleared_by_the_next(tmp_path):
+    engine = Engine(tmp_path)
+    first = engine.record("vllm:v1")
+    leftover = engine.root / "20990101T000000Z.part"
+    leftover.mkdir()
+    (leftover / "release.json").write_text("{}")
+    assert [r.id for r in engine.listed()] == [first]
+    engine.record("vllm:v2")
+    assert not leftover.exists()
+
+
+def test_a_release_json_edited_by_hand_still_lists_with_question_marks():
+    assert parse_release("20261205T010000Z\ttrue\t{not json").as_dict() == {
+        "id": "20261205T010000Z",
+        "engine": "?",
+        "image": "?",
+        "created": "?",
+        "gpuctl_version": "?",
+        "spec_sha256": "?",
+        "verify": "?",
+        "current": True,
+    }
+    assert parse_release('20261205T010000Z\tfalse\t{"image": "x"}').image == "x"
 
 
 def release(id: str, verify: str = "passed", current: bool = False) -> Release:
