@@ -4,12 +4,12 @@ way back to one of them, verified."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gpuctl import releases
 from gpuctl.errors import GpuctlError
+from gpuctl.parallel import per_host
 from gpuctl.spec import HostSpec, VllmSpec
 from gpuctl.verify import runner
 from gpuctl.verify.remote import Remote
@@ -43,8 +43,7 @@ def host_history(host: HostSpec) -> list[HistoryRow]:
 
 
 def fleet_history(hosts: list[HostSpec]) -> list[HistoryRow]:
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
-        return [row for rows in pool.map(host_history, hosts) for row in rows]
+    return per_host(hosts, host_history)
 
 
 @dataclass
@@ -105,5 +104,4 @@ def rollback_host(
 
 
 def rollback(hosts: list[HostSpec], choose: Chooser, options: runner.Options) -> list[RollbackOutcome]:
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
-        return [o for outcomes in pool.map(lambda h: rollback_host(h, choose, options), hosts) for o in outcomes]
+    return per_host(hosts, lambda h: rollback_host(h, choose, options))

@@ -11,7 +11,6 @@ stops the rollout: later batches are not touched. `--verify` alone is one batch 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from gpuctl import fleet, releases
 from gpuctl.errors import GpuctlError, InventoryError
 from gpuctl.keystore import Keystore
+from gpuctl.parallel import per_host
 from gpuctl.rollback import RollbackOutcome, rollback_host
 from gpuctl.spec import HostSpec, VllmSpec
 from gpuctl.verify import runner
@@ -101,8 +101,7 @@ def live_releases(hosts: list[HostSpec]) -> dict[tuple[str, str], str | None]:
             found.append(((host.name, engine.label), live))
         return found
 
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
-        return dict(pair for pairs in pool.map(of_host, hosts) for pair in pairs)
+    return dict(per_host(hosts, of_host))
 
 
 def back_to(before: dict[tuple[str, str], str | None], host: HostSpec):  # noqa: ANN201 - a rollback.Chooser

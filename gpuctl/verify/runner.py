@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from gpuctl import releases
 from gpuctl.access import Engine, EngineAccess, client_access
 from gpuctl.errors import GpuctlError
 from gpuctl.keystore import Keystore
+from gpuctl.parallel import per_host
 from gpuctl.spec import HostSpec, OllamaSpec, VllmSpec
 from gpuctl.verify.checks import Check, unreachable
 from gpuctl.verify.containers import container_status
@@ -66,9 +66,7 @@ class Options:
 
 def verify_hosts(hosts: list[HostSpec], options: Options, progress: Progress | None = None) -> list[EngineReport]:
     """Verify HOSTS in parallel; reports in inventory order."""
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
-        results = pool.map(lambda h: verify_host(h, options, progress), hosts)
-        return [report for reports in results for report in reports]
+    return per_host(hosts, lambda h: verify_host(h, options, progress))
 
 
 def verify_host(host: HostSpec, options: Options, progress: Progress | None = None) -> list[EngineReport]:

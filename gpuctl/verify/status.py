@@ -7,7 +7,6 @@ not generating. `--no-probe` sends nothing that generates (for frequent polling)
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import requests
 
 from gpuctl.access import engine_endpoint, engine_key
 from gpuctl.errors import GpuctlError
+from gpuctl.parallel import per_host
 from gpuctl.spec import HostSpec, VllmSpec
 from gpuctl.verify.openai_api import KV_GAUGES, parse_metrics
 from gpuctl.verify.remote import Remote
@@ -52,8 +52,7 @@ class Probe:
 
 
 def fleet_status(hosts: list[HostSpec], probe: Probe) -> list[StatusRow]:
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
-        return [row for rows in pool.map(lambda h: host_status(h, probe), hosts) for row in rows]
+    return per_host(hosts, lambda h: host_status(h, probe))
 
 
 def host_status(host: HostSpec, probe: Probe) -> list[StatusRow]:
