@@ -42,6 +42,17 @@ class FileText(FactBase[str | None]):
         return output[0].strip() if output and output[0].strip() else None
 
 
+class LiveRelease(FactBase[str | None]):
+    """What `release.sh live` says of an engine (templates/releases/release.sh): the id of the release its
+    running files are, "none" when no recorded release matches them, "absent" when it has no files yet."""
+
+    def command(self, command: str) -> str:
+        return command
+
+    def process(self, output: list[str]) -> str | None:
+        return output[-1].strip() if output and output[-1].strip() else None
+
+
 class OllamaModels(FactBase[list[str]]):
     """Model names an Ollama server at ADDRESS lists in /api/tags (empty when it does not answer)."""
 

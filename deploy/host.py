@@ -14,7 +14,8 @@ from gpuctl.deploy.gateway import gateway
 from gpuctl.deploy.healing import healing, repair_unhealthy
 from gpuctl.deploy.nvidia import nvidia_driver
 from gpuctl.deploy.ollama import ollama_engine
-from gpuctl.deploy.vllm import files_differ, vllm_engine
+from gpuctl.deploy.release_steps import files_differ
+from gpuctl.deploy.vllm import vllm_engine
 from gpuctl.render import HostFiles
 from gpuctl.spec import HostSpec
 

@@ -1,4 +1,5 @@
-"""Ollama from its pinned release archive, checksum verified, configured by a systemd drop-in."""
+"""Ollama from its pinned release archive, checksum verified, installed side by side with the releases
+before it (a rollback switches back), configured by a systemd drop-in; each change recorded as a release."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ import json
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Arch, Groups
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from gpuctl import releases
 from gpuctl.deploy.facts import FileText, OllamaModels
 from gpuctl.deploy.files import put_rendered
+from gpuctl.deploy.release_steps import files_differ, keep_running_release
 from gpuctl.deploy.scripts import script_command
 from gpuctl.deploy.units import restart_command, start_unless_active
-from gpuctl.host_layout import OLLAMA_DOWNLOAD_DIR, OLLAMA_HOME, OLLAMA_VERSION_MARKER
+from gpuctl.host_layout import OLLAMA_DOWNLOAD_DIR, OLLAMA_HOME, OLLAMA_VERSION_MARKER, ollama_version_marker
 from gpuctl.render import OllamaFiles
 from gpuctl.spec import OllamaSpec, on_host_address
 
@@ -22,14 +26,32 @@ READY_WAIT_S = 60
 
 
 def install_command(ollama: OllamaSpec, host_arch: str) -> str:
-    """Run templates/ollama/install-ollama.sh: read the release's sha256sum.txt, take the first listed
-    archive among the acceptable ones, verify its checksum, and only then replace the installed files.
+    """Run templates/ollama/install-ollama.sh: make the pinned release the live one. Unless it is installed
+    side by side already, read the release's sha256sum.txt, take the first listed archive among the
+    acceptable ones, verify its checksum, and only then unpack it beside the others and link it live.
 
     A wrong checksum stops before anything installed is touched: the running version stays.
     `curl` reads https:// mirrors and file:// folders alike.
     """
     args = [ollama.version, ollama.source_url(), str(OLLAMA_DOWNLOAD_DIR), "/", *ollama.archive_candidates(host_arch)]
     return script_command("ollama/install-ollama.sh", *args)
+
+
+def switch_release(
+    ollama: OllamaSpec, rendered: OllamaFiles, host_arch: str, installed: str | None
+) -> OperationMeta | None:
+    """Before anything changes, keep the running release (when no recorded release matches it); then make the
+    pinned version the live one. Returns the install operation, or None when the version is live already."""
+    if installed != ollama.version or files_differ(rendered.all()):
+        keep_running_release(ollama, installed)
+    if installed == ollama.version:
+        host.noop(f"Ollama {ollama.version} is installed")
+        return None
+    if host.get_fact(FileText, path=str(ollama_version_marker(ollama.version))) == ollama.version:
+        name = f"Switch to Ollama {ollama.version} (installed side by side; was {installed or 'absent'})"
+    else:
+        name = f"Install Ollama {ollama.version} (was {installed or 'absent'}), sha256 verified"
+    return server.shell(name=name, commands=[install_command(ollama, host_arch)])
 
 
 def needs_zstd(ollama: OllamaSpec, host_arch: str) -> bool:
@@ -78,21 +100,18 @@ def ollama_engine(ollama: OllamaSpec, rendered: OllamaFiles) -> None:
         mode="0755",
     )
     installed = host.get_fact(FileText, path=str(OLLAMA_VERSION_MARKER))
-    if installed != ollama.version:
-        binary = server.shell(
-            name=f"Install Ollama {ollama.version} (was {installed or 'absent'}), sha256 verified",
-            commands=[install_command(ollama, host_arch)],
-        )
-    else:
-        binary = None
-        host.noop(f"Ollama {ollama.version} is installed")
+    binary = switch_release(ollama, rendered, host_arch, installed)
     changes = [put_rendered(item) for item in rendered.all()]
     systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*changes))
-    restart_if = any_changed(*changes, *([binary] if binary else []))
-    server.shell(
+    restarted = server.shell(
         name="Restart ollama.service (its files or binary changed)",
         commands=[restart_command("ollama.service")],
-        _if=restart_if,
+        _if=any_changed(*changes, *([binary] if binary else [])),
+    )
+    server.shell(
+        name="Record the release of ollama (gpuctl history)",
+        commands=[releases.record_command(ollama)],
+        _if=restarted.did_change,
     )
     start_unless_active("ollama.service")
     address = api_address(ollama)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from hashlib import sha1
-
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -14,17 +11,11 @@ from gpuctl import releases
 from gpuctl.deploy.facts import DockerImageId
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.preflight import vllm_preflight
+from gpuctl.deploy.release_steps import files_differ, keep_running_release
 from gpuctl.deploy.units import restart_command, start_unless_active
 from gpuctl.host_layout import HF_CACHE_DIR
-from gpuctl.render import RenderedFile, VllmFiles
+from gpuctl.render import VllmFiles
 from gpuctl.spec import HostSpec, VllmSpec
-
-
-def files_differ(rendered: list[RenderedFile]) -> bool:
-    """Whether any of the engine's files on the host differs from the rendered one."""
-    return any(
-        host.get_fact(Sha1File, path=str(item.path)) != sha1(item.content.encode()).hexdigest() for item in rendered
-    )
 
 
 @deploy("vLLM engine")
@@ -43,10 +34,7 @@ def vllm_engine(spec: HostSpec, engine: VllmSpec, rendered: VllmFiles) -> None:
         vllm_preflight(
             name=f"Preflight {engine.project} (image flags, CUDA, GPU memory)", host_spec=spec, engine=engine
         )
-        server.shell(
-            name=f"Keep the running files of {engine.label} as a release if none is (gpuctl history)",
-            commands=[releases.record_command(engine, adopt=True)],
-        )
+        keep_running_release(engine)
     changes = {item.path: put_rendered(item) for item in rendered.all()}
     systemd.daemon_reload(name="systemd daemon-reload", _if=changes[rendered.unit.path].did_change)
     restarted = server.shell(

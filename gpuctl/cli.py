@@ -135,6 +135,12 @@ def render(inventory_ref: str, out_dir: Path, limit: tuple[str, ...], as_json: b
     help="Change N hosts (or N% of them) at a time; verify each batch, roll a failed host back to the release "
     "it ran before and stop there.",
 )
+@click.option(
+    "--max-failed",
+    type=click.IntRange(0),
+    metavar="N",
+    help="With --rolling (or over a group's Rollout setting): go on past N failed hosts, each rolled back.",
+)
 @click.option("--verify", "verify_after", is_flag=True, help="Verify every host after the deploy; roll back failures.")
 @click.option(
     "--gen-timeout",
@@ -153,25 +159,43 @@ def deploy_command(
     yes: bool,
     verbose: bool,
     rolling: str | None,
+    max_failed: int | None,
     verify_after: bool,
     gen_timeout: float,
     force: bool,
     as_json: bool,
 ) -> None:
-    """Install drivers, Docker and engines so each host matches the inventory (idempotent)."""
-    from gpuctl import fleet
-    from gpuctl.keystore import Keystore
+    """Install drivers, Docker and engines so each host matches the inventory (idempotent).
+
+    Groups with a Rollout(...) setting, --rolling and --verify change hosts in verified batches and roll a
+    failed host back to the release it ran before (see the README's "Upgrading")."""
+    from gpuctl import rollout
 
     inv = inventory.load(inventory_ref)
     hosts = inv.select(limit)
-    if (rolling or verify_after) and not dry:
-        capacity_gate(inv.label, hosts, force)
-        views.print_risks(hosts)
-        deploy_in_batches(inv, hosts, rolling, gen_timeout, yes=yes, as_json=as_json)
-        return
+    phases = rollout.plan(hosts, rolling, max_failed, verify_after)
     capacity_gate(inv.label, hosts, force)
-    err = console(stderr=True)
     views.print_risks(hosts)
+    if phases is not None and not dry:
+        deploy_in_phases(inv, phases, gen_timeout, yes=yes, as_json=as_json)
+    else:
+        deploy_plain(inv, hosts, phases, dry=dry, diff=diff, yes=yes, verbose=verbose, as_json=as_json)
+
+
+def deploy_plain(
+    inv: inventory.Inventory,
+    hosts: list[HostSpec],
+    phases: list[Any] | None,
+    *,
+    dry: bool,
+    diff: bool,
+    yes: bool,
+    verbose: bool,
+    as_json: bool,
+) -> None:
+    """A deploy of every host at once (or a dry run, showing a rollout's batches), then its summary."""
+    from gpuctl import fleet
+    from gpuctl.keystore import Keystore
 
     def confirm(planned: list[fleet.HostOutcome]) -> bool:
         if yes or not sys.stdin.isatty() or not any(o.changes for o in planned):
@@ -179,10 +203,12 @@ def deploy_command(
         views.print_outcomes(planned, title="planned changes")
         return click.confirm("Apply these changes?", default=False, err=True)
 
-    err.print(f"deploy {inv.label}: {', '.join(h.name for h in hosts)}" + (" (dry run)" if dry else ""))
-    planned_batches = batch_names(hosts, rolling)
-    if rolling:
-        err.print(f"rolling: {len(planned_batches)} batch(es): " + " | ".join(", ".join(b) for b in planned_batches))
+    console(stderr=True).print(
+        f"deploy {inv.label}: {', '.join(h.name for h in hosts)}" + (" (dry run)" if dry else "")
+    )
+    planned_batches = [[h.name for h in batch] for phase in phases or [] for batch in phase.batches()]
+    if phases:
+        views.print_phases(phases)
     keystore = Keystore.for_inventory(inv.path, write=not dry)
     outcomes = fleet.deploy(
         hosts,
@@ -195,9 +221,8 @@ def deploy_command(
         keystore=keystore,
     )
     if as_json:
-        emit_json(
-            {"inventory": inv.label, "dry": dry, "batches": planned_batches, "hosts": [o.as_dict() for o in outcomes]}
-        )
+        batches = planned_batches or [[h.name for h in hosts]]
+        emit_json({"inventory": inv.label, "dry": dry, "batches": batches, "hosts": [o.as_dict() for o in outcomes]})
     else:
         for text in (text for outcome in outcomes for text in outcome.diffs):
             click.echo(text)
@@ -205,34 +230,16 @@ def deploy_command(
     finish(all(o.status != "failed" for o in outcomes))
 
 
-def batch_names(hosts: list[HostSpec], rolling: str | None) -> list[list[str]]:
-    """The hosts of each batch `--rolling` makes (one batch of all without it)."""
-    from gpuctl import rollout
-
-    size = rollout.batch_size(rolling, len(hosts)) if rolling else len(hosts)
-    return [[h.name for h in batch] for batch in rollout.batches(hosts, size)]
-
-
-def deploy_in_batches(
-    inv: inventory.Inventory,
-    hosts: list[HostSpec],
-    rolling: str | None,
-    gen_timeout: float,
-    *,
-    yes: bool,
-    as_json: bool,
+def deploy_in_phases(
+    inv: inventory.Inventory, phases: list[Any], gen_timeout: float, *, yes: bool, as_json: bool
 ) -> None:
-    """`deploy --rolling` / `--verify`: gpuctl.rollout, then its summary."""
+    """A deploy in verified batches (gpuctl.rollout), then its summary."""
     from gpuctl import rollout
     from gpuctl.keystore import Keystore
     from gpuctl.verify import runner
 
-    size = rollout.batch_size(rolling, len(hosts)) if rolling else len(hosts)
-    planned = rollout.batches(hosts, size)
-    err = console(stderr=True)
-    err.print(
-        f"deploy {inv.label}: {len(planned)} batch(es): " + " | ".join(", ".join(h.name for h in b) for b in planned)
-    )
+    console(stderr=True).print(f"deploy {inv.label}:")
+    views.print_phases(phases)
     if not yes and sys.stdin.isatty() and not click.confirm("Go on?", default=False, err=True):
         finish(False)
     keystore = Keystore.for_inventory(inv.path, write=True)
@@ -240,7 +247,7 @@ def deploy_in_batches(
         wait_s=ROLLOUT_WAIT_S, generation_timeout_s=gen_timeout, base_dir=inv.base_dir, keystore=keystore
     )
     result = rollout.roll_out(
-        hosts, inv.base_dir, size, options, keystore=keystore, progress=progress_printer(quiet=as_json)
+        phases, inv.base_dir, options, keystore=keystore, progress=progress_printer(quiet=as_json)
     )
     if as_json:
         emit_json({"inventory": inv.label, **result.as_dict()})
@@ -391,7 +398,8 @@ def status(inventory_ref: str, limit: tuple[str, ...], no_probe: bool, as_json: 
 @limit_option
 @json_option
 def history(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
-    """The releases recorded on each host for each vLLM engine: time, image, verify outcome, the live one."""
+    """The releases recorded on each host for each engine: time, image or Ollama version, verify outcome, the
+    live one."""
     from gpuctl.rollback import fleet_history
 
     inv = inventory.load(inventory_ref)
@@ -412,10 +420,20 @@ def history(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
     metavar="RELEASE",
     help="The release to restore (default: the newest verified one older than the live one; see gpuctl history).",
 )
+@click.option(
+    "--engine",
+    "engines",
+    multiple=True,
+    metavar="LABEL",
+    help="Only this engine (vllm:NAME or ollama, as gpuctl history names them); repeat for more.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @json_option
-def rollback(inventory_ref: str, limit: tuple[str, ...], to: str | None, yes: bool, as_json: bool) -> None:
-    """Restore a recorded release of each vLLM engine, restart it and verify it.
+def rollback(
+    inventory_ref: str, limit: tuple[str, ...], to: str | None, engines: tuple[str, ...], yes: bool, as_json: bool
+) -> None:
+    """Restore a recorded release of each engine (vLLM: its files and image; Ollama: its binary, unit and
+    drop-in), restart it and verify it.
 
     The inventory is not changed: the next `gpuctl deploy` applies it again."""
     from gpuctl.keystore import Keystore
@@ -425,10 +443,21 @@ def rollback(inventory_ref: str, limit: tuple[str, ...], to: str | None, yes: bo
 
     inv = inventory.load(inventory_ref)
     hosts = inv.select(limit)
+    known = {e.label for h in hosts for e in h.engines()}
+    unknown = [label for label in engines if label not in known]
+    if unknown:
+        raise InventoryError(
+            [
+                f"--engine {unknown[0]}: no such engine on {', '.join(h.name for h in hosts)} "
+                f"(engines: {', '.join(sorted(known)) or 'none'})"
+            ]
+        )
+    which = ", ".join(engines) if engines else "the engines"
     if not yes and sys.stdin.isatty():
-        click.confirm(f"Roll back the vLLM engines of {', '.join(h.name for h in hosts)}?", abort=True, err=True)
-    options = runner.Options(wait_s=0, base_dir=inv.base_dir, keystore=Keystore.for_inventory(inv.path, write=False))
-    outcomes = roll_back(hosts, named_or_previous(to), options)
+        click.confirm(f"Roll back {which} of {', '.join(h.name for h in hosts)}?", abort=True, err=True)
+    keystore = Keystore.for_inventory(inv.path, write=False)
+    options = runner.Options(wait_s=ROLLOUT_WAIT_S, base_dir=inv.base_dir, keystore=keystore)
+    outcomes = roll_back(hosts, named_or_previous(to), options, only=set(engines) or None)
     if as_json:
         emit_json(
             {"inventory": inv.label, "ok": all(o.ok for o in outcomes), "engines": [o.as_dict() for o in outcomes]}

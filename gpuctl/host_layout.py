@@ -41,7 +41,7 @@ def vllm_cache_dir(engine: str) -> PurePosixPath:
 
 
 RELEASES_DIR = STATE_DIR / "releases"
-"""One 0700 folder per vLLM engine: the files of each release deployed (gpuctl.releases, templates/vllm/release.sh)."""
+"""One 0700 folder per engine: the files of each release deployed (gpuctl.releases, templates/releases/release.sh)."""
 
 
 def vllm_releases_dir(engine: str) -> PurePosixPath:
@@ -58,9 +58,22 @@ OLLAMA_UNIT = SYSTEMD_DIR / "ollama.service"
 OLLAMA_DROPIN = SYSTEMD_DIR / "ollama.service.d" / "override.conf"
 OLLAMA_HOME = PurePosixPath("/usr/share/ollama")
 OLLAMA_MODELS_DIR = OLLAMA_HOME / ".ollama" / "models"
+OLLAMA_VERSIONS_DIR = PurePosixPath("/usr/local/lib/gpuctl-ollama")
+"""Each installed Ollama release side by side: VERSION/bin/ollama and VERSION/lib/ollama (the live one and
+the two activated before it; templates/ollama/install-ollama.sh)."""
+OLLAMA_BIN = PurePosixPath("/usr/local/bin/ollama")
+"""A link to the live release's binary (Ollama finds its libraries beside the link's target)."""
 OLLAMA_LIB_DIR = PurePosixPath("/usr/local/lib/ollama")
+"""A link to the live release's libraries, where Ollama's own installer puts them."""
 OLLAMA_VERSION_MARKER = OLLAMA_LIB_DIR / ".gpuctl-version"
 OLLAMA_DOWNLOAD_DIR = DOWNLOAD_DIR / "ollama"
+OLLAMA_RELEASES_DIR = RELEASES_DIR / "ollama"
+
+
+def ollama_version_marker(version: str) -> PurePosixPath:
+    """The version marker of release VERSION installed side by side (present once it is complete)."""
+    return OLLAMA_VERSIONS_DIR / version / "lib" / "ollama" / ".gpuctl-version"
+
 
 # -- gateway (nginx) --------------------------------------------------------------------------------
 GATEWAY_DIR = PRIVATE_TREE / "gateway"

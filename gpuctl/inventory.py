@@ -41,6 +41,7 @@ from gpuctl.spec import (
     HostSpec,
     ModelArchitecture,
     OllamaSpec,
+    RolloutSpec,
     SecretRef,
     VllmSpec,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "Gpu",
     "Host",
     "Ollama",
+    "Rollout",
     "Secret",
     "Vllm",
     # loading
@@ -131,6 +133,7 @@ if TYPE_CHECKING:
     Architecture = ModelArchitecture
     Gateway = GatewaySpec
     Firewall = FirewallSpec
+    Rollout = RolloutSpec
     Defaults = HostSpec
 
     def Host(name: str, **fields: Any) -> HostSpec:  # noqa: N802
@@ -145,6 +148,7 @@ else:
     Architecture = _builder(ModelArchitecture)
     Gateway = _builder(GatewaySpec)
     Firewall = _builder(FirewallSpec)
+    Rollout = _builder(RolloutSpec)
     Defaults = _builder(HostSpec)
 
     def Host(name: str, **fields: Any) -> Partial:  # noqa: N802

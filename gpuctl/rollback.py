@@ -10,7 +10,7 @@ from typing import Any
 from gpuctl import releases
 from gpuctl.errors import GpuctlError
 from gpuctl.parallel import per_host
-from gpuctl.spec import HostSpec, VllmSpec
+from gpuctl.spec import HostSpec
 from gpuctl.verify import runner
 from gpuctl.verify.remote import Remote
 
@@ -34,7 +34,7 @@ class HistoryRow:
 def host_history(host: HostSpec) -> list[HistoryRow]:
     remote = Remote(host)
     rows = []
-    for engine in host.vllm:
+    for engine in host.engines():
         try:
             rows.append(HistoryRow(host.name, engine.label, releases.list_releases(remote, engine)))
         except GpuctlError as exc:
@@ -68,7 +68,7 @@ class RollbackOutcome:
         return data
 
 
-Chooser = Callable[[VllmSpec, list[releases.Release]], releases.Release]
+Chooser = Callable[[releases.Engine, list[releases.Release]], releases.Release]
 """Which recorded release an engine returns to."""
 
 
@@ -80,11 +80,11 @@ def named_or_previous(to: str | None) -> Chooser:
 def rollback_host(
     host: HostSpec, choose: Chooser, options: runner.Options, only: set[str] | None = None
 ) -> list[RollbackOutcome]:
-    """Each vLLM engine of HOST (or those labelled in ONLY) back to the release CHOOSE picks, restarted
-    (unless it already runs it), then verified (which marks the restored release)."""
+    """Each engine of HOST (or those labelled in ONLY) back to the release CHOOSE picks, restarted (unless it
+    already runs it), then verified (which marks the restored release)."""
     remote = Remote(host)
     outcomes = []
-    for engine in (e for e in host.vllm if only is None or e.label in only):
+    for engine in (e for e in host.engines() if only is None or e.label in only):
         outcome = RollbackOutcome(host.name, engine.label)
         outcomes.append(outcome)
         try:
@@ -99,9 +99,11 @@ def rollback_host(
             outcome.restored = True
             outcome.error = releases.restore(remote, engine, target)
         if outcome.error is None:
-            outcome.verify = runner.verify_engine(remote, host, engine, options, None)
+            outcome.verify = runner.verify_engine(remote, host, releases.engine_of(engine, target), options, None)
     return outcomes
 
 
-def rollback(hosts: list[HostSpec], choose: Chooser, options: runner.Options) -> list[RollbackOutcome]:
-    return per_host(hosts, lambda h: rollback_host(h, choose, options))
+def rollback(
+    hosts: list[HostSpec], choose: Chooser, options: runner.Options, only: set[str] | None = None
+) -> list[RollbackOutcome]:
+    return per_host(hosts, lambda h: rollback_host(h, choose, options, only))

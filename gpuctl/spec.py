@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -740,6 +741,50 @@ class GatewaySpec(Strict):
         return self
 
 
+BATCH_RE = re.compile(r"(\d+(\.\d+)?)%")
+
+
+def batch_hosts(batch: int | str, hosts: int) -> int:
+    """Hosts per batch: BATCH hosts, or BATCH% of HOSTS rounded up; at least one, at most HOSTS."""
+    if isinstance(batch, str):
+        share = float(BATCH_RE.fullmatch(batch).group(1))  # type: ignore[union-attr]  # validated
+        size = math.ceil(hosts * share / 100)
+    else:
+        size = batch
+    return max(1, min(size, hosts))
+
+
+class RolloutSpec(Strict):
+    """How `gpuctl deploy` changes a group's hosts (set on the group's defaults): BATCH hosts at a time, each
+    batch verified as `gpuctl verify` does; a host that fails is rolled back to the release it ran before;
+    more failed hosts than MAX_FAILED stop the rollout. `deploy --rolling` overrides it for one run."""
+
+    batch: int | str = Field(1, description="hosts per batch (2) or a share of the group's hosts ('25%')")
+    max_failed: int = Field(0, ge=0, le=10_000, description="failed hosts (each rolled back) the rollout goes past")
+
+    @field_validator("batch", mode="before")
+    @classmethod
+    def _batch(cls, value: object) -> int | str:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise ValueError("must be at least 1 host")
+            return value
+        match = BATCH_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+        if match is None or not 0 < float(match.group(1)) <= 100:
+            raise ValueError(
+                f"{value!r} is neither a number of hosts (2) nor a share of them ('25%', above 0 and at most 100%)"
+            )
+        return value.strip()
+
+    def size(self, hosts: int) -> int:
+        return batch_hosts(self.batch, hosts)
+
+    def describe(self) -> str:
+        return f"Rollout(batch={self.batch!r}, max_failed={self.max_failed})"
+
+
 class FirewallSpec(Strict):
     """An nftables table (inet gpuctl) that admits only SSH, the gateway and listed ports, and keeps
     Docker-published ports from being reached from outside (Docker's own rules bypass ufw)."""
@@ -784,6 +829,9 @@ class HostSpec(Strict):
     ollama: OllamaSpec | None = None
     gateway: GatewaySpec | None = Field(None, description="TLS + bearer-key reverse proxy in front of the engines")
     firewall: FirewallSpec = Field(default_factory=FirewallSpec)
+    rollout: RolloutSpec | None = Field(
+        None, description="change this host's group in verified batches (deploy without --rolling uses it)"
+    )
 
     @field_validator("name")
     @classmethod

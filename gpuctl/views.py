@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from gpuctl.capacity import EnginePlan
     from gpuctl.fleet import HostOutcome
     from gpuctl.rollback import HistoryRow, RollbackOutcome
-    from gpuctl.rollout import Rollout
+    from gpuctl.rollout import Phase, Rollout
     from gpuctl.verify.runner import EngineReport
     from gpuctl.verify.status import StatusRow
 
@@ -186,6 +186,18 @@ def print_rollback(outcomes: list[RollbackOutcome]) -> None:
         console(stderr=True).print("note: the inventory is unchanged; the next gpuctl deploy applies it again")
 
 
+def print_phases(phases: list[Phase]) -> None:
+    """Each phase of a rollout: where it comes from and its batches (on stderr)."""
+    err = console(stderr=True)
+    for phase in phases:
+        batches = phase.batches()
+        checked = "each verified" if phase.verify else "not verified (add --verify)"
+        err.print(
+            f"  {phase.why}: {len(batches)} batch(es), {checked}: "
+            + " | ".join(", ".join(h.name for h in b) for b in batches)
+        )
+
+
 def print_rollout(rollout: Rollout) -> None:
     """Each batch's deploy summary, then per failed host: the check that failed (with the engine's last log
     lines), and whether its rollback verified; then the hosts the rollout did not touch."""
@@ -204,6 +216,10 @@ def print_rollout(rollout: Rollout) -> None:
                 action = f"rolled back to {back.to_release}" if back.restored else f"kept {back.to_release}"
                 verdict = f"{action}, verify {'passed' if back.ok else 'FAILED'}"
             err.print(f"{back.host}: {back.engine}: {verdict}", style="green" if back.ok else "bold red")
+    if rollout.stopped:
+        err.print(f"the rollout stopped: {rollout.stopped}", style="bold red")
+    elif rollout.failed_hosts:
+        err.print(f"the rollout went on past failed host(s): {', '.join(rollout.failed_hosts)}", style="yellow")
     if rollout.untouched:
         err.print(f"not touched (the rollout stopped): {', '.join(rollout.untouched)}", style="yellow")
 

@@ -110,8 +110,7 @@ def verify_engine(
                 report.checks += gateway_checks(client.gateway, engine, allow_admin)
             report.checks += api_checks(engine, base_url, options, client)
             explain_failures(remote, engine, report.checks)
-            if isinstance(engine, VllmSpec):
-                releases.mark(remote, engine, report.ok)  # gpuctl history / rollback read it
+            releases.mark(remote, engine, report.ok)  # gpuctl history / rollback read it
     except ConnectionError as exc:
         report = EngineReport(host.name, engine.label, None, [Check("tunnel", False, str(exc))])
     return report

@@ -299,8 +299,98 @@ def test_a_keep_alive_edited_on_the_host_is_restored_by_deploy(ollama_host, stea
     )
     failed, changes = named_then_repaired(steady, "Ollama keep-alive edited on the host", "keep_alive")
     assert failed["reason"].endswith("OLLAMA_KEEP_ALIVE did not reach the server"), failed["reason"]
+    # The edited drop-in (5m) equals the first release's, so it is a recorded release already: none is kept.
     assert changes == [
         f"Ollama | File {dropin}",
         "Ollama | systemd daemon-reload",
         "Ollama | Restart ollama.service (its files or binary changed)",
+        "Ollama | Record the release of ollama (gpuctl history)",
     ]
+
+
+# ---- releases side by side: a failed upgrade rolled back, gpuctl rollback, history -----------------
+
+BROKEN = "0.13.2"
+
+
+def gpuctl_json(*args: str) -> tuple[int, dict, str]:
+    result = subprocess.run(["gpuctl", *args, "--json"], capture_output=True, text=True, timeout=600)
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
+
+
+def ollama_releases(inventory: Path) -> list[dict]:
+    code, report, stderr = gpuctl_json("history", str(inventory))
+    assert code == 0, stderr
+    [row] = report["engines"]
+    assert row["engine"] == "ollama"
+    return row["releases"]
+
+
+def test_an_upgrade_that_fails_verify_is_rolled_back_by_switching_to_the_release_beside_it(
+    ollama_host, steady, tmp_path
+):
+    """Ollama 0.13.2, with a good checksum, whose runner dies on every model load (real upgrades have done
+    that on some machines: ollama/ollama#8770, #11447; the stand-in's runner-exit fault). `deploy --verify`
+    installs it beside 0.13.0, verify names the failure, and the host goes back to 0.13.0 by switching
+    links: 0.13.0's folder is taken off the mirror first, so going back cannot download."""
+    before = ollama_releases(steady)
+    mirror.publish(ollama_host, BROKEN, broken=True)
+    ollama_host.run(f"mv {mirror.MIRROR_DIR}/v{VERSION} {mirror.MIRROR_DIR}/hidden-v{VERSION}")
+    try:
+        upgrade = write_inventory(tmp_path / "broken.py", ollama_host, version=BROKEN, keep_alive="-1")
+        code, report, stderr = gpuctl_deploy(upgrade, "--verify")
+    finally:
+        ollama_host.run(f"mv {mirror.MIRROR_DIR}/hidden-v{VERSION} {mirror.MIRROR_DIR}/v{VERSION}")
+    assert code == 1, stderr
+    [batch] = report["batches"]
+    assert batch["failed_hosts"] == ["ollama"]
+    assert f"Ollama | Install Ollama {BROKEN} (was {VERSION}), sha256 verified" in batch["deploy"][0]["changes"]
+    failed = [c for r in batch["verify"] for c in r["checks"] if not c["ok"]]
+    assert failed[0]["name"] == "chat", failed
+    assert "llama runner process has terminated: exit status 2" in failed[0]["reason"]
+    [back] = batch["rollbacks"]
+    assert back["ok"], json.dumps(back)
+    assert (back["engine"], back["restored"], back["ok"], back["to_release"]) == (
+        "ollama",
+        True,
+        True,
+        next(r["id"] for r in before if r["current"]),
+    )
+    assert get_json(f"http://{ollama_host.address}:11434/api/version") == {"version": VERSION}
+    assert {VERSION, BROKEN} <= set(ollama_host.run("ls /usr/local/lib/gpuctl-ollama").stdout.split())
+    assert ollama_host.run("readlink /usr/local/bin/ollama").stdout.strip() == (
+        f"../lib/gpuctl-ollama/{VERSION}/bin/ollama"
+    )
+    human = subprocess.run(["gpuctl", "history", str(upgrade)], capture_output=True, text=True, timeout=120)
+    assert f"ollama {BROKEN}" in human.stdout and "failed" in human.stdout, human.stdout
+    after = ollama_releases(steady)
+    assert [(r["ollama_version"], r["verify"], r["current"]) for r in after[-2:]] == [
+        (VERSION, "passed", True),
+        (BROKEN, "failed", False),
+    ]
+
+
+def test_gpuctl_rollback_returns_ollama_to_the_verified_release_before_the_live_one(ollama_host, steady, tmp_path):
+    """0.40.2 deployed and verified (switched to: it is installed beside the others), then `gpuctl rollback
+    --engine ollama` returns to the last verified release before it, 0.13.0 with its keep-alive, skipping
+    the failed 0.13.2; a deploy of the same inventory then records nothing and restarts nothing."""
+    mirror.publish(ollama_host, "0.40.2")
+    newer = write_inventory(tmp_path / "newer.py", ollama_host, version="0.40.2", keep_alive="1h")
+    code, report, stderr = gpuctl_deploy(newer, "--verify")
+    assert code == 0, stderr
+    assert get_json(f"http://{ollama_host.address}:11434/api/version") == {"version": "0.40.2"}
+    code, report, stderr = gpuctl_json("rollback", str(newer), "--engine", "ollama", "--yes")
+    assert code == 0, stderr
+    [back] = report["engines"]
+    assert (back["engine"], back["restored"], back["ok"]) == ("ollama", True, True)
+    assert get_json(f"http://{ollama_host.address}:11434/api/version") == {"version": VERSION}
+    config = get_json(f"http://{ollama_host.address}:11434/api/standin/config")
+    assert config["env"]["OLLAMA_KEEP_ALIVE"] == "-1"
+    listed = ollama_releases(steady)
+    live = next(r for r in listed if r["current"])
+    assert (live["id"], live["ollama_version"], live["verify"]) == (back["to_release"], VERSION, "passed")
+    pid = main_pid(ollama_host)
+    code, report, stderr = gpuctl_deploy(steady, "--verify")
+    assert code == 0, stderr
+    assert report["batches"][0]["deploy"][0]["changes"] == [] and main_pid(ollama_host) == pid
+    assert len(ollama_releases(steady)) == len(listed)

@@ -34,7 +34,7 @@ PORT = 8000
 FIGURES: dict[str, float] = {}
 
 
-def write_inventory(path: Path, hosts: list[Host], image: str) -> Path:
+def write_inventory(path: Path, hosts: list[Host], image: str, rollout: str = "None") -> Path:
     entries = "".join(
         f"    Host({h.name!r}, address={h.address!r}, ssh_key={str(h.ssh_key)!r}, "
         f"ssh_known_hosts_file={str(h.known_hosts)!r}),\n"
@@ -42,13 +42,15 @@ def write_inventory(path: Path, hosts: list[Host], image: str) -> Path:
     )
     defaults = textwrap.dedent(f"""
         fleet_defaults = Defaults(
+            rollout={rollout},
             docker=dict(packages=["docker.io", "docker-compose-plugin"]),
             vllm=Vllm(image={image!r}, model="org/tiny-model", served_model_name="tiny", gpu_access="none",
                       bind="0.0.0.0", unsafe_public_bind=True, start_timeout_s=120,
                       api_key=Secret.env("GPUCTL_TEST_VLLM_KEY")),
         )
     """)
-    path.write_text(f"from gpuctl.inventory import Defaults, Host, Secret, Vllm\nfleet = [\n{entries}]\n{defaults}")
+    imports = "from gpuctl.inventory import Defaults, Host, Rollout, Secret, Vllm"
+    path.write_text(f"{imports}\nfleet = [\n{entries}]\n{defaults}")
     return path
 
 
@@ -92,6 +94,7 @@ def inventories(hosts: list[Host], tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("inv")
     tags = {"v1": V1, "v2": V2, "broken": BROKEN}
     paths = {name: write_inventory(folder / f"{name}.py", hosts, image) for name, image in tags.items()}
+    paths["broken-setting"] = write_inventory(folder / "setting.py", hosts, BROKEN, "Rollout(batch=1, max_failed=1)")
     first = gpuctl("deploy", str(paths["v1"]), "--verify", "--yes", "--json")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
     return paths
@@ -142,10 +145,24 @@ def test_a_broken_release_stops_the_rollout_at_the_first_host_which_is_rolled_ba
     assert (back["host"], back["restored"], back["ok"]) == ("roll1", True, True)
     assert image_of(hosts[0]) == V1
     assert {h.name: started_at(h) for h in hosts[1:]} == {h: before[h] for h in ("roll2", "roll3")}
-    human = gpuctl("deploy", str(inventories["broken"]), "--rolling", "1", "--gen-timeout", "5", "--yes")
-    assert "FAILED roll1: vllm:main: chat: engine not generating" in human.stderr
-    assert "roll1: vllm:main: rolled back to " in human.stderr and "verify passed" in human.stderr
-    assert "not touched (the rollout stopped): roll2, roll3" in human.stderr
+
+
+def test_a_groups_rollout_setting_rolls_a_plain_deploy_and_goes_past_max_failed_hosts_only(hosts, inventories):
+    """`Rollout(batch=1, max_failed=1)` on the group, a plain `gpuctl deploy` (no flags), the broken release:
+    roll1 fails and is rolled back, the rollout goes on (one failure allowed), roll2 fails and is rolled
+    back, and that second failure stops it: roll3 is not touched. The human summary says each step."""
+    before = started_at(hosts[2])
+    result = gpuctl("deploy", str(inventories["broken-setting"]), "--gen-timeout", "5", "--yes")
+    assert result.returncode == 1, result.stderr[-3000:]
+    err = result.stderr
+    assert "Rollout(batch=1, max_failed=1): 3 batch(es), each verified: roll1 | roll2 | roll3" in err
+    for name in ("roll1", "roll2"):
+        assert f"FAILED {name}: vllm:main: chat: engine not generating" in err
+        assert f"{name}: vllm:main: rolled back to " in err
+    assert err.count("verify passed") == 2
+    assert "the rollout stopped: 2 failed host(s) in Rollout(batch=1, max_failed=1): more than max_failed=1" in err
+    assert "not touched (the rollout stopped): roll3" in err
+    assert [image_of(h) for h in hosts] == [V1, V1, V1] and started_at(hosts[2]) == before
 
 
 def test_a_good_release_rolls_one_host_at_a_time_and_the_others_keep_serving(hosts, inventories):
@@ -216,7 +233,7 @@ def test_a_dry_rolling_run_shows_the_batches_and_what_each_host_would_change(hos
     assert planned["dry"] and planned["batches"] == [["roll1", "roll2"], ["roll3"]]
     changes = {o["host"]: o["changes"] for o in planned["hosts"]}
     assert changes["roll1"] == [] and changes["roll2"] and changes["roll3"]  # roll1 already runs v1
-    assert "rolling: 2 batch(es): roll1, roll2 | roll3" in result.stderr
+    assert "--rolling 2: 2 batch(es), each verified: roll1, roll2 | roll3" in result.stderr
     assert [image_of(h) for h in hosts] == [V1, V2, V2], "a dry run changes nothing"
 
 

@@ -26,11 +26,16 @@ MIRROR_PORT = 8099
 MIRROR_URL = f"http://127.0.0.1:{MIRROR_PORT}/v{{version}}"
 
 
-def release_tar(version: str) -> bytes:
-    """The uncompressed tar of a Linux archive, laid out like the real one: bin/ollama and lib/ollama/…"""
+def release_tar(version: str, *, broken: bool = False) -> bytes:
+    """The uncompressed tar of a Linux archive, laid out like the real one: bin/ollama and lib/ollama/…
+    Like Ollama, the binary finds its files in ../lib/ollama beside its real path (links resolved), so
+    releases installed side by side each run their own. BROKEN: the server starts and answers, but every
+    model load fails as a runner that cannot start does (a release that fails verify, with a good checksum)."""
+    fault = "OLLAMA_STANDIN_FAULT=runner-exit " if broken else ""
     wrapper = (
         "#!/bin/sh\n# Ollama STAND-IN for tests (see harness/ollama_standin.py)\n"
-        f'OLLAMA_STANDIN_VERSION="{version}" exec python3 /usr/local/lib/ollama/ollama_standin.py "$@"\n'
+        'here=$(dirname "$(readlink -f "$0")")\n'
+        f'{fault}OLLAMA_STANDIN_VERSION="{version}" exec python3 "$here/../lib/ollama/ollama_standin.py" "$@"\n'
     )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -51,9 +56,9 @@ def compress(data: bytes, name: str) -> bytes:
     return subprocess.run(["zstd", "-q", "-c", "-3"], input=data, capture_output=True, check=True).stdout
 
 
-def release_files(version: str) -> dict[str, bytes]:
+def release_files(version: str, *, broken: bool = False) -> dict[str, bytes]:
     """Every file of VERSION's release: real (stand-in) Linux archives, placeholders for the rest."""
-    payload = release_tar(version)
+    payload = release_tar(version, broken=broken)
     files = {}
     for name in ollama_release_files(version):
         if name.startswith("ollama-linux-") and ("-amd64." in name or "-arm64." in name):
@@ -72,9 +77,10 @@ def checksum_file(files: dict[str, bytes], corrupt: str | None = None) -> str:
     return "".join(lines)
 
 
-def publish(host: Host, version: str, *, corrupt: bool = False) -> None:
-    """Put VERSION's release in the host's mirror (CORRUPT: a wrong checksum for the amd64 archive)."""
-    files = release_files(version)
+def publish(host: Host, version: str, *, corrupt: bool = False, broken: bool = False) -> None:
+    """Put VERSION's release in the host's mirror (CORRUPT: a wrong checksum for the amd64 archive; BROKEN:
+    a good checksum, but a server that never generates)."""
+    files = release_files(version, broken=broken)
     folder = f"{MIRROR_DIR}/v{version}"
     amd64 = next(name for name in files if name.startswith("ollama-linux-amd64."))
     for name, data in files.items():

@@ -47,6 +47,10 @@ STAND-IN-ONLY knobs (never present in real Ollama):
   OLLAMA_STANDIN_DEFAULT_TOKENS      reply length when num_predict is not set (default 24)
   OLLAMA_STANDIN_FAST=1              all delays zero
   OLLAMA_STANDIN_VRAM=0              report models as loaded on the CPU (size_vram 0)
+  OLLAMA_STANDIN_FAULT=runner-exit   every model load fails the way a release whose runner cannot start on
+                                     the machine does: 500 ``llama runner process has terminated: exit
+                                     status 2`` (the server itself starts and answers /api/version), as
+                                     upgrades have done on some machines (ollama/ollama#8770, #11447)
 """
 
 from __future__ import annotations
@@ -301,6 +305,7 @@ class Settings:
     load_delay: float
     default_tokens: int
     vram: bool
+    fault: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Settings:
@@ -339,6 +344,7 @@ class Settings:
             load_delay=delay("OLLAMA_STANDIN_LOAD_DELAY", 0.0),
             default_tokens=max(1, env_int(env.get("OLLAMA_STANDIN_DEFAULT_TOKENS"), 24)),
             vram=env.get("OLLAMA_STANDIN_VRAM", "1") != "0",
+            fault=env.get("OLLAMA_STANDIN_FAULT", ""),
         )
 
     def effective_kv_cache_type(self) -> str:
@@ -591,6 +597,9 @@ class ModelStore:
 # --------------------------------------------------------------------------------------------
 
 
+RUNNER_EXIT_ERROR = "llama runner process has terminated: exit status 2"
+
+
 class QueueFull(Exception):
     """Raised when more than OLLAMA_MAX_QUEUE requests are pending."""
 
@@ -634,6 +643,8 @@ class Scheduler:
 
     def acquire(self, info: ModelInfo, keep_alive: float | None, num_ctx: int | None) -> tuple[Loaded, float]:
         """Load ``info`` if needed and take a generation slot; returns (entry, load seconds)."""
+        if self.settings.fault == "runner-exit":
+            raise HttpError(500, RUNNER_EXIT_ERROR)
         ka = self.settings.keep_alive if keep_alive is None else keep_alive
         with self.lock:
             if self.pending >= self.settings.max_queue:

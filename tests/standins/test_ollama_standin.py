@@ -597,3 +597,16 @@ def test_cli_without_server_fails() -> None:
     result = run_cli(OLLAMA_STANDIN, ["list"], {"OLLAMA_HOST": f"127.0.0.1:{free_port()}"})
     assert result.returncode == 1
     assert "could not connect to ollama server" in result.stderr
+
+
+def test_a_runner_that_cannot_start_fails_every_load_while_the_server_answers(start_ollama_standin) -> None:
+    """STAND-IN knob OLLAMA_STANDIN_FAULT=runner-exit: a release whose server starts but whose model runner
+    dies on this machine (what the fleet's broken Ollama release does)."""
+    base = start_ollama_standin(env={"OLLAMA_STANDIN_FAULT": "runner-exit"}).base_url
+    pull(base, "qwen2.5:0.5b")
+    assert requests.get(f"{base}/api/version", timeout=5).status_code == 200
+    body = {"model": "qwen2.5:0.5b", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    chat = requests.post(f"{base}/api/chat", json=body, timeout=5)
+    assert (chat.status_code, chat.json()) == (500, {"error": "llama runner process has terminated: exit status 2"})
+    shim = requests.post(f"{base}/v1/chat/completions", json=body, timeout=5)
+    assert shim.status_code == 500 and "llama runner process has terminated" in shim.text

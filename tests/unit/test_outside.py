@@ -163,6 +163,66 @@ def test_installer_keeps_the_installed_version_on_a_checksum_mismatch(tmp_path):
     assert installed(tmp_path) == ("0.13.5", "ollama-linux-amd64.tgz")
 
 
+def versions_on(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in (tmp_path / "root/usr/local/lib/gpuctl-ollama").iterdir())
+
+
+def live_binary(tmp_path: Path) -> Path:
+    return (tmp_path / "root/usr/local/bin/ollama").resolve()
+
+
+def test_releases_are_installed_side_by_side_and_a_switch_back_needs_no_download(tmp_path):
+    old = install(tmp_path, "0.13.5", local_release(tmp_path, "0.13.5"), "ollama-linux-amd64.tgz")
+    new = install(tmp_path, "0.40.2", local_release(tmp_path, "0.40.2"), "ollama-linux-amd64.tar.zst")
+    assert (old.returncode, new.returncode) == (0, 0), old.stderr + new.stderr
+    assert versions_on(tmp_path) == ["0.13.5", "0.40.2"]
+    assert installed(tmp_path) == ("0.40.2", "ollama-linux-amd64.tar.zst")
+    assert live_binary(tmp_path) == tmp_path / "root/usr/local/lib/gpuctl-ollama/0.40.2/bin/ollama"
+    assert list((tmp_path / "downloads").iterdir()) == []  # each archive is removed once unpacked
+    # The binary finds its own release's files beside its real path, as Ollama does (links resolved).
+    ran = subprocess.run([str(tmp_path / "root/usr/local/bin/ollama"), "--help"], capture_output=True, text=True)
+    assert ran.returncode == 0 and "STAND-IN" in ran.stdout, ran.stderr
+    shutil.rmtree(tmp_path / "mirror")  # no release reachable: switching back must not download
+    back = install(tmp_path, "0.13.5", f"file://{tmp_path}/mirror/v0.13.5", "ollama-linux-amd64.tgz")
+    assert back.returncode == 0, back.stderr
+    assert "Ollama 0.13.5 is installed side by side: switching to it" in back.stdout
+    assert installed(tmp_path) == ("0.13.5", "ollama-linux-amd64.tgz")
+    assert versions_on(tmp_path) == ["0.13.5", "0.40.2"]
+
+
+def test_three_releases_are_kept_the_live_one_and_the_two_activated_before_it(tmp_path):
+    for version in ("0.13.0", "0.13.5", "0.34.4", "0.40.2"):
+        result = install(
+            tmp_path, version, local_release(tmp_path, version), "ollama-linux-amd64.tar.zst", "ollama-linux-amd64.tgz"
+        )
+        assert result.returncode == 0, result.stderr
+    assert versions_on(tmp_path) == ["0.13.5", "0.34.4", "0.40.2"]
+    assert "removed Ollama 0.13.0 (older than 3 kept)" in result.stdout
+    # Switching back to 0.13.5 makes it the newest activated: 0.34.4 goes when another release comes.
+    assert install(tmp_path, "0.13.5", "file:///nowhere", "ollama-linux-amd64.tgz").returncode == 0
+    assert install(tmp_path, "0.13.0", f"file://{tmp_path}/mirror/v0.13.0", "ollama-linux-amd64.tgz").returncode == 0
+    assert versions_on(tmp_path) == ["0.13.0", "0.13.5", "0.40.2"]
+    assert installed(tmp_path)[0] == "0.13.0"
+
+
+def test_an_install_from_before_side_by_side_releases_is_kept_as_one(tmp_path):
+    """gpuctl used to install into /usr/local/lib/ollama and /usr/local/bin/ollama themselves."""
+    lib, binary = tmp_path / "root/usr/local/lib/ollama", tmp_path / "root/usr/local/bin/ollama"
+    lib.mkdir(parents=True)
+    binary.parent.mkdir(parents=True)
+    (lib / ".gpuctl-version").write_text("0.12.6\n")
+    binary.write_text("#!/bin/sh\necho old\n")
+    binary.chmod(0o755)
+    result = install(tmp_path, "0.40.2", local_release(tmp_path, "0.40.2"), "ollama-linux-amd64.tar.zst")
+    assert result.returncode == 0, result.stderr
+    assert "kept the installed Ollama 0.12.6 side by side" in result.stdout
+    assert versions_on(tmp_path) == ["0.12.6", "0.40.2"]
+    kept = tmp_path / "root/usr/local/lib/gpuctl-ollama/0.12.6"
+    assert (kept / "bin/ollama").read_text() == "#!/bin/sh\necho old\n"
+    assert (kept / "lib/ollama/.gpuctl-version").read_text() == "0.12.6\n"
+    assert lib.is_symlink() and binary.is_symlink() and installed(tmp_path)[0] == "0.40.2"
+
+
 # ---- consistency of pins with the table ------------------------------------------------------
 
 

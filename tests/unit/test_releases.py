@@ -1,5 +1,6 @@
-"""Release records: templates/vllm/release.sh run for real with sh, cp, cmp and sed on folders laid out like
-a host's (the engine's compose folder and unit in a temporary root), and gpuctl.releases' choice of target."""
+"""Release records: templates/releases/release.sh run for real with sh, cp, cmp and sed on folders laid out
+like a host's (a vLLM engine's compose folder and unit, or Ollama's unit, drop-in and version marker, in a
+temporary root), and gpuctl.releases' choice of target and host commands."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from gpuctl.errors import GpuctlError
-from gpuctl.releases import Release, parse_release, rollback_target
+from gpuctl.releases import Release, parse_release, release_files, rollback_target
 from gpuctl.render import templates_dir
+from gpuctl.spec import OllamaSpec, VllmSpec
+from harness import mirror
 
-SCRIPT = templates_dir() / "vllm" / "release.sh"
+SCRIPT = templates_dir() / "releases" / "release.sh"
 
 
 class Engine:
@@ -33,9 +36,12 @@ class Engine:
         env.chmod(0o600)
         self.unit.write_text("[Service]\n")
 
-    def release(self, command: str, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = ["sh", str(SCRIPT), command, str(self.root), str(self.config), str(self.unit), *args]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+    def files(self) -> list[str]:
+        return [f"compose.yaml={self.config / 'compose.yaml'}", f"unit.service={self.unit}"]
+
+    def release(self, command: str, arg: str = "-", check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = ["sh", str(SCRIPT), command, str(self.root), arg, *self.files()]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=check)
 
     def record(self, image: str, command: str = "record") -> str:
         self.live(image)
@@ -60,7 +66,10 @@ def test_record_list_mark_and_restore(tmp_path):
         "spec_sha256": "x",
         "verify": "pending",
         "current": True,
+        "ollama_version": None,
+        "spec": None,
     }
+    assert engine.release("live").stdout == f"{first}\n"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", only.created)
     assert engine.release("mark", "passed").stdout == f"release {first}: verify passed\n"
     second = engine.record("vllm:v2")
@@ -84,6 +93,7 @@ def test_live_files_edited_by_hand_match_no_release_and_are_adopted_once(tmp_pat
     engine.record("vllm:v1")
     (engine.config / "compose.yaml").write_text("image: edited-by-hand\n")
     assert [r.current for r in engine.listed()] == [False]
+    assert engine.release("live").stdout == "none\n"
     assert engine.release("mark", "failed").stdout == "no recorded release matches the live files\n"
     meta = json.dumps({"engine": "vllm:main", "image": "(as found running)"})
     adopted = engine.release("adopt", meta).stdout
@@ -99,12 +109,7 @@ def test_pruning_keeps_ten_and_never_the_live_or_the_newest_verified_release(tmp
     ids = [engine.record(f"vllm:bad{i}") for i in range(12)]  # twelve failed rollouts in a row
     listed = [r.id for r in engine.listed()]
     assert listed == [good, *ids[-9:]] and len(listed) == 10
-    refused = subprocess.run(
-        ["sh", str(SCRIPT), "restore", str(engine.root), str(engine.config), str(engine.unit), ids[0]],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    refused = engine.release("restore", ids[0], check=False)
     assert (refused.returncode, refused.stderr) == (1, f"no release {ids[0]} under {engine.root}\n")
 
 
@@ -129,6 +134,8 @@ def test_a_release_json_edited_by_hand_still_lists_with_question_marks():
         "spec_sha256": "?",
         "verify": "?",
         "current": True,
+        "ollama_version": None,
+        "spec": None,
     }
     assert parse_release('20261205T010000Z\tfalse\t{"image": "x"}').image == "x"
 
@@ -148,20 +155,99 @@ def test_the_target_is_the_newest_verified_release_older_than_the_live_one():
         rollback_target([release("1", "failed"), release("2", current=True)], None)
 
 
-@pytest.mark.parametrize(
-    ("text", "hosts", "size"),
-    [("1", 3, 1), ("2", 3, 2), ("5", 3, 3), ("25%", 10, 3), ("100%", 4, 4), ("1%", 3, 1), (" 50% ", 5, 3)],
-)
-def test_a_rolling_batch_is_hosts_or_a_share_of_them_rounded_up(text, hosts, size):
-    from gpuctl.rollout import batch_size
+def test_an_ollama_release_is_its_unit_drop_in_and_installed_version_and_restores_through_the_link(tmp_path):
+    """install-ollama.sh and release.sh together, on Ollama's real layout under a scratch root: the version
+    marker is read through the /usr/local/lib/ollama link, so switching the binary back makes the old
+    release live again, and restoring it writes nothing into another release's files."""
+    root = tmp_path / "root"
+    unit, dropin = (
+        root / "etc/systemd/system/ollama.service",
+        root / "etc/systemd/system/ollama.service.d/override.conf",
+    )
+    dropin.parent.mkdir(parents=True)
+    marker = root / "usr/local/lib/ollama/.gpuctl-version"
+    files = [f"ollama.service={unit}", f"override.conf={dropin}", f"version={marker}"]
+    installer = templates_dir() / "ollama" / "install-ollama.sh"
 
-    assert batch_size(text, hosts) == size
+    def publish(version: str) -> str:
+        folder = tmp_path / "mirror" / f"v{version}"
+        folder.mkdir(parents=True)
+        data = mirror.release_files(version)
+        for name, content in data.items():
+            (folder / name).write_bytes(content)
+        (folder / "sha256sum.txt").write_text(mirror.checksum_file(data))
+        return f"file://{folder}"
+
+    def run(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
+
+    def deploy(version: str, keep_alive: str) -> None:
+        run("sh", str(installer), version, publish(version), str(tmp_path / "dl"), str(root), "ollama-linux-amd64.tgz")
+        unit.write_text("[Service]\nExecStart=/usr/local/bin/ollama serve\n")
+        dropin.write_text(f"[Service]\nEnvironment=OLLAMA_KEEP_ALIVE={keep_alive}\n")
+        meta = {"engine": "ollama", "image": f"ollama {version}", "ollama_version": version}
+        run("sh", str(SCRIPT), "record", str(tmp_path / "releases"), json.dumps(meta), *files)
+
+    def listed() -> list[Release]:
+        out = run("sh", str(SCRIPT), "list", str(tmp_path / "releases"), "-", *files)
+        return [parse_release(line) for line in out.splitlines()]
+
+    deploy("0.13.0", "5m")
+    deploy("0.13.5", "1h")
+    first, second = listed()
+    assert (first.ollama_version, first.current, second.ollama_version, second.current) == (
+        "0.13.0",
+        False,
+        "0.13.5",
+        True,
+    )
+    run("sh", str(installer), "0.13.0", "file:///nowhere", str(tmp_path / "dl"), str(root), "ollama-linux-amd64.tgz")
+    assert [r.current for r in listed()] == [False, False]  # binary switched, drop-in not yet
+    run("sh", str(SCRIPT), "restore", str(tmp_path / "releases"), first.id, *files)
+    assert [r.current for r in listed()] == [True, False]
+    assert dropin.read_text().endswith("OLLAMA_KEEP_ALIVE=5m\n")
+    newer = root / "usr/local/lib/gpuctl-ollama/0.13.5/lib/ollama/.gpuctl-version"
+    assert newer.read_text() == "0.13.5\n"
 
 
-@pytest.mark.parametrize("text", ["0", "-1", "abc", "0%", "150%", "1.5"])
-def test_a_bad_rolling_batch_is_one_line_of_bad_input(text):
-    from harness.cli import run_cli
+def test_release_commands_name_each_engines_own_files():
+    ollama = OllamaSpec(version="0.13.0")
+    assert release_files(ollama) == [
+        "ollama.service=/etc/systemd/system/ollama.service",
+        "override.conf=/etc/systemd/system/ollama.service.d/override.conf",
+        "version=/usr/local/lib/ollama/.gpuctl-version",
+    ]
+    vllm = VllmSpec(name="main", image="vllm/vllm-openai:v0.32.0", model="m")
+    assert release_files(vllm) == [
+        "compose.yaml=/etc/gpuctl/vllm-main/compose.yaml",
+        "unit.service=/etc/systemd/system/gpuctl-vllm-main.service",
+    ]
 
-    result = run_cli("deploy", "prod", "--rolling", text, "--yes")
-    assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: --rolling {text}: ") and result.stderr.count("\n") == 1, result.stderr
+
+def test_a_rolled_back_engine_is_verified_as_its_release_ran_it():
+    """After a rollback, verify expects what the restored release ran (its recorded settings and Ollama
+    version), not the inventory that failed; a release kept as found running has only its version."""
+    from gpuctl.releases import engine_of, record_command
+
+    now = OllamaSpec(version="0.40.2", keep_alive="1h")
+    then = OllamaSpec(version="0.13.0", keep_alive="-1")
+    command = record_command(then)
+    recorded = parse_release(
+        "1\ttrue\t"
+        + json.dumps({"ollama_version": "0.13.0", "spec": json.loads(then.model_dump_json(exclude_unset=True))})
+    )
+    assert engine_of(now, recorded) == then
+    found = parse_release("2\tfalse\t" + json.dumps({"ollama_version": "0.12.6", "spec_sha256": "(as found running)"}))
+    assert engine_of(now, found) == now.model_copy(update={"version": "0.12.6"})
+    unreadable = parse_release("3\tfalse\t" + json.dumps({"spec": {"version": "0.13.0", "no_such_field": 1}}))
+    assert engine_of(now, unreadable) == now
+    vllm = VllmSpec(name="main", image="vllm/vllm-openai:v0.32.0", model="m", served_model_name="old")
+    newer = vllm.model_copy(update={"served_model_name": "new", "image": "vllm/vllm-openai:v0.33.0"})
+    assert (
+        engine_of(
+            newer,
+            parse_release("4\ttrue\t" + json.dumps({"spec": json.loads(vllm.model_dump_json(exclude_unset=True))})),
+        )
+        == vllm
+    )
+    assert '"spec": {"version": "0.13.0"' in command  # recorded with every release gpuctl deploys
