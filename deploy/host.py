@@ -1,5 +1,5 @@
 """One host's whole deploy, in order: NVIDIA driver, Docker (+ container toolkit), vLLM engines (and
-their healing), Ollama, gateway, firewall."""
+their healing), Ollama, gateway, firewall, monitoring (node exporter; Prometheus on the monitoring host)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.firewall import firewall
 from gpuctl.deploy.gateway import gateway
 from gpuctl.deploy.healing import healing, repair_unhealthy
+from gpuctl.deploy.monitoring import node_exporter, prometheus
 from gpuctl.deploy.nvidia import nvidia_driver
 from gpuctl.deploy.ollama import ollama_engine
 from gpuctl.deploy.release_steps import files_differ
@@ -43,5 +44,9 @@ def deploy_host(spec: HostSpec, rendered: HostFiles) -> None:
         gateway(spec, rendered.gateway)
     if rendered.firewall is not None:
         firewall(spec, rendered.firewall)
+    if rendered.node_exporter is not None:
+        node_exporter(rendered.node_exporter)
+    if rendered.monitoring is not None:
+        prometheus(rendered.monitoring)
     if not spec.engines():
         host.noop("no engine in the spec")

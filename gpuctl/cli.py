@@ -73,6 +73,7 @@ def check(inventory_ref: str, limit: tuple[str, ...], force: bool, as_json: bool
     inv = inventory.load(inventory_ref)
     hosts = inv.select(limit)
     capacity_gate(inv.label, hosts, force)
+    views.print_risks(hosts)
     if as_json:
         emit_json({"inventory": inv.label, "ok": True, "hosts": [views.host_summary(h) for h in hosts]})
     else:

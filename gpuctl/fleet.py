@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.files import FileContents, Sha256File
 
-from gpuctl import access
+from gpuctl import access, monitoring
 from gpuctl import pyinfra_adapter as pyinfra
 from gpuctl.access import Connection
 from gpuctl.errors import GpuctlError
@@ -109,10 +109,21 @@ def prepare(hosts: list[HostSpec], base_dir: Path, keystore: Keystore | None = N
                 secrets.extend([material.api_key, key_pattern(material.api_key)])
                 if material.cert is not None:
                     secrets.append(material.cert.key_pem.strip())
-            files[host.name] = render_host(host, resolve, material)
+            files[host.name] = render_host(host, resolve, material, scrape_trust(host, base_dir, keystore))
         except GpuctlError as exc:
             raise GpuctlError(f"{host.name}: {exc}") from None
     return Plan(hosts, files, sorted(set(secrets), key=len, reverse=True))
+
+
+def scrape_trust(host: HostSpec, base_dir: Path, keystore: Keystore | None) -> str | None:
+    """On the monitoring host: the CAs of the gateways its Prometheus scrapes."""
+    if host.monitoring is None:
+        return None
+    targets = host.scrape_targets
+    ca_pem = None
+    if keystore is not None and any(t.trust == "private-ca" for t in targets):
+        ca_pem = keystore.ca_pem()
+    return monitoring.trust_bundle(targets, ca_pem, base_dir)
 
 
 def deploy(

@@ -86,6 +86,17 @@ NGINX_DEFAULT_SITE = PurePosixPath("/etc/nginx/sites-enabled/default")
 ACME_WEBROOT = STATE_DIR / "acme"
 LETSENCRYPT_LIVE = PurePosixPath("/etc/letsencrypt/live")
 
+# -- monitoring (the distribution's Prometheus and node exporter) -----------------------------------------
+PROMETHEUS_DIR = PurePosixPath("/etc/prometheus")
+PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
+PROMETHEUS_RULES = PROMETHEUS_DIR / "gpuctl-alerts.yml"
+PROMETHEUS_TRUST = PROMETHEUS_DIR / "gpuctl-gateways-ca.pem"
+"""The CAs of the gateways Prometheus scrapes (the inventory's private CA, provided ca_files)."""
+PROMETHEUS_DEFAULTS = PurePosixPath("/etc/default/prometheus")
+"""ARGS of the packaged prometheus.service: listen address, retention."""
+NODE_EXPORTER_DEFAULTS = PurePosixPath("/etc/default/prometheus-node-exporter")
+"""ARGS of the packaged prometheus-node-exporter.service: its listen port."""
+
 # -- firewall (nftables) ----------------------------------------------------------------------------
 FIREWALL_RULES = PRIVATE_TREE / "firewall.nft"
 FIREWALL_UNIT = SYSTEMD_DIR / "gpuctl-firewall.service"

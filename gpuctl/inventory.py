@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from gpuctl import monitoring
 from gpuctl.errors import GpuctlError, InventoryError
 from gpuctl.spec import (
     DockerSpec,
@@ -40,6 +41,7 @@ from gpuctl.spec import (
     GpuSpec,
     HostSpec,
     ModelArchitecture,
+    MonitoringSpec,
     OllamaSpec,
     RolloutSpec,
     SecretRef,
@@ -56,6 +58,7 @@ __all__ = [
     "Gateway",
     "Gpu",
     "Host",
+    "Monitoring",
     "Ollama",
     "Rollout",
     "Secret",
@@ -134,6 +137,7 @@ if TYPE_CHECKING:
     Gateway = GatewaySpec
     Firewall = FirewallSpec
     Rollout = RolloutSpec
+    Monitoring = MonitoringSpec
     Defaults = HostSpec
 
     def Host(name: str, **fields: Any) -> HostSpec:  # noqa: N802
@@ -149,6 +153,7 @@ else:
     Gateway = _builder(GatewaySpec)
     Firewall = _builder(FirewallSpec)
     Rollout = _builder(RolloutSpec)
+    Monitoring = _builder(MonitoringSpec)
     Defaults = _builder(HostSpec)
 
     def Host(name: str, **fields: Any) -> Partial:  # noqa: N802
@@ -242,6 +247,8 @@ def load(ref: str, cwd: Path | None = None) -> Inventory:
         except ValidationError as exc:
             problems += [f"{label}: {name}: {line}" for line in describe_errors(exc, data)]
     problems += _shared_addresses(hosts, label)
+    if not problems:
+        problems += monitoring.apply(hosts, label)
     if problems:
         raise InventoryError(problems)
     if not hosts:

@@ -159,6 +159,11 @@ class Keystore:
         self.store("ca.pem", cert.public_bytes(serialization.Encoding.PEM).decode(), 0o644)
         return cert, key
 
+    def ca_pem(self) -> str:
+        """The private CA's certificate (PEM), created on first use."""
+        cert, _ = self.ca()
+        return cert.public_bytes(serialization.Encoding.PEM).decode()
+
     def server_cert(self, host: str, names: list[str]) -> ServerCert:
         """HOST's gateway certificate for NAMES (DNS names or IPs), reissued when missing, issued by
         another CA, for other names, or within RENEW_BEFORE_DAYS of expiry."""

@@ -377,3 +377,14 @@ def ollama_release_files(version: str) -> list[str]:
     if v >= (0, 23, 1):
         files += ["ollama-linux-amd64-mlx.tar.zst", "ollama-windows-amd64-mlx.zip"]
     return files
+
+
+PROMETHEUS_PACKAGES = ("prometheus",)
+"""Prometheus and promtool from the distribution: Debian 12 prometheus 2.42.0+ds-5+deb12u1 (`apt-cache policy`,
+bookworm/main, checked 2026-12-05); Ubuntu ships it in universe. Its unit runs `/usr/bin/prometheus $ARGS`
+with `EnvironmentFile=/etc/default/prometheus`, reloads on SIGHUP, config /etc/prometheus/prometheus.yml
+(REFERENCE-DAY2 §6, checked 2026-12-05)."""
+NODE_EXPORTER_PACKAGES = ("prometheus-node-exporter",)
+"""Debian 12: prometheus-node-exporter 1.5.0-1+b6 (bookworm/main); Ubuntu 24.04: 1.7.0-1ubuntu0.3, 22.04:
+1.3.1-1ubuntu0.22.04.3, both universe (packages.ubuntu.com, checked 2026-12-05). Listens on :9100 on every
+interface (its ARGS in /etc/default/prometheus-node-exporter): the firewall admits the monitoring host only."""

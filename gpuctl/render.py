@@ -33,8 +33,13 @@ from gpuctl.host_layout import (
     HEAL_TIMER,
     HF_CACHE_DIR,
     NGINX_CONF,
+    NODE_EXPORTER_DEFAULTS,
     OLLAMA_DROPIN,
     OLLAMA_UNIT,
+    PROMETHEUS_CONFIG,
+    PROMETHEUS_DEFAULTS,
+    PROMETHEUS_RULES,
+    PROMETHEUS_TRUST,
     WAIT_HEALTHY,
     unit_path,
 )
@@ -125,6 +130,20 @@ class OllamaFiles:
 
 
 @dataclass(frozen=True)
+class MonitoringFiles:
+    """Prometheus on the monitoring host: its config, gpuctl's alert rules, the CAs of the gateways it
+    scrapes, and the service's arguments (listen address, retention)."""
+
+    config: RenderedFile
+    rules: RenderedFile
+    trust: RenderedFile
+    defaults: RenderedFile
+
+    def all(self) -> list[RenderedFile]:
+        return by_path(self.config, self.rules, self.trust, self.defaults)
+
+
+@dataclass(frozen=True)
 class GatewayFiles:
     """nginx's site (no secrets), its 0600 secrets file, and the certificate pair unless ACME makes it."""
 
@@ -164,6 +183,9 @@ class HostFiles:
     ollama: OllamaFiles | None = None
     gateway: GatewayFiles | None = None
     firewall: FirewallFiles | None = None
+    monitoring: MonitoringFiles | None = None
+    node_exporter: RenderedFile | None = None
+    """On every host of an inventory with a monitoring host: the node exporter's arguments."""
 
     def components(self) -> Iterator[tuple[str, RenderedFile]]:
         """(component label, file) pairs: "vllm:NAME", "vllm", "ollama", "gateway", "firewall"."""
@@ -173,9 +195,12 @@ class HostFiles:
             yield "vllm", self.wait_healthy
         if self.healing is not None:
             yield from (("vllm", f) for f in self.healing.all())
-        for label, group in (("ollama", self.ollama), ("gateway", self.gateway), ("firewall", self.firewall)):
+        groups = (("ollama", self.ollama), ("gateway", self.gateway), ("firewall", self.firewall))
+        for label, group in (*groups, ("monitoring", self.monitoring)):
             if group is not None:
                 yield from ((label, f) for f in group.all())
+        if self.node_exporter is not None:
+            yield "monitoring", self.node_exporter
 
     def __iter__(self) -> Iterator[RenderedFile]:
         return iter(sorted((f for _, f in self.components()), key=lambda f: str(f.path)))
@@ -231,9 +256,13 @@ def _template(name: str, **context: object) -> str:
 
 
 def render_host(
-    host: HostSpec, resolve: SecretResolver | None = None, gateway: GatewayMaterial | None = None
+    host: HostSpec,
+    resolve: SecretResolver | None = None,
+    gateway: GatewayMaterial | None = None,
+    trust: str | None = None,
 ) -> HostFiles:
-    """Every file HOST receives. Without RESOLVE (and GATEWAY), secrets become placeholders."""
+    """Every file HOST receives. Without RESOLVE (and GATEWAY), secrets become placeholders. TRUST: the CAs of
+    the gateways a monitoring host scrapes (gpuctl.monitoring.trust_bundle)."""
     resolve = resolve or placeholder
     return HostFiles(
         vllm={engine.name: render_vllm(host, engine, resolve) for engine in host.vllm},
@@ -246,6 +275,42 @@ def render_host(
         ollama=render_ollama(host, host.ollama) if host.ollama is not None else None,
         gateway=render_gateway(host, resolve, gateway) if host.gateway is not None else None,
         firewall=render_firewall(host) if host.firewall_enabled() else None,
+        monitoring=render_monitoring(host, trust or "") if host.monitoring is not None else None,
+        node_exporter=(
+            RenderedFile(NODE_EXPORTER_DEFAULTS, _template("monitoring/node-exporter.default.j2", host=host))
+            if host.scraper is not None
+            else None
+        ),
+    )
+
+
+def render_monitoring(host: HostSpec, trust: str) -> MonitoringFiles:
+    """Prometheus' config from the inventory's scrape targets (gpuctl.monitoring), rules and arguments."""
+    from gpuctl.monitoring import ScrapeTarget
+
+    monitoring = host.monitoring
+    assert monitoring is not None
+    targets: list[ScrapeTarget] = host.scrape_targets
+    jobs = []
+    for name in ("gpuctl-engines-https", "gpuctl-engines-http", "gpuctl-node"):
+        members = [t for t in targets if t.job == name]
+        if members:
+            ca_file = PROMETHEUS_TRUST if name.endswith("https") and trust else None
+            jobs.append({"name": name, "https": name.endswith("https"), "ca_file": ca_file, "targets": members})
+    listen = f"{bracketed(monitoring.bind)}:{monitoring.port}"
+    context = {
+        "host": host,
+        "monitoring": monitoring,
+        "rules_file": PROMETHEUS_RULES,
+        "jobs": jobs,
+        "self_target": on_host_address(monitoring.bind, monitoring.port),
+        "listen": listen,
+    }
+    return MonitoringFiles(
+        config=RenderedFile(PROMETHEUS_CONFIG, _template("monitoring/prometheus.yml.j2", **context)),
+        rules=RenderedFile(PROMETHEUS_RULES, _template("monitoring/gpuctl-alerts.yml.j2", **context)),
+        trust=RenderedFile(PROMETHEUS_TRUST, trust or "# no private CA: every gateway scraped has a public one\n"),
+        defaults=RenderedFile(PROMETHEUS_DEFAULTS, _template("monitoring/prometheus.default.j2", **context)),
     )
 
 
@@ -405,6 +470,14 @@ def firewall_ports(host: HostSpec) -> list[int]:
     return sorted(ports)
 
 
+def scraper_rule(host: HostSpec) -> dict[str, object] | None:
+    """The monitoring host may reach this host's node exporter (no one else)."""
+    if host.scraper is None or host.monitoring is not None:
+        return None
+    family = "ip6" if ipaddress.ip_address(host.scraper).version == 6 else "ip"
+    return {"family": family, "address": host.scraper, "port": host.node_exporter_port}
+
+
 def render_firewall(host: HostSpec) -> FirewallFiles:
     """The nftables ruleset and the oneshot unit that loads it at boot."""
     nets = [ipaddress.ip_network(n, strict=False) for n in host.firewall.allow_from]
@@ -415,6 +488,7 @@ def render_firewall(host: HostSpec) -> FirewallFiles:
         "public_ports": sorted({e.port for e in host.public_engines() if isinstance(e, VllmSpec)}),
         "allow_v4": [str(n) for n in nets if n.version == 4],
         "allow_v6": [str(n) for n in nets if n.version == 6],
+        "scraper": scraper_rule(host),
     }
     return FirewallFiles(
         rules=RenderedFile(FIREWALL_RULES, _template("firewall/firewall.nft.j2", **context)),

@@ -13,12 +13,13 @@ import math
 import os
 import re
 from pathlib import Path, PurePosixPath
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     field_validator,
     model_validator,
 )
@@ -741,6 +742,41 @@ class GatewaySpec(Strict):
         return self
 
 
+class MonitoringSpec(Strict):
+    """Prometheus (the distribution's package) on this host, scraping every engine of the inventory through
+    its gateway and every host's node exporter, with gpuctl's alert rules (gpuctl.monitoring)."""
+
+    port: Port = Field(9090, description="Prometheus' own web UI and API")
+    bind: str = Field("127.0.0.1", description="where its UI/API listens (reach it over an SSH tunnel)")
+    scrape_interval: str = Field("15s", description="how often targets are scraped and rules evaluated")
+    retention: str = Field("15d", description="how long samples are kept (--storage.tsdb.retention.time)")
+    node_exporter_port: Port = Field(9100, description="the node exporter's port on every host")
+    engine_down_for: str = Field("1m", description="an engine target down this long fires EngineDown")
+    kv_cache_full_for: str = Field("5m", description="KV-cache usage above 90 % this long fires KvCacheFull")
+    queue_for: str = Field("5m", description="requests waiting this long fires RequestsQueued")
+    ttft_p95_alert_s: float = Field(2.0, gt=0, le=3600, description="TTFT p95 (5 min) above this fires TtftHigh")
+    scrape_from: str | None = Field(
+        None, description="the address its scrapes come from, as the other hosts see it (default: the host's address)"
+    )
+
+    @field_validator("scrape_interval", "retention", "engine_down_for", "kv_cache_full_for", "queue_for")
+    @classmethod
+    def _prometheus_duration(cls, value: str) -> str:
+        if not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", value):
+            raise ValueError(f"{value!r} is not a Prometheus duration (e.g. 15s, 5m, 1h30m, 15d)")
+        return value
+
+    @field_validator("bind")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        return VllmSpec._ip_address(value)
+
+    @field_validator("scrape_from")
+    @classmethod
+    def _source_address(cls, value: str | None) -> str | None:
+        return None if value is None else VllmSpec._ip_address(value)
+
+
 BATCH_RE = re.compile(r"(\d+(\.\d+)?)%")
 
 
@@ -832,6 +868,26 @@ class HostSpec(Strict):
     rollout: RolloutSpec | None = Field(
         None, description="change this host's group in verified batches (deploy without --rolling uses it)"
     )
+    monitoring: MonitoringSpec | None = Field(
+        None, description="run Prometheus here for the whole inventory (one host per inventory)"
+    )
+    _scraper: str | None = PrivateAttr(None)
+    """The monitoring host's address when the inventory has one (set by gpuctl.monitoring when it loads)."""
+    _node_exporter_port: int = PrivateAttr(9100)
+    _scrape_targets: list[Any] = PrivateAttr(default_factory=list)
+    """On the monitoring host: what its Prometheus scrapes (gpuctl.monitoring.ScrapeTarget)."""
+
+    @property
+    def scraper(self) -> str | None:
+        return self._scraper
+
+    @property
+    def node_exporter_port(self) -> int:
+        return self._node_exporter_port
+
+    @property
+    def scrape_targets(self) -> list[Any]:
+        return self._scrape_targets
 
     @field_validator("name")
     @classmethod

@@ -243,13 +243,21 @@ def print_risks(hosts: list[HostSpec]) -> None:
 
 
 def risk_lines(hosts: list[HostSpec]) -> list[str]:
-    """Every engine open beyond loopback without a gateway: said on every deploy."""
-    return [
+    """Every engine open beyond loopback without a gateway, and every node exporter without a firewall:
+    said on every deploy."""
+    lines = [
         f"RISK: {host.name}: {engine.label} listens on {engine.bind}:{engine.port} without a gateway "
         "(unsafe_public_bind=True): anyone who reaches that port uses the engine"
         for host in hosts
         for engine in host.public_engines()
     ]
+    lines += [
+        f"RISK: {host.name}: the node exporter listens on port {host.node_exporter_port} with no firewall to admit "
+        f"the monitoring host ({host.scraper}) alone: anyone who reaches it reads the host's metrics"
+        for host in hosts
+        if host.scraper is not None and host.monitoring is None and not host.firewall_enabled()
+    ]
+    return lines
 
 
 def print_rotation(rotation: Any) -> None:

@@ -151,7 +151,9 @@ def test_nginx_site_routes_engines_and_blocks_ollama_admin_routes():
         "/etc/nginx/conf.d/gpuctl-gateway.conf"
     ].content
     assert "include /etc/gpuctl/gateway/secrets.conf;" in site
-    assert "    10.9.0.0/24 1;" in site and '"~^0:1:/metrics$" 1;' in site  # regex: plain map strings ignore case
+    assert (
+        "    10.9.0.0/24 1;" in site and '"~^0:1:(/engines/[^/]+)?/metrics$" 1;' in site
+    )  # regex: plain map strings ignore case
     locations = re.findall(r"^    location (.+?) \{", site, re.M)
     assert locations == [
         "@gpuctl_unauthorized",

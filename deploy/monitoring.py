@@ -1,0 +1,59 @@
+"""Monitoring (gpuctl.monitoring): the node exporter on every host of an inventory that has a monitoring
+host, and Prometheus with gpuctl's alert rules on that host; both from the distribution's packages.
+
+The files go in place before the packages are installed, so the services start with gpuctl's settings
+(apt keeps a configuration file that is already there) and Prometheus never listens beyond its bind."""
+
+from __future__ import annotations
+
+from pyinfra.api import deploy
+from pyinfra.operations import apt, server, systemd
+from pyinfra.operations.util import any_changed
+
+from gpuctl.deploy.files import put_rendered
+from gpuctl.host_layout import PROMETHEUS_CONFIG
+from gpuctl.outside import NODE_EXPORTER_PACKAGES, PROMETHEUS_PACKAGES
+from gpuctl.render import MonitoringFiles, RenderedFile
+
+NODE_EXPORTER = "prometheus-node-exporter.service"
+PROMETHEUS = "prometheus.service"
+
+
+@deploy("Monitoring")
+def node_exporter(defaults: RenderedFile) -> None:
+    """The distribution's node exporter with gpuctl's arguments, running; restarted when they change."""
+    changed = put_rendered(defaults)
+    packages = list(NODE_EXPORTER_PACKAGES)
+    apt.packages(name="node exporter", packages=packages, update=True, cache_time=3600, no_recommends=True)
+    systemd.service(name=f"{NODE_EXPORTER} enabled and running", service=NODE_EXPORTER, running=True, enabled=True)
+    server.shell(
+        name=f"Restart {NODE_EXPORTER} (its arguments changed)",
+        commands=[f"systemctl restart {NODE_EXPORTER}"],
+        _if=changed.did_change,
+    )
+
+
+@deploy("Monitoring")
+def prometheus(rendered: MonitoringFiles) -> None:
+    """Prometheus with the inventory's scrape targets and gpuctl's rules, checked by promtool before it
+    reloads them; restarted only when its arguments (listen address, retention) change."""
+    arguments = put_rendered(rendered.defaults)
+    config = [put_rendered(item) for item in (rendered.config, rendered.rules, rendered.trust)]
+    packages = list(PROMETHEUS_PACKAGES)
+    apt.packages(name="Prometheus", packages=packages, update=True, cache_time=3600, no_recommends=True)
+    server.shell(
+        name="promtool check config (scrape targets and alert rules)",
+        commands=[f"promtool check config {PROMETHEUS_CONFIG}"],
+        _if=any_changed(*config, arguments),
+    )
+    systemd.service(name=f"{PROMETHEUS} enabled and running", service=PROMETHEUS, running=True, enabled=True)
+    server.shell(
+        name=f"Restart {PROMETHEUS} (its arguments changed)",
+        commands=[f"systemctl restart {PROMETHEUS}"],
+        _if=arguments.did_change,
+    )
+    server.shell(
+        name=f"Reload {PROMETHEUS} (targets or rules changed)",
+        commands=[f"systemctl reload-or-restart {PROMETHEUS}"],
+        _if=lambda: any_changed(*config)() and not arguments.did_change(),
+    )

@@ -1,0 +1,308 @@
+"""Monitoring from the inventory (gpuctl.monitoring): scrape targets from every host, the monitoring host's
+address in each gateway's metrics_allow and firewall, and Prometheus' files, checked by the real promtool
+(`promtool check config`, and gpuctl's alert rules unit-tested with `promtool test rules`)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gpuctl import inventory
+from gpuctl.errors import InventoryError
+from gpuctl.render import render_host
+from harness.cli import run_cli
+
+INVENTORY = """
+from gpuctl.inventory import Defaults, Gateway, Host, Monitoring, Ollama, Vllm
+
+fleet = [
+    Host("mon", address="192.0.2.5", monitoring=Monitoring(scrape_interval="10s", ttft_p95_alert_s=1.5)),
+    Host("gpu-01", address="192.0.2.11", gateway=Gateway(engine="main"), vllm=[
+        Vllm(name="main", image="vllm/vllm-openai:v0.32.0", model="m", gpu_access="none"),
+        Vllm(name="small", image="vllm/vllm-openai:v0.32.0", model="s", port=8001, gpu_access="none"),
+    ]),
+    Host("gpu-02", address="192.0.2.12", vllm=Vllm(image="vllm/vllm-openai:v0.32.0", model="m", gpu_access="none",
+                                                  bind="0.0.0.0", unsafe_public_bind=True)),
+    Host("dev", address="192.0.2.13", ollama=Ollama(version="0.13.0", cpu_fallback=True)),
+]
+"""
+
+
+def load(tmp_path: Path, text: str = INVENTORY) -> inventory.Inventory:
+    path = tmp_path / "fleet.py"
+    path.write_text(textwrap.dedent(text))
+    return inventory.load(str(path))
+
+
+def test_every_host_is_a_target_and_admits_the_monitoring_host_alone(tmp_path):
+    hosts = load(tmp_path).hosts
+    targets = [(t.job, t.host, t.target, t.metrics_path, t.engine, t.trust) for t in hosts["mon"].scrape_targets]
+    assert targets == [
+        ("gpuctl-node", "mon", "127.0.0.1:9100", "/metrics", None, None),
+        ("gpuctl-node", "gpu-01", "192.0.2.11:9100", "/metrics", None, None),
+        ("gpuctl-engines-https", "gpu-01", "192.0.2.11:443", "/metrics", "vllm:main", "private-ca"),
+        ("gpuctl-engines-https", "gpu-01", "192.0.2.11:443", "/engines/small/metrics", "vllm:small", "private-ca"),
+        ("gpuctl-node", "gpu-02", "192.0.2.12:9100", "/metrics", None, None),
+        ("gpuctl-engines-http", "gpu-02", "192.0.2.12:8000", "/metrics", "vllm:main", None),
+        ("gpuctl-node", "dev", "192.0.2.13:9100", "/metrics", None, None),  # Ollama has no /metrics
+    ]
+    assert hosts["gpu-01"].gateway.metrics_allow == ["192.0.2.5"]
+    assert {h.scraper for h in hosts.values()} == {"192.0.2.5"}
+    files = render_host(hosts["gpu-01"])
+    rules = files.firewall.rules.content
+    assert 'ip saddr 192.0.2.5 tcp dport 9100 accept comment "node exporter, for the monitoring host only"' in rules
+    assert "9100" not in rules.split("set open_tcp")[1].split("}")[0]  # not open to everyone
+    assert files.node_exporter.content.endswith('ARGS="--web.listen-address=:9100"\n')
+    assert '"~^0:1:(/engines/[^/]+)?/metrics$" 1;' in files.gateway.site.content
+
+
+def test_hosts_without_a_firewall_are_named_as_a_risk(tmp_path):
+    load(tmp_path)
+    result = run_cli("check", str(tmp_path / "fleet.py"))
+    assert result.exit_code == 0, result.output
+    assert (
+        "RISK: gpu-02: the node exporter listens on port 9100 with no firewall to admit the monitoring host "
+        "(192.0.2.5) alone" in result.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (
+            'Host("gpu-09", address="192.0.2.19", monitoring=Monitoring())',
+            "fleet.py: monitoring is set on mon, gpu-09: one host per inventory runs Prometheus",
+        ),
+        (
+            'Host("gpu-09", address="gpu-09.example.com")',
+            None,
+        ),
+    ],
+)
+def test_one_monitoring_host_per_inventory(tmp_path, change, said):
+    text = INVENTORY.replace('    Host("dev"', f'    {change},\n    Host("dev"')
+    if said is None:
+        load(tmp_path, text)  # a DNS-named host is fine to scrape; only the monitoring host needs an IP
+        return
+    with pytest.raises(InventoryError) as caught:
+        load(tmp_path, text)
+    assert str(caught.value).endswith(said)
+
+
+def test_a_monitoring_host_known_by_name_must_say_where_its_scrapes_come_from(tmp_path):
+    text = INVENTORY.replace('Host("mon", address="192.0.2.5"', 'Host("mon", address="mon.example.com"')
+    with pytest.raises(InventoryError, match="mon: monitoring.scrape_from: the other hosts admit its scrapes by IP"):
+        load(tmp_path, text)
+    named = text.replace(
+        'Monitoring(scrape_interval="10s"', 'Monitoring(scrape_from="198.51.100.7", scrape_interval="10s"'
+    )
+    assert load(tmp_path, named).hosts["gpu-01"].gateway.metrics_allow == ["198.51.100.7"]
+
+
+def test_a_bad_monitoring_setting_is_one_line_naming_the_field(tmp_path):
+    path = tmp_path / "fleet.py"
+    path.write_text(textwrap.dedent(INVENTORY).replace('scrape_interval="10s"', 'scrape_interval="10 seconds"'))
+    result = run_cli("check", str(path))
+    assert result.exit_code == 2
+    assert "mon: monitoring.scrape_interval: '10 seconds' is not a Prometheus duration" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def prometheus_files(tmp_path: Path) -> Path:
+    """The monitoring host's rendered files, written as they land on the host (under tmp_path/root)."""
+    hosts = load(tmp_path).hosts
+    files = render_host(hosts["mon"], trust="-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    root = tmp_path / "root"
+    for item in files.monitoring.all():
+        target = root / str(item.path).lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(item.content)
+    return root
+
+
+def test_the_config_scrapes_each_job_with_its_labels_and_trust(tmp_path):
+    root = prometheus_files(tmp_path)
+    config = yaml.safe_load((root / "etc/prometheus/prometheus.yml").read_text())
+    assert config["global"] == {"scrape_interval": "10s", "evaluation_interval": "10s"}
+    assert config["rule_files"] == ["/etc/prometheus/gpuctl-alerts.yml"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert list(jobs) == ["prometheus", "gpuctl-engines-https", "gpuctl-engines-http", "gpuctl-node"]
+    https = jobs["gpuctl-engines-https"]
+    assert https["scheme"] == "https"
+    assert https["tls_config"] == {"ca_file": "/etc/prometheus/gpuctl-gateways-ca.pem"}
+    assert https["static_configs"][1] == {
+        "targets": ["192.0.2.11:443"],
+        "labels": {"host": "gpu-01", "engine": "vllm:small", "__metrics_path__": "/engines/small/metrics"},
+    }
+    arguments = (root / "etc/default/prometheus").read_text()
+    assert 'ARGS="--web.listen-address=127.0.0.1:9090 --storage.tsdb.retention.time=15d"' in arguments
+
+
+def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool is not installed (.ci/setup installs it)")
+    return subprocess.run(["promtool", *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def test_promtool_accepts_the_config_and_the_rules(tmp_path):
+    root = prometheus_files(tmp_path)
+    config = root / "etc/prometheus/prometheus.yml"
+    # The config names the rules and CA by their host paths: point them at the rendered copies.
+    text = config.read_text().replace("/etc/prometheus/", f"{root}/etc/prometheus/")
+    config.write_text(text)
+    result = promtool("check", "config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 9 rules found" in result.stdout + result.stderr
+
+
+ENGINE = 'host="gpu-01",engine="vllm:main"'
+MAIN = {"host": "gpu-01", "engine": "vllm:main"}
+
+
+def alert(labels: dict[str, str], summary: str) -> dict[str, object]:
+    """One expected alert: every label it carries, and its summary as Prometheus renders it."""
+    return {"exp_labels": labels, "exp_annotations": {"summary": summary}}
+
+
+RULE_TESTS = {
+    "rule_files": ["gpuctl-alerts.yml"],
+    "evaluation_interval": "30s",
+    "tests": [
+        {
+            "interval": "30s",
+            "input_series": [
+                {"series": f'up{{job="gpuctl-engines-https",{ENGINE}}}', "values": "1 1 0x10"},
+                {"series": 'up{job="gpuctl-node",host="gpu-02"}', "values": "1 0x10"},
+                {"series": f"vllm:kv_cache_usage_perc{{{ENGINE}}}", "values": "0.5 0.95x20"},
+                {"series": f"vllm:num_requests_waiting{{{ENGINE}}}", "values": "0 3x20"},
+                {"series": f"vllm:num_requests_running{{{ENGINE}}}", "values": "1x30"},
+                {"series": f"vllm:generation_tokens_total{{{ENGINE}}}", "values": "500x30"},
+                {"series": f"vllm:num_preemptions_total{{{ENGINE}}}", "values": "0 0 4x10"},
+                {"series": f'vllm:time_to_first_token_seconds_bucket{{{ENGINE},le="1"}}', "values": "0x30"},
+                {"series": f'vllm:time_to_first_token_seconds_bucket{{{ENGINE},le="2.5"}}', "values": "0+10x30"},
+                {"series": f'vllm:time_to_first_token_seconds_bucket{{{ENGINE},le="+Inf"}}', "values": "0+10x30"},
+                {"series": 'DCGM_FI_DEV_XID_ERRORS{host="gpu-01",gpu="0"}', "values": "0 79x5"},
+                {"series": 'DCGM_FI_DEV_GPU_TEMP{host="gpu-01",gpu="0"}', "values": "70x30"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "30s", "alertname": "EngineDown", "exp_alerts": []},  # down, not for 1m yet
+                {
+                    "eval_time": "2m",
+                    "alertname": "EngineDown",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "severity": "critical",
+                                "job": "gpuctl-engines-https",
+                                "host": "gpu-01",
+                                "engine": "vllm:main",
+                            },
+                            "exp_annotations": {
+                                "summary": "gpu-01 vllm:main: /metrics does not answer (engine or gateway down)"
+                            },
+                        }
+                    ],
+                },
+                {"eval_time": "1m", "alertname": "HostDown", "exp_alerts": []},
+                {
+                    "eval_time": "3m",
+                    "alertname": "HostDown",
+                    "exp_alerts": [
+                        alert(
+                            {"severity": "critical", "job": "gpuctl-node", "host": "gpu-02"},
+                            "gpu-02: its node exporter does not answer",
+                        )
+                    ],
+                },
+                {"eval_time": "3m", "alertname": "KvCacheFull", "exp_alerts": []},
+                {
+                    "eval_time": "6m",
+                    "alertname": "KvCacheFull",
+                    "exp_alerts": [
+                        alert(
+                            {"severity": "warning", **MAIN},
+                            "gpu-01 vllm:main: KV cache 95% full: requests queue or are preempted",
+                        )
+                    ],
+                },
+                {
+                    "eval_time": "6m",
+                    "alertname": "RequestsQueued",
+                    "exp_alerts": [
+                        alert({"severity": "warning", **MAIN}, "gpu-01 vllm:main: 3 request(s) waiting for 5m")
+                    ],
+                },
+                {
+                    "eval_time": "5m",
+                    "alertname": "EngineNotGenerating",
+                    "exp_alerts": [
+                        alert(
+                            {"severity": "critical", **MAIN},
+                            "gpu-01 vllm:main: requests are running but no token was generated for 2 minutes (hung)",
+                        )
+                    ],
+                },
+                {
+                    "eval_time": "3m",
+                    "alertname": "Preemptions",
+                    "exp_alerts": [
+                        alert(
+                            {"severity": "warning", **MAIN},
+                            "gpu-01 vllm:main: requests preempted in the last 10 minutes "
+                            "(KV cache too small for the load)",
+                        )
+                    ],
+                },
+                {"eval_time": "3m", "alertname": "TtftHigh", "exp_alerts": []},  # p95 2.4 s, not for 5m yet
+                {
+                    "eval_time": "12m",
+                    "alertname": "TtftHigh",
+                    "exp_alerts": [
+                        alert({"severity": "warning", **MAIN}, "gpu-01 vllm:main: TTFT p95 2.425s (above 1.5 s)")
+                    ],
+                },
+                {
+                    "eval_time": "1m",
+                    "alertname": "GpuXidError",
+                    "exp_alerts": [
+                        alert(
+                            {"severity": "critical", "host": "gpu-01", "gpu": "0"},
+                            "gpu-01 GPU 0: Xid 79 (the value of the last Xid error)",
+                        )
+                    ],
+                },
+                {"eval_time": "10m", "alertname": "GpuHot", "exp_alerts": []},  # 70 °C is fine
+            ],
+        },
+        {
+            "interval": "30s",
+            "input_series": [
+                {"series": f'up{{job="gpuctl-engines-https",{ENGINE}}}', "values": "1x30"},
+                {"series": f"vllm:num_requests_running{{{ENGINE}}}", "values": "1x30"},
+                {"series": f"vllm:generation_tokens_total{{{ENGINE}}}", "values": "0+40x30"},
+                {"series": f"vllm:kv_cache_usage_perc{{{ENGINE}}}", "values": "0.4x30"},
+                {"series": f"vllm:num_requests_waiting{{{ENGINE}}}", "values": "0x30"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": name, "exp_alerts": []}
+                for name in ("EngineDown", "EngineNotGenerating", "KvCacheFull", "RequestsQueued", "Preemptions")
+            ],
+        },
+    ],
+}
+
+
+def test_the_alert_rules_fire_when_they_should_and_not_before(tmp_path):
+    """`promtool test rules` (Prometheus' own rule tester) on the rendered rules, with the inventory's
+    thresholds: each alert after its `for`, not before, and none on a healthy, busy engine."""
+    root = prometheus_files(tmp_path)
+    folder = root / "etc/prometheus"
+    (folder / "tests.yml").write_text(yaml.safe_dump(RULE_TESTS, sort_keys=False))
+    result = promtool("test", "rules", "tests.yml", cwd=folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
