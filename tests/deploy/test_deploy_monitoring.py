@@ -1,0 +1,191 @@
+"""Monitoring on real fleet hosts: Prometheus (Debian's package) on one host scrapes the other host's vLLM
+engine through its gateway and both node exporters, and its alert rules fire.
+
+Two hosts: "mon" runs Prometheus (`monitoring=Monitoring(...)`, no engine), "eng" runs a vLLM engine on
+loopback behind the gateway (private CA) and the firewall. Hosts reach each other through this machine:
+IPv4 forwarding is turned on for their two veths only, for this module, and restored after.
+
+Stand-in, named: the vLLM image is the container STAND-IN (harness/images.py) with `gpu_access="none"`
+(its /metrics has vLLM's metric names). Real: Prometheus, promtool, the node exporter, nginx, nftables,
+Docker, systemd, SSH, pyinfra, TLS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness import images
+from harness.fleet import Fleet, Host
+
+pytestmark = pytest.mark.fleet
+
+IMAGE = "gpuctl-test/vllm-standin:v0.32.0"
+ENV = {**os.environ, "GPUCTL_TEST_ENGINE_KEY": "sk-engine-5d41402abc4b2a76b9719d911017c592"}
+
+
+def write_inventory(path: Path, mon: Host, eng: Host) -> Path:
+    def reach(host: Host) -> str:
+        return (
+            f"address={host.address!r}, ssh_key={str(host.ssh_key)!r}, "
+            f"ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking='yes'"
+        )
+
+    path.write_text(
+        textwrap.dedent(f"""
+        from gpuctl.inventory import Gateway, Host, Monitoring, Secret, Vllm
+        fleet = [
+            Host({mon.name!r}, {reach(mon)},
+                 monitoring=Monitoring(scrape_interval="2s", engine_down_for="0s")),
+            Host({eng.name!r}, {reach(eng)},
+                 docker=dict(packages=["docker.io", "docker-compose-plugin"]),
+                 vllm=Vllm(name="main", image={IMAGE!r}, model="org/tiny-model", served_model_name="tiny",
+                           gpu_access="none", start_timeout_s=120, api_key=Secret.env("GPUCTL_TEST_ENGINE_KEY")),
+                 gateway=Gateway()),
+        ]
+    """)
+    )
+    return path
+
+
+def gpuctl(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["gpuctl", *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def prometheus_api(mon: Host, path: str, query: str | None = None) -> dict:
+    """Prometheus' HTTP API, asked on the monitoring host itself (it listens on its loopback)."""
+    encoded = f" -G --data-urlencode {shlex.quote('query=' + query)}" if query else ""
+    return json.loads(mon.run(f"curl -fsS{encoded} http://127.0.0.1:9090/api/v1/{path}").stdout)
+
+
+def wait_for(what: str, probe: Callable[[], object], timeout: float = 90) -> object:
+    """PROBE until it returns something truthy; bounded in time and count."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    for _ in range(int(timeout / 1.0) + 1):
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    raise AssertionError(f"{what}: not within {timeout:g} s (last: {last!r})")
+
+
+def targets(mon: Host) -> dict[tuple[str, str], str]:
+    """(job, host label) → health of every active target."""
+    active = prometheus_api(mon, "targets")["data"]["activeTargets"]
+    return {(t["labels"]["job"], t["labels"]["host"]): t["health"] for t in active}
+
+
+def set_forwarding(hosts: list[Host], value: str) -> list[str]:
+    before = []
+    for host in hosts:
+        knob = Path(f"/proc/sys/net/ipv4/conf/{host.veth}/forwarding")
+        before.append(knob.read_text().strip())
+        knob.write_text(value)
+    return before
+
+
+@pytest.fixture(scope="module")
+def pair(fleet: Fleet) -> Iterator[tuple[Host, Host]]:
+    """Destroyed at the module's end (inotify instances are limited per user)."""
+    mon, eng = fleet.new_host("mon"), fleet.new_host("eng")
+    before = set_forwarding([mon, eng], "1")
+    try:
+        images.install_docker(eng)
+        images.load_vllm_standin(fleet, eng, IMAGE)
+        yield mon, eng
+    finally:
+        for host, value in zip([mon, eng], before, strict=True):
+            if Path(f"/proc/sys/net/ipv4/conf/{host.veth}").exists():
+                set_forwarding([host], value)
+        mon.destroy()
+        eng.destroy()
+
+
+@pytest.fixture(scope="module")
+def deployed(pair: tuple[Host, Host], tmp_path_factory) -> Path:
+    mon, eng = pair
+    inventory = write_inventory(tmp_path_factory.mktemp("inv") / "watched.py", mon, eng)
+    result = gpuctl("deploy", str(inventory), "--yes", "--json")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    report = {h["host"]: h for h in json.loads(result.stdout)["hosts"]}
+    changes = report[mon.name]["changes"]
+    assert "Monitoring | promtool check config (scrape targets and alert rules)" in changes
+    assert "Monitoring | node exporter" in report[eng.name]["changes"]
+    return inventory
+
+
+def test_prometheus_scrapes_the_engine_through_its_gateway_and_every_node_exporter(pair, deployed):
+    mon, eng = pair
+    expected = {
+        ("prometheus", mon.name): "up",
+        ("gpuctl-node", mon.name): "up",
+        ("gpuctl-node", eng.name): "up",
+        ("gpuctl-engines-https", eng.name): "up",
+    }
+    wait_for("every target up", lambda: (found := targets(mon)) == expected or print(found))
+    series = prometheus_api(mon, "query", 'vllm:num_requests_running{engine="vllm:main"}')["data"]["result"]
+    assert [s["metric"]["host"] for s in series] == [eng.name]
+    assert mon.run("ss -ltnH 'sport = :9090'").stdout.split()[3] == "127.0.0.1:9090"  # its UI stays on loopback
+
+
+def test_only_the_monitoring_host_reads_metrics_without_the_key(pair, deployed):
+    mon, eng = pair
+    ca = deployed.parent / ".gpuctl" / "watched" / "ca.pem"
+    outside = requests.get(f"https://{eng.address}/metrics", verify=str(ca), timeout=10)
+    assert outside.status_code == 401  # this machine is not the scraper
+    inside = mon.run(
+        f"curl -sS -o /dev/null -w '%{{http_code}}' --cacert /etc/prometheus/gpuctl-gateways-ca.pem "
+        f"https://{eng.address}/metrics"
+    ).stdout
+    assert inside == "200"
+
+
+def test_the_node_exporter_port_is_closed_to_everyone_but_the_monitoring_host(pair, deployed):
+    mon, eng = pair
+    with pytest.raises(OSError):
+        socket.create_connection((eng.address, 9100), timeout=3).close()
+    answer = mon.run(f"curl -fsS --max-time 5 http://{eng.address}:9100/metrics").stdout
+    assert "node_cpu_seconds_total" in answer
+
+
+def test_a_stopped_engine_turns_its_target_down_and_fires_engine_down(pair, deployed):
+    mon, eng = pair
+    eng.run("systemctl stop gpuctl-vllm-main.service")
+    try:
+        wait_for("engine target down", lambda: targets(mon).get(("gpuctl-engines-https", eng.name)) == "down")
+
+        def firing() -> list[dict]:
+            alerts = prometheus_api(mon, "alerts")["data"]["alerts"]
+            return [a for a in alerts if a["labels"]["alertname"] == "EngineDown" and a["state"] == "firing"]
+
+        [alert] = wait_for("EngineDown firing", firing)
+        assert (alert["labels"]["host"], alert["labels"]["engine"]) == (eng.name, "vllm:main")
+        assert (
+            alert["annotations"]["summary"]
+            == f"{eng.name} vllm:main: /metrics does not answer (engine or gateway down)"
+        )
+    finally:
+        eng.run("systemctl start gpuctl-vllm-main.service", timeout=300)
+    wait_for("engine target up again", lambda: targets(mon).get(("gpuctl-engines-https", eng.name)) == "up")
+
+
+def test_a_second_deploy_changes_nothing_on_either_host(pair, deployed):
+    result = gpuctl("deploy", str(deployed), "--yes", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [(h["host"], h["status"], h["changes"]) for h in json.loads(result.stdout)["hosts"]] == [
+        ("mon", "unchanged", []),
+        ("eng", "unchanged", []),
+    ]
