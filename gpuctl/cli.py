@@ -6,7 +6,9 @@ workflow lives in its own module (fleet, verify.runner, keys, capacity, render);
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -369,6 +371,45 @@ def keys_rotate(inventory_ref: str, limit: tuple[str, ...], yes: bool, as_json: 
     else:
         views.print_rotation(rotation)
     finish(rotation.ok)
+
+
+@main.command()
+@inventory_argument
+@limit_option
+@click.option(
+    "--interval", type=click.FloatRange(0.5, 3600), default=2.0, metavar="SECONDS", help="Refresh every SECONDS."
+)
+@click.option("--once", is_flag=True, help="Take two samples INTERVAL apart (rates need two), print them, exit.")
+@json_option
+def top(inventory_ref: str, limit: tuple[str, ...], interval: float, once: bool, as_json: bool) -> None:
+    """A live view of every engine: health, requests running/waiting, KV cache, tokens/s, TTFT p50/p95,
+    GPU memory (Ctrl-C ends it)."""
+    from rich.live import Live
+
+    from gpuctl.top import refresh, watching
+
+    inv = inventory.load(inventory_ref)
+    if as_json and not once:
+        raise InventoryError(["--json needs --once (a live screen is not JSON)"])
+    with watching(inv.select(limit)) as watches:
+        refresh(watches)  # the first sample: rates need a second one
+        if once:
+            time.sleep(interval)
+            rows = refresh(watches)
+            if as_json:
+                emit_json({"inventory": inv.label, "interval_s": interval, "engines": [r.as_dict() for r in rows]})
+            else:
+                console().print(views.top_table(rows, f"gpuctl top {inv.label}"))
+            return
+        with Live(console=console(), auto_refresh=False, screen=False) as live, contextlib.suppress(KeyboardInterrupt):
+            for _ in range(TOP_MAX_REFRESHES):
+                time.sleep(interval)
+                title = f"gpuctl top {inv.label}  (every {interval:g} s, {time.strftime('%H:%M:%S')}; Ctrl-C ends)"
+                live.update(views.top_table(refresh(watches), title), refresh=True)
+
+
+TOP_MAX_REFRESHES = 1_000_000
+"""A bound on `gpuctl top`'s loop (at 2 s, about 23 days)."""
 
 
 @main.command()

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gpuctl.fleet import HostOutcome
     from gpuctl.rollback import HistoryRow, RollbackOutcome
     from gpuctl.rollout import Phase, Rollout
+    from gpuctl.top import TopRow
     from gpuctl.verify.runner import EngineReport
     from gpuctl.verify.status import StatusRow
 
@@ -157,6 +158,33 @@ def print_status(status_rows: list[StatusRow]) -> None:
             r.host, r.engine, r.unit, health, r.version, r.model, _num(r.running), _num(r.waiting), kv, r.gpu_memory
         )
     console().print(rows)
+
+
+def top_table(top_rows: list[TopRow], title: str) -> Table:
+    """`gpuctl top`'s screen: one row per engine."""
+    columns = ("host", "engine", "health", "model", "running", "waiting", "KV cache", "tok/s", "TTFT p50", "TTFT p95")
+    rows = table(*columns, "GPU memory", title=title)
+    for r in top_rows:
+        kv = f"{r.kv_cache_usage:.1%}" if r.kv_cache_usage is not None else "-"
+        health = f"{r.health} ({r.error})" if r.error else r.health
+        rows.add_row(
+            r.host,
+            r.engine,
+            health,
+            r.model,
+            _num(r.running),
+            _num(r.waiting),
+            kv,
+            "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}",
+            _ms(r.ttft_p50_s),
+            _ms(r.ttft_p95_s),
+            r.gpu_memory,
+        )
+    return rows
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
 def print_history(history_rows: list[HistoryRow]) -> None:

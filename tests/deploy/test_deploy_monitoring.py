@@ -18,6 +18,7 @@ import shlex
 import socket
 import subprocess
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -189,3 +190,62 @@ def test_a_second_deploy_changes_nothing_on_either_host(pair, deployed):
         ("mon", "unchanged", []),
         ("eng", "unchanged", []),
     ]
+
+
+def top_rows(screen: str) -> dict[str, list[str]]:
+    """The rows of `gpuctl top`'s table on a captured screen, by engine (cells split on the table's bars)."""
+    rows = {}
+    for line in screen.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if len(cells) == 11 and cells[1].startswith(("vllm:", "ollama")):
+            rows[cells[1]] = cells
+    return rows
+
+
+def test_gpuctl_top_shows_the_engine_generating_live_in_a_terminal(pair, deployed):
+    """`gpuctl top` in a real pseudo-terminal (tmux), read back from the screen, while a client loop sends
+    chat requests through the gateway: the engine's row shows health 200 and tokens/s above 0."""
+    from gpuctl.keystore import Keystore
+
+    mon, eng = pair
+    key = Keystore.for_inventory(deployed, write=False).api_key(eng.name)
+    ca = deployed.parent / ".gpuctl" / "watched" / "ca.pem"
+    stop = threading.Event()
+
+    def load() -> None:
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 30}
+        for _ in range(600):  # bounded: at most ~60 s
+            if stop.is_set():
+                return
+            requests.post(
+                f"https://{eng.address}/v1/chat/completions",
+                json=body,
+                verify=str(ca),
+                timeout=10,
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            time.sleep(0.1)
+
+    session = f"gpuctl-top-{os.getpid()}"
+    command = f"gpuctl top {shlex.quote(str(deployed))} --interval 1"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "30", command], check=True, env=ENV)
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    try:
+
+        def generating() -> str | None:
+            screen = subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+            ).stdout
+            row = top_rows(screen).get("vllm:main")
+            moving = row is not None and row[7] not in ("-", "") and float(row[7]) > 0
+            return screen if row and row[0] == eng.name and row[2] == "200" and moving else None
+
+        screen = wait_for("gpuctl top shows tokens/s", generating, timeout=60)
+        print(f"\ngpuctl top, captured from tmux:\n{screen}")
+        row = top_rows(screen)["vllm:main"]
+        assert row[3] == "tiny" and row[8].endswith(" ms") and row[9].endswith(" ms")  # TTFT p50, p95
+    finally:
+        stop.set()
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+        loader.join(timeout=15)
