@@ -408,6 +408,26 @@ def top(inventory_ref: str, limit: tuple[str, ...], interval: float, once: bool,
                 live.update(views.top_table(refresh(watches), title), refresh=True)
 
 
+@main.command(name="dashboard")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write it to FILE (default: stdout).")
+def dashboard_command(out: Path | None) -> None:
+    """The Grafana dashboard for the Prometheus that Monitoring(...) installs (JSON, to import in Grafana):
+    engines up, requests, KV cache, tokens/s, TTFT and latency, preemptions, prefix cache, GPUs, hosts."""
+    import json
+
+    from gpuctl.dashboard import dashboard
+
+    text = json.dumps(dashboard(), indent=2) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        raise GpuctlError(f"--out {out}: cannot write: {exc.strerror}") from None
+    console(stderr=True).print(f"wrote {out}: import it in Grafana (Dashboards > New > Import)")
+
+
 TOP_MAX_REFRESHES = 1_000_000
 """A bound on `gpuctl top`'s loop (at 2 s, about 23 days)."""
 

@@ -388,3 +388,17 @@ NODE_EXPORTER_PACKAGES = ("prometheus-node-exporter",)
 """Debian 12: prometheus-node-exporter 1.5.0-1+b6 (bookworm/main); Ubuntu 24.04: 1.7.0-1ubuntu0.3, 22.04:
 1.3.1-1ubuntu0.22.04.3, both universe (packages.ubuntu.com, checked 2026-12-05). Listens on :9100 on every
 interface (its ARGS in /etc/default/prometheus-node-exporter): the firewall admits the monitoring host only."""
+DCGM_DEFAULT_COUNTERS = (
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_FB_FREE",
+    "DCGM_FI_DEV_GPU_TEMP",
+    "DCGM_FI_DEV_MEMORY_TEMP",
+    "DCGM_FI_DEV_POWER_USAGE",
+    "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+    "DCGM_FI_DEV_XID_ERRORS",
+)
+"""Metrics NVIDIA's DCGM exporter exports by default (metric name = DCGM field name; XID_ERRORS is a gauge
+holding the last Xid, not a count): NVIDIA/dcgm-exporter etc/default-counters.csv, tags 4.5.3-4.8.2
+(REFERENCE-DAY2 §6, checked 2026-12-05). No GPU here: the dashboard and alert rules are checked against
+this list."""

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from gpuctl.dashboard import queried_metrics
 from harness import images
 from harness.fleet import Fleet, Host
 
@@ -159,7 +160,9 @@ def test_the_node_exporter_port_is_closed_to_everyone_but_the_monitoring_host(pa
     with pytest.raises(OSError):
         socket.create_connection((eng.address, 9100), timeout=3).close()
     answer = mon.run(f"curl -fsS --max-time 5 http://{eng.address}:9100/metrics").stdout
-    assert "node_cpu_seconds_total" in answer
+    exported = {line.split("{")[0].split(" ")[0] for line in answer.splitlines() if line.startswith("node_")}
+    dashboard = {n for n in queried_metrics() if n.startswith("node_")}  # the Grafana dashboard's host panels
+    assert dashboard and dashboard <= exported, sorted(dashboard - exported)
 
 
 def test_a_stopped_engine_turns_its_target_down_and_fires_engine_down(pair, deployed):

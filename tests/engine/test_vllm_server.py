@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 
 from harness.engine import VllmServer
 from harness.tiny_model import kv_bytes_per_token, load_facts
@@ -123,6 +124,27 @@ def test_metrics_expose_the_counters_gpuctl_reads(vllm_server: VllmServer) -> No
         float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:generation_tokens_total")
     ]
     assert sum(generated) >= 4
+
+
+def test_every_vllm_metric_the_dashboard_alerts_and_top_read_is_in_the_real_metrics(vllm_server: VllmServer) -> None:
+    """The Grafana dashboard's queries, the alert rules' expressions and `gpuctl top` name only metrics this
+    vLLM release exports (a rename upstream would leave a panel empty and an alert silent)."""
+    from gpuctl.dashboard import metric_names, queried_metrics
+    from gpuctl.render import render_host
+    from gpuctl.spec import HostSpec, MonitoringSpec
+    from gpuctl.top import TOKENS, TTFT
+
+    assert chat(vllm_server, max_tokens=4).status_code == 200
+    text = requests.get(f"{vllm_server.base_url}/metrics", timeout=10).text
+    exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("vllm:")}
+    rules = render_host(HostSpec(name="mon", address="192.0.2.5", monitoring=MonitoringSpec())).monitoring
+    assert rules is not None
+    groups = yaml.safe_load(rules.rules.content)["groups"]
+    in_rules = {n for g in groups for r in g["rules"] for n in metric_names(r["expr"]) if n.startswith("vllm:")}
+    wanted = {n for n in queried_metrics() if n.startswith("vllm:")} | in_rules
+    wanted |= {f"{TOKENS}_total", f"{TTFT}_bucket"}
+    assert len(in_rules) >= 5, in_rules
+    assert wanted <= exported, f"not exported by this vLLM: {sorted(wanted - exported)}"
 
 
 def test_kv_cache_tokens_match_the_capacity_formula(vllm_server: VllmServer) -> None:

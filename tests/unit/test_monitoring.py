@@ -4,6 +4,7 @@ address in each gateway's metrics_allow and firewall, and Prometheus' files, che
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import textwrap
@@ -306,3 +307,47 @@ def test_the_alert_rules_fire_when_they_should_and_not_before(tmp_path):
     result = promtool("test", "rules", "tests.yml", cwd=folder)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def test_the_shipped_dashboard_is_what_gpuctl_dashboard_prints_and_reads_known_metrics():
+    """dashboards/gpuctl.json (for users without gpuctl) equals `gpuctl dashboard`; every query is valid
+    PromQL for the pinned promtool's parser and names metrics that exist: vLLM's are checked against the real
+    engine (tests/engine), the node exporter's on the fleet (tests/deploy/test_deploy_monitoring.py), DCGM's
+    against NVIDIA's default counters (no GPU here)."""
+    from gpuctl.dashboard import dashboard, queried_metrics
+    from gpuctl.outside import DCGM_DEFAULT_COUNTERS
+
+    shipped = json.loads((Path(__file__).parents[2] / "dashboards" / "gpuctl.json").read_text())
+    assert shipped == json.loads(json.dumps(dashboard()))
+    printed = run_cli("dashboard")
+    assert printed.exit_code == 0 and json.loads(printed.stdout) == shipped
+    names = queried_metrics()
+    assert {n for n in names if n.startswith("DCGM_")} <= set(DCGM_DEFAULT_COUNTERS)
+    assert {n.split(":")[0].split("_")[0] for n in names} == {"up", "vllm", "DCGM", "node"}
+    assert [p["title"] for p in shipped["panels"]][:3] == [
+        "Engine up (its /metrics answers)",
+        "Requests running / waiting",
+        "KV cache usage",
+    ]
+
+
+def test_every_dashboard_query_parses_as_promql(tmp_path):
+    """promtool parses each query (as a recording rule, with Grafana's $variables filled in)."""
+    from gpuctl.dashboard import PANELS
+
+    exprs = [expr for _, _, queries in PANELS for _, expr in queries]
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"gpuctl:panel{i}", "expr": e.replace("$host", ".*").replace("$engine", ".*")}
+                    for i, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
+    (tmp_path / "panels.yml").write_text(yaml.safe_dump(rules))
+    result = promtool("check", "rules", "panels.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in result.stdout
