@@ -135,6 +135,14 @@ class Target:
     help="Also write one row per level to FILE.",
 )
 @click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Also draw tokens/s against concurrency beside the published rows: FILE.png, .svg or .html "
+    "(needs pip install 'gpuctl[plot]').",
+)
+@click.option(
     "--direct",
     is_flag=True,
     help="Hosts with a gateway: bench the engine itself (through an SSH tunnel), "
@@ -159,6 +167,7 @@ def bench(
     seed: int,
     request_timeout_s: float,
     csv_path: Path | None,
+    plot_path: Path | None,
     direct: bool,
     quiet: bool,
     as_json: bool,
@@ -182,6 +191,10 @@ def bench(
     )
     if csv_path is not None:
         check_writable(csv_path)
+    if plot_path is not None:
+        from gpuctl.bench.plot import check_plot_path
+
+        check_plot_path(plot_path)
     if target.startswith(("http://", "https://")):
         targets = [url_target(target, engine, api, model, api_key_env, gpu)]
     else:
@@ -197,6 +210,16 @@ def bench(
         report.print_table(console(), runs, settings)
     if csv_path is not None:
         report.write_csv(csv_path, runs)
+    if plot_path is not None:
+        from gpuctl.bench.plot import write_plot
+
+        write_plot(
+            plot_path,
+            runs,
+            f"gpuctl bench {target}: {settings.prompt_tokens} prompt + "
+            f"{settings.output_tokens} output tokens per request",
+        )
+        err.print(f"plot: {plot_path}")
     finish(all(run.ok for run in runs))
 
 

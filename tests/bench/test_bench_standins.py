@@ -8,10 +8,13 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import requests
@@ -429,3 +432,49 @@ def test_a_host_behind_a_gateway_is_benched_over_https_with_the_gateway_key_and_
         assert kinds and all("CERTIFICATE_VERIFY_FAILED" in kind for kind in kinds), kinds
     finally:
         front.stop()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg", ".html"])
+def test_plot_draws_the_measured_levels_beside_the_published_rows(vllm, tmp_path, suffix):
+    """`--plot` against the vLLM STAND-IN with --gpu "RTX 4090": the file is a real PNG / SVG / HTML page
+    whose picture carries the measured series and the published ones (matplotlib draws it)."""
+    out = tmp_path / f"bench{suffix}"
+    result = run_cli(
+        "bench",
+        vllm.base_url,
+        "--api-key-env",
+        "BENCH_KEY",
+        "--gpu",
+        "RTX 4090",
+        "-c",
+        "1,2,4",
+        "-n",
+        "4",
+        "--output-tokens",
+        "8",
+        "--plot",
+        str(out),
+        "-q",
+        env={"BENCH_KEY": KEY},
+    )
+    assert result.exit_code == 0, result.output
+    data = out.read_bytes()
+    if suffix == ".png":
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000
+        shutil.copy(out, Path(tempfile.gettempdir()) / "gpuctl-bench-plot.png")  # to look at it
+        return
+    text = data.decode()
+    svg = text if suffix == ".svg" else text[text.index("<svg") : text.index("</svg>") + 6]
+    root = ElementTree.fromstring(svg)
+    assert root.tag.endswith("svg")
+    assert "measured: " in text and "published: RTX 4090 24GB, vLLM FP16" in text  # matplotlib's text comments
+    if suffix == ".html":
+        assert text.startswith("<!doctype html>") and "<title>gpuctl bench http://127.0.0.1:" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "said"), [("bench.pdf", "give a file ending in .png, .svg, .html"), ("nowhere/b.png", "cannot write")]
+)
+def test_a_bad_plot_file_is_refused_before_any_request(vllm, tmp_path, name, said):
+    result = run_cli("bench", vllm.base_url, "--plot", str(tmp_path / name), "-q")
+    assert result.exit_code == 2 and said in result.stderr and result.stderr.count("\n") == 1, result.stderr
