@@ -189,12 +189,7 @@ def bench(
         request_timeout_s=request_timeout_s,
         seed=seed,
     )
-    if csv_path is not None:
-        check_writable(csv_path)
-    if plot_path is not None:
-        from gpuctl.bench.plot import check_plot_path
-
-        check_plot_path(plot_path)
+    check_outputs(csv_path, plot_path)
     if target.startswith(("http://", "https://")):
         targets = [url_target(target, engine, api, model, api_key_env, gpu)]
     else:
@@ -202,7 +197,26 @@ def bench(
     err = console(stderr=True)
     runs = [bench_target(t, settings, None if quiet else err.print) for t in targets]
 
+    write_outputs(runs, settings, target, as_json=as_json, csv_path=csv_path, plot_path=plot_path)
+    finish(all(run.ok for run in runs))
+
+
+def check_outputs(csv_path: Path | None, plot_path: Path | None) -> None:
+    """Before a long run: the files asked for can be written."""
+    if csv_path is not None:
+        check_writable(csv_path)
+    if plot_path is not None:
+        from gpuctl.bench.plot import check_plot_path
+
+        check_plot_path(plot_path)
+
+
+def write_outputs(
+    runs: list[Any], settings: Any, target: str, *, as_json: bool, csv_path: Path | None, plot_path: Path | None
+) -> None:
+    """The table (or JSON) on stdout, then the CSV and the plot when asked for."""
     from gpuctl.bench import report
+    from gpuctl.output import console
 
     if as_json:
         click.echo(json.dumps(report.as_json(runs, settings), indent=2))
@@ -213,14 +227,9 @@ def bench(
     if plot_path is not None:
         from gpuctl.bench.plot import write_plot
 
-        write_plot(
-            plot_path,
-            runs,
-            f"gpuctl bench {target}: {settings.prompt_tokens} prompt + "
-            f"{settings.output_tokens} output tokens per request",
-        )
-        err.print(f"plot: {plot_path}")
-    finish(all(run.ok for run in runs))
+        title = f"gpuctl bench {target}: {settings.prompt_tokens} prompt + {settings.output_tokens} output tokens"
+        write_plot(plot_path, runs, title + " per request")
+        console(stderr=True).print(f"plot: {plot_path}")
 
 
 def check_writable(path: Path) -> None:
