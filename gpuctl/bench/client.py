@@ -88,6 +88,8 @@ class Settings:
     request_timeout_s: float = 300.0
     seed: int = 0
     calibrate: bool = True
+    context_tokens: int | None = None
+    """The model's context length (max_model_len) when the server or the spec says it."""
 
     def requests_for(self, concurrency: int) -> int:
         if self.requests is not None:
@@ -162,7 +164,7 @@ class LoadGenerator:
             cal = prompts.Calibration(s.prompt_tokens, max(1, s.prompt_tokens), [])
         else:
             self.progress(f"calibrating the prompt length to {s.prompt_tokens} tokens")
-            cal = await prompts.calibrate(s.prompt_tokens, probe)
+            cal = await prompts.calibrate(s.prompt_tokens, probe, context_tokens=s.context_tokens)
             if cal.error:
                 self.progress(f"warning: prompt calibration failed ({cal.error}); using {cal.words} words")
         self.prompts = prompts.PromptPool(prompts.word_list(cal.words, s.seed), s.seed)

@@ -23,7 +23,6 @@ from gpuctl.errors import GpuctlError
 from gpuctl.options import api_key_env_option, inventory_option, json_option, limit_option
 
 MAX_CONCURRENCY = 4096
-PROBE_TIMEOUT_S = 10
 
 
 def parse_concurrency(text: str) -> list[int]:
@@ -53,6 +52,7 @@ class Target:
     url: str | None = None
     via: str = "direct"  # direct (a URL, a local host, a public bind), ssh tunnel, or gateway
     verify: str | bool = True  # TLS trust for https: a CA file, or the system's CAs
+    context_tokens: int | None = None  # the model's max_model_len, when the spec or the server says it
 
 
 @click.command()
@@ -253,6 +253,7 @@ def bench_target(target: Target, settings: Any, say: Callable[[str], Any] | None
     try:
         with target.open() as base_url:
             complete(target, base_url)
+            run_settings = fitted(settings, target)
             endpoint = client.Endpoint(
                 base_url,
                 target.api,
@@ -261,7 +262,7 @@ def bench_target(target: Target, settings: Any, say: Callable[[str], Any] | None
                 exact_output=target.engine == "vllm",
                 verify=target.verify,
             )
-            result = client.run(endpoint, settings, progress)
+            result = client.run(endpoint, run_settings, progress)
     except (ConnectionError, OSError, GpuctlError) as exc:
         run = new_run(target)
         run.error = str(exc)
@@ -272,20 +273,42 @@ def bench_target(target: Target, settings: Any, say: Callable[[str], Any] | None
 
 
 def complete(target: Target, base_url: str) -> None:
-    """Ask the server what the command line and the spec left open: engine, API, model; then the weights."""
+    """Ask the server what the command line and the spec left open: engine, API, model (gpuctl.detect), and
+    the model's context length; then the weights."""
     from gpuctl.bench.reference import weight_format
+    from gpuctl.detect import detect
 
-    if target.engine is None:
-        target.engine = detect_engine(base_url)
+    served = detect(base_url, target.api_key, target.engine, target.verify)  # type: ignore[arg-type]
+    target.engine = target.engine or served.engine
     target.engine_name = target.engine_name or target.engine
     if target.api is None:
         target.api = "ollama" if target.engine == "ollama" else "openai"
     if target.api == "ollama" and target.engine != "ollama":
         raise ConnectionError(f"--api ollama: {base_url} is not an Ollama server")
     if target.model is None:
-        target.model = discover_model(base_url, target)
+        target.model = served.pick(None, target.url or base_url)
+    target.context_tokens = served.max_model_len.get(target.model, target.context_tokens)
     if target.weights is None:
         target.weights = weight_format(target.engine, target.model)
+
+
+def fitted(settings: Any, target: Target) -> Any:
+    """SETTINGS for TARGET's model: its context length for the calibration; a prompt and output that cannot
+    fit in it are refused before any load is sent."""
+    import dataclasses
+
+    context = target.context_tokens
+    if context is None:
+        return settings
+    wanted = settings.prompt_tokens + settings.output_tokens
+    if wanted > context:
+        output = min(settings.output_tokens, context // 2)
+        raise GpuctlError(
+            f"{target.model} has a context of {context} tokens: --prompt-tokens {settings.prompt_tokens} + "
+            f"--output-tokens {settings.output_tokens} = {wanted} does not fit (e.g. --prompt-tokens "
+            f"{context - output - 8} --output-tokens {output})"
+        )
+    return dataclasses.replace(settings, context_tokens=context)
 
 
 def new_run(target: Target) -> Any:
@@ -348,44 +371,6 @@ def url_target(
         open=direct,
         url=url,
     )
-
-
-def detect_engine(url: str) -> str:
-    """Ollama answers /api/version, vLLM /version; anything else is a generic OpenAI-compatible server."""
-    import requests
-
-    for path, engine in (("/api/version", "ollama"), ("/version", "vllm")):
-        try:
-            response = requests.get(url + path, timeout=PROBE_TIMEOUT_S)
-        except requests.RequestException as exc:
-            raise ConnectionError(f"GET {path}: no answer ({type(exc).__name__})") from None
-        with contextlib.suppress(ValueError):
-            if response.status_code == 200 and "version" in response.json():
-                return engine
-    return "openai"
-
-
-def discover_model(base_url: str, target: Target) -> str:
-    """The server's first model: /api/tags for Ollama, /v1/models (with the key) otherwise."""
-    import requests
-
-    headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
-    path = "/api/tags" if target.engine == "ollama" else "/v1/models"
-    try:
-        response = requests.get(base_url + path, headers=headers, timeout=PROBE_TIMEOUT_S, verify=target.verify)
-        data = response.json() if response.status_code == 200 else {}
-    except (requests.RequestException, ValueError) as exc:
-        raise ConnectionError(f"GET {path}: {type(exc).__name__}") from None
-    names = (
-        [m.get("name") for m in data.get("models", [])]
-        if target.engine == "ollama"
-        else [m.get("id") for m in data.get("data", [])]
-    )
-    names = [n for n in names if n]
-    if not names:
-        hint = "the API key is missing or wrong (--api-key-env VAR)" if response.status_code == 401 else "give --model"
-        raise ConnectionError(f"GET {path} answered {response.status_code} without a model: {hint}")
-    return names[0]
 
 
 @contextlib.contextmanager

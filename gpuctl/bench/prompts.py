@@ -76,18 +76,27 @@ class Calibration:
 Probe = Callable[[int], Awaitable[int]]  # word count → prompt tokens the server reports
 
 
-async def calibrate(target_tokens: int, probe: Probe, max_probes: int = MAX_PROBES) -> Calibration:
+async def calibrate(
+    target_tokens: int, probe: Probe, max_probes: int = MAX_PROBES, context_tokens: int | None = None
+) -> Calibration:
     """Find the word count whose prompt is TARGET_TOKENS long (or the closest below), in ≤ MAX_PROBES probes.
 
     Two probes give tokens per word and the fixed overhead (instruction, chat template); later probes
-    refine by the secant through the two closest. A failing probe ends calibration with its error and
-    a guess of one token per word.
+    refine by the secant through the two closest. With the model's CONTEXT_TOKENS known, the first guess
+    stays within half of it, and a probe the server refuses as too long (HTTP 400) is retried with half the
+    words. Any other failing probe ends calibration with its error and a guess of one token per word.
     """
     cal = Calibration(target_tokens, max(1, target_tokens), [])
-    guess = max(1, target_tokens)
+    guess = max(1, target_tokens if context_tokens is None else min(target_tokens, context_tokens // 2))
     try:
         for _ in range(max_probes):
-            tokens = await probe(guess)
+            try:
+                tokens = await probe(guess)
+            except ProbeError as exc:
+                if context_tokens is None or not str(exc).startswith("HTTP 400") or guess <= 1:
+                    raise
+                guess //= 2  # too long for the context: halve and try again
+                continue
             cal.probes.append((guess, tokens))
             if tokens == target_tokens:
                 break
@@ -96,6 +105,9 @@ async def calibrate(target_tokens: int, probe: Probe, max_probes: int = MAX_PROB
                 break
     except ProbeError as exc:
         cal.error = str(exc)
+        return cal
+    if not cal.probes:
+        cal.error = "every probe was too long for the model's context"
         return cal
     cal.words = best(cal.probes, target_tokens)
     return cal

@@ -14,6 +14,7 @@ import requests
 
 from gpuctl import releases
 from gpuctl.access import Engine, EngineAccess, client_access
+from gpuctl.detect import detect
 from gpuctl.errors import GpuctlError
 from gpuctl.keystore import Keystore
 from gpuctl.parallel import per_host
@@ -158,13 +159,19 @@ def api_checks(engine: Engine, base_url: str, options: Options, client: EngineAc
 def verify_url(
     url: str, engine: str | None, model: str | None, api_key: str | None, expect_version: str | None, options: Options
 ) -> EngineReport:
-    """Verify a bare URL: ENGINE says which API to expect (vLLM needs the MODEL it serves)."""
-    if engine is None:
-        raise GpuctlError("a URL target needs --engine vllm or --engine ollama")
+    """Verify a bare URL. The engine (vLLM or Ollama) and the model are asked from the server unless ENGINE
+    and MODEL say them (gpuctl.detect)."""
+    served = detect(url, api_key, engine)  # type: ignore[arg-type]
+    if served.engine == "openai":
+        raise GpuctlError(
+            f"{url} answers neither /version (vLLM) nor /api/version (Ollama): pass --engine vllm or --engine ollama"
+        )
+    engine = served.engine
+    if engine == "vllm" or model is not None or len(served.models) == 1:
+        model = served.pick(model, url)  # Ollama with several models and no --model: all are checked
     report = EngineReport(url, engine, url)
     if engine == "vllm":
-        if not model:
-            raise GpuctlError("--engine vllm needs --model (the served model name)")
+        assert model is not None
         expect = VllmExpectations(
             base_url=url,
             model=model,

@@ -103,36 +103,32 @@ def test_vllm_url_json_counts_every_token_from_usage(vllm):
     assert "[127.0.0.1:" in stderr and "c=4: done: 8 ok, 0 error(s)" in stderr  # progress on stderr
 
 
-def test_a_wrong_api_key_is_counted_as_errors_and_fails_the_run(vllm):
-    code, data, stderr = bench_json(
-        vllm.base_url,
-        "--api-key-env",
-        "BENCH_KEY",
-        "--model",
-        "llama-3.1-8b",
-        "-c",
-        "2,4",
-        "-n",
-        "100",
-        env={"BENCH_KEY": "wrong-key"},
+def test_a_wrong_api_key_fails_the_run_before_any_load(vllm):
+    code, data, stderr = bench_json(vllm.base_url, "--api-key-env", "BENCH_KEY", "-c", "2", env={"BENCH_KEY": "wrong"})
+    assert code == 1
+    [run] = data["runs"]
+    assert (
+        run["error"]
+        == f"{vllm.base_url}/v1/models answers 401: the server rejected the key given: pass --api-key-env VAR"
     )
+    assert run["levels"] == [] and "c=2" not in stderr
+
+
+def test_an_engine_failing_every_request_is_counted_as_errors_and_fails_the_run(tmp_path):
+    """The STAND-IN's `dead` fault: /v1/models answers, every generation is a 500."""
+    dead = start_vllm(["serve", "org/tiny", "--served-model-name", "tiny"], log_dir=tmp_path)
+    try:
+        requests.post(f"{dead.base_url}/standin/fault", json={"mode": "dead"}, timeout=5).raise_for_status()
+        code, data, _ = bench_json(dead.base_url, "-c", "2,4", "-n", "100")
+    finally:
+        dead.stop()
     assert code == 1
     run = data["runs"][0]
-    assert run["ok"] is False and run["prompt"]["calibration_error"] == 'HTTP 401: {"error":"Unauthorized"}'
+    assert run["ok"] is False and run["prompt"]["calibration_error"].startswith("HTTP 500")
     assert len(run["levels"]) == 1  # every request of the first level failed: the others are skipped
     level = run["levels"][0]
     # After 10 failures and no success no new request starts (the second worker's last one still counts).
     assert (level["requests"], level["aggregate_tok_s"]) == (0, 0) and level["errors"] in (10, 11)
-    assert level["error_kinds"] == {'HTTP 401: {"error":"Unauthorized"}': level["errors"]}
-    assert "warning: prompt calibration failed" in stderr and "the remaining levels are skipped" in stderr
-
-    # Without --model the server is asked for its models first, and says why it will not tell.
-    code, data, _ = bench_json(vllm.base_url, "--api-key-env", "BENCH_KEY", env={"BENCH_KEY": "wrong-key"})
-    assert code == 1 and data["runs"][0]["levels"] == []
-    assert (
-        data["runs"][0]["error"]
-        == "GET /v1/models answered 401 without a model: the API key is missing or wrong (--api-key-env VAR)"
-    )
 
 
 def header_cells(lines: list[str]) -> list[str]:
@@ -342,7 +338,7 @@ def test_bad_input_through_the_real_entry_point_has_no_traceback():
 def test_a_url_nothing_listens_on_is_a_failed_run():
     result = run_cli("bench", "http://127.0.0.1:9", "-c", "1", "-q")
     assert result.exit_code == 1
-    assert "127.0.0.1:9: GET /api/version: no answer (ConnectionError)" in result.stdout
+    assert "127.0.0.1:9: http://127.0.0.1:9/api/version: no answer (ConnectionError)" in result.stdout
 
 
 class TlsFront:
@@ -428,8 +424,8 @@ def test_a_host_behind_a_gateway_is_benched_over_https_with_the_gateway_key_and_
         keystore.ca_path.write_text(Keystore(tmp_path / "other-ca").ca()[0].public_bytes(Encoding.PEM).decode())
         code, data, _ = bench_json("box", "-c", "1", "-n", "2", cwd=tmp_path, env={"BENCH_KEY": KEY})
         assert code == 1
-        kinds = data["runs"][0]["levels"][0]["error_kinds"]
-        assert kinds and all("CERTIFICATE_VERIFY_FAILED" in kind for kind in kinds), kinds
+        [run] = data["runs"]
+        assert "TLS certificate not trusted" in run["error"] and run["levels"] == [], run
     finally:
         front.stop()
 
@@ -478,3 +474,26 @@ def test_plot_draws_the_measured_levels_beside_the_published_rows(vllm, tmp_path
 def test_a_bad_plot_file_is_refused_before_any_request(vllm, tmp_path, name, said):
     result = run_cli("bench", vllm.base_url, "--plot", str(tmp_path / name), "-q")
     assert result.exit_code == 2 and said in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_prompt_and_output_that_cannot_fit_the_models_context_are_refused_before_any_load(tmp_path):
+    """The vLLM STAND-IN with --max-model-len 256 (its /v1/models says so, and it refuses longer prompts with
+    vLLM's 400): the default sizes (180 + 220) are refused up front with one line and a size that fits;
+    180 + 32 fits, and the calibration stays within the context."""
+    small = start_vllm(["serve", "org/tiny", "--served-model-name", "tiny", "--max-model-len", "256"], log_dir=tmp_path)
+    try:
+        code, data, stderr = bench_json(small.base_url, "-c", "1", "-n", "2")
+        assert code == 1
+        [run] = data["runs"]
+        assert run["error"] == (
+            "tiny has a context of 256 tokens: --prompt-tokens 180 + --output-tokens 220 = 400 does not fit "
+            "(e.g. --prompt-tokens 120 --output-tokens 128)"
+        )
+        assert run["levels"] == [] and "calibrating" not in stderr
+        code, data, stderr = bench_json(small.base_url, "-c", "1", "-n", "2", "--output-tokens", "32")
+        assert code == 0, stderr
+        [run] = data["runs"]
+        assert run["prompt"]["calibration_error"] is None and run["prompt"]["probes"][-1][1] == 180
+        assert max(tokens for _, tokens in run["prompt"]["probes"]) <= 255
+    finally:
+        small.stop()

@@ -60,6 +60,26 @@ def test_a_failing_probe_ends_calibration_with_its_error():
     assert (cal.words, cal.error, cal.probes) == (180, "HTTP 401: Unauthorized", [])
 
 
+def test_calibration_stays_within_the_models_context():
+    """A tokenizer of 2.5 tokens per word plus a 20-token template, a 256-token context (vLLM refuses a
+    longer prompt with a 400): the first guess stays within half of it, a refused probe is retried with
+    half the words, and the calibration reaches 180 tokens without ever sending a prompt that cannot fit."""
+    sent: list[int] = []
+
+    async def probe(words: int) -> int:
+        tokens = 5 * words // 2 + 20
+        sent.append(tokens)
+        if tokens > 255:
+            raise prompts.ProbeError(f"HTTP 400: your prompt contains {tokens} input tokens")
+        return tokens
+
+    cal = asyncio.run(prompts.calibrate(180, probe, context_tokens=256))
+    assert (cal.error, cal.tokens) == (None, 180) and cal.probes[0][0] == 64
+    assert sent[0] == 340 and all(t <= 255 for t in sent[1:])  # 128 words is too many here: halved once
+    unlimited = asyncio.run(prompts.calibrate(180, probe))  # without the context known: the first probe fails
+    assert unlimited.error == "HTTP 400: your prompt contains 470 input tokens"
+
+
 def test_calibration_is_bounded_even_against_a_server_that_counts_nonsense():
     cal = calibrate(180, lambda _w: 40)
     assert len(cal.probes) <= prompts.MAX_PROBES and cal.words >= 1

@@ -167,10 +167,10 @@ def test_real_entry_point_reports_bad_input_without_traceback(tmp_path):
 
 def test_verify_bad_input_is_exit_2_without_touching_anything(tmp_path):
     cases = [
-        (["verify", "http://127.0.0.1:9"], "error: a URL target needs --engine vllm or --engine ollama"),
+        (["verify", "http://127.0.0.1:9"], "error: http://127.0.0.1:9/api/version: no answer (ConnectionError)"),
         (
             ["verify", "http://127.0.0.1:9", "--engine", "vllm"],
-            "error: --engine vllm needs --model (the served model name)",
+            "error: http://127.0.0.1:9/v1/models: no answer (ConnectionError)",
         ),
         (
             ["verify", "http://127.0.0.1:9", "--engine", "ollama", "--api-key-env", "GPUCTL_UNSET_VAR"],
