@@ -175,6 +175,13 @@ def deploy_command(
     from gpuctl import rollout
 
     inv = inventory.load(inventory_ref)
+    if inventory_ref.startswith(inventory.EXAMPLE_PREFIX) and not dry:
+        raise InventoryError(
+            [
+                f"{inventory_ref} is an example shipped with gpuctl (documentation addresses): copy {inv.path} "
+                "into inventories/ (or $GPUCTL_INVENTORIES), edit it, and deploy that"
+            ]
+        )
     hosts = inv.select(limit)
     phases = rollout.plan(hosts, rolling, max_failed, verify_after)
     capacity_gate(inv.label, hosts, force)

@@ -26,6 +26,7 @@ import traceback
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,7 +203,8 @@ class Inventory:
 
 
 def resolve_path(ref: str, cwd: Path | None = None) -> Path:
-    """An inventory reference: a path to a .py file, or a name looked up as inventories/NAME.py."""
+    """An inventory reference: a path to a .py file, a NAME looked up in `search_folders` (NAME.py), or
+    example:NAME, one of the examples shipped with gpuctl."""
     cwd = cwd or Path.cwd()
     candidate = Path(ref).expanduser()
     path = candidate if candidate.is_absolute() else cwd / candidate
@@ -219,23 +221,64 @@ def resolve_path(ref: str, cwd: Path | None = None) -> Path:
         if not path.is_file():
             raise GpuctlError(f"inventory {ref}: no such file")
         return path
-    path = cwd / "inventories" / f"{ref}.py"
+    if ref.startswith(EXAMPLE_PREFIX):
+        return example_path(ref.removeprefix(EXAMPLE_PREFIX))
+    folders = search_folders(cwd)
+    for folder in folders:
+        if (folder / f"{ref}.py").is_file():
+            return folder / f"{ref}.py"
+    known = sorted(
+        {p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.py") if not p.name.startswith("_")}
+    )
+    looked = ", ".join(_shown(folder, cwd) for folder in folders)
+    available = f"available: {', '.join(known)}" if known else "none there"
+    raise GpuctlError(
+        f"inventory {ref}: not found as {ref}.py in {looked} ({available}; examples shipped with gpuctl: "
+        f"{', '.join(EXAMPLE_PREFIX + n for n in examples())})"
+    )
+
+
+EXAMPLE_PREFIX = "example:"
+INVENTORIES_ENV = "GPUCTL_INVENTORIES"
+
+
+def search_folders(cwd: Path) -> list[Path]:
+    """Where a bare inventory NAME is looked for, in order: ./inventories, each folder of
+    $GPUCTL_INVENTORIES (separated by ':'), then $XDG_CONFIG_HOME/gpuctl/inventories (~/.config/...)."""
+    folders = [cwd / "inventories"]
+    folders += [Path(f).expanduser() for f in os.environ.get(INVENTORIES_ENV, "").split(os.pathsep) if f]
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    folders.append(config / "gpuctl" / "inventories")
+    return list(dict.fromkeys(folders))
+
+
+def _shown(folder: Path, cwd: Path) -> str:
+    """A searched folder as the message names it: absolute, with ~ for the home folder."""
+    text = str(folder if folder.is_absolute() else cwd / folder)
+    home = str(Path.home())
+    return "~" + text[len(home) :] if text.startswith(home + os.sep) else text
+
+
+def examples_dir() -> Path:
+    """The example inventories shipped with gpuctl (inventories/ of the repository, inside the wheel)."""
+    return Path(str(resources.files("gpuctl.examples")))
+
+
+def examples() -> list[str]:
+    return sorted(p.stem for p in examples_dir().glob("*.py") if not p.name.startswith("_"))
+
+
+def example_path(name: str) -> Path:
+    path = examples_dir() / f"{name}.py"
     if not path.is_file():
-        folder = cwd / "inventories"
-        known = sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_")) if folder.is_dir() else []
-        hint = (
-            f" (available: {', '.join(known)})"
-            if known
-            else (" (inventories/ holds no .py file)" if folder.is_dir() else " (no inventories/ folder here)")
-        )
-        raise GpuctlError(f"inventory {ref}: not found as inventories/{ref}.py in {cwd}{hint}")
+        raise GpuctlError(f"inventory {EXAMPLE_PREFIX}{name}: no such example (examples: {', '.join(examples())})")
     return path
 
 
 def load(ref: str, cwd: Path | None = None) -> Inventory:
     """Load and validate an inventory; raise InventoryError with one line per problem."""
     path = resolve_path(ref, cwd)
-    label = _label(path, cwd or Path.cwd())
+    label = ref if ref.startswith(EXAMPLE_PREFIX) else _label(path, cwd or Path.cwd())
     namespace = _execute(path, label)
     entries, groups, defaults = _collect(namespace, label)
     hosts: dict[str, HostSpec] = {}

@@ -481,10 +481,12 @@ def test_broken_inventory_file_is_one_line_with_location(tmp_path, source, expec
 def test_missing_inventory_names_what_exists(tmp_path):
     (tmp_path / "inventories").mkdir()
     (tmp_path / "inventories" / "prod.py").write_text("")
-    result = run_cli("check", "prodd", cwd=tmp_path)
+    result = run_cli("check", "prodd", cwd=tmp_path, env={"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": ""})
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        f"error: inventory prodd: not found as inventories/prodd.py in {tmp_path} (available: prod)"
+        f"error: inventory prodd: not found as prodd.py in {tmp_path}/inventories, ~/.config/gpuctl/inventories "
+        "(available: prod; examples shipped with gpuctl: example:cpu-server, example:dev-laptop, example:prod, "
+        "example:vagrant)"
     )
 
 

@@ -1,0 +1,1 @@
+"""gpuctl's example inventories (shipped as gpuctl.examples: `gpuctl check example:prod`)."""
