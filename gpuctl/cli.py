@@ -415,6 +415,52 @@ def top(inventory_ref: str, limit: tuple[str, ...], interval: float, once: bool,
                 live.update(views.top_table(refresh(watches), title), refresh=True)
 
 
+@main.command()
+@click.argument("address", required=False)
+@click.option("--local", is_flag=True, help="This machine (no SSH).")
+@click.option("--user", "ssh_user", default="root", show_default=True, help="SSH user.")
+@click.option("--port", "ssh_port", type=click.IntRange(1, 65535), default=22, show_default=True, help="SSH port.")
+@click.option("--key", "ssh_key", type=click.Path(dir_okay=False), help="SSH private key.")
+@click.option("--known-hosts", type=click.Path(dir_okay=False), help="known_hosts file to check the host against.")
+@click.option("--name", help="The host's name in the inventory (default: from the address).")
+@click.option(
+    "--users", type=click.IntRange(1, 100_000), default=1, show_default=True, help="Concurrent users to plan for."
+)
+@json_option
+def discover(
+    address: str | None,
+    local: bool,
+    ssh_user: str,
+    ssh_port: int,
+    ssh_key: str | None,
+    known_hosts: str | None,
+    name: str | None,
+    users: int,
+    as_json: bool,
+) -> None:
+    """Read a bare host (read-only: distribution, GPUs, driver, CUDA, Docker, disk, RAM, CPU) and print a
+    ready inventory entry for it, with the engine and model the planner fits there."""
+    from gpuctl import discover as found_out
+    from gpuctl.spec import HostSpec
+
+    if local == (address is not None):
+        raise InventoryError(["give an ADDRESS to reach over SSH, or --local for this machine"])
+    label = name or (found_out.host_name(address) if address else "local")
+    reach: dict[str, Any] = {"local": True} if local else {"address": address, "ssh_user": ssh_user}
+    if not local:
+        reach |= {"ssh_port": ssh_port, "ssh_key": ssh_key, "ssh_known_hosts_file": known_hosts}
+    try:
+        target = HostSpec(name=label, **reach)
+    except ValueError as exc:
+        raise InventoryError([f"{address}: {str(exc).splitlines()[-1].strip()}"]) from None
+    found = found_out.run_facts(target)
+    proposal = found_out.propose(label, address, found, users, local=local)
+    if as_json:
+        emit_json({"host": label, "found": found.as_dict(), "proposal": proposal.as_dict()})
+    else:
+        views.print_discovered(label, found, proposal)
+
+
 @main.command(name="dashboard")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write it to FILE (default: stdout).")
 def dashboard_command(out: Path | None) -> None:

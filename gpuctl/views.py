@@ -16,6 +16,7 @@ from gpuctl.spec import HostSpec, VllmSpec
 
 if TYPE_CHECKING:
     from gpuctl.capacity import EnginePlan
+    from gpuctl.discover import Found, Proposal
     from gpuctl.fleet import HostOutcome
     from gpuctl.rollback import HistoryRow, RollbackOutcome
     from gpuctl.rollout import Phase, Rollout
@@ -181,6 +182,41 @@ def top_table(top_rows: list[TopRow], title: str) -> Table:
             r.gpu_memory,
         )
     return rows
+
+
+def print_discovered(name: str, found: Found, proposal: Proposal) -> None:
+    """`gpuctl discover`: what the host is, what gpuctl proposes, and the inventory entry."""
+    rows = table("fact", "value", title=f"{name}: what the host says (read-only)")
+    gpus = ", ".join(f"{g.name}" + (f" ({g.memory_mib} MiB)" if g.memory_mib else "") for g in found.gpus) or "none"
+    for fact, value in (
+        ("distribution", f"{found.os_name} ({found.os_id} {found.os_version}), kernel {found.kernel}, {found.arch}"),
+        ("CPU, RAM", f"{found.cpus} × {found.cpu_model}, {found.ram_gib:g} GiB"),
+        ("free disk for models", "-" if found.disk_free_gib is None else f"{found.disk_free_gib:g} GiB"),
+        ("NVIDIA GPUs", gpus + (f", {found.nvswitches} NVSwitch" if found.nvswitches else "")),
+        ("driver, CUDA", f"{found.driver or 'not loaded'}, CUDA {found.cuda or '-'}"),
+        ("Docker, toolkit", f"{found.docker or 'not installed'}, {found.toolkit or 'not installed'}"),
+    ):
+        rows.add_row(fact, value)
+    console().print(rows)
+    plan = proposal.plan
+    figures = f"{plan.verdict}: {'; '.join(plan.reasons[:2])}" if plan else "no plan"
+    console().print(f"proposed: {proposal.engine} ({proposal.why}); plan: {figures}")
+    click_echo_entry(entry_of(proposal))
+    console(stderr=True).print(
+        f"next: save it as inventories/{name}.py, then gpuctl check {name} && gpuctl plan {name} && "
+        f"gpuctl deploy {name} && gpuctl verify {name}"
+    )
+
+
+def entry_of(proposal: Proposal) -> str:
+    from gpuctl.discover import entry
+
+    return entry(proposal.host)
+
+
+def click_echo_entry(text: str) -> None:
+    """The entry as plain text (no markup), ready to paste into inventories/NAME.py."""
+    console().print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _ms(seconds: float | None) -> str:
