@@ -77,7 +77,8 @@ def test_discover_prints_an_entry_that_check_and_plan_accept_from_outside_the_ch
 
 def test_discover_changes_nothing_on_the_host(hosts):
     gpu, _ = hosts
-    before = gpu.run("find /etc /var/lib /usr/local -xdev -newer /etc/hostname 2>/dev/null | sort").stdout
+    folders = "/etc /usr/local /var/lib/dpkg /var/lib/gpuctl /var/cache/gpuctl"
+    listing = f"find {folders} -xdev -type f 2>/dev/null | sort | xargs -r md5sum 2>/dev/null"
+    before = gpu.run(listing).stdout
     discover(gpu)
-    after = gpu.run("find /etc /var/lib /usr/local -xdev -newer /etc/hostname 2>/dev/null | sort").stdout
-    assert after == before
+    assert gpu.run(listing).stdout == before and before
