@@ -80,3 +80,65 @@ def test_the_cli_benches_real_vllm_by_url_with_its_key(vllm_server):
     level = run["levels"][0]
     assert (level["requests"], level["errors"], level["output_tokens"]["total"]) == (4, 0, 64)
     assert abs(level["prompt_tokens"]["mean"] - 64) <= 4
+
+
+def test_a_bare_url_is_verified_and_benched_with_only_its_key(vllm_server):
+    """The real vLLM by URL: verify and bench ask the server its engine and model (no --engine, no
+    --model); only the key it requires is given."""
+    env = {"K": vllm_server.api_key}
+    verified = run_cli("verify", vllm_server.base_url, "--api-key-env", "K", "--json", env=env)
+    assert verified.exit_code == 0, verified.output
+    [report] = json.loads(verified.stdout)["engines"]
+    assert report["engine"] == "vllm" and all(c["ok"] for c in report["checks"])
+    benched = run_cli(
+        "bench",
+        vllm_server.base_url,
+        "--api-key-env",
+        "K",
+        "-c",
+        "1",
+        "-n",
+        "2",
+        "--output-tokens",
+        "16",
+        "--json",
+        env=env,
+    )
+    assert benched.exit_code == 0, benched.output
+    [run] = json.loads(benched.stdout)["runs"]
+    assert (run["engine"], run["model"], run["ok"]) == ("vllm", vllm_server.served_model_name, True)
+
+
+def test_a_prompt_and_output_beyond_the_context_are_refused_and_a_fitting_one_calibrates_within_it(vllm_server):
+    """The real vLLM's /v1/models gives max_model_len: 180 + 2000 tokens is refused before any load; 900 +
+    100 fits, and the calibration never sends a prompt the context cannot hold (its tokenizer makes about
+    four tokens of a word: 900 words would be far too long)."""
+    env = {"K": vllm_server.api_key}
+    context = requests.get(f"{vllm_server.base_url}/v1/models", headers=vllm_server.headers, timeout=10).json()
+    limit = context["data"][0]["max_model_len"]
+    refused = run_cli("bench", vllm_server.base_url, "--api-key-env", "K", "--output-tokens", "2000", "--json", env=env)
+    assert refused.exit_code == 1
+    [run] = json.loads(refused.stdout)["runs"]
+    assert run["error"].startswith(f"{vllm_server.served_model_name} has a context of {limit} tokens: ")
+    assert run["levels"] == []
+    prompt = limit - 124
+    fitted = run_cli(
+        "bench",
+        vllm_server.base_url,
+        "--api-key-env",
+        "K",
+        "-c",
+        "1",
+        "-n",
+        "2",
+        "--prompt-tokens",
+        str(prompt),
+        "--output-tokens",
+        "100",
+        "--json",
+        env=env,
+    )
+    assert fitted.exit_code == 0, fitted.output
+    [run] = json.loads(fitted.stdout)["runs"]
+    assert run["prompt"]["calibration_error"] is None
+    assert all(tokens < limit for _, tokens in run["prompt"]["probes"]) and run["levels"][0]["errors"] == 0
