@@ -426,6 +426,11 @@ def top(inventory_ref: str, limit: tuple[str, ...], interval: float, once: bool,
 @click.option(
     "--users", type=click.IntRange(1, 100_000), default=1, show_default=True, help="Concurrent users to plan for."
 )
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the inventory entry to FILE (e.g. inventories/NAME.py; an existing file is kept).",
+)
 @json_option
 def discover(
     address: str | None,
@@ -436,6 +441,7 @@ def discover(
     known_hosts: str | None,
     name: str | None,
     users: int,
+    out: Path | None,
     as_json: bool,
 ) -> None:
     """Read a bare host (read-only: distribution, GPUs, driver, CUDA, Docker, disk, RAM, CPU) and print a
@@ -445,6 +451,8 @@ def discover(
 
     if local == (address is not None):
         raise InventoryError(["give an ADDRESS to reach over SSH, or --local for this machine"])
+    if out is not None and out.exists():
+        raise InventoryError([f"--out {out}: exists already (gpuctl does not overwrite an inventory)"])
     label = name or (found_out.host_name(address) if address else "local")
     reach: dict[str, Any] = {"local": True} if local else {"address": address, "ssh_user": ssh_user}
     if not local:
@@ -455,6 +463,11 @@ def discover(
         raise InventoryError([f"{address}: {str(exc).splitlines()[-1].strip()}"]) from None
     found = found_out.run_facts(target)
     proposal = found_out.propose(label, address, found, users, local=local)
+    if out is not None:
+        try:
+            out.write_text(proposal.as_dict()["entry"])
+        except OSError as exc:
+            raise GpuctlError(f"--out {out}: cannot write: {exc.strerror}") from None
     if as_json:
         emit_json({"host": label, "found": found.as_dict(), "proposal": proposal.as_dict()})
     else:

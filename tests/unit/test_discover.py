@@ -110,3 +110,11 @@ def test_the_real_h100_capture_is_read_as_one_h100(tmp_path):
     sed = r"s/.*CUDA\( UMD\)\{0,1\} Version: *\([0-9.]*\).*/\2/p"
     cuda = subprocess.run(["sed", "-n", sed], input=banner, capture_output=True, text=True).stdout.split()
     assert cuda[:1] == ["13.0"], cuda
+
+
+def test_discover_out_writes_the_entry_and_never_overwrites(tmp_path):
+    out = tmp_path / "local.py"
+    assert run_cli("discover", "--local", "--out", str(out)).exit_code == 0
+    assert out.read_text().startswith("from gpuctl.inventory import Host, Ollama\n")
+    again = run_cli("discover", "--local", "--out", str(out))
+    assert again.exit_code == 2 and "exists already" in again.stderr
