@@ -1,5 +1,6 @@
 """Monitoring (gpuctl.monitoring): the node exporter on every host of an inventory that has a monitoring
-host, and Prometheus with gpuctl's alert rules on that host; both from the distribution's packages.
+host, and on that host Prometheus with gpuctl's alert rules and the blackbox exporter that probes the
+gateways; all from the distribution's packages.
 
 The files go in place before the packages are installed, so the services start with gpuctl's settings
 (apt keeps a configuration file that is already there) and Prometheus never listens beyond its bind."""
@@ -12,11 +13,12 @@ from pyinfra.operations.util import any_changed
 
 from gpuctl.deploy.files import put_rendered
 from gpuctl.host_layout import PROMETHEUS_CONFIG
-from gpuctl.outside import NODE_EXPORTER_PACKAGES, PROMETHEUS_PACKAGES
+from gpuctl.outside import BLACKBOX_PACKAGES, NODE_EXPORTER_PACKAGES, PROMETHEUS_PACKAGES
 from gpuctl.render import MonitoringFiles, RenderedFile
 
 NODE_EXPORTER = "prometheus-node-exporter.service"
 PROMETHEUS = "prometheus.service"
+BLACKBOX = "prometheus-blackbox-exporter.service"
 
 
 @deploy("Monitoring")
@@ -39,8 +41,17 @@ def prometheus(rendered: MonitoringFiles) -> None:
     reloads them; restarted only when its arguments (listen address, retention) change."""
     arguments = put_rendered(rendered.defaults)
     config = [put_rendered(item) for item in (rendered.config, rendered.rules, rendered.trust)]
-    packages = list(PROMETHEUS_PACKAGES)
-    apt.packages(name="Prometheus", packages=packages, update=True, cache_time=3600, no_recommends=True)
+    probes = [put_rendered(item) for item in (rendered.blackbox, rendered.blackbox_defaults)]
+    packages = [*PROMETHEUS_PACKAGES, *BLACKBOX_PACKAGES]
+    apt.packages(
+        name="Prometheus and the blackbox exporter", packages=packages, update=True, cache_time=3600, no_recommends=True
+    )
+    systemd.service(name=f"{BLACKBOX} enabled and running", service=BLACKBOX, running=True, enabled=True)
+    server.shell(
+        name=f"Restart {BLACKBOX} (its probe or arguments changed)",
+        commands=[f"systemctl restart {BLACKBOX}"],
+        _if=any_changed(*probes),
+    )
     server.shell(
         name="promtool check config (scrape targets and alert rules)",
         commands=[f"promtool check config {PROMETHEUS_CONFIG}"],

@@ -94,6 +94,10 @@ PROMETHEUS_TRUST = PROMETHEUS_DIR / "gpuctl-gateways-ca.pem"
 """The CAs of the gateways Prometheus scrapes (the inventory's private CA, provided ca_files)."""
 PROMETHEUS_DEFAULTS = PurePosixPath("/etc/default/prometheus")
 """ARGS of the packaged prometheus.service: listen address, retention."""
+BLACKBOX_CONFIG = PROMETHEUS_DIR / "blackbox.yml"
+"""The blackbox exporter's module that probes the gateways (TLS up, certificate expiry)."""
+BLACKBOX_DEFAULTS = PurePosixPath("/etc/default/prometheus-blackbox-exporter")
+BLACKBOX_LISTEN = "127.0.0.1:9115"
 NODE_EXPORTER_DEFAULTS = PurePosixPath("/etc/default/prometheus-node-exporter")
 """ARGS of the packaged prometheus-node-exporter.service: its listen port."""
 

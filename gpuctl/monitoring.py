@@ -18,7 +18,7 @@ from typing import Literal
 from gpuctl.errors import GpuctlError
 from gpuctl.spec import HostSpec, VllmSpec, bracketed
 
-Job = Literal["gpuctl-engines-https", "gpuctl-engines-http", "gpuctl-node"]
+Job = Literal["gpuctl-engines-https", "gpuctl-engines-http", "gpuctl-node", "gpuctl-gateways"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,10 @@ def targets_of(host: HostSpec, monitor: HostSpec) -> list[ScrapeTarget]:
     node = "127.0.0.1" if host is monitor else host.address
     port = monitor.monitoring.node_exporter_port
     found = [ScrapeTarget("gpuctl-node", host.name, f"{bracketed(node)}:{port}")]
+    if host.gateway is not None:  # probed by the blackbox exporter: up, and its certificate's expiry
+        name = bracketed(host.gateway.domain or host.address)
+        trust = {"private-ca": "private-ca", "provided": host.gateway.ca_file}.get(host.gateway.tls)
+        found.append(ScrapeTarget("gpuctl-gateways", host.name, f"https://{name}:{host.gateway.port}/", trust=trust))
     for engine in host.vllm:
         if host.gateway is not None:
             # Even from the monitoring host itself: its gateway admits scrapes by the address they come from.

@@ -384,6 +384,11 @@ PROMETHEUS_PACKAGES = ("prometheus",)
 bookworm/main, checked 2026-12-05); Ubuntu ships it in universe. Its unit runs `/usr/bin/prometheus $ARGS`
 with `EnvironmentFile=/etc/default/prometheus`, reloads on SIGHUP, config /etc/prometheus/prometheus.yml
 (REFERENCE-DAY2 §6, checked 2026-12-05)."""
+BLACKBOX_PACKAGES = ("prometheus-blackbox-exporter",)
+"""Debian 12: prometheus-blackbox-exporter 0.23.0-4+b4 (bookworm/main; `apt-cache policy`, 2026-12-05). Its
+unit runs `/usr/bin/prometheus-blackbox-exporter $ARGS` as user prometheus, `EnvironmentFile=
+/etc/default/prometheus-blackbox-exporter` (`ARGS="--config.file /etc/prometheus/blackbox.yml"`), reloads on
+SIGHUP (the package's files, read 2026-12-05); it listens on :9115 unless told otherwise."""
 NODE_EXPORTER_PACKAGES = ("prometheus-node-exporter",)
 """Debian 12: prometheus-node-exporter 1.5.0-1+b6 (bookworm/main); Ubuntu 24.04: 1.7.0-1ubuntu0.3, 22.04:
 1.3.1-1ubuntu0.22.04.3, both universe (packages.ubuntu.com, checked 2026-12-05). Listens on :9100 on every

@@ -21,6 +21,9 @@ import jinja2
 from gpuctl.errors import GpuctlError
 from gpuctl.host_layout import (
     ACME_WEBROOT,
+    BLACKBOX_CONFIG,
+    BLACKBOX_DEFAULTS,
+    BLACKBOX_LISTEN,
     DOCKER_BIN,
     FIREWALL_RULES,
     FIREWALL_UNIT,
@@ -138,9 +141,11 @@ class MonitoringFiles:
     rules: RenderedFile
     trust: RenderedFile
     defaults: RenderedFile
+    blackbox: RenderedFile
+    blackbox_defaults: RenderedFile
 
     def all(self) -> list[RenderedFile]:
-        return by_path(self.config, self.rules, self.trust, self.defaults)
+        return by_path(self.config, self.rules, self.trust, self.defaults, self.blackbox, self.blackbox_defaults)
 
 
 @dataclass(frozen=True)
@@ -291,6 +296,7 @@ def render_monitoring(host: HostSpec, trust: str) -> MonitoringFiles:
     monitoring = host.monitoring
     assert monitoring is not None
     targets: list[ScrapeTarget] = host.scrape_targets
+    gateways = [t for t in targets if t.job == "gpuctl-gateways"]
     jobs = []
     for name in ("gpuctl-engines-https", "gpuctl-engines-http", "gpuctl-node"):
         members = [t for t in targets if t.job == name]
@@ -305,12 +311,18 @@ def render_monitoring(host: HostSpec, trust: str) -> MonitoringFiles:
         "jobs": jobs,
         "self_target": on_host_address(monitoring.bind, monitoring.port),
         "listen": listen,
+        "gateways": gateways,
+        "blackbox_listen": BLACKBOX_LISTEN,
+        "blackbox_config": BLACKBOX_CONFIG,
+        "trust_file": PROMETHEUS_TRUST if trust else None,
     }
     return MonitoringFiles(
         config=RenderedFile(PROMETHEUS_CONFIG, _template("monitoring/prometheus.yml.j2", **context)),
         rules=RenderedFile(PROMETHEUS_RULES, _template("monitoring/gpuctl-alerts.yml.j2", **context)),
         trust=RenderedFile(PROMETHEUS_TRUST, trust or "# no private CA: every gateway scraped has a public one\n"),
         defaults=RenderedFile(PROMETHEUS_DEFAULTS, _template("monitoring/prometheus.default.j2", **context)),
+        blackbox=RenderedFile(BLACKBOX_CONFIG, _template("monitoring/blackbox.yml.j2", **context)),
+        blackbox_defaults=RenderedFile(BLACKBOX_DEFAULTS, _template("monitoring/blackbox.default.j2", **context)),
     )
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography import x509
 
 from gpuctl.dashboard import queried_metrics
 from harness import images
@@ -136,11 +137,27 @@ def test_prometheus_scrapes_the_engine_through_its_gateway_and_every_node_export
         ("gpuctl-node", mon.name): "up",
         ("gpuctl-node", eng.name): "up",
         ("gpuctl-engines-https", eng.name): "up",
+        ("gpuctl-gateways", eng.name): "up",  # the blackbox exporter's probe
     }
     wait_for("every target up", lambda: (found := targets(mon)) == expected or print(found))
     series = prometheus_api(mon, "query", 'vllm:num_requests_running{engine="vllm:main"}')["data"]["result"]
     assert [s["metric"]["host"] for s in series] == [eng.name]
     assert mon.run("ss -ltnH 'sport = :9090'").stdout.split()[3] == "127.0.0.1:9090"  # its UI stays on loopback
+    assert mon.run("ss -ltnH 'sport = :9115'").stdout.split()[3] == "127.0.0.1:9115"  # so does the prober
+
+
+def test_the_gateway_probe_reads_the_certificates_expiry(pair, deployed):
+    """probe_ssl_earliest_cert_expiry, as the blackbox exporter reads it over TLS, is the notAfter of the
+    certificate gpuctl's private CA issued for the gateway (what GatewayCertificateExpiring watches)."""
+    mon, eng = pair
+    chain = (deployed.parent / ".gpuctl" / "watched" / f"{eng.name}.pem").read_bytes()  # leaf first
+    not_after = x509.load_pem_x509_certificate(chain).not_valid_after_utc.timestamp()
+
+    def expiry() -> float | None:
+        result = prometheus_api(mon, "query", "probe_ssl_earliest_cert_expiry")["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    assert wait_for("the probe's certificate expiry", expiry) == not_after
 
 
 def test_only_the_monitoring_host_reads_metrics_without_the_key(pair, deployed):

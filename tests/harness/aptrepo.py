@@ -107,6 +107,7 @@ REPO_PACKAGES: tuple[str, ...] = (
     "busybox-static",
     "prometheus",  # monitoring (deploy/monitoring.py): Prometheus, promtool and the node exporter
     "prometheus-node-exporter",
+    "prometheus-blackbox-exporter",
     "libnuma1",  # the real vLLM CPU image (harness.vllm_image): vllm/_C.abi3.so links libnuma.so.1
 )
 

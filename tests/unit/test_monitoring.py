@@ -46,6 +46,7 @@ def test_every_host_is_a_target_and_admits_the_monitoring_host_alone(tmp_path):
     assert targets == [
         ("gpuctl-node", "mon", "127.0.0.1:9100", "/metrics", None, None),
         ("gpuctl-node", "gpu-01", "192.0.2.11:9100", "/metrics", None, None),
+        ("gpuctl-gateways", "gpu-01", "https://192.0.2.11:443/", "/metrics", None, "private-ca"),
         ("gpuctl-engines-https", "gpu-01", "192.0.2.11:443", "/metrics", "vllm:main", "private-ca"),
         ("gpuctl-engines-https", "gpu-01", "192.0.2.11:443", "/engines/small/metrics", "vllm:small", "private-ca"),
         ("gpuctl-node", "gpu-02", "192.0.2.12:9100", "/metrics", None, None),
@@ -132,7 +133,14 @@ def test_the_config_scrapes_each_job_with_its_labels_and_trust(tmp_path):
     assert config["global"] == {"scrape_interval": "10s", "evaluation_interval": "10s"}
     assert config["rule_files"] == ["/etc/prometheus/gpuctl-alerts.yml"]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert list(jobs) == ["prometheus", "gpuctl-engines-https", "gpuctl-engines-http", "gpuctl-node"]
+    assert list(jobs) == ["prometheus", "gpuctl-gateways", "gpuctl-engines-https", "gpuctl-engines-http", "gpuctl-node"]
+    probe = jobs["gpuctl-gateways"]
+    assert (probe["metrics_path"], probe["params"]) == ("/probe", {"module": ["gpuctl_gateway"]})
+    assert probe["static_configs"] == [{"targets": ["https://192.0.2.11:443/"], "labels": {"host": "gpu-01"}}]
+    assert probe["relabel_configs"][-1] == {"target_label": "__address__", "replacement": "127.0.0.1:9115"}
+    blackbox = yaml.safe_load((root / "etc/prometheus/blackbox.yml").read_text())["modules"]["gpuctl_gateway"]
+    assert blackbox["http"]["tls_config"] == {"ca_file": "/etc/prometheus/gpuctl-gateways-ca.pem"}
+    assert "--web.listen-address=127.0.0.1:9115" in (root / "etc/default/prometheus-blackbox-exporter").read_text()
     https = jobs["gpuctl-engines-https"]
     assert https["scheme"] == "https"
     assert https["tls_config"] == {"ca_file": "/etc/prometheus/gpuctl-gateways-ca.pem"}
@@ -158,7 +166,7 @@ def test_promtool_accepts_the_config_and_the_rules(tmp_path):
     config.write_text(text)
     result = promtool("check", "config", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout + result.stderr
+    assert "SUCCESS: 11 rules found" in result.stdout + result.stderr
 
 
 ENGINE = 'host="gpu-01",engine="vllm:main"'
@@ -189,6 +197,12 @@ RULE_TESTS = {
                 {"series": f'vllm:time_to_first_token_seconds_bucket{{{ENGINE},le="+Inf"}}', "values": "0+10x30"},
                 {"series": 'DCGM_FI_DEV_XID_ERRORS{host="gpu-01",gpu="0"}', "values": "0 79x5"},
                 {"series": 'DCGM_FI_DEV_GPU_TEMP{host="gpu-01",gpu="0"}', "values": "70x30"},
+                {"series": 'probe_success{job="gpuctl-gateways",host="gpu-01"}', "values": "1 1 0x10"},
+                # A certificate with 20 days left at 0s: 14 days left after 6 days.
+                {
+                    "series": 'probe_ssl_earliest_cert_expiry{job="gpuctl-gateways",host="gpu-02"}',
+                    "values": "1728000x30",
+                },
             ],
             "alert_rule_test": [
                 {"eval_time": "30s", "alertname": "EngineDown", "exp_alerts": []},  # down, not for 1m yet
@@ -278,6 +292,39 @@ RULE_TESTS = {
                     ],
                 },
                 {"eval_time": "10m", "alertname": "GpuHot", "exp_alerts": []},  # 70 °C is fine
+                {
+                    "eval_time": "3m",
+                    "alertname": "GatewayDown",
+                    "exp_alerts": [
+                        alert(
+                            {"severity": "critical", "job": "gpuctl-gateways", "host": "gpu-01"},
+                            "gpu-01: its gateway does not answer over TLS",
+                        )
+                    ],
+                },
+                {"eval_time": "14m", "alertname": "GatewayCertificateExpiring", "exp_alerts": []},  # 20 days left
+            ],
+        },
+        {
+            "interval": "5m",  # inside Prometheus' 5-minute lookback: the series stays present between samples
+            "input_series": [
+                {
+                    "series": 'probe_ssl_earliest_cert_expiry{job="gpuctl-gateways",host="gpu-02"}',
+                    "values": "1216800x40",  # 14 days and 2 hours left at 0s
+                },
+            ],
+            "alert_rule_test": [
+                {"eval_time": "2h", "alertname": "GatewayCertificateExpiring", "exp_alerts": []},  # 14 days left
+                {
+                    "eval_time": "3h",
+                    "alertname": "GatewayCertificateExpiring",
+                    "exp_alerts": [
+                        alert(
+                            {"severity": "warning", "job": "gpuctl-gateways", "host": "gpu-02"},
+                            "gpu-02: its gateway's certificate expires in 13d 23h 0m 0s",
+                        )
+                    ],
+                },
             ],
         },
         {
