@@ -148,12 +148,10 @@ class HostWatch:
         return rows
 
     def read_vllm(self, row: TopRow, url: str) -> None:
-        try:
-            health = requests.get(url + "/health", timeout=TIMEOUT_S)
-            metrics = requests.get(url + "/metrics", timeout=TIMEOUT_S)
-        except requests.RequestException as exc:
-            row.health, row.error = "down", str(exc)[:160]
+        answers = fetch(row, url, "/health", "/metrics")
+        if answers is None:
             return
+        health, metrics = answers
         row.health = str(health.status_code)
         if metrics.ok:
             now = parse_sample(metrics.text, time.monotonic())
@@ -161,13 +159,20 @@ class HostWatch:
             self.previous[row.engine] = now
 
 
-def read_ollama(row: TopRow, url: str) -> None:
+def fetch(row: TopRow, url: str, *paths: str) -> list[requests.Response] | None:
+    """GET each of PATHS from the engine at URL; None (ROW marked down, with why) when one gets no answer."""
     try:
-        version = requests.get(url + "/api/version", timeout=TIMEOUT_S)
-        ps = requests.get(url + "/api/ps", timeout=TIMEOUT_S)
+        return [requests.get(url + path, timeout=TIMEOUT_S) for path in paths]
     except requests.RequestException as exc:
         row.health, row.error = "down", str(exc)[:160]
+        return None
+
+
+def read_ollama(row: TopRow, url: str) -> None:
+    answers = fetch(row, url, "/api/version", "/api/ps")
+    if answers is None:
         return
+    version, ps = answers
     row.health = str(version.status_code)
     if ps.ok:
         loaded = [m.get("name", "?") for m in ps.json().get("models", [])]
