@@ -69,9 +69,14 @@ newest_passed() {
 record() {
     meta=$1
     shift
+    # The state folder (/var/lib/gpuctl) stays 0755: nginx reads the ACME webroot inside it. Only the
+    # release folders are private.
+    releases_dir=$(dirname "$root")
+    state_dir=$(dirname "$releases_dir")
+    [ -d "$state_dir" ] || install -d -m 0755 "$state_dir"
+    install -d -m 0700 "$releases_dir"
+    install -d -m 0700 "$root"
     umask 077
-    mkdir -p "$root"
-    chmod 0700 "$root"
     rm -rf "$root"/*.part # left by an interrupted record
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     id=$stamp

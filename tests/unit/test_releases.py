@@ -88,6 +88,29 @@ def test_record_list_mark_and_restore(tmp_path):
     assert stat.S_IMODE(engine.root.stat().st_mode) == 0o700
 
 
+def test_the_first_record_keeps_the_state_folder_readable_and_only_releases_private(tmp_path):
+    """Found by the ACME fleet test: a first record under umask 077 made /var/lib/gpuctl 0700, and nginx
+    could no longer serve the ACME challenges inside it."""
+    engine = Engine(tmp_path / "state")
+    engine.live("vllm:v1")
+    engine.root = tmp_path / "state" / "gpuctl" / "releases" / "vllm-main"
+    argv = [
+        "sh",
+        "-c",
+        f'umask 077; exec sh {SCRIPT} "$@"',
+        "release",
+        "record",
+        str(engine.root),
+        "{}",
+        *engine.files(),
+    ]
+    subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30)
+    modes = {
+        p.name: stat.S_IMODE(p.stat().st_mode) for p in (engine.root.parent.parent, engine.root.parent, engine.root)
+    }
+    assert modes == {"gpuctl": 0o755, "releases": 0o700, "vllm-main": 0o700}
+
+
 def test_live_files_edited_by_hand_match_no_release_and_are_adopted_once(tmp_path):
     engine = Engine(tmp_path)
     engine.record("vllm:v1")
