@@ -63,6 +63,9 @@ if TYPE_CHECKING:
     from gpuctl.keystore import ServerCert  # cryptography: imported only where certificates are made
 
 STOP_GRACE_S = 90
+HEALTH_INTERVAL_S = 5
+"""Docker probes an engine's /health this often: a restart is seen healthy at most this long after the
+engine is (the unit waits for it), and a failing engine is unhealthy after three failed probes."""
 
 SecretResolver = Callable[[SecretRef], str]
 
@@ -344,6 +347,7 @@ def render_vllm(host: HostSpec, engine: VllmSpec, resolve: SecretResolver) -> Vl
         "gpu_ids": [str(i) for i in engine.gpu_indices()],
         "cdi_devices": [f"nvidia.com/gpu={i}" for i in engine.gpu_indices()],
         "stop_grace_s": STOP_GRACE_S,
+        "health_interval_s": HEALTH_INTERVAL_S,
         "compose": f"{DOCKER_BIN} compose --project-name {engine.project} --file {compose_file}",
         "wait_healthy": WAIT_HEALTHY,
         "secret_env": {key: env_file_value(key, resolve(ref)) for key, ref in engine.secret_env().items()},

@@ -183,8 +183,8 @@ def run_batch(
         return result
     deployed = [h for h in batch if h.name not in {o.name for o in result.outcomes if o.status == "failed"}]
     result.reports = runner.verify_hosts(deployed, options, deploy_args.get("progress")) if deployed else []
-    for host in (h for h in batch if h.name in result.failed_hosts):
-        result.rollbacks += roll_back_failed(host, result, before, options)
+    failed = [h for h in batch if h.name in result.failed_hosts]
+    result.rollbacks = per_host(failed, lambda host: roll_back_failed(host, result, before, options)) if failed else []
     return result
 
 

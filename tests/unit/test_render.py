@@ -102,7 +102,7 @@ def test_compose_config_does_fail_on_a_broken_file(tmp_path):
     host = inventory.load("prod", cwd=REPO).hosts["gpu-01"]
     install(render_host(host), tmp_path)
     compose_file = next(tmp_path.rglob("compose.yaml"))
-    compose_file.write_text(compose_file.read_text().replace("interval: 15s", "interval: fifteen"))
+    compose_file.write_text(compose_file.read_text().replace("interval: 5s", "interval: five"))
     result = compose_config(compose_file)
     assert result.returncode != 0
     assert "interval" in result.stderr
