@@ -18,7 +18,11 @@ from typing import Literal
 from gpuctl.errors import GpuctlError
 from gpuctl.spec import HostSpec, VllmSpec, bracketed
 
-Job = Literal["gpuctl-engines-https", "gpuctl-engines-http", "gpuctl-node", "gpuctl-gateways"]
+Job = Literal[
+    "gpuctl-engines-https", "gpuctl-engines-https-public", "gpuctl-engines-http", "gpuctl-node", "gpuctl-gateways"
+]
+"""gpuctl-engines-https trusts the gateways' own CAs (private or provided); -public the system's CAs (ACME,
+or a provided certificate from a public CA): Prometheus' ca_file replaces the system's trust, it does not add."""
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,15 @@ def apply(hosts: dict[str, HostSpec], label: str) -> list[str]:
         ]
     assert source is not None
     for host in hosts.values():
+        if host.address is None:  # a local host without an address: nothing reaches it to scrape
+            continue
         host._scraper = source
         host._node_exporter_port = monitor.monitoring.node_exporter_port
-        if host.gateway is not None and source not in host.gateway.metrics_allow:
-            host.gateway.metrics_allow = [*host.gateway.metrics_allow, source]
+        # The monitoring host scrapes its own gateway from its own address, whatever scrape_from says.
+        admitted = [source, *([monitor.address] if host is monitor and monitor.address else [])]
+        if host.gateway is not None:
+            new = [a for a in dict.fromkeys(admitted) if a not in host.gateway.metrics_allow]
+            host.gateway.metrics_allow = [*host.gateway.metrics_allow, *new]
     monitor._scrape_targets = [t for host in hosts.values() for t in targets_of(host, monitor)]
     return []
 
@@ -86,7 +95,8 @@ def targets_of(host: HostSpec, monitor: HostSpec) -> list[ScrapeTarget]:
             where = f"{bracketed(name)}:{host.gateway.port}"
             path = f"{host.gateway_prefix(engine)}/metrics"
             trust = {"private-ca": "private-ca", "provided": host.gateway.ca_file}.get(host.gateway.tls)
-            found.append(ScrapeTarget("gpuctl-engines-https", host.name, where, path, engine.label, trust))
+            job: Job = "gpuctl-engines-https" if trust else "gpuctl-engines-https-public"
+            found.append(ScrapeTarget(job, host.name, where, path, engine.label, trust))
         elif engine in host.public_engines():
             target = f"{bracketed(host.address)}:{engine.port}"
             found.append(ScrapeTarget("gpuctl-engines-http", host.name, target, engine=engine.label))

@@ -28,6 +28,8 @@ from gpuctl.spec import OllamaSpec, VllmSpec
 from gpuctl.verify.remote import Remote
 
 Engine = VllmSpec | OllamaSpec
+AS_FOUND = "(as found running)"
+"""What a release kept before a change records for what it cannot know (its image, its spec's hash)."""
 
 
 @dataclass
@@ -104,8 +106,8 @@ def record_command(engine: Engine, running_version: str | None = None, adopt: bo
         version = running_version if adopt else engine.version
         meta |= {"image": f"ollama {version}", "ollama_version": str(version)}
     else:
-        meta["image"] = "(as found running)" if adopt else engine.image
-    meta |= {"gpuctl_version": __version__, "spec_sha256": "(as found running)" if adopt else spec_hash(engine)}
+        meta["image"] = AS_FOUND if adopt else engine.image
+    meta |= {"gpuctl_version": __version__, "spec_sha256": AS_FOUND if adopt else spec_hash(engine)}
     if not adopt:
         meta["spec"] = json.loads(engine.model_dump_json(exclude_unset=True))  # secrets: references only
     return release_command("adopt" if adopt else "record", engine, json.dumps(meta))

@@ -301,11 +301,12 @@ def render_monitoring(host: HostSpec, trust: str) -> MonitoringFiles:
     targets: list[ScrapeTarget] = host.scrape_targets
     gateways = [t for t in targets if t.job == "gpuctl-gateways"]
     jobs = []
-    for name in ("gpuctl-engines-https", "gpuctl-engines-http", "gpuctl-node"):
+    for name in ("gpuctl-engines-https", "gpuctl-engines-https-public", "gpuctl-engines-http", "gpuctl-node"):
         members = [t for t in targets if t.job == name]
         if members:
-            ca_file = PROMETHEUS_TRUST if name.endswith("https") and trust else None
-            jobs.append({"name": name, "https": name.endswith("https"), "ca_file": ca_file, "targets": members})
+            ca_file = PROMETHEUS_TRUST if name == "gpuctl-engines-https" and trust else None
+            https = name.startswith("gpuctl-engines-https")
+            jobs.append({"name": name, "https": https, "ca_file": ca_file, "targets": members})
     listen = f"{bracketed(monitoring.bind)}:{monitoring.port}"
     context = {
         "host": host,

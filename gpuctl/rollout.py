@@ -156,7 +156,12 @@ def back_to(before: dict[tuple[str, str], str | None], host: HostSpec):  # noqa:
     def choose(engine: releases.Engine, recorded: list[releases.Release]) -> releases.Release:
         wanted = before.get((host.name, engine.label))
         if wanted is None:
-            raise GpuctlError("no release was recorded before this deploy: nothing to roll back to")
+            # No release matched the engine before the batch (deployed before releases were recorded, or
+            # edited by hand): the deploy kept its running files as a release before changing them.
+            adopted = [r for r in recorded if r.spec_sha256 == releases.AS_FOUND]
+            if not adopted:
+                raise GpuctlError("no release was recorded before this deploy: nothing to roll back to")
+            return adopted[-1]
         return releases.rollback_target(recorded, wanted)
 
     return choose

@@ -93,7 +93,8 @@ async def calibrate(
             try:
                 tokens = await probe(guess)
             except ProbeError as exc:
-                if context_tokens is None or not str(exc).startswith("HTTP 400") or guess <= 1:
+                too_long = str(exc).startswith("HTTP 400") and ("context" in str(exc) or "input tokens" in str(exc))
+                if context_tokens is None or not too_long or guess <= 1:
                     raise
                 guess //= 2  # too long for the context: halve and try again
                 continue

@@ -30,21 +30,27 @@ activate() {
     touch "$versions/$1"
 }
 
-# An install from before releases were kept side by side (a folder and a file, not links): keep it as a
-# release when gpuctl installed it (its version is known), otherwise it is replaced as before.
+# An install from before releases were kept side by side (a folder and a file, not links), made by gpuctl
+# (its version is known): kept as a release. Copied first, then renamed into place, so an interrupted run
+# leaves the old install as it was; the folder is replaced by the link once the copy is complete.
 adopt_unlinked() {
     if [ ! -d "$lib" ] || [ -L "$lib" ]; then return 0; fi
     old=$(cat "$lib/.gpuctl-version" 2>/dev/null || true)
     if [ -n "$old" ] && ! installed "$old" && [ -f "$bin/ollama" ] && [ ! -L "$bin/ollama" ]; then
         rm -rf "$versions/$old.part" && mkdir -p "$versions/$old.part/bin" "$versions/$old.part/lib"
         cp -p "$bin/ollama" "$versions/$old.part/bin/ollama"
-        mv "$lib" "$versions/$old.part/lib/ollama"
-        mv "$versions/$old.part" "$versions/$old"
+        cp -a "$lib" "$versions/$old.part/lib/ollama"
+        mv -T "$versions/$old.part" "$versions/$old"
+        rm -rf "$lib"
         activate "$old"
         echo "kept the installed Ollama $old side by side"
-    else
-        rm -rf "$lib"
     fi
+}
+
+# An install gpuctl did not make (Ollama's own installer, no version marker) is replaced, but only once the
+# new release is unpacked and verified: a failed download leaves it working.
+drop_unlinked() {
+    if [ -d "$lib" ] && [ ! -L "$lib" ]; then rm -rf "$lib"; fi
 }
 
 # fetch: download and verify the release's archive into $versions/$version (complete, or absent).
@@ -82,7 +88,7 @@ fetch() {
     [ -x "$staging/bin/ollama" ] || { echo "$archive has no bin/ollama" >&2; rm -rf "$staging"; exit 1; }
     echo "$version" >"$staging/lib/ollama/.gpuctl-version"
     echo "$archive" >"$staging/lib/ollama/.gpuctl-archive"
-    rm -rf "${versions:?}/$version" && mv "$staging" "$versions/$version"
+    rm -rf "${versions:?}/$version" && mv -T "$staging" "$versions/$version"
     cd / && rm -rf "$folder" # the archive is unpacked: keep no second copy
     echo "installed Ollama $version from $archive"
 }
@@ -103,6 +109,7 @@ if installed "$version"; then
 else
     fetch "$@"
 fi
+drop_unlinked
 activate "$version"
 prune
 echo "live: Ollama $version"

@@ -73,7 +73,7 @@ record() {
     # release folders are private.
     releases_dir=$(dirname "$root")
     state_dir=$(dirname "$releases_dir")
-    [ -d "$state_dir" ] || install -d -m 0755 "$state_dir"
+    install -d -m 0755 "$state_dir" # also repairs a state folder an earlier gpuctl made 0700
     install -d -m 0700 "$releases_dir"
     install -d -m 0700 "$root"
     umask 077
@@ -96,7 +96,7 @@ record() {
     created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     printf '%s\n' "$meta" | sed "s/^{/{\"id\": \"$id\", \"created\": \"$created\", \"verify\": \"pending\", /" \
         >"$root/$id.part/release.json"
-    mv "$root/$id.part" "$root/$id"
+    mv -T "$root/$id.part" "$root/$id" # never into an existing release (a clock stepped back)
     keep_live=$(live_release "$@" || true)
     keep_passed=$(newest_passed)
     releases | grep -vx -e "$keep_live" -e "$keep_passed" | head -n "-$((KEEP - 2))" |

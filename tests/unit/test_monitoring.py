@@ -398,3 +398,41 @@ def test_every_dashboard_query_parses_as_promql(tmp_path):
     result = promtool("check", "rules", "panels.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(exprs)} rules found" in result.stdout
+
+
+def test_gateways_of_a_public_ca_are_trusted_by_the_systems_cas_not_the_private_bundle(tmp_path):
+    """Found in review: Prometheus' and the blackbox exporter's ca_file replace the system's trust. An ACME
+    gateway is scraped by its own job, and probed with its own module, without the private bundle."""
+    text = INVENTORY.replace(
+        '    Host("dev"',
+        '    Host("edge", address="192.0.2.20", gateway=Gateway(tls="acme", domain="llm.example.com", '
+        'acme_email="ops@example.com"), vllm=Vllm(image="vllm/vllm-openai:v0.32.0", model="m", gpu_access="none")),\n'
+        '    Host("dev"',
+    )
+    hosts = load(tmp_path, text).hosts
+    files = render_host(hosts["mon"], trust="-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    config = yaml.safe_load(files.monitoring.config.content)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert "tls_config" not in jobs["gpuctl-engines-https-public"]
+    assert jobs["gpuctl-engines-https-public"]["static_configs"][0]["targets"] == ["llm.example.com:443"]
+    assert jobs["gpuctl-engines-https"]["tls_config"] == {"ca_file": "/etc/prometheus/gpuctl-gateways-ca.pem"}
+    probes = {c["labels"]["host"]: c["labels"] for c in jobs["gpuctl-gateways"]["static_configs"]}
+    assert probes["edge"]["__param_module"] == "gpuctl_gateway_public" and "__param_module" not in probes["gpu-01"]
+    modules = yaml.safe_load(files.monitoring.blackbox.content)["modules"]
+    assert "tls_config" not in modules["gpuctl_gateway_public"]["http"]
+
+
+def test_the_monitoring_host_admits_its_own_address_and_a_host_without_one_gets_no_exporter(tmp_path):
+    text = INVENTORY.replace(
+        'Monitoring(scrape_interval="10s"', 'Monitoring(scrape_from="198.51.100.7", scrape_interval="10s"'
+    )
+    text = text.replace(
+        'Host("mon", address="192.0.2.5",',
+        'Host("mon", address="192.0.2.5", gateway=Gateway(), '
+        'vllm=Vllm(image="vllm/vllm-openai:v0.32.0", model="m", gpu_access="none"),',
+    )
+    text += 'laptop = [Host("laptop", local=True, ollama=Ollama(version="0.13.0", cpu_fallback=True))]\n'
+    hosts = load(tmp_path, text).hosts
+    assert hosts["mon"].gateway.metrics_allow == ["198.51.100.7", "192.0.2.5"]
+    assert hosts["gpu-01"].gateway.metrics_allow == ["198.51.100.7"]
+    assert hosts["laptop"].scraper is None and render_host(hosts["laptop"]).node_exporter is None

@@ -282,3 +282,18 @@ def test_versions_compare_across_ollama_tags_and_apt_versions():
     assert outside.version_tuple("1.18.0~rc.1-1") == (1, 18, 0)
     assert outside.version_tuple(outside.TOOLKIT_VERSION) >= outside.TOOLKIT_CDI_REFRESH_SINCE
     assert outside.version_tuple("1.17.9-1") < outside.TOOLKIT_CDI_REFRESH_SINCE
+
+
+def test_an_install_gpuctl_did_not_make_survives_a_failed_download_and_is_replaced_after_a_good_one(tmp_path):
+    """Ollama's own installer leaves /usr/local/lib/ollama without gpuctl's version marker: it is replaced only
+    once the new release is downloaded and verified."""
+    lib, binary = tmp_path / "root/usr/local/lib/ollama", tmp_path / "root/usr/local/bin/ollama"
+    (lib / "cuda_v12").mkdir(parents=True)
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\necho upstream\n")
+    bad = local_release(tmp_path, "0.40.2", corrupt=True)
+    assert install(tmp_path, "0.40.2", bad, "ollama-linux-amd64.tar.zst").returncode == 1
+    assert (lib / "cuda_v12").is_dir() and not lib.is_symlink() and binary.read_text().endswith("upstream\n")
+    good = local_release(tmp_path / "good", "0.40.2")
+    assert install(tmp_path, "0.40.2", good, "ollama-linux-amd64.tar.zst").returncode == 0
+    assert lib.is_symlink() and installed(tmp_path)[0] == "0.40.2" and versions_on(tmp_path) == ["0.40.2"]

@@ -100,3 +100,19 @@ def test_rollback_of_an_engine_no_host_has_is_one_line_before_any_connection():
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --engine vllm:nope: no such engine on gpu-01, gpu-02, gpu-h100-01")
     assert "(engines: vllm:main)" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_host_with_no_release_before_the_batch_rolls_back_to_the_files_the_deploy_kept():
+    """Found in review: an engine deployed before releases existed has no release before the batch; the deploy
+    keeps its running files as one ("as found running") before replacing them, and that is the way back."""
+    from gpuctl.releases import AS_FOUND, Release
+    from gpuctl.rollout import back_to
+    from gpuctl.spec import HostSpec, OllamaSpec
+
+    host = HostSpec(name="h", address="192.0.2.1", ollama=OllamaSpec(version="0.13.0", cpu_fallback=True))
+    kept = Release("1", "ollama", "ollama 0.12.6", "t", "0", AS_FOUND, "pending", False, "0.12.6")
+    new = Release("2", "ollama", "ollama 0.13.0", "t", "0", "abc", "failed", True, "0.13.0")
+    choose = back_to({("h", "ollama"): None}, host)
+    assert choose(host.ollama, [kept, new]) is kept
+    with pytest.raises(Exception, match="nothing to roll back to"):
+        choose(host.ollama, [new])
