@@ -53,10 +53,18 @@ def _get(url: str, headers: dict[str, str], verify: str | bool) -> requests.Resp
         raise GpuctlError(f"{url}: no answer ({type(exc).__name__}): is the address right and the engine up?") from None
 
 
-def _version(response: requests.Response) -> bool:
+def _json(response: requests.Response) -> dict:
+    """The response's JSON object ({} for an error, or for a body that is not a JSON object)."""
+    if not response.ok:
+        return {}
     with contextlib.suppress(ValueError):
-        return response.status_code == 200 and isinstance(response.json(), dict) and "version" in response.json()
-    return False
+        data = response.json()
+        return data if isinstance(data, dict) else {}
+    return {}
+
+
+def _version(response: requests.Response) -> bool:
+    return "version" in _json(response)
 
 
 def detect(url: str, api_key: str | None = None, engine: EngineKind | None = None, verify: str | bool = True) -> Served:
@@ -71,14 +79,14 @@ def detect(url: str, api_key: str | None = None, engine: EngineKind | None = Non
             raise GpuctlError(f"{base} answers 401: it {said}: export it and pass --api-key-env VAR")
         engine = "ollama" if _version(ollama) else "vllm" if vllm is not None and _version(vllm) else "openai"
     if engine == "ollama":
-        tags = _get(base + "/api/tags", headers, verify)
-        models = [m.get("name") for m in (tags.json().get("models", []) if tags.ok else []) if m.get("name")]
+        tags = _json(_get(base + "/api/tags", headers, verify))
+        models = [m.get("name") for m in tags.get("models", []) if isinstance(m, dict) and m.get("name")]
         return Served("ollama", models)
     listed = _get(base + "/v1/models", headers, verify)
     if listed.status_code == 401:
         said = "rejected the key given" if api_key else "wants a key"
         raise GpuctlError(f"{base}/v1/models answers 401: the server {said}: pass --api-key-env VAR")
-    data = listed.json().get("data", []) if listed.ok else []
+    data = [m for m in _json(listed).get("data", []) if isinstance(m, dict)]
     models = [m["id"] for m in data if m.get("id")]
     lengths = {m["id"]: int(m["max_model_len"]) for m in data if m.get("id") and m.get("max_model_len")}
     return Served(engine, models, lengths)

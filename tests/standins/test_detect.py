@@ -88,3 +88,31 @@ def test_nothing_listening_is_one_line(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.startswith("error: http://127.0.0.1:9/api/version: no answer (ConnectionError)")
     assert result.stderr.count("\n") == 1
+
+
+class NotJson(BaseHTTPRequestHandler):
+    """Answers 200 with an HTML page everywhere (a web server that is no engine)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<html>hello</html>")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_web_server_that_is_no_engine_is_said_to_be_neither(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotJson)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        result = verify(url)
+    finally:
+        server.shutdown()
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {url} answers neither /version (vLLM) nor /api/version (Ollama): "
+        "pass --engine vllm or --engine ollama\n"
+    )
