@@ -16,7 +16,7 @@ from typing import Any
 from gpuctl import catalog, outside
 from gpuctl.capacity import EnginePlan, plan_host
 from gpuctl.deploy.scripts import script_command
-from gpuctl.host_layout import HF_CACHE_DIR
+from gpuctl.host_layout import HF_CACHE_DIR, PCI_DEVICES_DIR
 from gpuctl.spec import DriverSpec, GpuSpec, HostSpec, OllamaSpec, SecretRef, VllmSpec
 
 MIB = 1024**2
@@ -54,7 +54,10 @@ class Found:
 
 
 def facts_command() -> str:
-    return script_command("discover/host-facts.sh", str(HF_CACHE_DIR))
+    """host-facts.sh, then the GPUs on the PCI bus as the driver step reads them (nvidia/pci-gpus.sh)."""
+    facts = script_command("discover/host-facts.sh", str(HF_CACHE_DIR))
+    pci = script_command("nvidia/pci-gpus.sh", str(PCI_DEVICES_DIR))
+    return f"{facts}; {pci} | sed 's/^/pci_gpu=/'"
 
 
 def parse(text: str) -> Found:

@@ -201,22 +201,11 @@ def print_discovered(name: str, found: Found, proposal: Proposal) -> None:
     plan = proposal.plan
     figures = f"{plan.verdict}: {'; '.join(plan.reasons[:2])}" if plan else "no plan"
     console().print(f"proposed: {proposal.engine} ({proposal.why}); plan: {figures}")
-    click_echo_entry(entry_of(proposal))
+    console().print(proposal.as_dict()["entry"], markup=False, highlight=False, soft_wrap=True)  # ready to paste
     console(stderr=True).print(
         f"next: save it as inventories/{name}.py, then gpuctl check {name} && gpuctl plan {name} && "
         f"gpuctl deploy {name} && gpuctl verify {name}"
     )
-
-
-def entry_of(proposal: Proposal) -> str:
-    from gpuctl.discover import entry
-
-    return entry(proposal.host)
-
-
-def click_echo_entry(text: str) -> None:
-    """The entry as plain text (no markup), ready to paste into inventories/NAME.py."""
-    console().print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _ms(seconds: float | None) -> str:

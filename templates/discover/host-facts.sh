@@ -1,7 +1,7 @@
 #!/bin/sh
 # Run by `gpuctl discover` on a host (never installed there); reads only, changes nothing.
 # Prints KEY=VALUE lines: the distribution, kernel, CPU, RAM, free disk where models go, Docker and the
-# NVIDIA container toolkit, and the NVIDIA GPUs (nvidia-smi when a driver is loaded, else the PCI bus).
+# NVIDIA container toolkit, and the NVIDIA GPUs nvidia-smi sees when a driver is loaded.
 # Usage: host-facts MODELS_DIR
 set -u
 models_dir=$1
@@ -31,15 +31,9 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n 1)"
     echo "cuda=$(nvidia-smi | sed -n 's/.*CUDA\( UMD\)\{0,1\} Version: *\([0-9.]*\).*/\2/p' | head -n 1)"
 fi
+# The GPUs on the PCI bus come from nvidia/pci-gpus.sh (gpuctl.discover runs it after this script);
+# NVSwitch bridges are not display devices, so they are counted here.
 if command -v lspci >/dev/null 2>&1; then
-    lspci -d 10de: -nn | grep -Ei 'vga|3d|display' | sed 's/^/pci_gpu=/'
     echo "nvswitches=$(lspci -d 10de: -nn | grep -ci 'nvswitch')"
-else
-    for device in /sys/bus/pci/devices/*; do
-        [ "$(cat "$device/vendor" 2>/dev/null)" = 0x10de ] || continue
-        case "$(cat "$device/class")" in
-        0x03*) echo "pci_gpu=${device##*/} NVIDIA [10de:$(cut -c3- "$device/device")]" ;;
-        esac
-    done
 fi
 exit 0
