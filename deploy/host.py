@@ -1,5 +1,6 @@
 """One host's whole deploy, in order: NVIDIA driver, Docker (+ container toolkit), vLLM engines (and
-their healing), Ollama, gateway, firewall, monitoring (node exporter; Prometheus on the monitoring host)."""
+their healing), Ollama, gateway, firewall, monitoring (node exporter, DCGM exporter on GPU hosts;
+Prometheus on the monitoring host)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.firewall import firewall
 from gpuctl.deploy.gateway import gateway
 from gpuctl.deploy.healing import healing, repair_unhealthy
-from gpuctl.deploy.monitoring import node_exporter, prometheus
+from gpuctl.deploy.monitoring import dcgm_exporter, node_exporter, prometheus
 from gpuctl.deploy.nvidia import nvidia_driver
 from gpuctl.deploy.ollama import ollama_engine
 from gpuctl.deploy.release_steps import files_differ
@@ -46,6 +47,8 @@ def deploy_host(spec: HostSpec, rendered: HostFiles) -> None:
         firewall(spec, rendered.firewall)
     if rendered.node_exporter is not None:
         node_exporter(rendered.node_exporter)
+    if rendered.dcgm_exporter is not None:
+        dcgm_exporter(rendered.dcgm_exporter)
     if rendered.monitoring is not None:
         prometheus(rendered.monitoring)
     if not spec.engines():

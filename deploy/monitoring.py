@@ -7,13 +7,21 @@ The files go in place before the packages are installed, so the services start w
 
 from __future__ import annotations
 
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, server, systemd
 from pyinfra.operations.util import any_changed
 
+from gpuctl.deploy.facts import DockerImageId
 from gpuctl.deploy.files import put_rendered
-from gpuctl.host_layout import PROMETHEUS_CONFIG
-from gpuctl.outside import BLACKBOX_PACKAGES, NODE_EXPORTER_PACKAGES, PROMETHEUS_PACKAGES
+from gpuctl.deploy.units import restart_command, start_unless_active
+from gpuctl.host_layout import DCGM_EXPORTER_UNIT_NAME, PROMETHEUS_CONFIG
+from gpuctl.outside import (
+    BLACKBOX_PACKAGES,
+    DCGM_EXPORTER_IMAGE,
+    NODE_EXPORTER_PACKAGES,
+    PROMETHEUS_PACKAGES,
+)
 from gpuctl.render import MonitoringFiles, RenderedFile
 
 NODE_EXPORTER = "prometheus-node-exporter.service"
@@ -33,6 +41,22 @@ def node_exporter(defaults: RenderedFile) -> None:
         commands=[f"systemctl restart {NODE_EXPORTER}"],
         _if=changed.did_change,
     )
+
+
+@deploy("Monitoring")
+def dcgm_exporter(unit: RenderedFile) -> None:
+    """NVIDIA's DCGM exporter container (pinned image, pulled before its unit changes), running; restarted
+    only when its unit changes."""
+    if host.get_fact(DockerImageId, image=DCGM_EXPORTER_IMAGE) is None:
+        server.shell(name=f"Pull {DCGM_EXPORTER_IMAGE}", commands=[f"docker pull --quiet '{DCGM_EXPORTER_IMAGE}'"])
+    changed = put_rendered(unit)
+    systemd.daemon_reload(name="systemd daemon-reload", _if=changed.did_change)
+    server.shell(
+        name=f"Restart {DCGM_EXPORTER_UNIT_NAME} (its unit changed)",
+        commands=[restart_command(DCGM_EXPORTER_UNIT_NAME)],
+        _if=changed.did_change,
+    )
+    start_unless_active(DCGM_EXPORTER_UNIT_NAME)
 
 
 @deploy("Monitoring")

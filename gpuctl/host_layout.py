@@ -100,6 +100,8 @@ BLACKBOX_DEFAULTS = PurePosixPath("/etc/default/prometheus-blackbox-exporter")
 BLACKBOX_LISTEN = "127.0.0.1:9115"
 NODE_EXPORTER_DEFAULTS = PurePosixPath("/etc/default/prometheus-node-exporter")
 """ARGS of the packaged prometheus-node-exporter.service: its listen port."""
+DCGM_EXPORTER_UNIT_NAME = "gpuctl-dcgm-exporter.service"
+DCGM_EXPORTER_CONTAINER = "gpuctl-dcgm-exporter"
 
 # -- firewall (nftables) ----------------------------------------------------------------------------
 FIREWALL_RULES = PRIVATE_TREE / "firewall.nft"

@@ -11,15 +11,23 @@ deploy of the monitoring host, whatever `--limit` the deploy of the new host had
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from gpuctl.errors import GpuctlError
 from gpuctl.spec import HostSpec, VllmSpec, bracketed
+from gpuctl.verify.ollama_api import duration_seconds, full_name
 
 Job = Literal[
-    "gpuctl-engines-https", "gpuctl-engines-https-public", "gpuctl-engines-http", "gpuctl-node", "gpuctl-gateways"
+    "gpuctl-engines-https",
+    "gpuctl-engines-https-public",
+    "gpuctl-engines-http",
+    "gpuctl-node",
+    "gpuctl-dcgm",
+    "gpuctl-gateways",
+    "gpuctl-ollama-models",
 ]
 """gpuctl-engines-https trusts the gateways' own CAs (private or provided); -public the system's CAs (ACME,
 or a provided certificate from a public CA): Prometheus' ca_file replaces the system's trust, it does not add."""
@@ -36,6 +44,12 @@ class ScrapeTarget:
     trust: str | None = None
     """What its TLS certificate chains to: "private-ca" (the inventory's), a provided ca_file's path, or None
     (a public CA, or plain http)."""
+    model: str | None = None
+    """gpuctl-ollama-models: the model whose presence in /api/ps is probed."""
+    keep_alive: str | None = None
+    """gpuctl-ollama-models: the host's OLLAMA_KEEP_ALIVE, as the spec gives it."""
+    budgets: tuple[tuple[int, float], ...] = ()
+    """gpuctl-dcgm: (GPU index, share of its memory the engines may use) (gpu_memory_budgets)."""
 
 
 def scraper_address(monitor: HostSpec) -> str | None:
@@ -66,6 +80,8 @@ def apply(hosts: dict[str, HostSpec], label: str) -> list[str]:
             continue
         host._scraper = source
         host._node_exporter_port = monitor.monitoring.node_exporter_port
+        if host.needs_nvidia():
+            host._dcgm_exporter_port = monitor.monitoring.dcgm_exporter_port
         # The monitoring host scrapes its own gateway from its own address, whatever scrape_from says.
         admitted = [source, *([monitor.address] if host is monitor and monitor.address else [])]
         if host.gateway is not None:
@@ -84,6 +100,9 @@ def targets_of(host: HostSpec, monitor: HostSpec) -> list[ScrapeTarget]:
     node = "127.0.0.1" if host is monitor else host.address
     port = monitor.monitoring.node_exporter_port
     found = [ScrapeTarget("gpuctl-node", host.name, f"{bracketed(node)}:{port}")]
+    if host.dcgm_exporter_port is not None:
+        where = f"{bracketed(node)}:{host.dcgm_exporter_port}"
+        found.append(ScrapeTarget("gpuctl-dcgm", host.name, where, budgets=tuple(gpu_memory_budgets(host))))
     if host.gateway is not None:  # probed by the blackbox exporter: up, and its certificate's expiry
         name = bracketed(host.gateway.domain or host.address)
         trust = {"private-ca": "private-ca", "provided": host.gateway.ca_file}.get(host.gateway.tls)
@@ -100,7 +119,72 @@ def targets_of(host: HostSpec, monitor: HostSpec) -> list[ScrapeTarget]:
         elif engine in host.public_engines():
             target = f"{bracketed(host.address)}:{engine.port}"
             found.append(ScrapeTarget("gpuctl-engines-http", host.name, target, engine=engine.label))
-    return found
+    return found + ollama_models_of(host)
+
+
+def ollama_models_of(host: HostSpec) -> list[ScrapeTarget]:
+    """Each model of HOST's Ollama, probed in /api/ps (through the gateway, which admits the scraper there)
+    so the rules can tell a model unloaded sooner than OLLAMA_KEEP_ALIVE says. Ollama has no /metrics."""
+    ollama = host.ollama
+    if ollama is None or host.address is None or duration_seconds(ollama.keep_alive) == 0:
+        return []  # keep-alive 0: unloading after every request is what was asked for
+    if host.gateway is not None:
+        base = f"https://{bracketed(host.gateway.domain or host.address)}:{host.gateway.port}"
+        trust = {"private-ca": "private-ca", "provided": host.gateway.ca_file}.get(host.gateway.tls)
+        url = f"{base}{host.gateway_prefix(ollama)}/api/ps"
+    elif ollama in host.public_engines():
+        url, trust = f"http://{bracketed(host.address)}:{ollama.port}/api/ps", None
+    else:
+        return []
+    return [
+        ScrapeTarget(
+            "gpuctl-ollama-models",
+            host.name,
+            url,
+            engine=ollama.label,
+            trust=trust,
+            model=full_name(m),
+            keep_alive=ollama.keep_alive,
+        )
+        for m in ollama.models
+    ]
+
+
+def gpu_memory_budgets(host: HostSpec) -> list[tuple[int, float]]:
+    """(GPU index, share of its memory the engines may use) for each of HOST's GPUs that only vLLM uses: the
+    sum of their gpu_memory_utilization (0 for a GPU no engine uses). A GPU Ollama may use has no budget:
+    Ollama takes what each loaded model needs, so nothing tells its memory from another process'."""
+    if host.gpus is None:
+        return []
+    ollama_gpus: set[int] = set()
+    if host.ollama is not None:
+        ollama_gpus = set(range(host.gpus.count)) if host.ollama.gpus is None else set(host.ollama.gpus)
+    budgets = []
+    for gpu in (g for g in range(host.gpus.count) if g not in ollama_gpus):
+        share = sum(e.gpu_memory_utilization for e in host.vllm if e.device == "gpu" and gpu in e.gpu_indices())
+        budgets.append((gpu, round(share, 4)))
+    return budgets
+
+
+def keep_alive_windows(targets: list[ScrapeTarget], scrape_interval: str) -> list[tuple[str, str | None]]:
+    """(OLLAMA_KEEP_ALIVE, Prometheus range or None for forever) for each keep-alive the probed models have.
+    A model that was loaded and unloaded within the range was unloaded sooner than its keep-alive: the
+    range is the keep-alive less two scrapes, so a model that stayed its full keep-alive never matches."""
+    interval = prometheus_seconds(scrape_interval)
+    windows = []
+    for keep_alive in dict.fromkeys(t.keep_alive for t in targets if t.keep_alive is not None):
+        seconds = duration_seconds(keep_alive)
+        if seconds < 0:
+            windows.append((keep_alive, None))
+        elif seconds > 2 * interval:
+            windows.append((keep_alive, f"{int(seconds - 2 * interval)}s"))
+    return windows
+
+
+def prometheus_seconds(duration: str) -> float:
+    """A Prometheus duration (15s, 1m30s, 2h, 1d) in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", duration))
 
 
 def trust_bundle(targets: list[ScrapeTarget], ca_pem: str | None, base_dir: Path) -> str:

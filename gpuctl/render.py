@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -18,12 +19,15 @@ from typing import TYPE_CHECKING
 
 import jinja2
 
+from gpuctl import outside
 from gpuctl.errors import GpuctlError
 from gpuctl.host_layout import (
     ACME_WEBROOT,
     BLACKBOX_CONFIG,
     BLACKBOX_DEFAULTS,
     BLACKBOX_LISTEN,
+    DCGM_EXPORTER_CONTAINER,
+    DCGM_EXPORTER_UNIT_NAME,
     DOCKER_BIN,
     FIREWALL_RULES,
     FIREWALL_UNIT,
@@ -46,6 +50,7 @@ from gpuctl.host_layout import (
     WAIT_HEALTHY,
     unit_path,
 )
+from gpuctl.monitoring import ScrapeTarget, keep_alive_windows
 from gpuctl.spec import (
     API_KEY_RE,
     CONTAINER_PORT,
@@ -194,6 +199,8 @@ class HostFiles:
     monitoring: MonitoringFiles | None = None
     node_exporter: RenderedFile | None = None
     """On every host of an inventory with a monitoring host: the node exporter's arguments."""
+    dcgm_exporter: RenderedFile | None = None
+    """On every GPU host of an inventory with a monitoring host: the unit running NVIDIA's DCGM exporter."""
 
     def components(self) -> Iterator[tuple[str, RenderedFile]]:
         """(component label, file) pairs: "vllm:NAME", "vllm", "ollama", "gateway", "firewall"."""
@@ -207,8 +214,9 @@ class HostFiles:
         for label, group in (*groups, ("monitoring", self.monitoring)):
             if group is not None:
                 yield from ((label, f) for f in group.all())
-        if self.node_exporter is not None:
-            yield "monitoring", self.node_exporter
+        for extra in (self.node_exporter, self.dcgm_exporter):
+            if extra is not None:
+                yield "monitoring", extra
 
     def __iter__(self) -> Iterator[RenderedFile]:
         return iter(sorted((f for _, f in self.components()), key=lambda f: str(f.path)))
@@ -289,19 +297,48 @@ def render_host(
             if host.scraper is not None
             else None
         ),
+        dcgm_exporter=render_dcgm_exporter(host) if host.dcgm_exporter_port is not None else None,
     )
+
+
+def render_dcgm_exporter(host: HostSpec) -> RenderedFile:
+    """The unit that runs NVIDIA's DCGM exporter container (pinned image) on the host's network, so the
+    firewall's input rules apply to its port as to the node exporter's."""
+    context = {
+        "host": host,
+        "image": outside.DCGM_EXPORTER_IMAGE,
+        "container": DCGM_EXPORTER_CONTAINER,
+        "docker": DOCKER_BIN,
+    }
+    unit = _template("monitoring/gpuctl-dcgm-exporter.service.j2", **context)
+    return RenderedFile(unit_path(DCGM_EXPORTER_UNIT_NAME), unit)
+
+
+def ollama_probes(targets: list[ScrapeTarget], scrape_interval: str) -> dict[str, object]:
+    """The blackbox modules that look for each Ollama model in /api/ps (one per model and trust), the probes
+    that use them, and the keep-alive windows of the OllamaModelUnloaded rules."""
+    probes, modules = [], {}
+    for target in (t for t in targets if t.job == "gpuctl-ollama-models"):
+        key = (target.model, target.trust is not None)
+        if key not in modules:
+            name = f"gpuctl_ollama_model_{len(modules) + 1}"
+            body = f'"name":\\s*"{re.escape(target.model or "")}"'
+            modules[key] = {"name": name, "model": target.model, "body": body, "private": target.trust is not None}
+        probes.append({"target": target, "module": modules[key]["name"]})
+    windows = keep_alive_windows([p["target"] for p in probes], scrape_interval)
+    return {"ollama_probes": probes, "ollama_modules": list(modules.values()), "keep_alive_windows": windows}
 
 
 def render_monitoring(host: HostSpec, trust: str) -> MonitoringFiles:
     """Prometheus' config from the inventory's scrape targets (gpuctl.monitoring), rules and arguments."""
-    from gpuctl.monitoring import ScrapeTarget
 
     monitoring = host.monitoring
     assert monitoring is not None
     targets: list[ScrapeTarget] = host.scrape_targets
     gateways = [t for t in targets if t.job == "gpuctl-gateways"]
     jobs = []
-    for name in ("gpuctl-engines-https", "gpuctl-engines-https-public", "gpuctl-engines-http", "gpuctl-node"):
+    names = ("gpuctl-engines-https", "gpuctl-engines-https-public", "gpuctl-engines-http", "gpuctl-node", "gpuctl-dcgm")
+    for name in names:
         members = [t for t in targets if t.job == name]
         if members:
             ca_file = PROMETHEUS_TRUST if name == "gpuctl-engines-https" and trust else None
@@ -319,6 +356,8 @@ def render_monitoring(host: HostSpec, trust: str) -> MonitoringFiles:
         "blackbox_listen": BLACKBOX_LISTEN,
         "blackbox_config": BLACKBOX_CONFIG,
         "trust_file": PROMETHEUS_TRUST if trust else None,
+        **ollama_probes(targets, monitoring.scrape_interval),
+        "gpu_budgets": [(t.host, gpu, share) for t in targets if t.job == "gpuctl-dcgm" for gpu, share in t.budgets],
     }
     return MonitoringFiles(
         config=RenderedFile(PROMETHEUS_CONFIG, _template("monitoring/prometheus.yml.j2", **context)),
@@ -492,7 +531,8 @@ def scraper_rule(host: HostSpec) -> dict[str, object] | None:
     if host.scraper is None or host.monitoring is not None:
         return None
     family = "ip6" if ipaddress.ip_address(host.scraper).version == 6 else "ip"
-    return {"family": family, "address": host.scraper, "port": host.node_exporter_port}
+    ports = [host.node_exporter_port, *([host.dcgm_exporter_port] if host.dcgm_exporter_port else [])]
+    return {"family": family, "address": host.scraper, "ports": ports}
 
 
 def render_firewall(host: HostSpec) -> FirewallFiles:

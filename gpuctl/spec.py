@@ -706,7 +706,8 @@ class GatewaySpec(Strict):
         None, description="engine behind /v1: a vllm engine name or 'ollama' (default: the only one)"
     )
     metrics_allow: list[str] = Field(
-        default_factory=list, description="scraper addresses or networks that may read /metrics without the key"
+        default_factory=list,
+        description="scraper addresses or networks that may read /metrics (and Ollama's /api/ps) without the key",
     )
     allow_ollama_admin: bool = Field(
         False, description="let key holders reach Ollama's /api/pull, push, create, delete and copy"
@@ -755,11 +756,18 @@ class MonitoringSpec(Strict):
     kv_cache_full_for: str = Field("5m", description="KV-cache usage above 90 % this long fires KvCacheFull")
     queue_for: str = Field("5m", description="requests waiting this long fires RequestsQueued")
     ttft_p95_alert_s: float = Field(2.0, gt=0, le=3600, description="TTFT p95 (5 min) above this fires TtftHigh")
+    dcgm_exporter_port: Port = Field(9400, description="NVIDIA's DCGM exporter (GPU metrics) on every GPU host")
+    gpu_memory_margin: float = Field(
+        0.05, ge=0, le=0.5, description="GPU memory share above the engines' budget that fires GpuMemoryUsedByOthers"
+    )
+    gpu_memory_other_for: str = Field("5m", description="GPU memory above budget this long fires GpuMemoryUsedByOthers")
     scrape_from: str | None = Field(
         None, description="the address its scrapes come from, as the other hosts see it (default: the host's address)"
     )
 
-    @field_validator("scrape_interval", "retention", "engine_down_for", "kv_cache_full_for", "queue_for")
+    @field_validator(
+        "scrape_interval", "retention", "engine_down_for", "kv_cache_full_for", "queue_for", "gpu_memory_other_for"
+    )
     @classmethod
     def _prometheus_duration(cls, value: str) -> str:
         if not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", value):
@@ -874,6 +882,8 @@ class HostSpec(Strict):
     _scraper: str | None = PrivateAttr(None)
     """The monitoring host's address when the inventory has one (set by gpuctl.monitoring when it loads)."""
     _node_exporter_port: int = PrivateAttr(9100)
+    _dcgm_exporter_port: int | None = PrivateAttr(None)
+    """On a GPU host of an inventory with a monitoring host: where NVIDIA's DCGM exporter listens."""
     _scrape_targets: list[Any] = PrivateAttr(default_factory=list)
     """On the monitoring host: what its Prometheus scrapes (gpuctl.monitoring.ScrapeTarget)."""
 
@@ -884,6 +894,10 @@ class HostSpec(Strict):
     @property
     def node_exporter_port(self) -> int:
         return self._node_exporter_port
+
+    @property
+    def dcgm_exporter_port(self) -> int | None:
+        return self._dcgm_exporter_port
 
     @property
     def scrape_targets(self) -> list[Any]:
@@ -1033,7 +1047,8 @@ class HostSpec(Strict):
         return self.gpus is not None
 
     def needs_docker(self) -> bool:
-        return bool(self.vllm)
+        """vLLM engines and NVIDIA's DCGM exporter run in containers."""
+        return bool(self.vllm) or self.dcgm_exporter_port is not None
 
     def firewall_enabled(self) -> bool:
         """Whether the nftables firewall belongs on this host (default: with a gateway)."""

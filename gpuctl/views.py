@@ -304,12 +304,18 @@ def risk_lines(hosts: list[HostSpec]) -> list[str]:
         for host in hosts
         for engine in host.public_engines()
     ]
-    lines += [
-        f"RISK: {host.name}: the node exporter listens on port {host.node_exporter_port} with no firewall to admit "
-        f"the monitoring host ({host.scraper}) alone: anyone who reaches it reads the host's metrics"
-        for host in hosts
-        if host.scraper is not None and host.monitoring is None and not host.firewall_enabled()
-    ]
+    for host in hosts:
+        if host.scraper is None or host.monitoring is not None or host.firewall_enabled():
+            continue
+        exporters = f"the node exporter listens on port {host.node_exporter_port}"
+        if host.dcgm_exporter_port is not None:
+            exporters = (
+                f"the node and DCGM exporters listen on ports {host.node_exporter_port}, {host.dcgm_exporter_port}"
+            )
+        lines.append(
+            f"RISK: {host.name}: {exporters} with no firewall to admit the monitoring host ({host.scraper}) alone: "
+            "anyone who reaches it reads the host's metrics"
+        )
     return lines
 
 

@@ -34,14 +34,15 @@ def plan(
     tmp_path,
     gpus: str = 'gpus=Gpu(model="H100 80GB", count=1, memory_gib=80), ',
     driver: str = "driver=Driver(branch=580), ",
+    monitoring: str = "",
 ) -> dict:
     inventory = tmp_path / "gpu.py"
     inventory.write_text(
         textwrap.dedent(f"""
-        from gpuctl.inventory import Driver, Gpu, Host, Vllm
+        from gpuctl.inventory import Driver, Gpu, Host, Monitoring, Vllm
         g = [Host({host.name!r}, address={host.address!r}, ssh_key={str(host.ssh_key)!r},
                   ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="yes",
-                  {gpus}{driver}docker=dict(packages=["docker.io", "docker-compose-plugin"]),
+                  {gpus}{driver}{monitoring}docker=dict(packages=["docker.io", "docker-compose-plugin"]),
                   vllm=Vllm(image="vllm/vllm-openai:v0.32.0", model="m",
                             gpu_access={'"reservation"' if gpus else '"none"'}))]
     """)
@@ -133,6 +134,24 @@ def test_loaded_driver_plans_no_reboot_and_persistence(gpu_host, tmp_path):
     names = outcome["changes"]
     assert not any("Reboot" in name or "Check the installed driver" in name for name in names)
     assert f"{DRIVER}nvidia-persistenced enabled and running" in names
+
+
+def test_a_monitored_gpu_host_plans_nvidias_dcgm_exporter_after_the_toolkit(gpu_host, tmp_path):
+    """With a monitoring host in the inventory (here the GPU host itself), its DCGM exporter container is
+    planned: the pinned image pulled, its unit written (host network, its port), enabled and started; after
+    Docker and the container toolkit that give it the GPU."""
+    gpu_standin.install(gpu_host, gpus=1, driver_loaded=True)
+    outcome = plan(gpu_host, tmp_path, monitoring="monitoring=Monitoring(), ")
+    names, commands = outcome["changes"], outcome["commands"]
+    assert outcome["exit_code"] == 0, outcome
+    pull = f"Monitoring | Pull {outside.DCGM_EXPORTER_IMAGE}"
+    assert commands[pull] == [f"docker pull --quiet '{outside.DCGM_EXPORTER_IMAGE}'"]
+    unit = "Monitoring | File /etc/systemd/system/gpuctl-dcgm-exporter.service"
+    start = "Monitoring | Start gpuctl-dcgm-exporter.service (was inactive)"
+    assert {unit, start} <= set(names), names
+    toolkit = max(i for i, name in enumerate(names) if name.startswith(TOOLKIT))
+    assert toolkit < names.index(pull) < names.index(unit) < names.index(start)
+    assert not gpu_host.run("test -e /etc/systemd/system/gpuctl-dcgm-exporter.service", check=False).ok
 
 
 def test_declared_gpus_missing_on_the_bus_fail_the_host_before_any_change(gpu_host, tmp_path):

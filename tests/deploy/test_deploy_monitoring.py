@@ -1,13 +1,18 @@
-"""Monitoring on real fleet hosts: Prometheus (Debian's package) on one host scrapes the other host's vLLM
-engine through its gateway and both node exporters, and its alert rules fire.
+"""Monitoring on real fleet hosts: Prometheus (Debian's package) on one host scrapes the other hosts' vLLM
+engine through its gateway, their node exporters, a GPU host's DCGM exporter and Ollama's loaded models,
+and its alert rules fire.
 
-Two hosts: "mon" runs Prometheus (`monitoring=Monitoring(...)`, no engine), "eng" runs a vLLM engine on
-loopback behind the gateway (private CA) and the firewall. Hosts reach each other through this machine:
-IPv4 forwarding is turned on for their two veths only, for this module, and restored after.
+Three hosts: "mon" runs Prometheus (`monitoring=Monitoring(...)`, no engine), "eng" runs a vLLM engine and
+Ollama on loopback behind the gateway (private CA) and the firewall, "gpu" is a GPU host of the inventory
+that is never deployed (no GPU here: its driver step cannot run), only scraped. Hosts reach each other
+through this machine: IPv4 forwarding is turned on for their veths only, for this module, and restored after.
 
-Stand-in, named: the vLLM image is the container STAND-IN (harness/images.py) with `gpu_access="none"`
-(its /metrics has vLLM's metric names). Real: Prometheus, promtool, the node exporter, nginx, nftables,
-Docker, systemd, SSH, pyinfra, TLS.
+Stand-ins, named: the vLLM image is the container STAND-IN (harness/images.py) with `gpu_access="none"`
+(its /metrics has vLLM's metric names); Ollama is the STAND-IN of harness/ollama_standin.py from the test
+mirror; on "gpu", NVIDIA's DCGM exporter is the STAND-IN of harness/dcgm_standin.py (its metric names,
+labels and port; values staged by the test). The DCGM exporter's unit and pinned image are planned on a
+GPU host in tests/deploy/test_deploy_gpu_plan.py. Real: Prometheus, promtool, the node and blackbox
+exporters, nginx, nftables, Docker, systemd, SSH, pyinfra, TLS.
 """
 
 from __future__ import annotations
@@ -28,16 +33,18 @@ import requests
 from cryptography import x509
 
 from gpuctl.dashboard import queried_metrics
-from harness import images
+from harness import dcgm_standin, images, mirror
 from harness.fleet import Fleet, Host
 
 pytestmark = pytest.mark.fleet
 
 IMAGE = "gpuctl-test/vllm-standin:v0.32.0"
+OLLAMA = "0.13.0"
+DCGM_STATE = "/etc/gpuctl-test/dcgm.json"
 ENV = {**os.environ, "GPUCTL_TEST_ENGINE_KEY": "sk-engine-5d41402abc4b2a76b9719d911017c592"}
 
 
-def write_inventory(path: Path, mon: Host, eng: Host) -> Path:
+def write_inventory(path: Path, mon: Host, eng: Host, gpu: Host) -> Path:
     def reach(host: Host) -> str:
         return (
             f"address={host.address!r}, ssh_key={str(host.ssh_key)!r}, "
@@ -46,15 +53,21 @@ def write_inventory(path: Path, mon: Host, eng: Host) -> Path:
 
     path.write_text(
         textwrap.dedent(f"""
-        from gpuctl.inventory import Gateway, Host, Monitoring, Secret, Vllm
+        from gpuctl.inventory import Gateway, Gpu, Host, Monitoring, Ollama, Secret, Vllm
         fleet = [
             Host({mon.name!r}, {reach(mon)},
-                 monitoring=Monitoring(scrape_interval="2s", engine_down_for="0s")),
+                 monitoring=Monitoring(scrape_interval="2s", engine_down_for="0s", gpu_memory_other_for="0s")),
             Host({eng.name!r}, {reach(eng)},
                  docker=dict(packages=["docker.io", "docker-compose-plugin"]),
                  vllm=Vllm(name="main", image={IMAGE!r}, model="org/tiny-model", served_model_name="tiny",
                            gpu_access="none", start_timeout_s=120, api_key=Secret.env("GPUCTL_TEST_ENGINE_KEY")),
-                 gateway=Gateway()),
+                 ollama=Ollama(version={OLLAMA!r}, cpu_fallback=True, release_url={mirror.MIRROR_URL!r},
+                               keep_alive="1h", models=["qwen2.5:0.5b"]),
+                 gateway=Gateway(engine="main")),
+        ]
+        gpus = [  # never deployed here: only scraped
+            Host({gpu.name!r}, {reach(gpu)}, gpus=Gpu(model="H100 80GB", count=1, memory_gib=80),
+                 vllm=Vllm(name="big", image="vllm/vllm-openai:v0.32.0", model="m", gpu_memory_utilization=0.9)),
         ]
     """)
     )
@@ -101,27 +114,36 @@ def set_forwarding(hosts: list[Host], value: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def pair(fleet: Fleet) -> Iterator[tuple[Host, Host]]:
+def trio(fleet: Fleet) -> Iterator[tuple[Host, Host, Host]]:
     """Destroyed at the module's end (inotify instances are limited per user)."""
-    mon, eng = fleet.new_host("mon"), fleet.new_host("eng")
-    before = set_forwarding([mon, eng], "1")
+    hosts = mon, eng, gpu = fleet.new_host("mon"), fleet.new_host("eng"), fleet.new_host("gpu")
+    before = set_forwarding(list(hosts), "1")
     try:
         images.install_docker(eng)
         images.load_vllm_standin(fleet, eng, IMAGE)
-        yield mon, eng
+        mirror.serve(eng)
+        mirror.publish(eng, OLLAMA)
+        gpu.put_file(Path(dcgm_standin.__file__), "/opt/dcgm_standin.py")
+        gpu.run(f"systemd-run --unit=dcgm-standin python3 /opt/dcgm_standin.py 9400 {DCGM_STATE}")
+        yield mon, eng, gpu
     finally:
-        for host, value in zip([mon, eng], before, strict=True):
+        for host, value in zip(hosts, before, strict=True):
             if Path(f"/proc/sys/net/ipv4/conf/{host.veth}").exists():
                 set_forwarding([host], value)
-        mon.destroy()
-        eng.destroy()
+        for host in hosts:
+            host.destroy()
 
 
 @pytest.fixture(scope="module")
-def deployed(pair: tuple[Host, Host], tmp_path_factory) -> Path:
-    mon, eng = pair
-    inventory = write_inventory(tmp_path_factory.mktemp("inv") / "watched.py", mon, eng)
-    result = gpuctl("deploy", str(inventory), "--yes", "--json")
+def pair(trio: tuple[Host, Host, Host]) -> tuple[Host, Host]:
+    return trio[0], trio[1]
+
+
+@pytest.fixture(scope="module")
+def deployed(trio: tuple[Host, Host, Host], tmp_path_factory) -> Path:
+    mon, eng, gpu = trio
+    inventory = write_inventory(tmp_path_factory.mktemp("inv") / "watched.py", mon, eng, gpu)
+    result = gpuctl("deploy", str(inventory), "--limit", "fleet", "--yes", "--json")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     report = {h["host"]: h for h in json.loads(result.stdout)["hosts"]}
     changes = report[mon.name]["changes"]
@@ -138,6 +160,9 @@ def test_prometheus_scrapes_the_engine_through_its_gateway_and_every_node_export
         ("gpuctl-node", eng.name): "up",
         ("gpuctl-engines-https", eng.name): "up",
         ("gpuctl-gateways", eng.name): "up",  # the blackbox exporter's probe
+        ("gpuctl-ollama-models", eng.name): "up",  # so is this: the probe answered, loaded or not
+        ("gpuctl-node", "gpu"): "down",  # never deployed: no node exporter
+        ("gpuctl-dcgm", "gpu"): "up",
     }
     wait_for("every target up", lambda: (found := targets(mon)) == expected or print(found))
     series = prometheus_api(mon, "query", 'vllm:num_requests_running{engine="vllm:main"}')["data"]["result"]
@@ -170,6 +195,10 @@ def test_only_the_monitoring_host_reads_metrics_without_the_key(pair, deployed):
         f"https://{eng.address}/metrics"
     ).stdout
     assert inside == "200"
+    ollama = f"https://{eng.address}/engines/ollama/api/ps"
+    assert requests.get(ollama, verify=str(ca), timeout=10).status_code == 401
+    models = mon.run(f"curl -fsS --cacert /etc/prometheus/gpuctl-gateways-ca.pem {ollama}").stdout
+    assert "models" in json.loads(models)
 
 
 def test_the_node_exporter_port_is_closed_to_everyone_but_the_monitoring_host(pair, deployed):
@@ -203,8 +232,54 @@ def test_a_stopped_engine_turns_its_target_down_and_fires_engine_down(pair, depl
     wait_for("engine target up again", lambda: targets(mon).get(("gpuctl-engines-https", eng.name)) == "up")
 
 
+def firing(mon: Host, name: str) -> list[dict]:
+    alerts = prometheus_api(mon, "alerts")["data"]["alerts"]
+    return [a for a in alerts if a["labels"]["alertname"] == name and a["state"] == "firing"]
+
+
+def scalar(mon: Host, query: str) -> float | None:
+    result = prometheus_api(mon, "query", query)["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_gpu_memory_held_by_another_process_fires_gpu_memory_used_by_others(trio, deployed):
+    """The GPU host's engine may use 90 % of its GPU (gpu_memory_utilization=0.9), plus the 5 % margin.
+    DCGM (stand-in) reporting 89.5 % in use fires nothing; 96.9 % fires GpuMemoryUsedByOthers."""
+    mon, _, gpu = trio
+    ratio = 'DCGM_FI_DEV_FB_USED{host="gpu"} / (DCGM_FI_DEV_FB_USED{host="gpu"} + DCGM_FI_DEV_FB_FREE{host="gpu"})'
+    assert scalar(mon, 'gpuctl:gpu_memory_budget:ratio{host="gpu",gpu="0"}') == 0.9
+    gpu.write_file(DCGM_STATE, json.dumps({"DCGM_FI_DEV_FB_USED": 73000, "DCGM_FI_DEV_FB_FREE": 8559}))
+    wait_for("89.5 % scraped", lambda: (scalar(mon, ratio) or 0) > 0.89)
+    time.sleep(5)  # two more evaluations at 2 s
+    assert firing(mon, "GpuMemoryUsedByOthers") == []
+    gpu.write_file(DCGM_STATE, json.dumps({"DCGM_FI_DEV_FB_USED": 79000, "DCGM_FI_DEV_FB_FREE": 2559}))
+    [alert] = wait_for("GpuMemoryUsedByOthers firing", lambda: firing(mon, "GpuMemoryUsedByOthers"))
+    assert (alert["labels"]["host"], alert["labels"]["gpu"]) == ("gpu", "0")
+    assert alert["annotations"]["summary"] == (
+        "gpu GPU 0: 96.86% of its memory in use, more than the engines' budget: another process holds GPU memory"
+    )
+
+
+def test_ollama_losing_its_model_within_the_keep_alive_fires_ollama_model_unloaded(pair, deployed):
+    """keep_alive="1h": the model is loaded (a request with an empty prompt, as Ollama's API documents), the
+    probe sees it in /api/ps; Ollama is restarted (as after a crash) and comes back without it."""
+    mon, eng = pair
+    loaded = 'probe_success{job="gpuctl-ollama-models",model="qwen2.5:0.5b"}'
+    assert wait_for("not loaded yet", lambda: scalar(mon, loaded) == 0)
+    eng.run("""curl -fsS http://127.0.0.1:11434/api/generate -d '{"model": "qwen2.5:0.5b"}'""")
+    wait_for("the probe sees it loaded", lambda: scalar(mon, loaded) == 1)
+    assert firing(mon, "OllamaModelUnloaded") == []
+    eng.run("systemctl restart ollama.service")
+    [alert] = wait_for("OllamaModelUnloaded firing", lambda: firing(mon, "OllamaModelUnloaded"))
+    assert (alert["labels"]["host"], alert["labels"]["model"]) == (eng.name, "qwen2.5:0.5b")
+    assert alert["annotations"]["summary"] == (
+        f"{eng.name}: Ollama unloaded qwen2.5:0.5b sooner than OLLAMA_KEEP_ALIVE=1h says: the next request "
+        "waits for a load"
+    )
+
+
 def test_a_second_deploy_changes_nothing_on_either_host(pair, deployed):
-    result = gpuctl("deploy", str(deployed), "--yes", "--json")
+    result = gpuctl("deploy", str(deployed), "--limit", "fleet", "--yes", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     assert [(h["host"], h["status"], h["changes"]) for h in json.loads(result.stdout)["hosts"]] == [
         ("mon", "unchanged", []),

@@ -57,10 +57,97 @@ def test_every_host_is_a_target_and_admits_the_monitoring_host_alone(tmp_path):
     assert {h.scraper for h in hosts.values()} == {"192.0.2.5"}
     files = render_host(hosts["gpu-01"])
     rules = files.firewall.rules.content
-    assert 'ip saddr 192.0.2.5 tcp dport 9100 accept comment "node exporter, for the monitoring host only"' in rules
+    assert (
+        'ip saddr 192.0.2.5 tcp dport { 9100 } accept comment "exporters (node), for the monitoring host only"' in rules
+    )
     assert "9100" not in rules.split("set open_tcp")[1].split("}")[0]  # not open to everyone
     assert files.node_exporter.content.endswith('ARGS="--web.listen-address=:9100"\n')
-    assert '"~^0:1:(/engines/[^/]+)?/metrics$" 1;' in files.gateway.site.content
+    assert '"~^0:1:(/engines/[^/]+)?/(metrics|api/ps)$" 1;' in files.gateway.site.content
+    assert files.dcgm_exporter is None  # no GPU declared
+
+
+GPU_INVENTORY = """
+from gpuctl.inventory import Gateway, Gpu, Host, Monitoring, Ollama, Vllm
+
+fleet = [
+    Host("mon", address="192.0.2.5", monitoring=Monitoring(gpu_memory_other_for="2m")),
+    Host("h100", address="192.0.2.21", gpus=Gpu(model="H100 80GB", count=3, memory_gib=80), gateway=Gateway(), vllm=[
+        Vllm(name="big", image="vllm/vllm-openai:v0.32.0", model="m", gpus=[0, 1], tensor_parallel_size=2,
+             gpu_memory_utilization=0.85),
+    ]),
+    Host("rtx", address="192.0.2.22", gpus=Gpu(model="RTX 4090", count=1, memory_gib=24), gateway=Gateway(),
+         ollama=Ollama(version="0.13.0", keep_alive="30m", models=["qwen2.5:0.5b", "llama3.1"])),
+    Host("lap", address="192.0.2.23", gateway=Gateway(tls="acme", domain="lap.example.com", acme_email="a@b.c"),
+         ollama=Ollama(version="0.13.0", keep_alive="-1", cpu_fallback=True, models=["qwen2.5:0.5b"])),
+    Host("quiet", address="192.0.2.24", gateway=Gateway(),
+         ollama=Ollama(version="0.13.0", keep_alive="0", cpu_fallback=True, models=["qwen2.5:0.5b"])),
+]
+"""
+
+
+def test_gpu_hosts_run_the_dcgm_exporter_scraped_with_their_engines_memory_budget(tmp_path, unit_root):
+    """Every GPU host gets NVIDIA's DCGM exporter (pinned image, host network, its port admitted from the
+    monitoring host alone) and Docker to run it, even with Ollama only; each GPU only vLLM uses has a budget."""
+    from harness.validators import install, systemd_verify
+
+    hosts = load(tmp_path, GPU_INVENTORY).hosts
+    dcgm = [(t.host, t.target, t.budgets) for t in hosts["mon"].scrape_targets if t.job == "gpuctl-dcgm"]
+    assert dcgm == [("h100", "192.0.2.21:9400", ((0, 0.85), (1, 0.85), (2, 0.0))), ("rtx", "192.0.2.22:9400", ())]
+    assert [h.name for h in hosts.values() if h.needs_docker()] == ["h100", "rtx"]
+    files = render_host(hosts["rtx"])
+    unit = files.dcgm_exporter.content
+    assert "--gpus all --cap-add SYS_ADMIN --network host" in unit
+    assert "--env DCGM_EXPORTER_LISTEN=:9400 nvcr.io/nvidia/k8s/dcgm-exporter:4.5.3-4.8.2-distroless" in unit
+    rule = 'ip saddr 192.0.2.5 tcp dport { 9100, 9400 } accept comment "exporters (node, DCGM), for the monitoring'
+    assert rule in files.firewall.rules.content
+    root = tmp_path / "sysroot"
+    shutil.copytree(unit_root, root, symlinks=True)
+    install([files.dcgm_exporter], root)
+    result = systemd_verify(root, [str(files.dcgm_exporter.path)])
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+    assert render_host(hosts["lap"]).dcgm_exporter is None
+
+
+@pytest.fixture(scope="module")
+def unit_root(tmp_path_factory):
+    from harness.validators import systemd_root
+
+    return systemd_root(tmp_path_factory.mktemp("sysroot"))
+
+
+def test_ollama_models_are_probed_through_the_gateway_with_their_keep_alive(tmp_path):
+    hosts = load(tmp_path, GPU_INVENTORY).hosts
+    probes = [
+        (t.host, t.target, t.model, t.keep_alive, t.trust)
+        for t in hosts["mon"].scrape_targets
+        if t.job == "gpuctl-ollama-models"
+    ]
+    assert probes == [
+        ("rtx", "https://192.0.2.22:443/api/ps", "qwen2.5:0.5b", "30m", "private-ca"),
+        ("rtx", "https://192.0.2.22:443/api/ps", "llama3.1:latest", "30m", "private-ca"),
+        ("lap", "https://lap.example.com:443/api/ps", "qwen2.5:0.5b", "-1", None),
+    ]  # keep-alive 0 ("quiet"): unloading after each request is what was asked for
+    files = render_host(hosts["mon"], trust="-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    modules = yaml.safe_load(files.monitoring.blackbox.content)["modules"]
+    assert modules["gpuctl_ollama_model_2"]["http"] == {
+        "method": "GET",
+        "valid_status_codes": [200],
+        "fail_if_body_not_matches_regexp": ['"name":\\s*"llama3\\.1:latest"'],
+        "tls_config": {"ca_file": "/etc/prometheus/gpuctl-gateways-ca.pem"},
+    }
+    assert "tls_config" not in modules["gpuctl_ollama_model_3"]["http"]  # ACME: the system's CAs
+    config = yaml.safe_load(files.monitoring.config.content)
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == "gpuctl-ollama-models"]
+    assert job["static_configs"][2] == {
+        "targets": ["https://lap.example.com:443/api/ps"],
+        "labels": {
+            "host": "lap",
+            "engine": "ollama",
+            "model": "qwen2.5:0.5b",
+            "keep_alive": "-1",
+            "__param_module": "gpuctl_ollama_model_3",
+        },
+    }
 
 
 def test_hosts_without_a_firewall_are_named_as_a_risk(tmp_path):
@@ -115,9 +202,9 @@ def test_a_bad_monitoring_setting_is_one_line_naming_the_field(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def prometheus_files(tmp_path: Path) -> Path:
+def prometheus_files(tmp_path: Path, text: str = INVENTORY) -> Path:
     """The monitoring host's rendered files, written as they land on the host (under tmp_path/root)."""
-    hosts = load(tmp_path).hosts
+    hosts = load(tmp_path, text).hosts
     files = render_host(hosts["mon"], trust="-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
     root = tmp_path / "root"
     for item in files.monitoring.all():
@@ -436,3 +523,111 @@ def test_the_monitoring_host_admits_its_own_address_and_a_host_without_one_gets_
     assert hosts["mon"].gateway.metrics_allow == ["198.51.100.7", "192.0.2.5"]
     assert hosts["gpu-01"].gateway.metrics_allow == ["198.51.100.7"]
     assert hosts["laptop"].scraper is None and render_host(hosts["laptop"]).node_exporter is None
+
+
+def test_promtool_accepts_the_gpu_and_ollama_rules(tmp_path):
+    root = prometheus_files(tmp_path, GPU_INVENTORY)
+    config = root / "etc/prometheus/prometheus.yml"
+    config.write_text(config.read_text().replace("/etc/prometheus/", f"{root}/etc/prometheus/"))
+    result = promtool("check", "config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # 11 + GpuMemoryUsedByOthers + 3 GPU budgets (h100; none on rtx: Ollama's GPU) + OllamaModelUnloaded
+    assert "SUCCESS: 16 rules found" in result.stdout + result.stderr
+
+
+def probe(host: str, model: str, keep_alive: str, success: str, status: str) -> list[dict[str, str]]:
+    labels = f'job="gpuctl-ollama-models",host="{host}",model="{model}",keep_alive="{keep_alive}"'
+    return [
+        {"series": f"probe_success{{{labels}}}", "values": success},
+        {"series": f"probe_http_status_code{{{labels}}}", "values": status},
+    ]
+
+
+def unloaded(host: str, model: str, keep_alive: str) -> dict[str, object]:
+    labels = {"job": "gpuctl-ollama-models", "host": host, "model": model, "keep_alive": keep_alive}
+    summary = f"{host}: Ollama unloaded {model} sooner than OLLAMA_KEEP_ALIVE={keep_alive} says: the next request waits"
+    return alert({"severity": "warning", **labels}, summary + " for a load")
+
+
+GPU_RULE_TESTS = {
+    "rule_files": ["gpuctl-alerts.yml"],
+    "evaluation_interval": "15s",
+    "tests": [
+        {
+            # h100 GPU 0: 85 % is the vLLM engine's, 93 % is used (another 8 %); GPU 1: 88 %, within the 5 %
+            # margin; GPU 2: no engine, 6 % used. rtx: Ollama's GPU, 99 % used, no budget so no alert.
+            "interval": "1m",
+            "input_series": [
+                {"series": 'DCGM_FI_DEV_FB_USED{host="h100",gpu="0"}', "values": "68000 74400x10"},
+                {"series": 'DCGM_FI_DEV_FB_FREE{host="h100",gpu="0"}', "values": "12000 5600x10"},
+                {"series": 'DCGM_FI_DEV_FB_USED{host="h100",gpu="1"}', "values": "70400x10"},
+                {"series": 'DCGM_FI_DEV_FB_FREE{host="h100",gpu="1"}', "values": "9600x10"},
+                {"series": 'DCGM_FI_DEV_FB_USED{host="h100",gpu="2"}', "values": "4800x10"},
+                {"series": 'DCGM_FI_DEV_FB_FREE{host="h100",gpu="2"}', "values": "75200x10"},
+                {"series": 'DCGM_FI_DEV_FB_USED{host="rtx",gpu="0"}', "values": "24000x10"},
+                {"series": 'DCGM_FI_DEV_FB_FREE{host="rtx",gpu="0"}', "values": "200x10"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "2m", "alertname": "GpuMemoryUsedByOthers", "exp_alerts": []},  # not for 2m yet
+                {
+                    "eval_time": "4m",
+                    "alertname": "GpuMemoryUsedByOthers",
+                    "exp_alerts": [
+                        alert(
+                            {"severity": "warning", "host": "h100", "gpu": "0"},
+                            "h100 GPU 0: 93% of its memory in use, more than the engines' budget: another "
+                            "process holds GPU memory",
+                        ),
+                        alert(
+                            {"severity": "warning", "host": "h100", "gpu": "2"},
+                            "h100 GPU 2: 6% of its memory in use, more than the engines' budget: another "
+                            "process holds GPU memory",
+                        ),
+                    ],
+                },
+            ],
+        },
+        {
+            # rtx, keep-alive 30m: qwen loaded at 2m, gone at 12m while Ollama answers (a runner crash):
+            # unloaded early. llama loaded at 2m and unloaded at 33m (its keep-alive ran out): no alert.
+            # lap, keep-alive forever: loaded at 2m, Ollama restarted at 20m (502 for a minute, then without
+            # it). 15-second probes, as the default scrape_interval.
+            "interval": "1m",
+            "input_series": [
+                *probe("rtx", "qwen2.5:0.5b", "30m", "0 0 1x10 0x40", "200x52"),
+                *probe("rtx", "llama3.1:latest", "30m", "0 0 1x31 0x20", "200x52"),
+                *probe("lap", "qwen2.5:0.5b", "-1", "0 0 1x17 0x31", "200x19 502 200x30"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "11m", "alertname": "OllamaModelUnloaded", "exp_alerts": []},
+                {
+                    "eval_time": "14m",
+                    "alertname": "OllamaModelUnloaded",
+                    "exp_alerts": [unloaded("rtx", "qwen2.5:0.5b", "30m")],
+                },
+                {
+                    "eval_time": "20m",  # lap answers 502: Ollama is down, not without its model
+                    "alertname": "OllamaModelUnloaded",
+                    "exp_alerts": [unloaded("rtx", "qwen2.5:0.5b", "30m")],
+                },
+                {
+                    "eval_time": "36m",
+                    "alertname": "OllamaModelUnloaded",
+                    "exp_alerts": [unloaded("lap", "qwen2.5:0.5b", "-1")],
+                },
+            ],
+        },
+    ],
+}
+
+
+def test_the_gpu_memory_and_ollama_rules_fire_when_they_should_and_not_before(tmp_path):
+    """`promtool test rules`: another process' GPU memory beyond the engines' budget and its margin; an
+    Ollama model gone sooner than its keep-alive (or at all, with keep-alive forever) while Ollama answers,
+    and not a model whose keep-alive ran out."""
+    root = prometheus_files(tmp_path, GPU_INVENTORY)
+    folder = root / "etc/prometheus"
+    (folder / "tests.yml").write_text(yaml.safe_dump(GPU_RULE_TESTS, sort_keys=False))
+    result = promtool("test", "rules", "tests.yml", cwd=folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout

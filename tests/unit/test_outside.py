@@ -255,8 +255,24 @@ def test_example_gpu_hosts_pin_the_tables_vllm_image_driver_branch_and_toolkit()
 
 def test_readme_pin_table_matches_the_outside_table():
     readme = (REPO / "README.md").read_text()
-    for text in (f"`{outside.VLLM_IMAGE}`", f"branch {outside.DRIVER_BRANCH}", f"| {outside.TOOLKIT_VERSION} |"):
+    pins = (f"`{outside.VLLM_IMAGE}`", f"branch {outside.DRIVER_BRANCH}", f"| {outside.TOOLKIT_VERSION} |")
+    for text in (*pins, f"`{outside.DCGM_EXPORTER_IMAGE}`"):
         assert text in readme, text
+
+
+def test_the_dcgm_exporter_is_pinned_to_the_release_whose_counters_the_rules_read():
+    """The image tag is DCGM-EXPORTER-VARIANT of one release, never latest, and the default counters the
+    alert rules and dashboard read were checked at that same tag."""
+    tag = outside.DCGM_EXPORTER_IMAGE.rsplit(":", 1)[1]
+    assert re.fullmatch(r"\d+\.\d+\.\d+-\d+\.\d+\.\d+-(distroless|ubuntu22\.04|ubi9)", tag), tag
+    release = tag.rsplit("-", 1)[0]
+    assert f"tags {release}" in (outside.__doc__ or "") + outside_doc("DCGM_DEFAULT_COUNTERS")
+
+
+def outside_doc(name: str) -> str:
+    """The docstring written under a constant of gpuctl/outside.py (where each fact's source is)."""
+    source = (REPO / "gpuctl" / "outside.py").read_text()
+    return source.split(f"{name} = ", 1)[1].split('"""', 2)[1]
 
 
 def test_example_cpu_hosts_pin_the_tables_cpu_image_and_use_no_gpu():
