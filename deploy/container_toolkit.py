@@ -13,6 +13,7 @@ from pyinfra.operations import apt, files, server, systemd
 from gpuctl import outside
 from gpuctl.deploy.apt_source import signed_apt_source
 from gpuctl.deploy.facts import CdiStaleness, DockerRuntimes
+from gpuctl.deploy.packages import apt_installed
 from gpuctl.host_layout import NVIDIA_DEV_CHAR_RULE, TOOLKIT_KEYRING, TOOLKIT_SOURCES
 from gpuctl.spec import ContainerToolkitSpec, HostSpec
 
@@ -28,13 +29,7 @@ DEV_CHAR_RULE_TEXT = (
 def container_toolkit(spec: HostSpec) -> None:
     """Let Docker hand GPUs to containers; restart Docker only when its configuration changed."""
     toolkit = spec.container_toolkit
-    apt.packages(
-        name="Tools for NVIDIA's apt repository",
-        packages=["curl", "gnupg", "ca-certificates"],
-        update=True,
-        cache_time=3600,
-        no_recommends=True,
-    )
+    apt_installed("Tools for NVIDIA's apt repository", ["curl", "gnupg", "ca-certificates"])
     signed_apt_source(
         "NVIDIA",
         f"curl -fsSL {shlex.quote(toolkit.gpgkey_url)} | gpg --batch --yes --dearmor -o {TOOLKIT_KEYRING}",

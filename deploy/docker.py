@@ -6,10 +6,11 @@ from __future__ import annotations
 import shlex
 
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import files, systemd
 
 from gpuctl.deploy.apt_source import signed_apt_source
 from gpuctl.deploy.distribution import Distribution, docker_packages, docker_source
+from gpuctl.deploy.packages import apt_installed
 from gpuctl.host_layout import APT_KEYRINGS_DIR, DOCKER_KEYRING, DOCKER_SOURCES
 from gpuctl.spec import HostSpec
 
@@ -19,13 +20,7 @@ def docker(spec: HostSpec, dist: Distribution) -> None:
     """Install the Docker packages for DIST and keep docker.service enabled and running."""
     if docker_source(spec, dist) == "docker" and not spec.docker.packages:
         docker_repository(spec, dist)
-    apt.packages(
-        name="Docker engine and Compose v2 plugin",
-        packages=docker_packages(spec, dist),
-        update=True,
-        cache_time=3600,
-        no_recommends=True,
-    )
+    apt_installed("Docker engine and Compose v2 plugin", docker_packages(spec, dist))
     systemd.service(name="docker.service enabled and running", service="docker.service", running=True, enabled=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from typing import Any
 
 from pyinfra.api import FactBase
 
@@ -241,3 +242,17 @@ class EngineGenerates(FactBase[bool]):
 
     def process(self, output: list[str]) -> bool:
         return bool(output) and output[-1].strip() == "200"
+
+
+class UserAccount(FactBase[dict[str, Any] | None]):
+    """USER's account: home, shell, primary group and every group (getent, id), or None when there is no such
+    user. One account's lines, where pyinfra's Users fact reads every account and group on the host."""
+
+    def command(self, user: str) -> str:
+        return f"getent passwd '{user}' && id -gn '{user}' && id -Gn '{user}' || true"
+
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        if len(output) < 3 or output[0].count(":") != 6:
+            return None
+        fields = output[0].strip().split(":")
+        return {"home": fields[5], "shell": fields[6], "group": output[1].strip(), "groups": output[2].split()}

@@ -9,11 +9,12 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.systemd import SystemdStatus
-from pyinfra.operations import apt, server, systemd
+from pyinfra.operations import server, systemd
 from pyinfra.operations.util import any_changed
 
 from gpuctl.deploy.facts import CommandSucceeds, SshServerPort
 from gpuctl.deploy.files import put_rendered
+from gpuctl.deploy.packages import apt_installed
 from gpuctl.host_layout import FIREWALL_RULES
 from gpuctl.render import FirewallFiles, firewall_ports
 from gpuctl.spec import HostSpec
@@ -40,7 +41,7 @@ def firewall(spec: HostSpec, rendered: FirewallFiles) -> None:
             f"this SSH session arrives on port {session_port}, which the firewall would close "
             f"(open: {', '.join(map(str, firewall_ports(spec)))}): set ssh_port= or firewall.allow_tcp="
         )
-    apt.packages(name="nftables", packages=["nftables"], update=True, cache_time=3600, no_recommends=True)
+    apt_installed("nftables", ["nftables"])
     changes = [put_rendered(item) for item in rendered.all()]
     server.shell(name="nft -c (ruleset check)", commands=[f"nft -c -f {FIREWALL_RULES}"], _if=any_changed(*changes))
     systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*changes))

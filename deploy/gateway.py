@@ -11,11 +11,12 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import Directory, Link
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from gpuctl.deploy.facts import FileText
 from gpuctl.deploy.files import put_rendered
+from gpuctl.deploy.packages import apt_installed
 from gpuctl.deploy.scripts import script_command
 from gpuctl.host_layout import (
     ACME_WEBROOT,
@@ -35,13 +36,7 @@ def gateway(spec: HostSpec, rendered: GatewayFiles) -> None:
     gw = spec.gateway
     assert gw is not None
     packages = ["nginx"] + (["certbot"] if gw.tls == "acme" else [])
-    apt.packages(
-        name="nginx" + (" and certbot" if gw.tls == "acme" else ""),
-        packages=packages,
-        update=True,
-        cache_time=3600,
-        no_recommends=True,
-    )
+    apt_installed("nginx" + (" and certbot" if gw.tls == "acme" else ""), packages)
     changes = [remove_default_site()]
     if gw.tls == "acme":
         changes += acme_bootstrap(gw)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, server, systemd
+from pyinfra.operations import server, systemd
 from pyinfra.operations.util import any_changed
 
 from gpuctl.deploy.facts import DockerImageId
 from gpuctl.deploy.files import put_rendered
+from gpuctl.deploy.packages import apt_installed
 from gpuctl.deploy.units import restart_command, start_unless_active
 from gpuctl.host_layout import DCGM_EXPORTER_UNIT_NAME, PROMETHEUS_CONFIG
 from gpuctl.outside import (
@@ -34,7 +35,7 @@ def node_exporter(defaults: RenderedFile) -> None:
     """The distribution's node exporter with gpuctl's arguments, running; restarted when they change."""
     changed = put_rendered(defaults)
     packages = list(NODE_EXPORTER_PACKAGES)
-    apt.packages(name="node exporter", packages=packages, update=True, cache_time=3600, no_recommends=True)
+    apt_installed("node exporter", packages)
     systemd.service(name=f"{NODE_EXPORTER} enabled and running", service=NODE_EXPORTER, running=True, enabled=True)
     server.shell(
         name=f"Restart {NODE_EXPORTER} (its arguments changed)",
@@ -67,9 +68,7 @@ def prometheus(rendered: MonitoringFiles) -> None:
     config = [put_rendered(item) for item in (rendered.config, rendered.rules, rendered.trust)]
     probes = [put_rendered(item) for item in (rendered.blackbox, rendered.blackbox_defaults)]
     packages = [*PROMETHEUS_PACKAGES, *BLACKBOX_PACKAGES]
-    apt.packages(
-        name="Prometheus and the blackbox exporter", packages=packages, update=True, cache_time=3600, no_recommends=True
-    )
+    apt_installed("Prometheus and the blackbox exporter", packages)
     systemd.service(name=f"{BLACKBOX} enabled and running", service=BLACKBOX, running=True, enabled=True)
     server.shell(
         name=f"Restart {BLACKBOX} (its probe or arguments changed)",

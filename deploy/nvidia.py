@@ -11,10 +11,11 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 
 from gpuctl import outside
 from gpuctl.deploy.facts import NvidiaLoadedDriver, NvidiaPciDevices, NvidiaSmiStatus
+from gpuctl.deploy.packages import apt_installed
 from gpuctl.deploy.scripts import script_command
 from gpuctl.errors import GpuctlError
 from gpuctl.host_layout import NOUVEAU_BLACKLIST, NVIDIA_MODULE_VERSION
@@ -95,13 +96,7 @@ def install_driver(spec: HostSpec, driver: DriverSpec) -> None:
     packages = [driver.package(), driver.utils_package()]
     if spec.gpus.nvswitch:
         packages.append(driver.fabricmanager_package())
-    apt.packages(
-        name=f"NVIDIA driver {driver.branch} packages",
-        packages=packages,
-        update=True,
-        cache_time=3600,
-        no_recommends=True,
-    )
+    apt_installed(f"NVIDIA driver {driver.branch} packages", packages)
 
 
 def load_driver(spec: HostSpec, driver: DriverSpec) -> bool:

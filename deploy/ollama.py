@@ -9,12 +9,13 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Arch, Groups
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from gpuctl import releases
-from gpuctl.deploy.facts import FileText, OllamaModels
+from gpuctl.deploy.facts import FileText, OllamaModels, UserAccount
 from gpuctl.deploy.files import put_rendered
+from gpuctl.deploy.packages import apt_installed
 from gpuctl.deploy.release_steps import files_differ, keep_running_release
 from gpuctl.deploy.scripts import script_command
 from gpuctl.deploy.units import restart_command, start_unless_active
@@ -54,6 +55,29 @@ def switch_release(
     return server.shell(name=name, commands=[install_command(ollama, host_arch)])
 
 
+def ollama_user(groups: list[str]) -> None:
+    """The system user ollama (home OLLAMA_HOME, group ollama, and render/video where the host has them, for
+    the GPU). Its one account is read first; pyinfra's user step, which reads every account, runs only
+    when something differs."""
+    extra_groups = [g for g in ("render", "video") if g in groups]
+    account = host.get_fact(UserAccount, user="ollama")
+    wanted = {"home": str(OLLAMA_HOME), "shell": "/bin/false", "group": "ollama"}
+    as_wanted = account is not None and all(account[k] == v for k, v in wanted.items())
+    if as_wanted and set(extra_groups) <= set(account["groups"]):  # type: ignore[index]
+        host.noop("user ollama is as wanted")
+        return
+    server.user(
+        name="User ollama",
+        user="ollama",
+        system=True,
+        group="ollama",
+        groups=extra_groups or None,
+        home=str(OLLAMA_HOME),
+        create_home=True,
+        shell="/bin/false",
+    )
+
+
 def needs_zstd(ollama: OllamaSpec, host_arch: str) -> bool:
     """zstd is installed only when the archive expected first is a .tar.zst (Ollama 0.14.0 and later)."""
     return ollama.archive_candidates(host_arch)[0].endswith(".tar.zst")
@@ -76,21 +100,9 @@ def ollama_engine(ollama: OllamaSpec, rendered: OllamaFiles) -> None:
     """Install the pinned Ollama, its unit and drop-in; restart on change; pre-pull the models."""
     host_arch = host.get_fact(Arch) or "unknown"
     tools = ["curl", "ca-certificates", "tar", *(["zstd"] if needs_zstd(ollama, host_arch) else [])]
-    apt.packages(
-        name=f"Ollama's tools ({', '.join(tools)})", packages=tools, update=True, cache_time=3600, no_recommends=True
-    )
+    apt_installed(f"Ollama's tools ({', '.join(tools)})", tools)
     server.group(name="Group ollama", group="ollama", system=True)
-    extra_groups = [g for g in ("render", "video") if g in (host.get_fact(Groups) or [])]
-    server.user(
-        name="User ollama",
-        user="ollama",
-        system=True,
-        group="ollama",
-        groups=extra_groups or None,
-        home=str(OLLAMA_HOME),
-        create_home=True,
-        shell="/bin/false",
-    )
+    ollama_user(host.get_fact(Groups) or [])
     files.directory(
         name=f"Directory {ollama.models_dir}",
         path=ollama.models_dir,

@@ -208,10 +208,12 @@ def deploy_plain(
     from gpuctl.keystore import Keystore
 
     def confirm(planned: list[fleet.HostOutcome]) -> bool:
-        if yes or not sys.stdin.isatty() or not any(o.changes for o in planned):
+        if not any(o.changes for o in planned):
             return True
         views.print_outcomes(planned, title="planned changes")
         return click.confirm("Apply these changes?", default=False, err=True)
+
+    asking = not yes and sys.stdin.isatty()  # only then is every change evaluated before any runs
 
     console(stderr=True).print(
         f"deploy {inv.label}: {', '.join(h.name for h in hosts)}" + (" (dry run)" if dry else "")
@@ -226,7 +228,7 @@ def deploy_plain(
         dry=dry,
         diff=diff,
         progress=progress_printer(quiet=as_json),
-        confirm=confirm,
+        confirm=confirm if asking else None,
         verbose=verbose,
         keystore=keystore,
     )

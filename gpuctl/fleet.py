@@ -139,20 +139,22 @@ def deploy(
 ) -> list[HostOutcome]:
     """Deploy HOSTS (or, with DRY, only say what would change). Returns one outcome per host.
 
-    Connect, plan each host's operations (reading facts), ask CONFIRM, execute in parallel, collect."""
+    Connect, add each host's operations (reading facts), execute them in parallel, collect. Only a dry run
+    and a deploy that asks CONFIRM (given the planned changes) evaluate every operation before executing."""
     plan = prepare(hosts, base_dir, keystore)
     outcomes = {h.name: HostOutcome(h.name) for h in hosts}
+    plan_first = dry or confirm is not None
     with pyinfra.pyinfra_logging(verbose) as errors:
-        state = pyinfra.new_state([Connection.of(h).pyinfra_host() for h in hosts], verbose)
+        state = pyinfra.new_state([Connection.of(h).pyinfra_host() for h in hosts], verbose, plan_first)
         callbacks = pyinfra.Callbacks(progress)
         state.add_callback_handler(callbacks)
         try:
             pyinfra.connect(state)
             for name, error in callbacks.connect_errors.items():
                 outcomes[name].fail("connect", plan.mask(error))
-            _plan_hosts(state, plan, outcomes, errors, dry=dry, diff=diff, verbose=verbose)
+            _plan_hosts(state, plan, outcomes, errors, dry=dry, diff=diff, verbose=verbose, plan_first=plan_first)
             if not dry and (confirm is None or confirm(list(outcomes.values()))):
-                _execute(state, plan, outcomes, verbose)
+                _execute(state, plan, outcomes, verbose, progress)
         finally:
             pyinfra.disconnect(state)
     return list(outcomes.values())
@@ -161,17 +163,18 @@ def deploy(
 def _plan_hosts(
     state: Any, plan: Plan, outcomes: dict[str, HostOutcome], errors: pyinfra.ErrorLog, **flags: bool
 ) -> None:
-    """Add each connected host's operations; a host whose preparation fails is failed, the others go on."""
+    """Add every connected host's operations, all hosts at once; a host whose preparation fails is failed,
+    the others go on."""
     from gpuctl.deploy.host import deploy_host  # imported late: pyinfra's context must exist first
 
     by_name = {h.name: h for h in plan.hosts}
-    for host in pyinfra.active_hosts(state):
+
+    def prepare_host(host: Any) -> bool:
         outcome = outcomes[pyinfra.gpuctl_name(host)]
         try:
-            with pyinfra.operating_on(state, host):
-                deploy_host(by_name[outcome.name], plan.files[outcome.name])
-                if flags["diff"]:
-                    outcome.diffs = _diffs(host, plan, plan.files[outcome.name])
+            deploy_host(by_name[outcome.name], plan.files[outcome.name])
+            if flags["diff"]:
+                outcome.diffs = _diffs(host, plan, plan.files[outcome.name])
         except Exception as exc:  # noqa: BLE001 - a host's preparation failing must not stop the others
             explained = "; ".join(errors.for_host(host)[-3:]) if isinstance(exc, PyinfraError) else ""
             said = (
@@ -180,7 +183,16 @@ def _plan_hosts(
             outcome.fail("prepare", plan.mask(explained or said))
             if flags["verbose"]:
                 logging.getLogger("gpuctl").exception("preparing %s failed", outcome.name)
+            return False
+        return True
+
+    hosts = pyinfra.active_hosts(state)
+    prepared = pyinfra.on_every_host(state, prepare_host)
+    for host, ok in zip(hosts, prepared, strict=True):
+        if not ok:
             pyinfra.fail_host(state, host)
+    if not flags["plan_first"]:
+        return
     for host in pyinfra.active_hosts(state):
         outcome = outcomes[pyinfra.gpuctl_name(host)]
         with pyinfra.operating_on(state, host):
@@ -193,12 +205,14 @@ def _plan_hosts(
         outcome.status = "would change" if outcome.changes else "unchanged"
 
 
-def _execute(state: Any, plan: Plan, outcomes: dict[str, HostOutcome], verbose: bool) -> None:
+def _execute(
+    state: Any, plan: Plan, outcomes: dict[str, HostOutcome], verbose: bool, progress: Progress | None
+) -> None:
     """Run the planned operations; then each host's outcome from pyinfra's results."""
     stopped: str | None = None
     raised: dict[tuple[str, str], str] = {}
     try:
-        raised = pyinfra.execute(state, verbose)
+        raised = pyinfra.execute(state, verbose, progress)
     except Exception as exc:  # noqa: BLE001 - an operation raising stops pyinfra's run; report it per host
         stopped = plan.mask(f"{type(exc).__name__}: {exc}")
         if verbose:

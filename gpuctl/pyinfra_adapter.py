@@ -2,10 +2,12 @@
 
 Checked against pyinfra 3.10.0. What is internal (underscored, or not documented for API use):
 - `ensure_shared_op_meta` is wrapped to record each host's own operation names (below);
-- `OperationMeta._maybe_is_change` is set from gpuctl's plan, so progress and --dry agree with it;
+- `OperationMeta._maybe_is_change` is set from gpuctl's plan, so --dry and the confirmed change list agree;
 - `OperationMeta._combined_output` is read for a failed operation's stderr/stdout;
 - gevent's hub prints a greenlet's exception as a traceback: silenced while gpuctl reports it in one line;
-- the SSH connector's paramiko client (`host.connector.client`) gets keepalives and a TCP user timeout.
+- the SSH connector's paramiko client (`host.connector.client`) gets keepalives and a TCP user timeout;
+- `pyinfra.operations.util.packaging.ensure_packages` (what apt.packages runs) tells whether apt would
+  install anything, before deciding to refresh the package index.
 
 Each host's own operation names. In API mode pyinfra hashes an operation by its position in the host's
 list, so different operations at the same position on different hosts share one hash, and
@@ -25,7 +27,7 @@ import logging
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import gevent
 from pyinfra import context
@@ -34,11 +36,14 @@ from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_host_op
 from pyinfra.api.state import BaseStateCallback, StateStage
-from pyinfra.context import ctx_host, ctx_state
+from pyinfra.context import ctx_config, ctx_host, ctx_state
+from pyinfra.facts.deb import DebPackages
+from pyinfra.operations.util.packaging import ensure_packages
 
 # The module itself: `pyinfra.api.operation` as an attribute is the `operation` decorator it defines.
 _operation = importlib.import_module("pyinfra.api.operation")
 
+T = TypeVar("T")
 _ATTRIBUTE = "_gpuctl_op_names"
 _original = _operation.ensure_shared_op_meta
 
@@ -88,11 +93,14 @@ VERBOSE_FLAGS = (
 """pyinfra's most verbose output (its CLI's -vvv): commands, their output, facts."""
 
 
-def new_state(hosts: list[tuple[str, dict[str, Any]]], verbose: bool) -> State:
-    """A pyinfra State for HOSTS ((name, data) pairs) that never stops because some hosts failed."""
-    state = State(
-        Inventory((hosts, {})), Config(FAIL_PERCENT=100, CONNECT_TIMEOUT=CONNECT_TIMEOUT_S, PARALLEL=max(1, len(hosts)))
-    )
+def new_state(hosts: list[tuple[str, dict[str, Any]]], verbose: bool, plan_first: bool) -> State:
+    """A pyinfra State for HOSTS ((name, data) pairs) that never stops because some hosts failed.
+
+    PLAN_FIRST: evaluate each operation as it is added, to know what would change before executing (a dry
+    run, or a change list to confirm); pyinfra then evaluates it again when it executes. Without it, as
+    pyinfra's CLI does with --yes, each operation is evaluated once, when it runs."""
+    config = Config(FAIL_PERCENT=100, CONNECT_TIMEOUT=CONNECT_TIMEOUT_S, PARALLEL=max(1, len(hosts)))
+    state = State(Inventory((hosts, {})), config, check_for_changes=plan_first)
     if verbose:
         for flag in VERBOSE_FLAGS:
             setattr(state, flag, True)
@@ -152,6 +160,23 @@ def fail_host(state: State, host: Any) -> None:
     tolerate_all_failed(state.fail_hosts, {host})
 
 
+def on_every_host(state: State, func: Callable[[Any], T]) -> list[T]:
+    """FUNC(host) for every active host at once, each in its own greenlet with pyinfra's context for that
+    host and a copy of the config, as pyinfra's CLI prepares hosts; their results in the hosts' order.
+    The hosts' SSH round trips overlap when gevent has patched the process (gpuctl.entry); FUNC must not
+    raise (a host's failure is its own)."""
+    assert state.pool is not None
+
+    def run(host: Any) -> T:
+        with ctx_config.use(state.config.copy()), ctx_host.use(host):
+            return func(host)
+
+    with ctx_state.use(state):
+        greenlets = [state.pool.spawn(run, host) for host in active_hosts(state)]
+        gevent.joinall(greenlets)
+    return [g.get() for g in greenlets]
+
+
 @contextlib.contextmanager
 def operating_on(state: State, host: Any) -> Iterator[None]:
     """pyinfra's context for adding HOST's operations (and reading its facts)."""
@@ -159,11 +184,14 @@ def operating_on(state: State, host: Any) -> Iterator[None]:
         yield
 
 
-def execute(state: State, verbose: bool) -> dict[tuple[str, str], str]:
+def execute(
+    state: State, verbose: bool, progress: Callable[[str, str], None] | None = None
+) -> dict[tuple[str, str], str]:
     """Run every planned operation, one at a time, on all active hosts in parallel (pyinfra's default
     order, as its `run_ops` does). Unlike `run_ops`, an exception on one host (an operation that raises,
     a fact that fails on a host whose connection died) fails that host alone; the others go on.
 
+    PROGRESS(gpuctl host name, message) hears of each operation that changed something, as it finishes.
     Returns {(pyinfra host name, op hash): "ExceptionType: message"} for the operations that raised."""
     state.set_stage(StateStage.Execute)
     state.is_executing = True
@@ -175,32 +203,38 @@ def execute(state: State, verbose: bool) -> dict[tuple[str, str], str]:
     try:
         with ctx_state.use(state):
             for op_hash in state.get_op_order():
-                if not _run_everywhere(state, op_hash, raised):
+                if not _run_everywhere(state, op_hash, raised, progress):
                     break
     finally:
         hub.print_exception = print_exception  # type: ignore[method-assign]
     return raised
 
 
-def _run_everywhere(state: State, op_hash: str, raised: dict[tuple[str, str], str]) -> bool:
+def _run_everywhere(state: State, op_hash: str, raised: dict[tuple[str, str], str], progress: Any) -> bool:
     """Run OP_HASH on every active host at once; fail those where it failed. False when none is left."""
     state.trigger_callbacks("operation_start", op_hash)
     hosts = active_hosts(state)
     assert state.pool is not None
-    runs = {state.pool.spawn(_run_isolated, state, host, op_hash, raised): host for host in hosts}
+    runs = {state.pool.spawn(_run_isolated, state, host, op_hash, raised, progress): host for host in hosts}
     gevent.joinall(list(runs))
     tolerate_all_failed(state.fail_hosts, {host for run, host in runs.items() if not run.value})
     state.trigger_callbacks("operation_end", op_hash)
     return bool(active_hosts(state))
 
 
-def _run_isolated(state: State, host: Any, op_hash: str, raised: dict[tuple[str, str], str]) -> bool:
+def _run_isolated(
+    state: State, host: Any, op_hash: str, raised: dict[tuple[str, str], str], progress: Any = None
+) -> bool:
     with ctx_host.use(host):
         try:
-            return run_host_op(state, host, op_hash)
+            succeeded = run_host_op(state, host, op_hash)
         except Exception as exc:  # noqa: BLE001 - one host's exception is that host's failure
             raised[(host.name, op_hash)] = f"{type(exc).__name__}: {exc}"
             return False
+    data = state.ops[host].get(op_hash)
+    if succeeded and progress is not None and data is not None and data.operation_meta.did_change():
+        progress(gpuctl_name(host), f"done: {op_name(state, host, op_hash)}")
+    return succeeded
 
 
 class ErrorLog(logging.Handler):
@@ -235,7 +269,7 @@ def pyinfra_logging(verbose: bool) -> Iterator[ErrorLog]:
 
 
 class Callbacks(BaseStateCallback):
-    """Connection errors, and progress as operations finish: on_progress(gpuctl host name, message)."""
+    """Connection errors, and failed operations as they fail: on_progress(gpuctl host name, message)."""
 
     def __init__(self, on_progress: Callable[[str, str], None] | None) -> None:
         self.on_progress = on_progress
@@ -244,17 +278,27 @@ class Callbacks(BaseStateCallback):
     def host_connect_error(self, state: State, host: Any, error: Any) -> None:  # type: ignore[override]
         self.connect_errors[gpuctl_name(host)] = str(error)
 
-    def operation_host_success(self, state: State, host: Any, op_hash: str, retry_count: int = 0) -> None:  # type: ignore[override]
-        meta = state.ops[host][op_hash].operation_meta
-        # The result is not recorded yet when pyinfra calls this; the plan's answer is.
-        if self.on_progress and meta._maybe_is_change:  # noqa: SLF001
-            self.on_progress(gpuctl_name(host), f"done: {op_name(state, host, op_hash)}")
-
     def operation_host_error(  # type: ignore[override]
         self, state: State, host: Any, op_hash: str, retry_count: int = 0, max_retries: int = 0
     ) -> None:
         if self.on_progress:
             self.on_progress(gpuctl_name(host), f"FAILED: {op_name(state, host, op_hash)}")
+
+
+def apt_would_install(host: Any, packages: list[str]) -> bool:
+    """Whether apt.packages(PACKAGES) would install or change anything on HOST: pyinfra's own comparison of
+    the packages (NAME or NAME=VERSION) with the host's dpkg list."""
+    commands = ensure_packages(
+        host,
+        packages,
+        host.get_fact(DebPackages),
+        True,
+        install_command="install",
+        uninstall_command="remove",
+        upgrade_command="upgrade",
+        version_join="=",
+    )
+    return next(iter(commands), None) is not None
 
 
 # -- plans and results --------------------------------------------------------------------------------

@@ -112,6 +112,31 @@ def test_second_deploy_changes_nothing_and_restarts_nothing(ollama_host, deploye
     assert main_pid(ollama_host) == pid
 
 
+NOOP_CHANNELS_MAX = 24
+"""SSH channels a no-op deploy of this Ollama host opens (benchmarks/deploy_noop.py measured it): a
+regression test on the count, not on time."""
+
+
+def test_a_noop_with_an_hours_old_package_index_is_a_noop_in_few_ssh_channels(ollama_host, deployed):
+    """Issue #20: with apt's index stamp three hours old and every package installed, a deploy refreshes
+    nothing and reports the host unchanged; its channels stay within NOOP_CHANNELS_MAX. In this process
+    (gpuctl.fleet, not the CLI) so the channels can be counted."""
+    from gpuctl import fleet, inventory
+    from gpuctl.keystore import Keystore
+    from harness import ssh_channels
+
+    stamp = "/var/lib/apt/periodic/update-success-stamp"
+    ollama_host.run(f"mkdir -p /var/lib/apt/periodic && touch -d '3 hours ago' {stamp}")
+    before = ollama_host.run(f"stat -c %Y {stamp}").stdout
+    inv = inventory.load(str(deployed))
+    with ssh_channels.counting() as channels:
+        outcomes = fleet.deploy(inv.select(), inv.base_dir, keystore=Keystore.for_inventory(inv.path, write=False))
+    assert [(o.status, o.changes, o.error) for o in outcomes] == [("unchanged", [], None)]
+    assert ollama_host.run(f"stat -c %Y {stamp}").stdout == before  # no apt-get update ran
+    print(f"\nno-op deploy of one Ollama host: {channels[ollama_host.address]} SSH channels")
+    assert 0 < channels[ollama_host.address] <= NOOP_CHANNELS_MAX
+
+
 def test_dry_run_of_an_unchanged_host_plans_nothing(deployed):
     code, report, _ = gpuctl_deploy(deployed, "--dry")
     assert code == 0
