@@ -568,7 +568,7 @@ GPU_RULE_TESTS = {
                 {"series": 'DCGM_FI_DEV_FB_FREE{host="rtx",gpu="0"}', "values": "200x10"},
             ],
             "alert_rule_test": [
-                {"eval_time": "2m", "alertname": "GpuMemoryUsedByOthers", "exp_alerts": []},  # not for 2m yet
+                {"eval_time": "1m", "alertname": "GpuMemoryUsedByOthers", "exp_alerts": []},  # not for 2m yet
                 {
                     "eval_time": "4m",
                     "alertname": "GpuMemoryUsedByOthers",
