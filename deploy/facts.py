@@ -54,8 +54,9 @@ class LiveRelease(FactBase[str | None]):
         return output[-1].strip() if output and output[-1].strip() else None
 
 
-class OllamaModels(FactBase[list[str]]):
-    """Model names an Ollama server at ADDRESS lists in /api/tags (empty when it does not answer)."""
+class OllamaModels(FactBase[dict[str, str]]):
+    """Models an Ollama server at ADDRESS lists in /api/tags, by name, with their manifest digests (two
+    names of one model share one); empty when it does not answer."""
 
     def command(self, address: str) -> str:
         return f"curl -fsS --max-time 5 http://{address}/api/tags 2>/dev/null || true"
@@ -63,12 +64,12 @@ class OllamaModels(FactBase[list[str]]):
     def requires_command(self, address: str) -> str:
         return "curl"
 
-    def process(self, output: list[str]) -> list[str]:
+    def process(self, output: list[str]) -> dict[str, str]:
         try:
             data = json.loads("\n".join(output) or "{}")
         except json.JSONDecodeError:
-            return []
-        return sorted(m.get("name", "") for m in data.get("models", []))
+            return {}
+        return {m.get("name", ""): m.get("digest", "") for m in data.get("models", [])}
 
 
 class NvidiaPciDevices(FactBase[list[str]]):

@@ -21,7 +21,7 @@ from gpuctl.deploy.scripts import script_command
 from gpuctl.deploy.units import restart_command, start_unless_active
 from gpuctl.host_layout import OLLAMA_DOWNLOAD_DIR, OLLAMA_HOME, OLLAMA_VERSION_MARKER, ollama_version_marker
 from gpuctl.render import OllamaFiles
-from gpuctl.spec import OllamaSpec, on_host_address
+from gpuctl.spec import OllamaSpec, full_model_name, on_host_address
 
 READY_WAIT_S = 60
 
@@ -90,6 +90,12 @@ def pull_command(address: str, model: str) -> str:
     return script_command("ollama/pull-model.sh", address, model, str(READY_WAIT_S), request)
 
 
+def copy_command(address: str, tag: str, alias: str) -> str:
+    """Run templates/ollama/copy-model.sh: wait (bounded) for the API at ADDRESS, then name TAG ALIAS too."""
+    request = json.dumps({"source": tag, "destination": alias})
+    return script_command("ollama/copy-model.sh", address, str(READY_WAIT_S), request)
+
+
 def api_address(ollama: OllamaSpec) -> str:
     """Where gpuctl talks to Ollama on the host itself (loopback when it listens everywhere)."""
     return on_host_address(ollama.bind, ollama.port)
@@ -127,10 +133,18 @@ def ollama_engine(ollama: OllamaSpec, rendered: OllamaFiles) -> None:
     )
     start_unless_active("ollama.service")
     address = api_address(ollama)
-    present = host.get_fact(OllamaModels, address=address) or []
+    present = host.get_fact(OllamaModels, address=address) or {}
     for model in ollama.models:
-        name = model if ":" in model else f"{model}:latest"
+        name = full_model_name(model)
         if name in present:
             host.noop(f"model {name} is present")
         else:
             server.shell(name=f"Pull model {model}", commands=[pull_command(address, model)])
+    for alias, tag in ollama.aliases.items():
+        digest = present.get(full_model_name(alias))
+        if digest is not None and digest == present.get(full_model_name(tag)):
+            host.noop(f"model {alias} is {tag}")
+        else:
+            server.shell(
+                name=f"Name model {tag} {alias} (clients send {alias})", commands=[copy_command(address, tag, alias)]
+            )

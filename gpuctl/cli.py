@@ -26,6 +26,7 @@ from gpuctl.options import (
     limit_option,
 )
 from gpuctl.output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, console, emit_json, finish, progress_printer
+from gpuctl.parity import DEFAULT_REQUIRED, PROBES
 from gpuctl.spec import HostSpec
 
 
@@ -329,6 +330,81 @@ def verify(
         if hint:
             console(stderr=True).print(f"hint: {hint}")
     finish(all(r.ok for r in reports))
+
+
+@main.command(name="env")
+@click.argument("target")
+@inventory_option
+@click.option("--model", help="The engine serving this model (the first one, in inventory order).")
+@click.option("--engine", "engine_name", metavar="ENGINE", help="The engine by name (vllm:NAME, NAME or ollama).")
+@click.option("--format", "fmt", type=click.Choice(["shell", "dotenv", "json"]), default="shell", show_default=True)
+@click.option("--reveal", is_flag=True, help="Write the API key's value instead of where it is.")
+def env_command(
+    target: str, inventory_ref: str | None, model: str | None, engine_name: str | None, fmt: str, reveal: bool
+) -> None:
+    """What an application needs for TARGET (a host or an inventory): OPENAI_BASE_URL, OPENAI_API_KEY (by
+    reference), SSL_CERT_FILE, OPENAI_MODEL. `eval "$(gpuctl env dev-laptop)"` switches an app to the laptop."""
+    from gpuctl import client_env
+    from gpuctl.keystore import Keystore
+
+    inv, hosts = inventory.find_hosts(target, inventory_ref)
+    host, engine, note = client_env.pick(hosts, target, model, engine_name)
+    keystore = Keystore.for_inventory(inv.path, write=False)
+    env = client_env.app_env(host, engine, keystore, inv.base_dir, note)
+    click.echo(client_env.render(env, fmt, reveal), nl=False)  # type: ignore[arg-type]
+
+
+@main.command(
+    help="Run the same OpenAI-client requests against FIRST and SECOND (hosts, inventories or URLs) and show "
+    "what each does with every parameter: works, ignored or error. Names: " + ", ".join(PROBES) + "."
+)
+@click.argument("first")
+@click.argument("second")
+@inventory_option
+@click.option("--model", help="The model to use on both (default: each target's own).")
+@api_key_env_option
+@click.option(
+    "--require",
+    default=",".join(DEFAULT_REQUIRED),
+    show_default=True,
+    metavar="NAMES",
+    help="Comma list of what the application uses; exit 1 unless each works on both targets.",
+)
+@click.option("--only", metavar="NAMES", help="Probe only these (comma list).")
+@json_option
+def parity(
+    first: str,
+    second: str,
+    inventory_ref: str | None,
+    model: str | None,
+    api_key_env: str | None,
+    require: str,
+    only: str | None,
+    as_json: bool,
+) -> None:
+    from gpuctl import parity as parity_checks
+    from gpuctl.access import key_from_env
+
+    names = split_names(only, "--only") if only else list(PROBES)
+    required = split_names(require, "--require")
+    key = key_from_env(api_key_env)
+    targets = [parity_checks.resolve(t, inventory_ref, model, key) for t in (first, second)]
+    matrix = parity_checks.compare(targets, names)
+    failing = parity_checks.failing(matrix, required)
+    if as_json:
+        rows = {n: [{"status": o.status, "detail": o.detail} for o in outs] for n, outs in matrix.items()}
+        emit_json({"targets": [t.label for t in targets], "matrix": rows, "failing": failing, "ok": not failing})
+    else:
+        views.print_parity([t.label for t in targets], matrix, failing)
+    finish(not failing)
+
+
+def split_names(value: str, option: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PROBES]
+    if unknown:
+        raise GpuctlError(f"{option}: unknown {', '.join(unknown)} (known: {', '.join(PROBES)})")
+    return names
 
 
 @main.group()

@@ -30,7 +30,7 @@ class Served:
     def pick(self, wanted: str | None, url: str) -> str:
         """WANTED (when the server serves it), else the only model; several: say which exist."""
         if wanted is not None:
-            if self.models and wanted not in self.models:
+            if self.models and wanted not in self.models and f"{wanted}:latest" not in self.models:  # Ollama's tag
                 raise GpuctlError(f"{url} does not serve {wanted!r}; it serves: {', '.join(self.models)}")
             return wanted
         if len(self.models) == 1:

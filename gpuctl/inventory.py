@@ -42,6 +42,7 @@ from gpuctl.spec import (
     GpuSpec,
     HostSpec,
     ModelArchitecture,
+    ModelSpec,
     MonitoringSpec,
     OllamaSpec,
     RolloutSpec,
@@ -59,6 +60,7 @@ __all__ = [
     "Gateway",
     "Gpu",
     "Host",
+    "Model",
     "Monitoring",
     "Ollama",
     "Rollout",
@@ -144,6 +146,9 @@ if TYPE_CHECKING:
     def Host(name: str, **fields: Any) -> HostSpec:  # noqa: N802
         ...
 
+    def Model(name: str, *, vllm: str | None = None, ollama: str | None = None) -> str:  # noqa: N802
+        ...
+
 else:
     Vllm = _builder(VllmSpec)
     Ollama = _builder(OllamaSpec)
@@ -160,6 +165,12 @@ else:
     def Host(name: str, **fields: Any) -> Partial:  # noqa: N802
         """One host of a group: its name and its own settings (overriding the defaults)."""
         return Partial(HostSpec, fields, name=name)
+
+    def Model(name: str, *, vllm: str | None = None, ollama: str | None = None) -> Partial:  # noqa: N802
+        """One model under one NAME on every engine: Vllm(model=Model(...)) serves the VLLM weights as NAME;
+        Ollama(models=[Model(...)]) pulls the OLLAMA tag and copies it to NAME (gpuctl.spec.ModelSpec)."""
+        given = {"vllm": vllm, "ollama": ollama}
+        return Partial(ModelSpec, {"name": name, **{k: v for k, v in given.items() if v is not None}})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -213,14 +214,58 @@ class ModelArchitecture(Strict):
     exact_kv: bool = Field(True, description="False for sliding-window or MLA attention")
 
 
+MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class ModelSpec(Strict):
+    """One model under one name on every engine (Ollama on laptops, vLLM in production): vLLM serves the
+    VLLM weights as NAME; Ollama pulls the OLLAMA tag and copies it to NAME (its /api/copy). Applications
+    send NAME to either and need no change between them."""
+
+    name: str = Field(description="what clients send as model=, on every engine (no ':tag')")
+    vllm: str | None = Field(None, description="the weights vLLM serves: Hugging Face repo id or container path")
+    ollama: str | None = Field(None, description="the Ollama tag pulled and copied to NAME, e.g. llama3.1:8b")
+
+    @field_validator("name")
+    @classmethod
+    def _one_name_for_both(cls, value: str) -> str:
+        if not MODEL_NAME_RE.match(value):
+            raise ValueError(
+                f"{value!r}: use lowercase letters, digits, '.', '_' and '-' (a name both vLLM and Ollama serve "
+                "as is; Ollama would add ':latest' to a name without a tag and reads ':' as one)"
+            )
+        return value
+
+
+def full_model_name(model: str) -> str:
+    """Ollama's full name of MODEL: qwen2.5:0.5b as is, llama3.1 as llama3.1:latest."""
+    return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+
+
+def identity_of(value: object, field: str) -> ModelSpec | None:
+    """The ModelSpec an inventory gave at FIELD (a Model(...) builder arrives as a dict), or None."""
+    if isinstance(value, ModelSpec):
+        return value
+    if not (isinstance(value, dict) and "name" in value):
+        return None
+    try:
+        return ModelSpec.model_validate(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in (field, *error["loc"]))
+        raise FieldError(where, error["msg"].removeprefix("Value error, ")) from None
+
+
 class VllmSpec(Strict):
     """One vLLM server, run by Docker Compose and owned by a systemd unit."""
 
     name: str = Field("main", description="engine name: unit gpuctl-vllm-NAME, compose project")
     image: str = Field(description="pinned image, e.g. vllm/vllm-openai:v0.11.0 (or @sha256:…)")
     version: str | None = Field(None, description="vLLM version the image holds (default: from tag)")
-    model: str = Field(min_length=1, description="Hugging Face repo id or a path inside the container")
-    served_model_name: str | None = Field(None, description="name clients use (default: model)")
+    model: str = Field(
+        min_length=1, description="Hugging Face repo id or a path inside the container (or a Model(...))"
+    )
+    served_model_name: str | None = Field(None, description="name clients use (default: model, or the Model's name)")
     port: Port = 8000
     bind: str = Field("127.0.0.1", description="host address the port is published on")
     unsafe_public_bind: bool = Field(
@@ -265,6 +310,25 @@ class VllmSpec(Strict):
     config_json: str | None = Field(None, description="or the model's config.json, read for planning")
     shm_size: str | None = Field(None, pattern=r"^\d+[kmg]?$", description="only if ipc=host is unwanted")
     start_timeout_s: int = Field(900, ge=60, le=7200, description="cold start allowed before failing")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_identity(cls, data: object) -> object:
+        """model=Model(NAME, vllm=WEIGHTS): serve WEIGHTS as NAME."""
+        if not isinstance(data, dict):
+            return data
+        identity = identity_of(data.get("model"), "model")
+        if identity is None:
+            return data
+        if identity.vllm is None:
+            raise FieldError("model", f"Model({identity.name!r}) names no vllm= weights for this vLLM engine")
+        served = data.get("served_model_name")
+        if served not in (None, identity.name):
+            raise FieldError(
+                "served_model_name",
+                f"{served!r} differs from the Model's name {identity.name!r}: the Model names it on every engine",
+            )
+        return {**data, "model": identity.vllm, "served_model_name": identity.name}
 
     @model_validator(mode="before")
     @classmethod
@@ -503,7 +567,11 @@ class OllamaSpec(Strict):
     models_dir: str = Field(str(host_layout.OLLAMA_MODELS_DIR))
     flash_attention: bool = False
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
-    models: list[str] = Field(default_factory=list, description="models to pre-pull")
+    models: list[str] = Field(default_factory=list, description="models to pre-pull (tags, or Model(...)s)")
+    aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="NAME: TAG: the pulled TAG copied to NAME at deploy (Ollama's /api/copy), so clients send NAME",
+    )
     gpus: list[Annotated[int, Field(ge=0, le=15)]] | None = Field(
         None, description="GPU indices Ollama may use (default: all)"
     )
@@ -540,6 +608,32 @@ class OllamaSpec(Strict):
             raise ValueError("must be a duration like 5m, 1h30m, 0 or -1")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _models_by_identity(cls, data: object) -> object:
+        """models=[Model(NAME, ollama=TAG), ...]: pull TAG and name it NAME too."""
+        if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+            return data
+        tags, aliases = [], dict(data.get("aliases") or {})
+        for index, entry in enumerate(data["models"]):
+            identity = identity_of(entry, f"models.{index}")
+            if identity is None:
+                tags.append(entry)
+                continue
+            if identity.ollama is None:
+                raise FieldError("models", f"Model({identity.name!r}) names no ollama= tag for Ollama to pull")
+            tags.append(identity.ollama)
+            aliases[identity.name] = identity.ollama
+        return {**data, "models": list(dict.fromkeys(tags)), "aliases": aliases}
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not MODEL_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not a model name both engines serve as is (lowercase, no ':tag')")
+        return value
+
     @field_validator("models")
     @classmethod
     def _model_names(cls, value: list[str]) -> list[str]:
@@ -566,6 +660,10 @@ class OllamaSpec(Strict):
             )
         if self.kv_cache_type != "f16" and not self.flash_attention:
             raise FieldError("kv_cache_type", f"{self.kv_cache_type} needs flash_attention=True")
+        pulled = {full_model_name(m) for m in self.models}
+        for name, tag in self.aliases.items():
+            if full_model_name(tag) not in pulled:
+                raise FieldError("aliases", f"{name!r} copies {tag!r}, which models= does not pull: add it there")
         genuine = outside.ollama_archive_format(self.version)
         if self.release_url == outside.OLLAMA_RELEASES and self.archive_format not in ("auto", genuine):
             raise FieldError(

@@ -52,7 +52,9 @@ def engine_labels(host: HostSpec) -> list[str]:
     labels = [vllm_label(e) for e in host.vllm]
     if host.ollama:
         o = host.ollama
-        labels.append(f"{o.label} {o.version} on {o.bind}:{o.port} ({', '.join(o.models) or 'no models'})")
+        named = {tag: alias for alias, tag in o.aliases.items()}
+        models = [f"{m} as {named[m]}" if m in named else m for m in o.models]
+        labels.append(f"{o.label} {o.version} on {o.bind}:{o.port} ({', '.join(models) or 'no models'})")
     return labels or ["none"]
 
 
@@ -317,6 +319,19 @@ def risk_lines(hosts: list[HostSpec]) -> list[str]:
             "anyone who reaches it reads the host's metrics"
         )
     return lines
+
+
+def print_parity(labels: list[str], matrix: dict[str, list[Any]], failing: list[str]) -> None:
+    """gpuctl parity's matrix: parameter × target → works / ignored / error, with what the server said."""
+    marks = {"works": "[green]works[/]", "ignored": "[yellow]ignored[/]", "error": "[red]error[/]"}
+    grid = table("parameter", *labels, "same", title="parity")
+    for name, outcomes in matrix.items():
+        same = "yes" if len({o.status for o in outcomes}) == 1 else "[bold red]no[/]"
+        cells = [f"{marks[o.status]} {o.detail}" for o in outcomes]
+        grid.add_row(name + (" (required)" if name in failing else ""), *cells, same)
+    console().print(grid)
+    for name in failing:
+        console(stderr=True).print(f"required but not working everywhere: {name}")
 
 
 def print_rotation(rotation: Any) -> None:

@@ -1,9 +1,16 @@
 """This machine as a developer's endpoint: Ollama on loopback, GPU if there is one, else the CPU.
 
-Applications use the same OpenAI-compatible API as production: http://127.0.0.1:11434/v1.
+Applications use the same OpenAI-compatible API as production, and the same model name:
+`eval "$(gpuctl env dev-laptop)"` points them at http://127.0.0.1:11434/v1 and model llama-3.1-8b, as
+`eval "$(gpuctl env prod)"` points them at production (inventories/prod.py).
 """
 
-from gpuctl.inventory import Host, Ollama
+from gpuctl.inventory import Host, Model, Ollama
+
+# The name production serves Llama 3.1 8B under. On a CPU laptop the tiny qwen2.5:0.5b answers under
+# that name (same API, same name, a much smaller model: fine for wiring an app, not for judging answers);
+# on a laptop with a GPU, pull the real one under the same name: ollama="llama3.1:8b".
+LLAMA_8B = Model("llama-3.1-8b", ollama="qwen2.5:0.5b")
 
 laptop = [
     Host(
@@ -17,7 +24,7 @@ laptop = [
             num_parallel=1,
             max_loaded_models=1,
             cpu_fallback=True,
-            models=["qwen2.5:0.5b"],
+            models=[LLAMA_8B],
         ),
     ),
 ]

@@ -8,9 +8,13 @@ with the bearer key gpuctl generates (inventories/.gpuctl/prod/HOST.api-key) and
 inventories/.gpuctl/prod/ca.pem to trust. The firewall leaves only SSH and 443 open.
 """
 
-from gpuctl.inventory import Defaults, Driver, Gateway, Gpu, Host, Secret, Vllm
+from gpuctl.inventory import Defaults, Driver, Gateway, Gpu, Host, Model, Secret, Vllm
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
+# One name on every engine: vLLM serves these weights as llama-3.1-8b here, and a laptop's Ollama names its
+# GGUF build the same (inventories/dev-laptop.py), so `gpuctl env prod` and `gpuctl env dev-laptop` switch
+# an application without a code change.
+LLAMA_8B = Model("llama-3.1-8b", vllm="meta-llama/Llama-3.1-8B-Instruct", ollama="llama3.1:8b")
 
 defaults = Defaults(
     ssh_user="root",
@@ -26,8 +30,7 @@ rtx4090_defaults = Defaults(
     gpus=Gpu(model="RTX 4090", count=1, memory_gib=24),
     vllm=Vllm(
         image=VLLM_IMAGE,
-        model="meta-llama/Llama-3.1-8B-Instruct",
-        served_model_name="llama-3.1-8b",
+        model=LLAMA_8B,
         port=8000,
         gpu_memory_utilization=0.90,
         max_model_len=16384,

@@ -22,6 +22,8 @@ class OllamaExpectations:
     base_url: str
     version: str | None = None
     models: list[str] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+    """NAME: TAG, each NAME a second name of the pulled TAG (what applications send, as to vLLM)."""
     keep_alive: str | None = None
     max_tokens: int = 16
     request_timeout_s: float = 10.0
@@ -47,6 +49,9 @@ class OllamaChecker(ApiChecker):
 
     @property
     def model(self) -> str | None:
+        """The model generation is checked with: the name applications send (the first alias), else the first."""
+        if self.expect.aliases:
+            return full_name(next(iter(self.expect.aliases)))
         return full_name(self.expect.models[0]) if self.expect.models else None
 
     def run(self) -> list[Check]:
@@ -72,7 +77,20 @@ class OllamaChecker(ApiChecker):
             return Check(
                 "models", False, f"not pulled: {', '.join(missing)} (the server has {sorted(listed) or 'none'})"
             )
-        return Check("models", True, f"{len(self.expect.models)} model(s) present", {"models": len(listed)})
+        digests = {m.get("name"): m.get("digest") for m in response.json().get("models", [])}
+        for alias, tag in self.expect.aliases.items():
+            digest = digests.get(full_name(alias))
+            if digest is None:
+                return Check("models", False, f"{alias} is not a name of {tag}: not listed (gpuctl deploy names it)")
+            if digest != digests.get(full_name(tag)):
+                return Check("models", False, f"{alias} is another model than {tag} (its digest differs)")
+        shim = self.http.get(self.url("/v1/models"), timeout=self.expect.request_timeout_s)
+        ids = {m.get("id") for m in shim.json().get("data", [])} if shim.status_code == 200 else set()
+        unlisted = [a for a in self.expect.aliases if full_name(a) not in ids and a not in ids]
+        if unlisted:
+            return Check("models", False, f"/v1/models does not list {', '.join(unlisted)}")
+        named = f", {len(self.expect.aliases)} named as applications send them" if self.expect.aliases else ""
+        return Check("models", True, f"{len(self.expect.models)} model(s) present{named}", {"models": len(listed)})
 
     def chat(self) -> Check:
         body = {

@@ -149,6 +149,7 @@ def api_checks(engine: Engine, base_url: str, options: Options, client: EngineAc
             base_url=base_url,
             version=engine.version,
             models=engine.models,
+            aliases=engine.aliases,
             keep_alive=engine.keep_alive,
             generation_timeout_s=max(options.generation_timeout_s, OLLAMA_MIN_GENERATION_S),
         ),

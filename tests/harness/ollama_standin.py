@@ -26,7 +26,8 @@ Behaviours reproduced (checked against ollama/ollama ``server/routes.go``, ``env
   nanosecond timings, ``options.num_predict``, ``keep_alive``, empty prompt = load/unload),
   ``/api/show``, ``DELETE /api/delete``, ``/api/copy``, ``/api/create`` (minimal: FROM an
   installed model), ``/api/embed``, ``/api/embeddings``; OpenAI shim ``GET /v1/models``,
-  ``POST /v1/chat/completions`` (JSON or SSE, ``stream_options.include_usage``),
+  ``POST /v1/chat/completions`` (JSON or SSE, ``stream_options.include_usage``; its parameters as
+  Ollama's OpenAI layer treats them: see ``ShimOptions``),
   ``/v1/completions``, ``/v1/embeddings``.  Error bodies are ``{"error": "..."}`` (OpenAI
   shape ``{"error": {"message", "type", "param", "code"}}`` on ``/v1``) with the real status
   codes and messages: unknown model 404 ``model 'x' not found`` (generate/chat/show/delete,
@@ -248,6 +249,13 @@ def go_time(t: float | None = None, utc: bool = False) -> str:
 def count_tokens(text: str) -> int:
     """Approximate token count: words and punctuation marks."""
     return len(re.findall(r"\w+|[^\w\s]", text or ""))
+
+
+def stop_cut(text: str, token: str, stop: list[str]) -> str | None:
+    """When TEXT + TOKEN reaches a stop sequence: the part of TOKEN before it (maybe ""); else None."""
+    joined = text + token
+    hits = [joined.find(s) for s in stop if s and s in joined]
+    return joined[len(text) : min(hits)] if hits else None
 
 
 def word_at(i: int) -> str:
@@ -541,6 +549,17 @@ class ModelStore:
         info = self.get(name)
         assert info is not None
         return info
+
+    def copy(self, src: str, dst: str) -> None:
+        """The manifest of SRC written byte for byte as DST's, overwriting it: as Ollama's CopyModel does
+        (server/images.go, v0.13.0 and v0.32.15), so /api/tags shows both names with one digest."""
+        data = self.manifest_path(src).read_bytes()
+        with self.lock:
+            path = self.manifest_path(dst)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
 
     def get(self, name: str) -> ModelInfo | None:
         """Read one installed model, or None."""
@@ -914,6 +933,7 @@ class Generation:
     load: float
     prompt_eval: float
     eval: float
+    tokens: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
         """The nanosecond metrics of the final NDJSON line."""
@@ -940,6 +960,74 @@ def openai_prompt_tokens(body: dict[str, Any], chat: bool) -> int:
     return count_tokens(prompt)
 
 
+@dataclass
+class ShimOptions:
+    """What Ollama's OpenAI layer does with a chat request's parameters (openai/openai.go, FromChatRequest and
+    ChatCompletionRequest, at v0.13.0 and v0.32.15; read 2026-12-05): ``stop`` (a string or a list) is
+    honoured; ``n``, ``tool_choice`` and ``max_completion_tokens`` are not in its request struct, so ignored
+    (one choice; only ``max_tokens`` limits); ``logprobs``/``top_logprobs`` are honoured (top_logprobs outside
+    0..20 is a 400); ``response_format`` json_object and json_schema (its schema) become the output format;
+    ``tools`` are honoured, a 400 for a model without the tools capability (CheckCapabilities)."""
+
+    stop: list[str]
+    logprobs: int | None
+    """None: not asked; else how many alternatives per token."""
+    schema: dict[str, Any] | None
+    """The JSON the answer must be: {} for any object (json_object), else a JSON schema."""
+    tools: list[dict[str, Any]]
+
+
+def shim_options(body: dict[str, Any]) -> ShimOptions:
+    raw_stop = body.get("stop")
+    stop = [raw_stop] if isinstance(raw_stop, str) else [s for s in raw_stop or [] if isinstance(s, str)]
+    top = body.get("top_logprobs")
+    if top is not None and not 0 <= int(top) <= 20:
+        raise HttpError(400, "top_logprobs must be between 0 and 20")
+    logprobs = int(top or 0) if body.get("logprobs") else None
+    fmt = body.get("response_format") or {}
+    schema = None
+    if fmt.get("type") == "json_object":
+        schema = {}
+    elif fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), dict):
+        schema = fmt["json_schema"].get("schema") or {}
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    return ShimOptions(stop, logprobs, schema, tools)
+
+
+def value_of(schema: dict[str, Any]) -> Any:
+    """A value that satisfies a (simple) JSON schema: what a model constrained to it would write."""
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        return {name: value_of(sub) for name, sub in (schema.get("properties") or {}).items()}
+    return {"string": "yes", "integer": 1, "number": 1.5, "boolean": True, "array": []}.get(kind, "yes")
+
+
+def structured_tokens(schema: dict[str, Any]) -> list[str]:
+    """The constrained answer's text, in token-sized pieces: an object for json_object, else the schema's."""
+    text = json.dumps(value_of(schema) if schema else {"response": "yes"})
+    return [text[i : i + 4] for i in range(0, len(text), 4)]
+
+
+def token_logprobs(token: str, top: int) -> dict[str, Any]:
+    """One token's entry in ``logprobs.content`` (OpenAI's shape, as Ollama's ToChatCompletion writes it)."""
+    alternatives = [{"token": token, "logprob": -0.05, "bytes": list(token.encode())}]
+    alternatives += [{"token": " the", "logprob": -3.0 - i, "bytes": list(b" the")} for i in range(max(0, top - 1))]
+    return {"token": token, "logprob": -0.05, "bytes": list(token.encode()), "top_logprobs": alternatives[:top]}
+
+
+def tool_call_message(tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """The assistant message of a model that calls the first tool, its arguments from the tool's schema."""
+    function = tools[0].get("function") or {}
+    arguments = json.dumps(value_of(function.get("parameters") or {}))
+    call = {
+        "id": f"call_{int(time.time() * 1000) % 100000}",
+        "index": 0,
+        "type": "function",
+        "function": {"name": function.get("name", ""), "arguments": arguments},
+    }
+    return {"role": "assistant", "content": "", "tool_calls": [call]}
+
+
 class OpenAIReply:
     """The JSON shapes of one ``/v1/chat/completions`` (``chat``) or ``/v1/completions`` answer."""
 
@@ -949,13 +1037,20 @@ class OpenAIReply:
         self.ident = ("chatcmpl-" if chat else "cmpl-") + str(int(time.time() * 1000) % 1000)
         self.created = int(time.time())
 
-    def choice(self, text: str, finish: str | None, delta: bool) -> dict[str, Any]:
-        """One choice: a chat ``delta`` (streamed) or ``message``, or a completion's ``text``."""
+    def choice(
+        self, text: str, finish: str | None, delta: bool, logprobs: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """One choice: a chat ``delta`` (streamed) or ``message``, or a completion's ``text``; with the
+        tokens' ``logprobs`` when they were asked for."""
         if self.chat and delta:
-            return {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": finish}
-        if self.chat:
-            return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-        return {"text": text, "index": 0, "finish_reason": finish}
+            found = {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": finish}
+        elif self.chat:
+            found = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+        else:
+            found = {"text": text, "index": 0, "finish_reason": finish}
+        if logprobs is not None:
+            found["logprobs"] = {"content": logprobs}
+        return found
 
     def envelope(self, choices: list[dict[str, Any]], *, chunk: bool) -> dict[str, Any]:
         """The object around ``choices``: one ``chunk`` of a stream, or the whole answer."""
@@ -1035,8 +1130,12 @@ class OllamaApp:
         keep_alive: float | None,
         num_ctx: int | None,
         emit: Callable[[str], None],
+        stop: list[str] | None = None,
+        fixed: list[str] | None = None,
     ) -> Generation:
-        """Schedule the model, produce tokens through ``emit`` and return the timings."""
+        """Schedule the model, produce tokens through ``emit`` and return the timings. FIXED: the tokens to
+        produce (a constrained answer) instead of the word stream; STOP: sequences that end the answer,
+        left out of it."""
         start = time.monotonic()
         try:
             entry, load_s = self.sched.acquire(info, keep_alive, num_ctx)
@@ -1052,10 +1151,19 @@ class OllamaApp:
                 time.sleep(self.settings.ttft)
             first_at = time.monotonic()
             parts: list[str] = []
+            if fixed is not None:
+                limit, reason = min(limit, len(fixed)), ("length" if len(fixed) > limit else "stop")
             for i in range(limit):
                 if i and self.settings.token_delay:
                     time.sleep(self.settings.token_delay)
-                token = word_at(i)
+                token = fixed[i] if fixed is not None else word_at(i)
+                cut = stop_cut("".join(parts), token, stop or [])
+                if cut is not None:
+                    if cut:
+                        parts.append(cut)
+                        emit(cut)
+                    reason = "stop"
+                    break
                 parts.append(token)
                 emit(token)
             end = time.monotonic()
@@ -1063,7 +1171,8 @@ class OllamaApp:
             self.sched.release(entry)
         return Generation(
             text="".join(parts),
-            eval_count=limit,
+            tokens=parts,
+            eval_count=len(parts),
             prompt_eval_count=max(1, prompt_tokens),
             done_reason=reason,
             total=end - start,
@@ -1255,7 +1364,7 @@ class OllamaApp:
         info = self.store.get(normalize_name(src))
         if info is None:
             raise HttpError(404, f'model "{src}" not found')
-        self.store.install(normalize_name(dst), system=info.system, parent=info.parent, like=info)
+        self.store.copy(normalize_name(src), normalize_name(dst))
         h.send_bytes(200, b"", "text/plain; charset=utf-8")
 
     def create(self, h: Handler) -> None:
@@ -1481,32 +1590,62 @@ class OllamaApp:
         h.send_json(200, {"object": "list", "data": data})
 
     def v1_generate(self, h: Handler, chat: bool) -> None:
-        """Shared body of /v1/chat/completions and /v1/completions."""
+        """Shared body of /v1/chat/completions and /v1/completions (parameters: ShimOptions)."""
         body = h.json_body()
         requested = body.get("model") or ""
         prompt_tokens = openai_prompt_tokens(body, chat)
         info = self.require_model(requested)
         self.check_capability(info, requested, "chat" if chat else "generate")
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        options = shim_options(body)
+        if options.tools and chat:
+            if "tools" not in info.capabilities:
+                raise HttpError(400, f"{normalize_name(requested)} does not support tools")
+            self.v1_tool_call(h, body, OpenAIReply(chat, requested), prompt_tokens)
+            return
+        max_tokens = body.get("max_tokens")  # max_completion_tokens: not in Ollama's request struct
         num_predict = int(max_tokens) if max_tokens is not None else None
         keep_alive = self.keep_alive_of(body)
         reply = OpenAIReply(chat, requested)
+        fixed = structured_tokens(options.schema) if options.schema is not None else None
 
         def run(emit: Callable[[str], None]) -> Generation:
-            return self.run_tokens(info, prompt_tokens, num_predict, keep_alive, None, emit)
+            return self.run_tokens(info, prompt_tokens, num_predict, keep_alive, None, emit, options.stop, fixed)
 
+        top = options.logprobs
         if not body.get("stream"):
             gen = run(lambda _t: None)
-            whole = reply.envelope([reply.choice(gen.text, gen.done_reason, False)], chunk=False)
+            logprobs = None if top is None else [token_logprobs(t, top) for t in gen.tokens]
+            whole = reply.envelope([reply.choice(gen.text, gen.done_reason, False, logprobs)], chunk=False)
             whole["usage"] = reply.usage(gen)
             h.send_json(200, whole)
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        self.v1_stream(h, reply, run, include_usage)
+        self.v1_stream(h, reply, run, include_usage, top)
+
+    def v1_tool_call(self, h: Handler, body: dict[str, Any], reply: OpenAIReply, prompt_tokens: int) -> None:
+        """A model that answers with a call of the first tool (finish_reason tool_calls)."""
+        message = tool_call_message(shim_options(body).tools)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 12, "total_tokens": prompt_tokens + 12}
+        if not body.get("stream"):
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            h.send_json(200, {**reply.envelope([choice], chunk=False), "usage": usage})
+            return
+        h.start_stream("text/event-stream")
+        for choice in (
+            {"index": 0, "delta": {"role": "assistant", "tool_calls": message["tool_calls"]}, "finish_reason": None},
+            {"index": 0, "delta": {}, "finish_reason": "tool_calls"},
+        ):
+            h.write_chunk(f"data: {json.dumps(reply.envelope([choice], chunk=True))}\n\n".encode())
+        h.write_chunk(b"data: [DONE]\n\n")
+        h.end_stream()
 
     @staticmethod
     def v1_stream(
-        h: Handler, reply: OpenAIReply, run: Callable[[Callable[[str], None]], Generation], include_usage: bool
+        h: Handler,
+        reply: OpenAIReply,
+        run: Callable[[Callable[[str], None]], Generation],
+        include_usage: bool,
+        top: int | None = None,
     ) -> None:
         """Server-sent events: a chunk per token, the finishing chunk, usage if asked, ``[DONE]``.
 
@@ -1522,7 +1661,11 @@ class OllamaApp:
             data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
             h.write_chunk(f"data: {data}\n\n".encode())
 
-        gen = run(lambda t: send(reply.envelope([reply.choice(t, None, True)], chunk=True)))
+        def token(t: str) -> None:
+            logprobs = None if top is None else [token_logprobs(t, top)]
+            send(reply.envelope([reply.choice(t, None, True, logprobs)], chunk=True))
+
+        gen = run(token)
         send(reply.envelope([reply.choice("", gen.done_reason, True)], chunk=True))
         if include_usage:
             last = reply.envelope([], chunk=True)

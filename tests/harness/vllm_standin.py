@@ -122,6 +122,8 @@ USED_DEFAULTS: dict[str, Any] = {
     "block_size": None,
     "disable_uvicorn_access_log": False,
     "enable_force_include_usage": False,
+    "enable_auto_tool_choice": False,
+    "tool_call_parser": None,
     "fingerprint_mode": "full",
     "quantization": None,
     "dtype": "auto",
@@ -791,6 +793,66 @@ class Handler(BaseHTTPRequestHandler):
 # --------------------------------------------------------------------------------------------
 
 
+class SamplingOptions:
+    """Chat parameters vLLM honours (its OpenAI server's ChatCompletionRequest): ``n`` choices, ``stop``
+    sequences (left out of the text), ``logprobs``/``top_logprobs``, ``response_format`` json_object or
+    json_schema (structured outputs: the text is JSON of that shape). The stand-in applies them to
+    non-streamed answers; a streamed answer ignores them (say so where it matters)."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        raw_stop = body.get("stop")
+        self.stop = [raw_stop] if isinstance(raw_stop, str) else [x for x in raw_stop or [] if isinstance(x, str)]
+        self.n = int(body.get("n") or 1)
+        self.top = int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
+        fmt = body.get("response_format") or {}
+        self.schema: dict[str, Any] | None = None
+        if fmt.get("type") == "json_object":
+            self.schema = {}
+        elif fmt.get("type") == "json_schema":
+            self.schema = (fmt.get("json_schema") or {}).get("schema") or {}
+
+    def shape(self, parts: list[str], reason: str) -> tuple[list[str], str]:
+        """The answer's tokens and finish reason once the options apply."""
+        if self.schema is not None:
+            text = json.dumps(schema_value(self.schema) if self.schema else {"response": "yes"})
+            return [text[i : i + 4] for i in range(0, len(text), 4)], "stop"
+        text = "".join(parts)
+        hits = [text.find(x) for x in self.stop if x and x in text]
+        if not hits:
+            return parts, reason
+        kept, used = [], 0
+        for part in parts:
+            if used + len(part) > min(hits):
+                if min(hits) > used:
+                    kept.append(part[: min(hits) - used])
+                break
+            kept.append(part)
+            used += len(part)
+        return kept, "stop"
+
+    def logprobs(self, parts: list[str]) -> dict[str, Any] | None:
+        if self.top is None:
+            return None
+        return {
+            "content": [
+                {
+                    "token": t,
+                    "logprob": -0.05,
+                    "bytes": list(t.encode()),
+                    "top_logprobs": [{"token": t, "logprob": -0.05, "bytes": list(t.encode())}][: self.top],
+                }
+                for t in parts
+            ]
+        }
+
+
+def schema_value(schema: dict[str, Any]) -> Any:
+    """A value that satisfies a (simple) JSON schema, as a model constrained to it would write."""
+    if schema.get("type") == "object" or "properties" in schema:
+        return {name: schema_value(sub) for name, sub in (schema.get("properties") or {}).items()}
+    return {"string": "yes", "integer": 1, "number": 1.5, "boolean": True, "array": []}.get(schema.get("type"), "yes")
+
+
 @dataclass
 class Request:
     """A validated generation request."""
@@ -804,6 +866,7 @@ class Request:
     continuous_usage: bool
     rid: str
     created: int = field(default_factory=lambda: int(time.time()))
+    options: SamplingOptions | None = None
 
 
 class VllmApp:
@@ -996,7 +1059,11 @@ class VllmApp:
         include_usage = bool(body.get("stream")) and (
             bool(opts.get("include_usage")) or bool(self.cfg.args.enable_force_include_usage)
         )
+        tools_on = self.cfg.args.enable_auto_tool_choice and self.cfg.args.tool_call_parser
+        if chat and body.get("tools") and body.get("tool_choice", "auto") == "auto" and not tools_on:
+            raise bad_request('"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set')
         return Request(
+            options=SamplingOptions(body) if chat else None,
             chat=chat,
             model=model,
             prompt_tokens=prompt_tokens,
@@ -1036,6 +1103,10 @@ class VllmApp:
             count, reason = self.engine.run(req.prompt_tokens, req.max_tokens, lambda _i, t: parts.append(t))
         except EngineDead:
             raise ApiError(500, error_body(ENGINE_DEAD_MESSAGE, "InternalServerError", 500)) from None
+        logprobs = None
+        if req.options is not None:
+            parts, reason = req.options.shape(parts, reason)
+            count, logprobs = len(parts), req.options.logprobs(parts)
         text = "".join(parts)
         if req.chat:
             choice = {
@@ -1049,7 +1120,7 @@ class VllmApp:
                     "function_call": None,
                     "reasoning": None,
                 },
-                "logprobs": None,
+                "logprobs": logprobs,
                 "finish_reason": reason,
                 "stop_reason": None,
                 "token_ids": None,
@@ -1072,7 +1143,7 @@ class VllmApp:
             "object": "chat.completion" if req.chat else "text_completion",
             "created": req.created,
             "model": req.model,
-            "choices": [choice],
+            "choices": [{**choice, "index": i} for i in range(req.options.n if req.options else 1)],
             "service_tier": None,
             "system_fingerprint": self.fingerprint,
             "usage": self.usage(req, count, details=True),

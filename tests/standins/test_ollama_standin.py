@@ -477,8 +477,10 @@ def test_show_copy_delete_create(start_ollama_standin) -> None:
     )
     assert [e["status"] for e in ndjson(created)][-1] == "success"
     assert requests.post(base + "/api/show", json={"model": "pirate"}, timeout=TIMEOUT).json()["system"] == "Arr."
-    names = {m["name"] for m in requests.get(base + "/api/tags", timeout=TIMEOUT).json()["models"]}
-    assert names == {"tinyllama:latest", "mine:v1", "pirate:latest"}
+    digests = {m["name"]: m["digest"] for m in requests.get(base + "/api/tags", timeout=TIMEOUT).json()["models"]}
+    assert set(digests) == {"tinyllama:latest", "mine:v1", "pirate:latest"}
+    # Ollama's CopyModel copies the manifest byte for byte: one digest for both names (server/images.go).
+    assert digests["mine:v1"] == digests["tinyllama:latest"] != digests["pirate:latest"]
     gone = requests.delete(base + "/api/delete", json={"model": "mine:v1"}, timeout=TIMEOUT)
     assert (gone.status_code, gone.text) == (200, "")
     again = requests.delete(base + "/api/delete", json={"model": "mine:v1"}, timeout=TIMEOUT)
