@@ -112,12 +112,30 @@ def plan(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
     help="Write files under OUT/HOST/…",
 )
 @limit_option
+@click.option(
+    "--target",
+    type=click.Choice(["hosts", "kubernetes"]),
+    default="hosts",
+    show_default=True,
+    help="hosts: what deploy installs; kubernetes: each vLLM engine as manifests (OUT/vllm-HOST-ENGINE.yaml).",
+)
 @json_option
-def render(inventory_ref: str, out_dir: Path, limit: tuple[str, ...], as_json: bool) -> None:
-    """Write the files deploy would put on each host under OUT/HOST/ (secrets as placeholders)."""
+def render(inventory_ref: str, out_dir: Path, limit: tuple[str, ...], target: str, as_json: bool) -> None:
+    """Write the files deploy would put on each host under OUT/HOST/ (secrets as placeholders), or with
+    --target kubernetes the manifests of each vLLM engine (secrets by reference)."""
     from gpuctl.render import write_hosts
 
     inv = inventory.load(inventory_ref)
+    if target == "kubernetes":
+        from gpuctl import kubernetes
+
+        written = kubernetes.write(inv.select(limit), out_dir)
+        if as_json:
+            emit_json({"inventory": inv.label, "out": str(out_dir), "manifests": written})
+        else:
+            for item in written:
+                click.echo(f"{item['host']} {item['engine']}: {item['path']}")
+        return
     report = write_hosts(inv.select(limit), out_dir)
     if as_json:
         emit_json({"inventory": inv.label, "out": str(out_dir), "hosts": report})
