@@ -257,3 +257,29 @@ class UserAccount(FactBase[dict[str, Any] | None]):
             return None
         fields = output[0].strip().split(":")
         return {"home": fields[5], "shell": fields[6], "group": output[1].strip(), "groups": output[2].split()}
+
+
+class PathStates(FactBase[dict[str, tuple[str, int, str, str, str] | None]]):
+    """For each of PATHS, in one command: (kind, mode, owner, group, sha1 of a file's content) as stat and
+    sha1sum read them (kind: "regular file", "directory", ...), or None when the path does not exist. The
+    files gpuctl renders are checked with this instead of three or four commands per file."""
+
+    def command(self, paths: tuple[str, ...]) -> str:
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        return (
+            f'for p in {quoted}; do if [ -e "$p" ] || [ -L "$p" ]; then '
+            "s=$(stat -c '%F|%a|%U|%G' \"$p\"); h=-; "
+            'if [ -f "$p" ] && [ ! -L "$p" ]; then h=$(sha1sum "$p" | cut -d\' \' -f1); fi; '
+            'printf \'%s|%s|%s\\n\' "$p" "$s" "$h"; else printf \'%s|absent\\n\' "$p"; fi; done'
+        )
+
+    def process(self, output: list[str]) -> dict[str, tuple[str, int, str, str, str] | None]:
+        found: dict[str, tuple[str, int, str, str, str] | None] = {}
+        for line in output:
+            fields = line.rstrip("\n").split("|")
+            if len(fields) == 2 and fields[1] == "absent":
+                found[fields[0]] = None
+            elif len(fields) == 6:
+                path, kind, mode, owner, group, digest = fields
+                found[path] = (kind, int(mode, 8), owner, group, digest)
+        return found

@@ -9,7 +9,7 @@ from pyinfra import host
 from gpuctl.deploy.container_toolkit import container_toolkit
 from gpuctl.deploy.distribution import require_supported
 from gpuctl.deploy.docker import docker
-from gpuctl.deploy.files import put_rendered
+from gpuctl.deploy.files import expect, put_rendered
 from gpuctl.deploy.firewall import firewall
 from gpuctl.deploy.gateway import gateway
 from gpuctl.deploy.healing import healing, repair_unhealthy
@@ -25,6 +25,7 @@ from gpuctl.spec import HostSpec
 def deploy_host(spec: HostSpec, rendered: HostFiles) -> None:
     """Add every operation for SPEC to the current pyinfra host, using the files rendered for it."""
     dist = require_supported(spec)
+    expect(list(rendered))  # every rendered file's state in one read
     nvidia_driver(spec)
     if spec.needs_docker():
         docker(spec, dist)

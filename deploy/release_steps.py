@@ -6,19 +6,17 @@ from __future__ import annotations
 from hashlib import sha1
 
 from pyinfra import host
-from pyinfra.facts.files import Sha1File
 from pyinfra.operations import server
 
 from gpuctl import releases
 from gpuctl.deploy.facts import LiveRelease
+from gpuctl.deploy.files import sha1_on_host
 from gpuctl.render import RenderedFile
 
 
 def files_differ(rendered: list[RenderedFile]) -> bool:
     """Whether any of the engine's files on the host differs from the rendered one."""
-    return any(
-        host.get_fact(Sha1File, path=str(item.path)) != sha1(item.content.encode()).hexdigest() for item in rendered
-    )
+    return any(sha1_on_host(item.path) != sha1(item.content.encode()).hexdigest() for item in rendered)
 
 
 def keep_running_release(engine: releases.Engine, running_version: str | None = None) -> None:
