@@ -45,9 +45,12 @@ class ScrapeTarget:
     """What its TLS certificate chains to: "private-ca" (the inventory's), a provided ca_file's path, or None
     (a public CA, or plain http)."""
     model: str | None = None
-    """gpuctl-ollama-models: the model whose presence in /api/ps is probed."""
+    """gpuctl-ollama-models: the model whose presence in /api/ps is probed, by the name applications send."""
     keep_alive: str | None = None
     """gpuctl-ollama-models: the host's OLLAMA_KEEP_ALIVE, as the spec gives it."""
+    names: tuple[str, ...] = ()
+    """gpuctl-ollama-models: every name the model may show in /api/ps (its aliases and its tag: it shows
+    the name the request that loaded it used)."""
     budgets: tuple[tuple[int, float], ...] = ()
     """gpuctl-dcgm: (GPU index, share of its memory the engines may use) (gpu_memory_budgets)."""
 
@@ -136,18 +139,24 @@ def ollama_models_of(host: HostSpec) -> list[ScrapeTarget]:
         url, trust = f"http://{bracketed(host.address)}:{ollama.port}/api/ps", None
     else:
         return []
-    return [
-        ScrapeTarget(
-            "gpuctl-ollama-models",
-            host.name,
-            url,
-            engine=ollama.label,
-            trust=trust,
-            model=full_name(m),
-            keep_alive=ollama.keep_alive,
+    found = []
+    for tag in ollama.models:
+        aliases = [a for a, t in ollama.aliases.items() if full_name(t) == full_name(tag)]
+        names = tuple(dict.fromkeys([*(full_name(a) for a in aliases), full_name(tag)]))
+        label = aliases[0] if aliases else full_name(tag)  # what applications send
+        found.append(
+            ScrapeTarget(
+                "gpuctl-ollama-models",
+                host.name,
+                url,
+                engine=ollama.label,
+                trust=trust,
+                model=label,
+                keep_alive=ollama.keep_alive,
+                names=names,
+            )
         )
-        for m in ollama.models
-    ]
+    return found
 
 
 def gpu_memory_budgets(host: HostSpec) -> list[tuple[int, float]]:

@@ -319,10 +319,10 @@ def ollama_probes(targets: list[ScrapeTarget], scrape_interval: str) -> dict[str
     that use them, and the keep-alive windows of the OllamaModelUnloaded rules."""
     probes, modules = [], {}
     for target in (t for t in targets if t.job == "gpuctl-ollama-models"):
-        key = (target.model, target.trust is not None)
+        key = (target.names, target.trust is not None)
         if key not in modules:
             name = f"gpuctl_ollama_model_{len(modules) + 1}"
-            body = f'"name":\\s*"{re.escape(target.model or "")}"'
+            body = '"name":\\s*"(' + "|".join(re.escape(n) for n in target.names) + ')"'
             modules[key] = {"name": name, "model": target.model, "body": body, "private": target.trust is not None}
         probes.append({"target": target, "module": modules[key]["name"]})
     windows = keep_alive_windows([p["target"] for p in probes], scrape_interval)
