@@ -368,7 +368,7 @@ def env_command(
     inv, hosts = inventory.find_hosts(target, inventory_ref)
     host, engine, note = client_env.pick(hosts, target, model, engine_name)
     keystore = Keystore.for_inventory(inv.path, write=False)
-    env = client_env.app_env(host, engine, keystore, inv.base_dir, note)
+    env = client_env.app_env(host, engine, keystore, inv.base_dir, note, model)
     click.echo(client_env.render(env, fmt, reveal), nl=False)  # type: ignore[arg-type]
 
 

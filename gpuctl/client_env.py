@@ -16,7 +16,7 @@ from typing import Literal
 
 from gpuctl.errors import GpuctlError
 from gpuctl.keystore import Keystore
-from gpuctl.spec import HostSpec, OllamaSpec, SecretRef, VllmSpec, bracketed, is_loopback
+from gpuctl.spec import HostSpec, OllamaSpec, SecretRef, VllmSpec, bracketed, full_model_name, is_loopback
 
 Engine = VllmSpec | OllamaSpec
 Format = Literal["shell", "dotenv", "json"]
@@ -63,6 +63,19 @@ def model_of(engine: Engine) -> str | None:
     return next(iter(engine.aliases), None) or (engine.models[0] if engine.models else None)
 
 
+def names_of(engine: Engine) -> list[str]:
+    """Every name clients may send ENGINE: vLLM's served name; Ollama's aliases and pulled tags."""
+    if isinstance(engine, VllmSpec):
+        return [engine.served_name]
+    return [*engine.aliases, *engine.models]
+
+
+def serves(engine: Engine, model: str) -> bool:
+    if isinstance(engine, OllamaSpec):
+        return full_model_name(model) in {full_model_name(n) for n in names_of(engine)}
+    return model in names_of(engine)
+
+
 def pick(
     hosts: list[HostSpec], label: str, model: str | None, engine: str | None
 ) -> tuple[HostSpec, Engine, str | None]:
@@ -71,12 +84,11 @@ def pick(
         (host, e)
         for host in hosts
         for e in host.engines()
-        if (model is None or model_of(e) == model or (isinstance(e, OllamaSpec) and model in e.models))
-        and (engine is None or e.label == engine or e.name == engine)
+        if (model is None or serves(e, model)) and (engine is None or e.label == engine or e.name == engine)
     ]
     if not found:
         wanted = " and ".join(x for x in (f"model {model}" if model else "", f"engine {engine}" if engine else "") if x)
-        served = sorted({m for h in hosts for e in h.engines() if (m := model_of(e))})
+        served = sorted({m for h in hosts for e in h.engines() for m in names_of(e)})
         raise GpuctlError(f"{label}: no engine serves {wanted or 'anything'} (served: {', '.join(served) or 'none'})")
     host, chosen = found[0]
     note = None
@@ -86,8 +98,17 @@ def pick(
     return host, chosen, note
 
 
-def app_env(host: HostSpec, engine: Engine, keystore: Keystore, base_dir: Path, note: str | None = None) -> AppEnv:
-    """How an application reaches ENGINE of HOST: its gateway when it has one, else the engine itself."""
+def app_env(
+    host: HostSpec,
+    engine: Engine,
+    keystore: Keystore,
+    base_dir: Path,
+    note: str | None = None,
+    model: str | None = None,
+) -> AppEnv:
+    """How an application reaches ENGINE of HOST (asking for MODEL, default its shared name): its gateway when
+    it has one, else the engine itself."""
+    model = model or model_of(engine)
     if host.gateway is not None:
         gateway = host.gateway
         if gateway.api_key is not None:
@@ -103,12 +124,13 @@ def app_env(host: HostSpec, engine: Engine, keystore: Keystore, base_dir: Path, 
             ca = keystore.ca_path
         elif gateway.tls == "provided" and gateway.ca_file:
             ca = beside(base_dir, gateway.ca_file)
-        return AppEnv(host.name, engine.label, f"{host.gateway_url(engine)}/v1", model_of(engine), key, ca, note)
+        return AppEnv(host.name, engine.label, f"{host.gateway_url(engine)}/v1", model, key, ca, note)
     if is_loopback(engine.bind) and not host.local:
         raise GpuctlError(
             f"{host.name}: {engine.label} listens on {engine.bind} and the host has no gateway, so no application "
-            f"elsewhere reaches it: add gateway=Gateway() to the host (or use ssh -L {engine.port}:{engine.bind}:"
-            f"{engine.port} {host.address} and http://127.0.0.1:{engine.port}/v1)"
+            f"elsewhere reaches it: add gateway=Gateway() to the host (or use "
+            f"ssh -L {engine.port}:{bracketed(engine.bind)}:{engine.port} {host.address} "
+            f"and http://127.0.0.1:{engine.port}/v1)"
         )
     where = "127.0.0.1" if host.local and engine.bind in ("0.0.0.0", "::") else engine.bind
     if engine.bind in ("0.0.0.0", "::") and not host.local:
@@ -119,7 +141,7 @@ def app_env(host: HostSpec, engine: Engine, keystore: Keystore, base_dir: Path, 
         key = KeyRef(env=own.env) if own.env else KeyRef(file=beside(base_dir, own.file))
     else:
         key = KeyRef(placeholder=NO_KEY["vllm" if isinstance(engine, VllmSpec) else "ollama"])
-    return AppEnv(host.name, engine.label, base, model_of(engine), key, None, note)
+    return AppEnv(host.name, engine.label, base, model, key, None, note)
 
 
 def beside(base_dir: Path, path: str | None) -> Path:

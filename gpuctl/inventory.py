@@ -95,9 +95,13 @@ class Partial:
         return f"{self.model.__name__}({label}{', '.join(self.kwargs)})"
 
 
+class WholeValue(dict):  # type: ignore[type-arg]
+    """Data that merges as one value, never key by key (a Model: its name and weights belong together)."""
+
+
 def _to_data(value: Any) -> Any:
     if isinstance(value, Partial):
-        return value.to_data()
+        return WholeValue(value.to_data()) if value.model is ModelSpec else value.to_data()
     if isinstance(value, BaseModel):
         return value.model_dump(exclude_unset=True)
     if isinstance(value, list | tuple):
@@ -451,10 +455,12 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     """Merge OVERRIDE onto BASE: dicts key by key, anything else replaced."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not isinstance(value, WholeValue):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
+        if key == "model" and isinstance(value, WholeValue) and "served_model_name" not in override:
+            merged.pop("served_model_name", None)  # the host's Model names the engine, not the group's name
     return merged
 
 

@@ -9,6 +9,7 @@ KUBERNETES_VERSION (tests/unit/test_kubernetes.py, kubernetes-validate).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,17 @@ class PlainDumper(yaml.SafeDumper):
         return True
 
 
+NAME_MAX = 54
+"""Names of objects and label values: at most 63 characters, with room for '-hf-cache' and '-secrets'."""
+
+
 def name_of(host: HostSpec, engine: VllmSpec) -> str:
-    return f"vllm-{host.name}-{engine.name}"
+    """vllm-HOST-ENGINE, shortened with a hash of the whole when longer than NAME_MAX (still unique)."""
+    name = f"vllm-{host.name}-{engine.name}"
+    if len(name) <= NAME_MAX:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[: NAME_MAX - 9].rstrip('-.')}-{digest}"
 
 
 def gfd_product(model: str) -> str:
@@ -133,15 +143,14 @@ def manifests(host: HostSpec, engine: VllmSpec) -> list[dict[str, Any]]:
 
 
 def secret_command(host: HostSpec, engine: VllmSpec) -> str | None:
-    """The kubectl command that creates the engine's Secret from the inventory's own references."""
+    """The kubectl command (bash) that creates the engine's Secret from the inventory's own references; the
+    values go through a pipe, never kubectl's arguments (which `ps` shows)."""
     refs = engine.secret_env()
     if not refs:
         return None
-    parts = [
-        f'--from-literal={key}="${ref.env}"' if ref.env else f"--from-file={key}={ref.file}"
-        for key, ref in refs.items()
-    ]
-    return f"kubectl create secret generic {name_of(host, engine)}-secrets " + " ".join(parts)
+    lines = " ".join(f'"{key}=${ref.env}"' if ref.env else f'"{key}=$(cat {ref.file})"' for key, ref in refs.items())
+    secret = f"{name_of(host, engine)}-secrets"
+    return f"printf '%s\\n' {lines} | kubectl create secret generic {secret} --from-env-file=/dev/stdin"
 
 
 def write(hosts: list[HostSpec], out_dir: Path) -> list[dict[str, str]]:

@@ -55,8 +55,11 @@ class Target:
     verify: str | bool = True
 
     def client(self) -> openai.OpenAI:
-        import httpx
-        import openai
+        try:
+            import httpx
+            import openai
+        except ImportError:
+            raise GpuctlError("gpuctl parity needs the openai package: pip install 'gpuctl[parity]'") from None
 
         http = httpx.Client(verify=self.verify, timeout=TIMEOUT_S)
         return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, http_client=http, max_retries=0)
@@ -217,6 +220,10 @@ def run_probe(name: str, client: openai.OpenAI, model: str) -> Outcome:
         return Outcome("error", f"{exc.status_code}: {server_message(exc)}")
     except openai.APIConnectionError as exc:
         return Outcome("error", f"no answer: {exc}")
+    except openai.APIError as exc:  # an error event inside a stream, an answer the client cannot read
+        return Outcome("error", f"{type(exc).__name__}: {str(exc)[:200]}")
+    except (IndexError, AttributeError, TypeError, ValueError) as exc:  # an answer without the expected shape
+        return Outcome("error", f"unexpected answer: {type(exc).__name__}: {str(exc)[:160]}")
 
 
 def server_message(exc: openai.APIStatusError) -> str:
@@ -254,8 +261,11 @@ def resolve(target: str, inventory_ref: str | None, model: str | None, api_key: 
 
     inv, hosts = inventory.find_hosts(target, inventory_ref)
     host, engine, _ = client_env.pick(hosts, target, model, None)
-    env = client_env.app_env(host, engine, Keystore.for_inventory(inv.path, write=False), inv.base_dir)
+    keystore = Keystore.for_inventory(inv.path, write=False)
+    env = client_env.app_env(host, engine, keystore, inv.base_dir, model=model)
     if env.model is None:
         raise GpuctlError(f"{target}: {host.name} {engine.label} names no model (add one to the inventory)")
+    if env.ca_file is not None and not env.ca_file.is_file():
+        raise GpuctlError(f"{target}: the CA to trust, {env.ca_file}, does not exist (gpuctl deploy writes it)")
     verify: str | bool = str(env.ca_file) if env.ca_file else True
     return Target(f"{target} ({host.name} {engine.label})", env.base_url, env.key.value(), env.model, verify)

@@ -623,6 +623,12 @@ class OllamaSpec(Strict):
             if identity.ollama is None:
                 raise FieldError("models", f"Model({identity.name!r}) names no ollama= tag for Ollama to pull")
             tags.append(identity.ollama)
+            if aliases.get(identity.name, identity.ollama) != identity.ollama:
+                raise FieldError(
+                    f"models.{index}",
+                    f"{identity.name!r} names both {aliases[identity.name]!r} and {identity.ollama!r}: "
+                    "one name, one model",
+                )
             aliases[identity.name] = identity.ollama
         return {**data, "models": list(dict.fromkeys(tags)), "aliases": aliases}
 
@@ -664,6 +670,8 @@ class OllamaSpec(Strict):
         for name, tag in self.aliases.items():
             if full_model_name(tag) not in pulled:
                 raise FieldError("aliases", f"{name!r} copies {tag!r}, which models= does not pull: add it there")
+            if full_model_name(name) in pulled:
+                raise FieldError("aliases", f"{name!r} is also a model models= pulls: copying would replace it")
         genuine = outside.ollama_archive_format(self.version)
         if self.release_url == outside.OLLAMA_RELEASES and self.archive_format not in ("auto", genuine):
             raise FieldError(

@@ -137,3 +137,17 @@ def test_a_name_deleted_on_the_host_is_named_by_verify_and_restored_by_deploy(pa
         "Ollama | Name model qwen2.5:0.5b llama-3.1-8b (clients send llama-3.1-8b)"
     ]
     assert run_app("dev", deployed).returncode == 0
+
+
+def test_parity_of_the_laptop_and_production_through_their_gateways(deployed):
+    """`gpuctl parity dev prod`: each target as `gpuctl env` gives it (gateway, key, CA), the openai client
+    against both; the stand-ins' known differences show (tests/standins/test_parity.py says why)."""
+    result = gpuctl("parity", "dev", "prod", "-i", str(deployed), "--require", "chat,stream,tools", "--json")
+    report = json.loads(result.stdout)
+    print("\nparity dev (Ollama stand-in) vs prod (vLLM stand-in), through their gateways:")
+    for name, cells in report["matrix"].items():
+        print(f"  {name:22} " + " | ".join(f"{c['status']}: {c['detail'][:60]}" for c in cells))
+    assert result.returncode == 1 and report["failing"] == ["tools"]  # production refuses tools
+    status = {name: [c["status"] for c in cells] for name, cells in report["matrix"].items()}
+    assert status["models"] == status["chat"] == status["stream"] == ["works", "works"]
+    assert status["n"] == ["ignored", "works"] and status["max_completion_tokens"] == ["ignored", "works"]

@@ -171,5 +171,39 @@ def test_env_of_an_inventory_says_which_engine_it_chose(tmp_path):
     missing = run_cli("env", str(path), "--model", "gpt-4")
     assert missing.exit_code == 2
     assert missing.stderr == (
-        f"error: {path}: no engine serves model gpt-4 (served: llama-3.1-8b, org/m, qwen2.5:0.5b)\n"
+        f"error: {path}: no engine serves model gpt-4 (served: llama-3.1-8b, llama3.1:8b, org/m, qwen2.5:0.5b)\n"
     )
+
+
+def test_env_of_a_named_model_gives_that_name(tmp_path):
+    """--model picks the engine serving that name, alias or tag, and exports the name asked for."""
+    path = write(tmp_path)
+    tag = json.loads(run_cli("env", "dev-01", "-i", str(path), "--model", "qwen2.5:0.5b", "--format", "json").stdout)
+    assert tag["OPENAI_MODEL"] == "qwen2.5:0.5b"
+    latest = json.loads(run_cli("env", str(path), "--model", "llama3.1:8b", "--format", "json").stdout)
+    assert (latest["host"], latest["OPENAI_MODEL"]) == ("dev-01", "llama3.1:8b")
+
+
+def test_a_hosts_model_replaces_the_groups_whole(tmp_path):
+    """A Model merges as one value: the host's Model without vllm= weights does not borrow the group's."""
+    text = """
+    from gpuctl.inventory import Defaults, Host, Model, Vllm
+    g = [Host("a", address="192.0.2.31", vllm=Vllm(model=Model("chat2", ollama="qwen2.5:0.5b")))]
+    g_defaults = Defaults(vllm=Vllm(image="vllm/vllm-openai:v0.32.0", gpu_access="none",
+                                    model=Model("chat", vllm="org/a"), served_model_name="chat"))
+    """
+    result = run_cli("check", str(write(tmp_path, text)))
+    assert result.exit_code == 2
+    assert "a: vllm.model: Model('chat2') names no vllm= weights for this vLLM engine" in result.stderr
+    fixed = text.replace('Model("chat2", ollama="qwen2.5:0.5b")', 'Model("chat2", vllm="org/b")')
+    [engine] = inventory.load(str(write(tmp_path, fixed))).hosts["a"].vllm
+    assert (engine.model, engine.served_name) == ("org/b", "chat2")
+
+
+def test_a_loopback_ipv6_engine_without_gateway_hints_a_bracketed_tunnel(tmp_path):
+    text = HYBRID.replace(
+        'Host("bare", address="192.0.2.23", ollama=Ollama(',
+        'Host("bare", address="192.0.2.23", ollama=Ollama(bind="::1", ',
+    )
+    result = run_cli("env", "bare", "-i", str(write(tmp_path, text)))
+    assert "ssh -L 11434:[::1]:11434 192.0.2.23" in result.stderr

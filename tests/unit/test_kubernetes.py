@@ -5,6 +5,7 @@ are errors) for KUBERNETES_VERSION; the container's arguments are the compose fi
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 import yaml
@@ -88,8 +89,34 @@ def test_render_writes_one_file_per_engine_with_how_to_make_its_secret(tmp_path)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["vllm-gpu-01-main.yaml", "vllm-gpu-02-main.yaml", "vllm-gpu-h100-01-main.yaml"]
     text = (tmp_path / "vllm-gpu-01-main.yaml").read_text()
-    assert text.splitlines()[1] == (
-        "# Its Secret (values never in these files): kubectl create secret generic vllm-gpu-01-main-secrets "
-        '--from-literal=VLLM_API_KEY="$VLLM_API_KEY" --from-literal=HF_TOKEN="$HF_TOKEN"'
+    command = text.splitlines()[1].removeprefix("# Its Secret (values never in these files): ")
+    assert command == (
+        """printf '%s\\n' "VLLM_API_KEY=$VLLM_API_KEY" "HF_TOKEN=$HF_TOKEN" | """
+        "kubectl create secret generic vllm-gpu-01-main-secrets --from-env-file=/dev/stdin"
     )
+    # The values go through a pipe from bash's printf (a builtin): no process's arguments hold them.
+    made = subprocess.run(
+        ["bash", "-c", command.split(" | ")[0]],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env={"PATH": os.environ["PATH"], "VLLM_API_KEY": "sk-x", "HF_TOKEN": "hf-y"},
+    )
+    assert made.stdout == "VLLM_API_KEY=sk-x\nHF_TOKEN=hf-y\n"
     assert "&id" not in text and len(list(yaml.safe_load_all(text))) == 3
+
+
+def test_long_names_stay_within_kubernetes_limits():
+    host = HostSpec(
+        name="a" * 40,
+        address="10.0.0.9",
+        vllm=[VllmSpec(name="b" * 30, image="vllm/vllm-openai:v0.32.0", model="m", gpu_access="none")],
+    )
+    deployment, service, claim = manifests(host, host.vllm[0])
+    for document in (deployment, service, claim):
+        assert len(document["metadata"]["name"]) <= 63
+        assert kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True) == "1.33"
+    assert (
+        deployment["metadata"]["name"]
+        != manifests(host.model_copy(update={"name": "a" * 39 + "c"}), host.vllm[0])[0]["metadata"]["name"]
+    )
