@@ -44,16 +44,9 @@ INOTIFY = Path("/proc/sys/fs/inotify/max_user_instances")
 INOTIFY_FOR_RUN = 2048
 
 
-def reach(host: Host) -> str:
-    return (
-        f"address={host.address!r}, ssh_key={str(host.ssh_key)!r}, ssh_known_hosts_file={str(host.known_hosts)!r}, "
-        "ssh_strict_host_key_checking='yes'"
-    )
-
-
 def gpuctl_inventory(hosts: list[Host], folder: Path) -> Path:
     """One inventory of every host (one keystore: one CA and key per host); runs pick hosts with --limit."""
-    entries = ", ".join(f"Host({h.name!r}, {reach(h)})" for h in hosts)
+    entries = ", ".join(f"Host({h.name!r}, {h.reach})" for h in hosts)
     path = folder / "bench.py"
     path.write_text(
         textwrap.dedent(f"""

@@ -84,16 +84,16 @@ def needs_zstd(ollama: OllamaSpec, host_arch: str) -> bool:
 
 
 def pull_command(address: str, model: str) -> str:
-    """Run templates/ollama/pull-model.sh: wait (bounded) for the API at ADDRESS, then pull MODEL
-    through it; a failure says Ollama's own error."""
+    """Run templates/ollama/ollama-api.sh: wait (bounded) for the API at ADDRESS, then pull MODEL through it;
+    a failure says Ollama's own error."""
     request = json.dumps({"model": model, "stream": False})
-    return script_command("ollama/pull-model.sh", address, model, str(READY_WAIT_S), request)
+    return script_command("ollama/ollama-api.sh", address, str(READY_WAIT_S), "pull", f"pull {model}", request)
 
 
 def copy_command(address: str, tag: str, alias: str) -> str:
-    """Run templates/ollama/copy-model.sh: wait (bounded) for the API at ADDRESS, then name TAG ALIAS too."""
+    """templates/ollama/ollama-api.sh: wait (bounded) for the API at ADDRESS, then name TAG ALIAS too."""
     request = json.dumps({"source": tag, "destination": alias})
-    return script_command("ollama/copy-model.sh", address, str(READY_WAIT_S), request)
+    return script_command("ollama/ollama-api.sh", address, str(READY_WAIT_S), "copy", f"name {tag} {alias}", request)
 
 
 def api_address(ollama: OllamaSpec) -> str:

@@ -32,12 +32,6 @@ ENV = {**os.environ, "GPUCTL_TEST_ENGINE_KEY": "sk-engine-8f14e45fceea167a5a36de
 
 
 def write_inventory(path: Path, dev: Host, prod: Host) -> Path:
-    def reach(host: Host) -> str:
-        return (
-            f"address={host.address!r}, ssh_key={str(host.ssh_key)!r}, "
-            f"ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking='yes'"
-        )
-
     path.write_text(
         textwrap.dedent(f"""
         from gpuctl.inventory import Gateway, Host, Model, Ollama, Secret, Vllm
@@ -45,10 +39,10 @@ def write_inventory(path: Path, dev: Host, prod: Host) -> Path:
         LAPTOP = Model("llama-3.1-8b", ollama="qwen2.5:0.5b")
         PROD = Model("llama-3.1-8b", vllm="org/tiny-model")
         hybrid = [
-            Host({dev.name!r}, {reach(dev)}, gateway=Gateway(),
+            Host({dev.name!r}, {dev.reach}, gateway=Gateway(),
                  ollama=Ollama(version={OLLAMA!r}, cpu_fallback=True, release_url={mirror.MIRROR_URL!r},
                                models=[LAPTOP])),
-            Host({prod.name!r}, {reach(prod)}, gateway=Gateway(),
+            Host({prod.name!r}, {prod.reach}, gateway=Gateway(),
                  docker=dict(packages=["docker.io", "docker-compose-plugin"]),
                  vllm=Vllm(image={IMAGE!r}, model=PROD, gpu_access="none", start_timeout_s=120,
                            api_key=Secret.env("GPUCTL_TEST_ENGINE_KEY"))),

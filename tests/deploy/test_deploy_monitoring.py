@@ -45,19 +45,13 @@ ENV = {**os.environ, "GPUCTL_TEST_ENGINE_KEY": "sk-engine-5d41402abc4b2a76b9719d
 
 
 def write_inventory(path: Path, mon: Host, eng: Host, gpu: Host) -> Path:
-    def reach(host: Host) -> str:
-        return (
-            f"address={host.address!r}, ssh_key={str(host.ssh_key)!r}, "
-            f"ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking='yes'"
-        )
-
     path.write_text(
         textwrap.dedent(f"""
         from gpuctl.inventory import Gateway, Gpu, Host, Monitoring, Ollama, Secret, Vllm
         fleet = [
-            Host({mon.name!r}, {reach(mon)},
+            Host({mon.name!r}, {mon.reach},
                  monitoring=Monitoring(scrape_interval="2s", engine_down_for="0s", gpu_memory_other_for="0s")),
-            Host({eng.name!r}, {reach(eng)},
+            Host({eng.name!r}, {eng.reach},
                  docker=dict(packages=["docker.io", "docker-compose-plugin"]),
                  vllm=Vllm(name="main", image={IMAGE!r}, model="org/tiny-model", served_model_name="tiny",
                            gpu_access="none", start_timeout_s=120, api_key=Secret.env("GPUCTL_TEST_ENGINE_KEY")),
@@ -66,7 +60,7 @@ def write_inventory(path: Path, mon: Host, eng: Host, gpu: Host) -> Path:
                  gateway=Gateway(engine="main")),
         ]
         gpus = [  # never deployed here: only scraped
-            Host({gpu.name!r}, {reach(gpu)}, gpus=Gpu(model="H100 80GB", count=1, memory_gib=80),
+            Host({gpu.name!r}, {gpu.reach}, gpus=Gpu(model="H100 80GB", count=1, memory_gib=80),
                  vllm=Vllm(name="big", image="vllm/vllm-openai:v0.32.0", model="m", gpu_memory_utilization=0.9)),
         ]
     """)

@@ -421,6 +421,14 @@ class Host:
         return f"{NAME_PREFIX}{self.slot}"
 
     @property
+    def reach(self) -> str:
+        """How an inventory reaches this host: its address, key and known hosts (Host(NAME, <this>))."""
+        return (
+            f"address={self.address!r}, ssh_key={str(self.ssh_key)!r}, "
+            f"ssh_known_hosts_file={str(self.known_hosts)!r}, ssh_strict_host_key_checking='yes'"
+        )
+
+    @property
     def veth(self) -> str:
         return f"{NAME_PREFIX}v{self.slot}"
 

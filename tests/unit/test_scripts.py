@@ -67,7 +67,7 @@ def run(command: str | list[str], bin_dir: Path, **env: str) -> subprocess.Compl
 
 def test_the_glob_finds_the_shipped_scripts():
     names = {p.relative_to(templates_dir()).as_posix() for p in SCRIPTS}
-    assert {"vllm/preflight.sh", "vllm/wait-healthy.sh", "ollama/install-ollama.sh", "ollama/pull-model.sh"} <= names
+    assert {"vllm/preflight.sh", "vllm/wait-healthy.sh", "ollama/install-ollama.sh", "ollama/ollama-api.sh"} <= names
     assert {"gateway/acme-bootstrap.sh", "gateway/acme-certificate.sh", "nvidia/pci-gpus.sh"} <= names
 
 
