@@ -6,11 +6,12 @@ from __future__ import annotations
 import shlex
 
 from pyinfra.api import deploy
-from pyinfra.operations import files, systemd
+from pyinfra.operations import files
 
 from gpuctl.deploy.apt_source import signed_apt_source
 from gpuctl.deploy.distribution import Distribution, docker_packages, docker_source
 from gpuctl.deploy.packages import apt_installed
+from gpuctl.deploy.units import running_and_enabled
 from gpuctl.host_layout import APT_KEYRINGS_DIR, DOCKER_KEYRING, DOCKER_SOURCES
 from gpuctl.spec import HostSpec
 
@@ -21,7 +22,7 @@ def docker(spec: HostSpec, dist: Distribution) -> None:
     if docker_source(spec, dist) == "docker" and not spec.docker.packages:
         docker_repository(spec, dist)
     apt_installed("Docker engine and Compose v2 plugin", docker_packages(spec, dist))
-    systemd.service(name="docker.service enabled and running", service="docker.service", running=True, enabled=True)
+    running_and_enabled("docker.service", "docker.service enabled and running")
 
 
 def docker_repository(spec: HostSpec, dist: Distribution) -> None:

@@ -15,6 +15,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Home
 from pyinfra.operations import files
 
+from gpuctl.deploy import memo
 from gpuctl.deploy.facts import PathStates
 from gpuctl.host_layout import PRIVATE_TREE, folder_mode
 from gpuctl.render import RenderedFile
@@ -48,6 +49,8 @@ def expect(rendered: list[RenderedFile]) -> None:
     paths = {str(item.path) for item in rendered}
     paths |= {str(folder) for item in rendered for folder in managed_folders(item)}
     EXPECTED[host.name] = tuple(sorted(paths))
+    if paths:
+        memo.fact(PathStates, paths=EXPECTED[host.name])
 
 
 def managed_folders(item: RenderedFile) -> list[PurePosixPath]:
@@ -64,7 +67,7 @@ def known_state(path: PurePosixPath) -> tuple[str, int, str, str, str] | None | 
     paths = EXPECTED.get(host.name)
     if not paths or str(path) not in paths:
         return False
-    return (host.get_fact(PathStates, paths=paths) or {}).get(str(path))
+    return (memo.fact(PathStates, paths=paths) or {}).get(str(path))
 
 
 def as_rendered(item: RenderedFile) -> bool:

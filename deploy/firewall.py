@@ -15,6 +15,7 @@ from pyinfra.operations.util import any_changed
 from gpuctl.deploy.facts import CommandSucceeds, SshServerPort
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.packages import apt_installed
+from gpuctl.deploy.units import running_and_enabled
 from gpuctl.host_layout import FIREWALL_RULES
 from gpuctl.render import FirewallFiles, firewall_ports
 from gpuctl.spec import HostSpec
@@ -45,7 +46,7 @@ def firewall(spec: HostSpec, rendered: FirewallFiles) -> None:
     changes = [put_rendered(item) for item in rendered.all()]
     server.shell(name="nft -c (ruleset check)", commands=[f"nft -c -f {FIREWALL_RULES}"], _if=any_changed(*changes))
     systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*changes))
-    systemd.service(name=f"{UNIT} enabled and loaded", service=UNIT, running=True, enabled=True)
+    running_and_enabled(UNIT, f"{UNIT} enabled and loaded")
     # The live ruleset, not only the file: a table deleted by hand or by `nft flush ruleset` is loaded again.
     if not host.get_fact(CommandSucceeds, test="nft list table inet gpuctl") and host.get_fact(SystemdStatus).get(UNIT):
         server.shell(

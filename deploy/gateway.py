@@ -11,13 +11,14 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import Directory, Link
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
 from gpuctl.deploy.facts import FileText
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.packages import apt_installed
 from gpuctl.deploy.scripts import script_command
+from gpuctl.deploy.units import running_and_enabled
 from gpuctl.host_layout import (
     ACME_WEBROOT,
     GATEWAY_TLS_CERT,
@@ -44,7 +45,7 @@ def gateway(spec: HostSpec, rendered: GatewayFiles) -> None:
     server.shell(
         name="nginx -t (configuration and certificate check)", commands=["nginx -t -q"], _if=any_changed(*changes)
     )
-    systemd.service(name="nginx.service enabled and running", service="nginx.service", running=True, enabled=True)
+    running_and_enabled("nginx.service", "nginx.service enabled and running")
     server.shell(
         name="Reload nginx (graceful: open streams finish)",
         commands=["systemctl reload-or-restart nginx"],

@@ -10,7 +10,7 @@ from pyinfra.operations.util import any_changed
 
 from gpuctl.deploy.facts import ContainerHealth, EngineGenerates, UnitActiveState
 from gpuctl.deploy.files import put_rendered
-from gpuctl.deploy.units import restart_command
+from gpuctl.deploy.units import restart_command, running_and_enabled
 from gpuctl.render import HealingFiles
 from gpuctl.spec import VllmSpec, on_host_address
 
@@ -22,7 +22,7 @@ def healing(files: HealingFiles) -> None:
     """Install the heal script with its timer and service; keep the timer enabled and running."""
     changes = [put_rendered(item) for item in files.all()]
     systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*changes))
-    systemd.service(name=f"{HEAL_TIMER} enabled and running", service=HEAL_TIMER, running=True, enabled=True)
+    running_and_enabled(HEAL_TIMER, f"{HEAL_TIMER} enabled and running")
 
 
 GENERATION_PROBE_S = 30

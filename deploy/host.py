@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pyinfra import host
 
+from gpuctl.deploy import memo
 from gpuctl.deploy.container_toolkit import container_toolkit
 from gpuctl.deploy.distribution import require_supported
 from gpuctl.deploy.docker import docker
@@ -24,6 +25,7 @@ from gpuctl.spec import HostSpec
 
 def deploy_host(spec: HostSpec, rendered: HostFiles) -> None:
     """Add every operation for SPEC to the current pyinfra host, using the files rendered for it."""
+    memo.start()
     dist = require_supported(spec)
     expect(list(rendered))  # every rendered file's state in one read
     nvidia_driver(spec)

@@ -15,7 +15,7 @@ from pyinfra.operations.util import any_changed
 from gpuctl.deploy.facts import DockerImageId
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.packages import apt_installed
-from gpuctl.deploy.units import restart_command, start_unless_active
+from gpuctl.deploy.units import restart_command, running_and_enabled, start_unless_active
 from gpuctl.host_layout import DCGM_EXPORTER_UNIT_NAME, PROMETHEUS_CONFIG
 from gpuctl.outside import (
     BLACKBOX_PACKAGES,
@@ -36,7 +36,7 @@ def node_exporter(defaults: RenderedFile) -> None:
     changed = put_rendered(defaults)
     packages = list(NODE_EXPORTER_PACKAGES)
     apt_installed("node exporter", packages)
-    systemd.service(name=f"{NODE_EXPORTER} enabled and running", service=NODE_EXPORTER, running=True, enabled=True)
+    running_and_enabled(NODE_EXPORTER, f"{NODE_EXPORTER} enabled and running")
     server.shell(
         name=f"Restart {NODE_EXPORTER} (its arguments changed)",
         commands=[f"systemctl restart {NODE_EXPORTER}"],
@@ -69,7 +69,7 @@ def prometheus(rendered: MonitoringFiles) -> None:
     probes = [put_rendered(item) for item in (rendered.blackbox, rendered.blackbox_defaults)]
     packages = [*PROMETHEUS_PACKAGES, *BLACKBOX_PACKAGES]
     apt_installed("Prometheus and the blackbox exporter", packages)
-    systemd.service(name=f"{BLACKBOX} enabled and running", service=BLACKBOX, running=True, enabled=True)
+    running_and_enabled(BLACKBOX, f"{BLACKBOX} enabled and running")
     server.shell(
         name=f"Restart {BLACKBOX} (its probe or arguments changed)",
         commands=[f"systemctl restart {BLACKBOX}"],
@@ -80,7 +80,7 @@ def prometheus(rendered: MonitoringFiles) -> None:
         commands=[f"promtool check config {PROMETHEUS_CONFIG}"],
         _if=any_changed(*config, arguments),
     )
-    systemd.service(name=f"{PROMETHEUS} enabled and running", service=PROMETHEUS, running=True, enabled=True)
+    running_and_enabled(PROMETHEUS, f"{PROMETHEUS} enabled and running")
     server.shell(
         name=f"Restart {PROMETHEUS} (its arguments changed)",
         commands=[f"systemctl restart {PROMETHEUS}"],

@@ -9,9 +9,11 @@ installed; with every package present the step is a no-op.
 from __future__ import annotations
 
 from pyinfra import host
+from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt
 
 from gpuctl import pyinfra_adapter
+from gpuctl.deploy import memo
 
 INDEX_MAX_AGE_S = 3600
 
@@ -19,7 +21,7 @@ INDEX_MAX_AGE_S = 3600
 def apt_installed(name: str, packages: list[str]) -> None:
     """PACKAGES installed (without recommends), refreshing the package index first if it is older than an
     hour and something is missing."""
-    if not pyinfra_adapter.apt_would_install(host, packages):
+    if not pyinfra_adapter.apt_would_install(host, packages, memo.fact(DebPackages) or {}):
         host.noop(f"{name}: installed")
         return
     apt.packages(name=name, packages=packages, update=True, cache_time=INDEX_MAX_AGE_S, no_recommends=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.operations import server, systemd
 
-from gpuctl.deploy.facts import UnitActiveState
+from gpuctl.deploy.facts import UnitStates
 
 
 def restart_command(unit: str, verb: str = "restart") -> str:
@@ -21,11 +21,20 @@ def restart_command(unit: str, verb: str = "restart") -> str:
     )
 
 
+def running_and_enabled(unit: str, name: str | None = None) -> None:
+    """UNIT enabled and running: pyinfra's systemd step (two facts) only when one command says it is not."""
+    if host.get_fact(UnitStates, unit=unit) == ("active", "enabled"):
+        host.noop(f"{unit} is active and enabled")
+        return
+    systemd.service(name=name or f"{unit} enabled and running", service=unit, running=True, enabled=True)
+
+
 def start_unless_active(unit: str) -> None:
     """Enable UNIT and start it when it is not active, clearing a failed state (a start limit hit by
     crash loops, a failed start) first: a deploy is the operator's explicit request to run it."""
-    systemd.service(name=f"{unit} enabled", service=unit, running=None, enabled=True)
-    state = host.get_fact(UnitActiveState, unit=unit)
+    state, enabled = host.get_fact(UnitStates, unit=unit)
+    if enabled != "enabled":
+        systemd.service(name=f"{unit} enabled", service=unit, running=None, enabled=True)
     if state == "active":
         host.noop(f"{unit} is active")
         return

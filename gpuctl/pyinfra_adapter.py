@@ -37,7 +37,6 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_host_op
 from pyinfra.api.state import BaseStateCallback, StateStage
 from pyinfra.context import ctx_config, ctx_host, ctx_state
-from pyinfra.facts.deb import DebPackages
 from pyinfra.operations.util.packaging import ensure_packages
 
 # The module itself: `pyinfra.api.operation` as an attribute is the `operation` decorator it defines.
@@ -285,13 +284,13 @@ class Callbacks(BaseStateCallback):
             self.on_progress(gpuctl_name(host), f"FAILED: {op_name(state, host, op_hash)}")
 
 
-def apt_would_install(host: Any, packages: list[str]) -> bool:
+def apt_would_install(host: Any, packages: list[str], installed: dict[str, Any]) -> bool:
     """Whether apt.packages(PACKAGES) would install or change anything on HOST: pyinfra's own comparison of
-    the packages (NAME or NAME=VERSION) with the host's dpkg list."""
+    the packages (NAME or NAME=VERSION) with INSTALLED, the host's dpkg list (its DebPackages fact)."""
     commands = ensure_packages(
         host,
         packages,
-        host.get_fact(DebPackages),
+        installed,
         True,
         install_command="install",
         uninstall_command="remove",
