@@ -56,7 +56,7 @@ def write_inventory(path: Path, mon: Host, eng: Host, gpu: Host) -> Path:
                  vllm=Vllm(name="main", image={IMAGE!r}, model="org/tiny-model", served_model_name="tiny",
                            gpu_access="none", start_timeout_s=120, api_key=Secret.env("GPUCTL_TEST_ENGINE_KEY")),
                  ollama=Ollama(version={OLLAMA!r}, cpu_fallback=True, release_url={mirror.MIRROR_URL!r},
-                               keep_alive="1h", max_loaded_models=1, models=["qwen2.5:0.5b", "tinyllama"]),
+                               keep_alive="1m", max_loaded_models=1, models=["qwen2.5:0.5b", "tinyllama"]),
                  gateway=Gateway(engine="main")),
         ]
         gpus = [  # never deployed here: only scraped
@@ -255,11 +255,14 @@ def test_gpu_memory_held_by_another_process_fires_gpu_memory_used_by_others(trio
 
 
 def test_ollama_losing_its_model_within_the_keep_alive_fires_ollama_model_unloaded(pair, deployed):
-    """keep_alive="1h", max_loaded_models=1: qwen2.5 is loaded (a request with an empty prompt, as Ollama's
+    """keep_alive="1m", max_loaded_models=1: qwen2.5 is loaded (a request with an empty prompt, as Ollama's
     API documents) and the probe sees it in /api/ps; loading tinyllama evicts it while Ollama answers all
-    along: unloaded well within its keep-alive."""
+    along: unloaded well within its keep-alive. The rule's window (the keep-alive less two scrapes, 56 s)
+    must hold no failed probe first: those of the deploy, before Ollama was up, age out."""
     mon, eng = pair
     loaded = 'probe_success{job="gpuctl-ollama-models",model="qwen2.5:0.5b"}'
+    answered = 'min_over_time(probe_http_status_code{job="gpuctl-ollama-models",model="qwen2.5:0.5b"}[56s])'
+    wait_for("a window of answered probes", lambda: scalar(mon, answered) == 200, timeout=120)
     assert wait_for("not loaded yet", lambda: scalar(mon, loaded) == 0)
     eng.run("""curl -fsS http://127.0.0.1:11434/api/generate -d '{"model": "qwen2.5:0.5b"}'""")
     wait_for("the probe sees it loaded", lambda: scalar(mon, loaded) == 1)
@@ -268,7 +271,7 @@ def test_ollama_losing_its_model_within_the_keep_alive_fires_ollama_model_unload
     [alert] = wait_for("OllamaModelUnloaded firing", lambda: firing(mon, "OllamaModelUnloaded"))
     assert (alert["labels"]["host"], alert["labels"]["model"]) == (eng.name, "qwen2.5:0.5b")
     assert alert["annotations"]["summary"] == (
-        f"{eng.name}: Ollama unloaded qwen2.5:0.5b sooner than OLLAMA_KEEP_ALIVE=1h says: the next request "
+        f"{eng.name}: Ollama unloaded qwen2.5:0.5b sooner than OLLAMA_KEEP_ALIVE=1m says: the next request "
         "waits for a load"
     )
 
