@@ -48,7 +48,7 @@ def gateway(spec: HostSpec, rendered: GatewayFiles) -> None:
     running_and_enabled("nginx.service", "nginx.service enabled and running")
     server.shell(
         name="Reload nginx (graceful: open streams finish)",
-        commands=["systemctl reload-or-restart nginx"],
+        commands=[script_command("gateway/reload-nginx.sh")],  # returns once the new site serves
         _if=any_changed(*changes),
     )
     if gw.tls == "acme":
