@@ -163,7 +163,7 @@ def gateway_access(host: HostSpec, engine: Engine, keystore: Keystore | None, ba
     if gateway.tls == "private-ca":
         verify = str(keystore.ca_path)
     elif gateway.tls == "provided" and gateway.ca_file:
-        verify = str(_beside(base_dir, gateway.ca_file))
+        verify = str(beside(base_dir, gateway.ca_file))
     return GatewayAccess(host.gateway_url(engine), key, verify)
 
 
@@ -269,7 +269,7 @@ def gateway_material(
         cert = keystore.server_cert(host.name, certificate_names(host))
     elif gateway.tls == "provided":
         assert gateway.cert_file is not None and gateway.key_file is not None
-        path = _beside(base_dir, gateway.cert_file)
+        path = beside(base_dir, gateway.cert_file)
         try:
             chain = path.read_text()
         except OSError as exc:
@@ -283,7 +283,7 @@ def gateway_material(
     return GatewayMaterial(api_key, cert)
 
 
-def _beside(base_dir: Path, path: str) -> Path:
+def beside(base_dir: Path, path: str) -> Path:
     """PATH as the inventory means it: ~ expanded, relative to the inventory's folder."""
     expanded = Path(path).expanduser()
     return expanded if expanded.is_absolute() else base_dir / expanded

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from gpuctl.access import beside
 from gpuctl.errors import GpuctlError
 from gpuctl.keystore import Keystore
 from gpuctl.spec import HostSpec, OllamaSpec, SecretRef, VllmSpec, bracketed, full_model_name, is_loopback
@@ -115,7 +116,7 @@ def app_env(
             key = (
                 KeyRef(env=gateway.api_key.env)
                 if gateway.api_key.env
-                else KeyRef(file=beside(base_dir, gateway.api_key.file))
+                else KeyRef(file=beside(base_dir, gateway.api_key.file or ""))
             )
         else:
             key = KeyRef(file=keystore.path(keystore.api_key_name(host.name)))
@@ -138,16 +139,10 @@ def app_env(
     base = f"http://{bracketed(where)}:{engine.port}/v1"
     own = engine.api_key if isinstance(engine, VllmSpec) else None
     if own is not None:
-        key = KeyRef(env=own.env) if own.env else KeyRef(file=beside(base_dir, own.file))
+        key = KeyRef(env=own.env) if own.env else KeyRef(file=beside(base_dir, own.file or ""))
     else:
         key = KeyRef(placeholder=NO_KEY["vllm" if isinstance(engine, VllmSpec) else "ollama"])
     return AppEnv(host.name, engine.label, base, model, key, None, note)
-
-
-def beside(base_dir: Path, path: str | None) -> Path:
-    assert path is not None
-    found = Path(path).expanduser()
-    return found if found.is_absolute() else (base_dir / found).resolve()
 
 
 def render(env: AppEnv, fmt: Format, reveal: bool) -> str:

@@ -3,8 +3,10 @@ against the vLLM and Ollama STAND-INs on loopback (and a bare 401 server standin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -53,26 +55,33 @@ def test_a_server_wanting_a_key_says_so_and_the_key_makes_it_pass(start_vllm_sta
     assert verify(vllm.base_url, "--api-key-env", "K", env={"K": KEY}).exit_code == 0
 
 
-class Unauthorized(BaseHTTPRequestHandler):
-    """Answers 401 on every route, as a gpuctl gateway does without its key."""
+@contextlib.contextmanager
+def answering_everywhere(status: int, content_type: str, body: bytes) -> Iterator[str]:
+    """A web server on loopback answering every GET with STATUS and BODY; yields its URL."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        self.send_response(401)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b'{"error": {"message": "missing or wrong API key"}}')
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.end_headers()
+            self.wfile.write(body)
 
-    def log_message(self, *args: object) -> None:
-        pass
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture
-def gateway_like():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Unauthorized)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+def gateway_like() -> Iterator[str]:
+    """Answers 401 on every route, as a gpuctl gateway does without its key."""
+    with answering_everywhere(401, "application/json", b'{"error": {"message": "missing or wrong API key"}}') as url:
+        yield url
 
 
 def test_a_url_answering_401_everywhere_asks_for_the_key(gateway_like):
@@ -90,27 +99,9 @@ def test_nothing_listening_is_one_line(tmp_path):
     assert result.stderr.count("\n") == 1
 
 
-class NotJson(BaseHTTPRequestHandler):
-    """Answers 200 with an HTML page everywhere (a web server that is no engine)."""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.end_headers()
-        self.wfile.write(b"<html>hello</html>")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def test_a_web_server_that_is_no_engine_is_said_to_be_neither(tmp_path):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), NotJson)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with answering_everywhere(200, "text/html", b"<html>hello</html>") as url:  # a web server, no engine
         result = verify(url)
-    finally:
-        server.shutdown()
     assert result.exit_code == 2
     assert result.stderr == (
         f"error: {url} answers neither /version (vLLM) nor /api/version (Ollama): "
