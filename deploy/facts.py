@@ -213,10 +213,11 @@ class UnitActiveState(FactBase[str]):
 
 
 class UnitStates(FactBase[tuple[str, str]]):
-    """(`systemctl is-active UNIT`, `systemctl is-enabled UNIT`) in one command: ("active", "enabled")."""
+    """(`systemctl is-active UNIT`, `systemctl is-enabled UNIT`) in one command: ("active", "enabled").
+    SYSTEMCTL: the command that reaches the unit's service manager (a user's, for a user-level unit)."""
 
-    def command(self, unit: str) -> str:
-        return f"systemctl is-active '{unit}' 2>/dev/null; systemctl is-enabled '{unit}' 2>/dev/null; true"
+    def command(self, unit: str, systemctl: str = "systemctl") -> str:
+        return f"{systemctl} is-active '{unit}' 2>/dev/null; {systemctl} is-enabled '{unit}' 2>/dev/null; true"
 
     def process(self, output: list[str]) -> tuple[str, str]:
         lines = [line.strip() for line in output] + ["", ""]
@@ -296,3 +297,24 @@ class PathStates(FactBase[dict[str, tuple[str, int, str, str, str] | None]]):
                 digest = digests.get(path, "-") if kind == "regular file" else "-"
                 found[path] = (kind, int(mode, 8), owner, group, digest)
         return found
+
+
+class LoginIdentity(FactBase[tuple[str, str, str]]):
+    """(user, primary group, home) of the user commands run as: what a user-level install owns and where."""
+
+    def command(self) -> str:
+        return 'id -un; id -gn; printf "%s\\n" "$HOME"'
+
+    def process(self, output: list[str]) -> tuple[str, str, str]:
+        lines = [line.strip() for line in output] + ["", "", ""]
+        return lines[0], lines[1], lines[2]
+
+
+class MissingCommands(FactBase[list[str]]):
+    """Which of the named commands the host lacks (none: an empty list)."""
+
+    def command(self, names: tuple[str, ...]) -> str:
+        return f'for c in {" ".join(names)}; do command -v "$c" >/dev/null 2>&1 || echo "$c"; done; true'
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line.strip() for line in output if line.strip()]

@@ -77,7 +77,7 @@ def as_rendered(item: RenderedFile) -> bool:
     if state != wanted:
         return False
     return all(
-        known_state(folder) == ("directory", int(folder_mode(folder), 8), "root", "root", "-")
+        known_state(folder) == ("directory", int(folder_mode(folder), 8), item.owner, item.group, "-")
         for folder in managed_folders(item)
     )
 
@@ -102,8 +102,8 @@ def put_rendered(item: RenderedFile) -> OperationMeta | Unchanged:
             name=f"Directory {folder}",
             path=str(folder),
             present=True,
-            user="root",
-            group="root",
+            user=item.owner,
+            group=item.group,
             mode=folder_mode(folder),
         )
     extra = {}

@@ -4,12 +4,15 @@ Prometheus on the monitoring host)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pyinfra import host
 
 from gpuctl.deploy import memo
 from gpuctl.deploy.container_toolkit import container_toolkit
 from gpuctl.deploy.distribution import require_supported
 from gpuctl.deploy.docker import docker
+from gpuctl.deploy.facts import LoginIdentity
 from gpuctl.deploy.files import expect, put_rendered
 from gpuctl.deploy.firewall import firewall
 from gpuctl.deploy.gateway import gateway
@@ -19,14 +22,30 @@ from gpuctl.deploy.nvidia import nvidia_driver
 from gpuctl.deploy.ollama import ollama_engine
 from gpuctl.deploy.release_steps import files_differ
 from gpuctl.deploy.vllm import vllm_engine
-from gpuctl.render import HostFiles
+from gpuctl.errors import GpuctlError
+from gpuctl.host_layout import at_home
+from gpuctl.render import HostFiles, OllamaFiles
 from gpuctl.spec import HostSpec
+
+
+def in_home(rendered: HostFiles) -> HostFiles:
+    """A user-level install's files at the deploying user's home (their ~), owned by that user."""
+    user, group, home = host.get_fact(LoginIdentity)
+    if not home.startswith("/"):
+        raise GpuctlError(f"a user-level install needs the user's home: $HOME is {home!r}")
+    ollama = rendered.ollama
+    if ollama is None:
+        return rendered
+    moved = [replace(f, path=at_home(f.path, home), owner=user, group=group) for f in (ollama.unit, ollama.dropin)]
+    return replace(rendered, ollama=OllamaFiles(unit=moved[0], dropin=moved[1]))
 
 
 def deploy_host(spec: HostSpec, rendered: HostFiles) -> None:
     """Add every operation for SPEC to the current pyinfra host, using the files rendered for it."""
     memo.start()
     dist = require_supported(spec)
+    if spec.install == "user":
+        rendered = in_home(rendered)
     expect(list(rendered))  # every rendered file's state in one read
     nvidia_driver(spec)
     if spec.needs_docker():

@@ -4,6 +4,7 @@ before it (a rollback switches back), configured by a systemd drop-in; each chan
 from __future__ import annotations
 
 import json
+from pathlib import PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -13,13 +14,14 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from gpuctl import releases
-from gpuctl.deploy.facts import FileText, OllamaModels, UserAccount
+from gpuctl.deploy.facts import CommandSucceeds, FileText, LoginIdentity, MissingCommands, OllamaModels, UserAccount
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.packages import apt_installed
 from gpuctl.deploy.release_steps import files_differ, keep_running_release
 from gpuctl.deploy.scripts import script_command
 from gpuctl.deploy.units import restart_command, start_unless_active
-from gpuctl.host_layout import OLLAMA_DOWNLOAD_DIR, OLLAMA_HOME, OLLAMA_VERSION_MARKER, ollama_version_marker
+from gpuctl.errors import GpuctlError
+from gpuctl.host_layout import OLLAMA_HOME, at_home
 from gpuctl.render import OllamaFiles
 from gpuctl.spec import OllamaSpec, full_model_name, on_host_address
 
@@ -34,7 +36,9 @@ def install_command(ollama: OllamaSpec, host_arch: str) -> str:
     A wrong checksum stops before anything installed is touched: the running version stays.
     `curl` reads https:// mirrors and file:// folders alike.
     """
-    args = [ollama.version, ollama.source_url(), str(OLLAMA_DOWNLOAD_DIR), "/", *ollama.archive_candidates(host_arch)]
+    layout = ollama.layout
+    candidates = ollama.archive_candidates(host_arch)
+    args = [ollama.version, ollama.source_url(), str(layout.download_dir), str(layout.prefix), *candidates]
     return script_command("ollama/install-ollama.sh", *args)
 
 
@@ -48,7 +52,7 @@ def switch_release(
     if installed == ollama.version:
         host.noop(f"Ollama {ollama.version} is installed")
         return None
-    if host.get_fact(FileText, path=str(ollama_version_marker(ollama.version))) == ollama.version:
+    if host.get_fact(FileText, path=on_host(ollama.layout.version_marker_of(ollama.version))) == ollama.version:
         name = f"Switch to Ollama {ollama.version} (installed side by side; was {installed or 'absent'})"
     else:
         name = f"Install Ollama {ollama.version} (was {installed or 'absent'}), sha256 verified"
@@ -78,6 +82,43 @@ def ollama_user(groups: list[str]) -> None:
     )
 
 
+def on_host(path: PurePosixPath) -> str:
+    """PATH as the host names it: a user-level install's ~ is the deploying user's home."""
+    return str(at_home(path, host.get_fact(LoginIdentity)[2])) if path.parts[:1] == ("~",) else str(path)
+
+
+def system_prerequisites(ollama: OllamaSpec, tools: list[str]) -> None:
+    """As root: the tools the installer uses, the system user ollama and its models folder."""
+    apt_installed(f"Ollama's tools ({', '.join(tools)})", tools)
+    server.group(name="Group ollama", group="ollama", system=True)
+    ollama_user(host.get_fact(Groups) or [])
+    files.directory(
+        name=f"Directory {ollama.models_path()}",
+        path=ollama.models_path(),
+        present=True,
+        user="ollama",
+        group="ollama",
+        mode="0755",
+    )
+
+
+def user_prerequisites(tools: list[str]) -> None:
+    """A user-level install installs nothing as root: stop, naming what an admin must do, when the tools
+    are missing or the user's service manager would stop at logout (no lingering)."""
+    user = host.get_fact(LoginIdentity)[0]
+    missing = host.get_fact(MissingCommands, names=tuple(tools))
+    if missing:
+        raise GpuctlError(
+            f"a user-level install cannot install packages: ask an admin to install {' '.join(missing)} "
+            f"(apt install {' '.join(missing)})"
+        )
+    if not host.get_fact(CommandSucceeds, test=f"test -e /var/lib/systemd/linger/{user}"):
+        raise GpuctlError(
+            f"user {user} has no lingering, so a user-level Ollama would stop at logout and not start at boot: "
+            f"ask an admin to run `sudo loginctl enable-linger {user}` once"
+        )
+
+
 def needs_zstd(ollama: OllamaSpec, host_arch: str) -> bool:
     """zstd is installed only when the archive expected first is a .tar.zst (Ollama 0.14.0 and later)."""
     return ollama.archive_candidates(host_arch)[0].endswith(".tar.zst")
@@ -101,29 +142,34 @@ def api_address(ollama: OllamaSpec) -> str:
     return on_host_address(ollama.bind, ollama.port)
 
 
+def reload_units(ollama: OllamaSpec, changes: list) -> None:
+    """`daemon-reload` of the unit's service manager (the user's, for a user-level install) after a change."""
+    if ollama.layout.user_level:
+        server.shell(
+            name="systemd --user daemon-reload",
+            commands=[f"{ollama.systemctl} daemon-reload"],
+            _if=any_changed(*changes),
+        )
+    else:
+        systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*changes))
+
+
 @deploy("Ollama")
 def ollama_engine(ollama: OllamaSpec, rendered: OllamaFiles) -> None:
     """Install the pinned Ollama, its unit and drop-in; restart on change; pre-pull the models."""
     host_arch = host.get_fact(Arch) or "unknown"
-    tools = ["curl", "ca-certificates", "tar", *(["zstd"] if needs_zstd(ollama, host_arch) else [])]
-    apt_installed(f"Ollama's tools ({', '.join(tools)})", tools)
-    server.group(name="Group ollama", group="ollama", system=True)
-    ollama_user(host.get_fact(Groups) or [])
-    files.directory(
-        name=f"Directory {ollama.models_dir}",
-        path=ollama.models_dir,
-        present=True,
-        user="ollama",
-        group="ollama",
-        mode="0755",
-    )
-    installed = host.get_fact(FileText, path=str(OLLAMA_VERSION_MARKER))
+    zstd = ["zstd"] if needs_zstd(ollama, host_arch) else []
+    if ollama.layout.user_level:
+        user_prerequisites(["curl", "tar", "sha256sum", *zstd])
+    else:
+        system_prerequisites(ollama, ["curl", "ca-certificates", "tar", *zstd])
+    installed = host.get_fact(FileText, path=on_host(ollama.layout.version_marker))
     binary = switch_release(ollama, rendered, host_arch, installed)
     changes = [put_rendered(item) for item in rendered.all()]
-    systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*changes))
+    reload_units(ollama, changes)
     restarted = server.shell(
         name="Restart ollama.service (its files or binary changed)",
-        commands=[restart_command("ollama.service")],
+        commands=[restart_command("ollama.service", systemctl=ollama.systemctl, journalctl=ollama.journalctl)],
         _if=any_changed(*changes, *([binary] if binary else [])),
     )
     server.shell(
@@ -131,7 +177,7 @@ def ollama_engine(ollama: OllamaSpec, rendered: OllamaFiles) -> None:
         commands=[releases.record_command(ollama)],
         _if=restarted.did_change,
     )
-    start_unless_active("ollama.service")
+    start_unless_active("ollama.service", ollama.systemctl, ollama.journalctl)
     address = api_address(ollama)
     present = host.get_fact(OllamaModels, address=address) or {}
     for model in ollama.models:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import PurePosixPath
 
@@ -13,4 +14,15 @@ def script_command(path: str, *args: str) -> str:
     'vllm/preflight.sh') with ARGS. The script travels inside the command, so nothing is uploaded first
     and `deploy --dry` shows it whole; NAME ($0, in its messages) is the file's name without '.sh'."""
     script = (templates_dir() / path).read_text()
-    return f"sh -c {shlex.quote(script)} {shlex.join([PurePosixPath(path).stem, *args])}"
+    words = [shlex.quote(PurePosixPath(path).stem), *(home_quoted(arg) for arg in args)]
+    return f"sh -c {shlex.quote(script)} {' '.join(words)}"
+
+
+def home_quoted(arg: str) -> str:
+    """ARG quoted for the shell; a path in the user's home (a user-level install: `~/…`, or `NAME=~/…`) with
+    its `~` as "$HOME", which the host's shell expands for the user that runs the command."""
+    match = re.fullmatch(r"([A-Za-z0-9_.-]+=)?~(/.*)", arg)
+    if match is None:
+        return shlex.quote(arg)
+    name, rest = match.groups()
+    return f'{shlex.quote(name) if name else ""}"$HOME"{shlex.quote(rest)}'

@@ -44,7 +44,8 @@ class Connection:
     known_hosts_file: str | None
     strict_host_key_checking: str
     sudo: bool
-    """Commands run through sudo: the spec's `sudo`, or by default whenever the user is not root (never locally)."""
+    """Commands run through sudo: the spec's `sudo`, or by default whenever the user is not root (never locally,
+    never for a user-level install)."""
 
     @classmethod
     def of(cls, spec: HostSpec) -> Connection:
@@ -60,7 +61,9 @@ class Connection:
             key_file=expanded(spec.ssh_key),
             known_hosts_file=expanded(spec.ssh_known_hosts_file),
             strict_host_key_checking=str(spec.ssh_strict_host_key_checking),
-            sudo=not spec.local and (spec.sudo if spec.sudo is not None else spec.ssh_user != "root"),
+            sudo=not spec.local
+            and spec.install == "system"
+            and (spec.sudo if spec.sudo is not None else spec.ssh_user != "root"),
         )
 
     def pyinfra_host(self) -> tuple[str, dict[str, Any]]:

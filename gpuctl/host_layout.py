@@ -7,6 +7,7 @@ files a host receives and where.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 # -- gpuctl's own trees ---------------------------------------------------------------------------
@@ -54,25 +55,74 @@ def unit_path(unit: str) -> PurePosixPath:
 
 
 # -- Ollama -----------------------------------------------------------------------------------------
-OLLAMA_UNIT = SYSTEMD_DIR / "ollama.service"
-OLLAMA_DROPIN = SYSTEMD_DIR / "ollama.service.d" / "override.conf"
+HOME = PurePosixPath("~")
+"""The deploying user's home in a user-level install's paths: deploy resolves it from the host, and
+scripts receive it as "$HOME" (gpuctl.deploy.scripts)."""
+
+
+@dataclass(frozen=True)
+class OllamaLayout:
+    """Where Ollama lives on a host: system-wide (root, /usr/local, /etc/systemd/system) or, for a user-level
+    install (Host(install="user")), in the user's home as a `systemctl --user` service."""
+
+    unit: PurePosixPath
+    dropin: PurePosixPath
+    prefix: PurePosixPath
+    """PREFIX/bin/ollama links the live release; PREFIX/lib/gpuctl-ollama/VERSION/{bin,lib/ollama} each release
+    installed side by side (the live one and the two activated before it; templates/ollama/install-ollama.sh);
+    PREFIX/lib/ollama links the live release's libraries."""
+    download_dir: PurePosixPath
+    releases_dir: PurePosixPath
+    systemctl: str
+    """The command that manages the unit (user-level: the user's own service manager)."""
+    journalctl: str
+    user_level: bool = False
+
+    @property
+    def binary(self) -> PurePosixPath:
+        """A link to the live release's binary (Ollama finds its libraries beside the link's target)."""
+        return self.prefix / "bin" / "ollama"
+
+    @property
+    def version_marker(self) -> PurePosixPath:
+        return self.prefix / "lib" / "ollama" / ".gpuctl-version"
+
+    def version_marker_of(self, version: str) -> PurePosixPath:
+        """The version marker of release VERSION installed side by side (present once it is complete)."""
+        return self.prefix / "lib" / "gpuctl-ollama" / version / "lib" / "ollama" / ".gpuctl-version"
+
+
 OLLAMA_HOME = PurePosixPath("/usr/share/ollama")
 OLLAMA_MODELS_DIR = OLLAMA_HOME / ".ollama" / "models"
-OLLAMA_VERSIONS_DIR = PurePosixPath("/usr/local/lib/gpuctl-ollama")
-"""Each installed Ollama release side by side: VERSION/bin/ollama and VERSION/lib/ollama (the live one and
-the two activated before it; templates/ollama/install-ollama.sh)."""
-OLLAMA_BIN = PurePosixPath("/usr/local/bin/ollama")
-"""A link to the live release's binary (Ollama finds its libraries beside the link's target)."""
-OLLAMA_LIB_DIR = PurePosixPath("/usr/local/lib/ollama")
-"""A link to the live release's libraries, where Ollama's own installer puts them."""
-OLLAMA_VERSION_MARKER = OLLAMA_LIB_DIR / ".gpuctl-version"
-OLLAMA_DOWNLOAD_DIR = DOWNLOAD_DIR / "ollama"
-OLLAMA_RELEASES_DIR = RELEASES_DIR / "ollama"
+SYSTEM_OLLAMA = OllamaLayout(
+    unit=SYSTEMD_DIR / "ollama.service",
+    dropin=SYSTEMD_DIR / "ollama.service.d" / "override.conf",
+    prefix=PurePosixPath("/usr/local"),
+    download_dir=DOWNLOAD_DIR / "ollama",
+    releases_dir=RELEASES_DIR / "ollama",
+    systemctl="systemctl",
+    journalctl="journalctl",
+)
+USER_RUNTIME_DIR = '"${XDG_RUNTIME_DIR:-/run/user/$(id -u)}"'
+"""The user's service manager is found through XDG_RUNTIME_DIR, which a session without pam_systemd (su, cron,
+some SSH setups) lacks: it is /run/user/UID whenever the manager runs (lingering)."""
+USER_OLLAMA = OllamaLayout(
+    unit=HOME / ".config" / "systemd" / "user" / "ollama.service",
+    dropin=HOME / ".config" / "systemd" / "user" / "ollama.service.d" / "override.conf",
+    prefix=HOME / ".local",
+    download_dir=HOME / ".cache" / "gpuctl" / "ollama",
+    releases_dir=HOME / ".local" / "state" / "gpuctl" / "releases" / "ollama",
+    systemctl=f"XDG_RUNTIME_DIR={USER_RUNTIME_DIR} systemctl --user",
+    journalctl="journalctl --user",
+    user_level=True,
+)
+"""A user-level install: Ollama's files in the XDG folders of the user's home; models in ~/.ollama/models
+(Ollama's own default for a user)."""
 
 
-def ollama_version_marker(version: str) -> PurePosixPath:
-    """The version marker of release VERSION installed side by side (present once it is complete)."""
-    return OLLAMA_VERSIONS_DIR / version / "lib" / "ollama" / ".gpuctl-version"
+def at_home(path: PurePosixPath, home: str) -> PurePosixPath:
+    """PATH with a leading ~ replaced by HOME (the user's home on the host)."""
+    return PurePosixPath(home) / path.relative_to(HOME) if path.parts[:1] == ("~",) else path
 
 
 # -- gateway (nginx) --------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def apply(hosts: dict[str, HostSpec], label: str) -> list[str]:
         ]
     assert source is not None
     for host in hosts.values():
-        if host.address is None:  # a local host without an address: nothing reaches it to scrape
+        if host.address is None or host.install == "user":  # nothing reaches it, or nothing runs there as root
             continue
         host._scraper = source
         host._node_exporter_port = monitor.monitoring.node_exporter_port
@@ -98,7 +98,7 @@ def targets_of(host: HostSpec, monitor: HostSpec) -> list[ScrapeTarget]:
     """What Prometheus scrapes on HOST: its node exporter and each vLLM engine (through the gateway, or
     directly when the engine is bound beyond loopback without one). Ollama has no /metrics."""
     assert monitor.monitoring is not None
-    if host.address is None:  # a local (laptop) host without an address: nothing reachable from elsewhere
+    if host.address is None or host.install == "user":  # unreachable, or no exporter (it would need root)
         return []
     node = "127.0.0.1" if host is monitor else host.address
     port = monitor.monitoring.node_exporter_port

@@ -61,6 +61,8 @@ def engine_of(engine: Engine, release: Release) -> Engine:
             recorded = type(engine).model_validate(release.spec)
         except ValueError:
             recorded = engine
+    if isinstance(recorded, OllamaSpec) and isinstance(engine, OllamaSpec):
+        recorded._layout = engine.layout  # where it is installed is the host's, not the release's
     if isinstance(recorded, OllamaSpec) and release.ollama_version not in (None, "?"):
         recorded = recorded.model_copy(update={"version": release.ollama_version})
     return recorded
@@ -68,7 +70,7 @@ def engine_of(engine: Engine, release: Release) -> Engine:
 
 def releases_dir(engine: Engine) -> str:
     if isinstance(engine, OllamaSpec):
-        return str(host_layout.OLLAMA_RELEASES_DIR)
+        return str(engine.layout.releases_dir)
     return str(host_layout.vllm_releases_dir(engine.name))
 
 
@@ -76,9 +78,9 @@ def release_files(engine: Engine) -> list[str]:
     """NAME=PATH of each live file a release keeps (the names are those inside a release's folder)."""
     if isinstance(engine, OllamaSpec):
         return [
-            f"ollama.service={host_layout.OLLAMA_UNIT}",
-            f"override.conf={host_layout.OLLAMA_DROPIN}",
-            f"version={host_layout.OLLAMA_VERSION_MARKER}",
+            f"ollama.service={engine.layout.unit}",
+            f"override.conf={engine.layout.dropin}",
+            f"version={engine.layout.version_marker}",
         ]
     return [
         f"compose.yaml={engine.config_dir / 'compose.yaml'}",
@@ -175,8 +177,8 @@ def restore(remote: Remote, engine: Engine, release: Release) -> str | None:
     was pruned), then the unit and drop-in come back."""
     steps = [
         release_command("restore", engine, release.id),
-        "systemctl daemon-reload",
-        restart_command(engine.unit_name),
+        f"{engine.systemctl} daemon-reload",
+        restart_command(engine.unit_name, systemctl=engine.systemctl, journalctl=engine.journalctl),
     ]
     timeout = 120
     if isinstance(engine, OllamaSpec):

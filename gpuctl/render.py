@@ -41,8 +41,6 @@ from gpuctl.host_layout import (
     HF_CACHE_DIR,
     NGINX_CONF,
     NODE_EXPORTER_DEFAULTS,
-    OLLAMA_DROPIN,
-    OLLAMA_UNIT,
     PROMETHEUS_CONFIG,
     PROMETHEUS_DEFAULTS,
     PROMETHEUS_RULES,
@@ -427,9 +425,14 @@ def env_file_value(key: str, value: str) -> str:
 def render_ollama(host: HostSpec, ollama: OllamaSpec) -> OllamaFiles:
     """Ollama's own unit (as its installer writes it) and gpuctl's drop-in with the settings."""
     context = {"host": host, "ollama": ollama}
+    owner = "~" if ollama.layout.user_level else "root"  # ~: the deploying user, as in the paths
     return OllamaFiles(
-        unit=RenderedFile(OLLAMA_UNIT, _template("ollama/ollama.service.j2", **context)),
-        dropin=RenderedFile(OLLAMA_DROPIN, _template("ollama/override.conf.j2", **context)),
+        unit=RenderedFile(
+            ollama.layout.unit, _template("ollama/ollama.service.j2", **context), owner=owner, group=owner
+        ),
+        dropin=RenderedFile(
+            ollama.layout.dropin, _template("ollama/override.conf.j2", **context), owner=owner, group=owner
+        ),
     )
 
 

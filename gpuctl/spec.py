@@ -434,6 +434,9 @@ class VllmSpec(Strict):
 
     # -- derived values --------------------------------------------------------------------
 
+    systemctl: ClassVar[str] = "systemctl"
+    journalctl: ClassVar[str] = "journalctl"
+
     @property
     def unit_name(self) -> str:
         return f"gpuctl-vllm-{self.name}.service"
@@ -564,7 +567,11 @@ class OllamaSpec(Strict):
     max_loaded_models: int | None = Field(None, ge=1, le=64)
     max_queue: int | None = Field(None, ge=1, le=100_000)
     context_length: int | None = Field(None, ge=256, le=1_048_576)
-    models_dir: str = Field(str(host_layout.OLLAMA_MODELS_DIR))
+    models_dir: str | None = Field(
+        None,
+        description="OLLAMA_MODELS (default: /usr/share/ollama/.ollama/models; for a user-level install "
+        "Ollama's own ~/.ollama/models)",
+    )
     flash_attention: bool = False
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
     models: list[str] = Field(default_factory=list, description="models to pre-pull (tags, or Model(...)s)")
@@ -650,8 +657,8 @@ class OllamaSpec(Strict):
 
     @field_validator("models_dir")
     @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
             raise ValueError("must be an absolute path")
         return value
 
@@ -682,6 +689,27 @@ class OllamaSpec(Strict):
         return self
 
     unit_name: ClassVar[str] = "ollama.service"
+    _layout: host_layout.OllamaLayout = PrivateAttr(host_layout.SYSTEM_OLLAMA)
+    """Set by the host: system-wide, or in the user's home for Host(install="user")."""
+
+    @property
+    def layout(self) -> host_layout.OllamaLayout:
+        return self._layout
+
+    @property
+    def systemctl(self) -> str:
+        return self._layout.systemctl
+
+    @property
+    def journalctl(self) -> str:
+        return self._layout.journalctl
+
+    def models_path(self) -> str | None:
+        """OLLAMA_MODELS: the inventory's, else the system default (None for a user: Ollama's own default)."""
+        if self.models_dir is not None or self._layout.user_level:
+            return self.models_dir
+        return str(host_layout.OLLAMA_MODELS_DIR)
+
     label: ClassVar[str] = "ollama"
     """How gpuctl names the engine in every table and message (a host has at most one Ollama)."""
 
@@ -701,10 +729,11 @@ class OllamaSpec(Strict):
             "OLLAMA_HOST": f"{self.bind}:{self.port}",
             "OLLAMA_KEEP_ALIVE": self.keep_alive,
             "OLLAMA_NUM_PARALLEL": str(self.num_parallel),
-            "OLLAMA_MODELS": self.models_dir,
             "OLLAMA_FLASH_ATTENTION": "1" if self.flash_attention else "0",
             "OLLAMA_KV_CACHE_TYPE": self.kv_cache_type,
         }
+        if self.models_path() is not None:
+            env["OLLAMA_MODELS"] = str(self.models_path())
         if self.max_loaded_models is not None:
             env["OLLAMA_MAX_LOADED_MODELS"] = str(self.max_loaded_models)
         if self.max_queue is not None:
@@ -971,6 +1000,11 @@ class HostSpec(Strict):
     ssh_known_hosts_file: str | None = None
     ssh_strict_host_key_checking: Literal["yes", "no", "accept-new"] = "accept-new"
     sudo: bool | None = Field(None, description="use sudo (default: when ssh_user is not root)")
+    install: Literal["system", "user"] = Field(
+        "system",
+        description="user: Ollama in the user's home as a `systemctl --user` service, no root, no sudo (a "
+        "developer on a shared workstation; an admin enables lingering once)",
+    )
     gpus: GpuSpec | None = None
     driver: DriverSpec | None = None
     docker: DockerSpec = Field(default_factory=DockerSpec)
@@ -1073,7 +1107,30 @@ class HostSpec(Strict):
             self._check_ollama(gpu_count)
         if self.gateway is not None:
             self._check_gateway(self.gateway)
+        if self.install == "user":
+            self._check_user_install()
         return self
+
+    def _check_user_install(self) -> None:
+        """A user-level install holds only what a user can run: Ollama, in the home, without root."""
+        if self.ollama is None:
+            raise FieldError("install", 'install="user" installs Ollama in the user\'s home: add ollama=Ollama(...)')
+        root_only = {
+            "vllm": bool(self.vllm),
+            "gateway": self.gateway is not None,
+            "driver": self.driver is not None,
+            "monitoring": self.monitoring is not None,
+            "firewall.enabled": bool(self.firewall.enabled),
+            "sudo": bool(self.sudo),
+        }
+        for field, present in root_only.items():
+            if present:
+                raise FieldError(
+                    field, 'needs root, and install="user" runs without it: remove it, or use install="system"'
+                )
+        own = self.ollama.model_copy()  # an Ollama(...) a group shares stays system-wide for its other hosts
+        own._layout = host_layout.USER_OLLAMA
+        object.__setattr__(self, "ollama", own)
 
     def _check_gateway(self, gateway: GatewaySpec) -> None:
         names = [e.name for e in self.vllm] + (["ollama"] if self.ollama else [])

@@ -54,7 +54,8 @@ def engine_labels(host: HostSpec) -> list[str]:
         o = host.ollama
         named = {tag: alias for alias, tag in o.aliases.items()}
         models = [f"{m} as {named[m]}" if m in named else m for m in o.models]
-        labels.append(f"{o.label} {o.version} on {o.bind}:{o.port} ({', '.join(models) or 'no models'})")
+        scope = ", user-level" if o.layout.user_level else ""
+        labels.append(f"{o.label} {o.version}{scope} on {o.bind}:{o.port} ({', '.join(models) or 'no models'})")
     return labels or ["none"]
 
 
@@ -64,6 +65,8 @@ def exposure_label(host: HostSpec) -> str:
     default = host.gateway_default_engine()
     if default is not None and host.gateway is not None:
         lines.append(f"{host.gateway_url(default)}/v1 ({host.gateway.tls})")
+    elif host.engines() and host.local:
+        lines.append("loopback only (this machine)")
     elif host.engines():
         lines.append("loopback only (gpuctl verify uses an SSH tunnel)")
     lines += [f"RISK: {e.bind}:{e.port} open without a gateway" for e in host.public_engines()]

@@ -17,10 +17,12 @@ from gpuctl.verify.remote import Remote
 LOG_LINES = 20
 
 
-def unit_check(remote: Remote, unit: str) -> Check:
+def unit_check(remote: Remote, engine: VllmSpec | OllamaSpec) -> Check:
+    """The engine's unit is active and enabled (a user-level one in its user's service manager)."""
+    unit, systemctl = engine.unit_name, engine.systemctl
     out = remote.run(
-        f"test -d /run/systemd/system || echo gpuctl:no-systemd; systemctl is-active {unit}; "
-        f"systemctl is-enabled {unit}; systemctl show -p NRestarts --value {unit}"
+        f"test -d /run/systemd/system || echo gpuctl:no-systemd; {systemctl} is-active {unit}; "
+        f"{systemctl} is-enabled {unit}; {systemctl} show -p NRestarts --value {unit}"
     )
     if "gpuctl:no-systemd" in out.stdout:
         where = "this machine" if remote.host.local else remote.host.name
@@ -32,12 +34,13 @@ def unit_check(remote: Remote, unit: str) -> Check:
         "unit", ok, f"{unit} is {active} and {enabled}", {"restarts": int(restarts) if restarts.isdigit() else 0}
     )
     if not ok:
-        check.details = journal(remote, unit)
+        check.details = journal(remote, engine)
     return check
 
 
-def journal(remote: Remote, unit: str) -> list[str]:
-    return remote.run(f"journalctl -u {unit} -n {LOG_LINES} --no-pager -o cat").stdout.splitlines()[-LOG_LINES:]
+def journal(remote: Remote, engine: VllmSpec | OllamaSpec) -> list[str]:
+    command = f"{engine.journalctl} -u {engine.unit_name} -n {LOG_LINES} --no-pager -o cat"
+    return remote.run(command).stdout.splitlines()[-LOG_LINES:]
 
 
 def container_check(remote: Remote, engine: VllmSpec) -> Check:
@@ -48,7 +51,7 @@ def container_check(remote: Remote, engine: VllmSpec) -> Check:
             "container",
             False,
             f"no container {name}: {found.error[:160]}",
-            details=journal(remote, engine.unit_name),
+            details=journal(remote, engine),
         )
     state = found.state
     ok = state.status == "running" and state.health == "healthy"
@@ -199,7 +202,7 @@ def firewall_check(remote: Remote, host: HostSpec) -> Check:
 def engine_host_checks(remote: Remote, host: HostSpec, engine: VllmSpec | OllamaSpec) -> list[Check]:
     if isinstance(engine, VllmSpec):
         checks = [
-            unit_check(remote, engine.unit_name),
+            unit_check(remote, engine),
             container_check(remote, engine),
             *gpu_checks(remote, host, engine),
             bind_check(remote, engine.port, engine.bind),
@@ -208,7 +211,7 @@ def engine_host_checks(remote: Remote, host: HostSpec, engine: VllmSpec | Ollama
             checks.append(engine_key_check(remote, engine))
     else:
         checks = [
-            unit_check(remote, engine.unit_name),
+            unit_check(remote, engine),
             *gpu_checks(remote, host, None),
             bind_check(remote, engine.port, engine.bind),
         ]

@@ -127,7 +127,7 @@ def explain_failures(remote: Remote, engine: Engine, checks: list[Check]) -> Non
     if isinstance(engine, VllmSpec):
         failed.details = remote.run(f"docker logs --tail 20 {engine.project} 2>&1").stdout.splitlines()[-20:]
     else:
-        failed.details = journal(remote, engine.unit_name)
+        failed.details = journal(remote, engine)
 
 
 def api_checks(engine: Engine, base_url: str, options: Options, client: EngineAccess) -> list[Check]:
@@ -209,7 +209,7 @@ def wait_ready(
     started = time.monotonic()
     for _ in range(int(wait_s / POLL_S) + 2):
         elapsed = time.monotonic() - started
-        shown = remote.run(f"systemctl show -p ActiveState -p SubState -p NRestarts {engine.unit_name}").stdout
+        shown = remote.run(f"{engine.systemctl} show -p ActiveState -p SubState -p NRestarts {engine.unit_name}").stdout
         props = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
         unit = props.get("ActiveState", "unknown")
         answered = False
@@ -228,7 +228,7 @@ def wait_ready(
                 "wait",
                 False,
                 f"{engine.unit_name} {what} after {elapsed:.0f} s",
-                details=journal(remote, engine.unit_name),
+                details=journal(remote, engine),
             )
         if isinstance(engine, VllmSpec):
             container = container_status(remote, engine.project)

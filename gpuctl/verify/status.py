@@ -74,7 +74,9 @@ def host_status(host: HostSpec, probe: Probe) -> list[StatusRow]:
     rows = []
     for engine in host.engines():
         row = StatusRow(host.name, engine.label, gpu_memory=gpu_memory)
-        row.unit = remote.run(f"systemctl is-active {engine.unit_name}", timeout=10).stdout.strip() or "unknown"
+        row.unit = (
+            remote.run(f"{engine.systemctl} is-active {engine.unit_name}", timeout=10).stdout.strip() or "unknown"
+        )
         try:
             with engine_endpoint(remote, host, engine) as base_url:
                 read_engine(row, engine, base_url)

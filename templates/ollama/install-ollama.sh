@@ -1,21 +1,21 @@
 #!/bin/sh
 # Run by gpuctl on the host (never installed there). Make one pinned Ollama release the live one,
 # installing it side by side with the others first (checksum verified) unless it is installed already.
-# Usage: install-ollama VERSION RELEASE_URL DOWNLOAD_DIR ROOT ARCHIVE [ARCHIVE...]
+# Usage: install-ollama VERSION RELEASE_URL DOWNLOAD_DIR PREFIX ARCHIVE [ARCHIVE...]
 #   RELEASE_URL  folder holding the release's files and its sha256sum.txt (https:// or file://)
-#   ROOT         "/" on a host; a scratch folder in tests
+#   PREFIX       /usr/local on a host; ~/.local for a user-level install; a scratch folder in tests
 #   ARCHIVE...   acceptable archive names, best first (e.g. ollama-linux-amd64.tar.zst then .tgz)
-# Layout: ROOT/usr/local/lib/gpuctl-ollama/VERSION/{bin/ollama,lib/ollama/} per release; the live one is
-# linked as ROOT/usr/local/bin/ollama and ROOT/usr/local/lib/ollama (Ollama resolves the link and loads its
+# Layout: PREFIX/lib/gpuctl-ollama/VERSION/{bin/ollama,lib/ollama/} per release; the live one is
+# linked as PREFIX/bin/ollama and PREFIX/lib/ollama (Ollama resolves the link and loads its
 # libraries from ../lib/ollama beside its real binary). The live release and the KEEP-1 activated last
 # before it stay installed, so a rollback switches back without a download.
 # The release's sha256sum.txt is read first and the first ARCHIVE it lists is downloaded: releases before
 # 0.14.0 ship .tgz only, later ones .tar.zst. A wrong checksum stops before anything installed is touched,
 # so the running version stays.
 set -eu
-version=$1 source=$2 downloads=$3 root=${4%/}
+version=$1 source=$2 downloads=$3 prefix=${4%/}
 shift 4
-versions="$root/usr/local/lib/gpuctl-ollama" bin="$root/usr/local/bin" lib="$root/usr/local/lib/ollama"
+versions="$prefix/lib/gpuctl-ollama" bin="$prefix/bin" lib="$prefix/lib/ollama"
 KEEP=3
 
 installed() { [ -x "$versions/$1/bin/ollama" ] && [ -f "$versions/$1/lib/ollama/.gpuctl-version" ]; }
@@ -102,7 +102,7 @@ prune() {
         done
 }
 
-mkdir -p "$versions" "$root/usr/local/lib"
+mkdir -p "$versions" "$prefix/lib"
 adopt_unlinked
 if installed "$version"; then
     echo "Ollama $version is installed side by side: switching to it"

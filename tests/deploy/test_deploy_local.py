@@ -8,9 +8,6 @@ The Ollama server is the STAND-IN from a local mirror (no internet; the real one
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import tarfile
 
 import pytest
 
@@ -18,40 +15,17 @@ from gpuctl import outside
 from harness import mirror
 from harness.cli import REPO
 from harness.fleet import Fleet, Host
+from harness.gpuctl_site import install_gpuctl
 
 pytestmark = pytest.mark.fleet
 
 VERSION = outside.OLLAMA_VERSION  # what the README's main job installs
-SITE = "/opt/gpuctl-site"
-
-
-def gpuctl_site_tarball(fleet: Fleet):
-    """gpuctl and its dependencies installed into a folder (pip --target), packed once per run."""
-    tarball = fleet.workdir / "gpuctl-site.tar.gz"
-    if not tarball.exists():
-        site = fleet.workdir / "gpuctl-site"
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--target", str(site), str(REPO)],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-        with tarfile.open(tarball, "w:gz") as tar:
-            tar.add(site, arcname=".")
-    return tarball
 
 
 @pytest.fixture(scope="module")
 def laptop(fleet: Fleet) -> Host:
     host = fleet.new_host("laptop")
-    host.put_file(gpuctl_site_tarball(fleet), "/var/tmp/gpuctl-site.tar.gz")
-    host.run(
-        f"mkdir -p {SITE} && tar -C {SITE} -xzf /var/tmp/gpuctl-site.tar.gz && rm /var/tmp/gpuctl-site.tar.gz",
-        timeout=300,
-    )
-    host.write_file(
-        "/usr/local/bin/gpuctl", f'#!/bin/sh\nPYTHONPATH={SITE} exec python3 -m gpuctl.cli "$@"\n', mode=0o755
-    )
+    install_gpuctl(fleet, host)
     mirror.serve(host)
     mirror.publish(host, VERSION)
     # The README's own inventory, with only the release URL pointed at the local mirror (no internet).

@@ -108,6 +108,7 @@ REPO_PACKAGES: tuple[str, ...] = (
     "prometheus",  # monitoring (deploy/monitoring.py): Prometheus, promtool and the node exporter
     "prometheus-node-exporter",
     "prometheus-blackbox-exporter",
+    "libpam-systemd",  # a user's own service manager (user@UID) for user-level installs (test_deploy_user_level)
     "libnuma1",  # the real vLLM CPU image (harness.vllm_image): vllm/_C.abi3.so links libnuma.so.1
 )
 

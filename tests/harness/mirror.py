@@ -98,3 +98,15 @@ def serve(host: Host) -> None:
         )
     probe = f'python3 -c "import urllib.request; urllib.request.urlopen(\\"http://127.0.0.1:{MIRROR_PORT}/\\")"'
     host.run(f"timeout 20 sh -c 'until {probe} 2>/dev/null; do sleep 0.2; done'")
+
+
+def local_release(root: Path, version: str, *, corrupt: bool = False) -> str:
+    """A file:// release folder for VERSION under ROOT/mirror, laid out like the real one; returns its URL."""
+    folder = root / "mirror" / f"v{version}"
+    folder.mkdir(parents=True)
+    files = release_files(version)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    amd64 = next(n for n in files if n.startswith("ollama-linux-amd64."))
+    (folder / "sha256sum.txt").write_text(checksum_file(files, corrupt=amd64 if corrupt else None))
+    return f"file://{folder}"

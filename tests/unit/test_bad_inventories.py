@@ -485,8 +485,8 @@ def test_missing_inventory_names_what_exists(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip() == (
         f"error: inventory prodd: not found as prodd.py in {tmp_path}/inventories, ~/.config/gpuctl/inventories "
-        "(available: prod; examples shipped with gpuctl: example:cpu-server, example:dev-laptop, example:prod, "
-        "example:vagrant)"
+        "(available: prod; examples shipped with gpuctl: example:cpu-server, example:dev-laptop, "
+        "example:dev-workstation, example:prod, example:vagrant)"
     )
 
 

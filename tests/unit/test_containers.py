@@ -197,7 +197,7 @@ def test_something_else_of_that_name_is_not_a_container():
 
 def engine(name: str) -> SimpleNamespace:
     """The two fields of a VllmSpec the container check reads."""
-    return SimpleNamespace(project=name, unit_name=f"{name}.service")
+    return SimpleNamespace(project=name, unit_name=f"{name}.service", systemctl="systemctl", journalctl="journalctl")
 
 
 def test_the_container_check_says_running_healthy():

@@ -50,7 +50,8 @@ def test_not_found_names_every_place_searched_and_the_examples(tmp_path):
     assert result.exit_code == 2
     assert result.stderr == (
         f"error: inventory lab: not found as lab.py in {tmp_path}/inventories, /srv/inv, ~/.config/gpuctl/inventories "
-        "(none there; examples shipped with gpuctl: example:cpu-server, example:dev-laptop, example:prod, "
+        "(none there; examples shipped with gpuctl: example:cpu-server, example:dev-laptop, "
+        "example:dev-workstation, example:prod, "
         "example:vagrant)\n"
     )
 
@@ -65,5 +66,6 @@ def test_the_shipped_examples_work_from_anywhere_and_are_not_deployed(tmp_path):
     assert refused.stderr.startswith("error: example:prod is an example shipped with gpuctl (documentation addresses)")
     unknown = run_cli("check", "example:nope", cwd=tmp_path)
     assert unknown.stderr == (
-        "error: inventory example:nope: no such example (examples: cpu-server, dev-laptop, prod, vagrant)\n"
+        "error: inventory example:nope: no such example "
+        "(examples: cpu-server, dev-laptop, dev-workstation, prod, vagrant)\n"
     )

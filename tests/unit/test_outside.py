@@ -94,20 +94,8 @@ def test_installer_script_passes_shellcheck():
     assert result.returncode == 0, result.stdout
 
 
-def local_release(root: Path, version: str, *, corrupt: bool = False) -> str:
-    """A file:// release folder for VERSION laid out like the real one; returns its URL."""
-    folder = root / "mirror" / f"v{version}"
-    folder.mkdir(parents=True)
-    files = mirror.release_files(version)
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-    amd64 = next(n for n in files if n.startswith("ollama-linux-amd64."))
-    (folder / "sha256sum.txt").write_text(mirror.checksum_file(files, corrupt=amd64 if corrupt else None))
-    return f"file://{folder}"
-
-
 def install(tmp_path: Path, version: str, source: str, *candidates: str) -> subprocess.CompletedProcess[str]:
-    args = [version, source, str(tmp_path / "downloads"), str(tmp_path / "root"), *candidates]
+    args = [version, source, str(tmp_path / "downloads"), str(tmp_path / "root/usr/local"), *candidates]
     return subprocess.run(["sh", str(SCRIPT), *args], capture_output=True, text=True, timeout=60)
 
 
@@ -126,7 +114,7 @@ def installed(tmp_path: Path) -> tuple[str, str]:
     ],
 )
 def test_installer_takes_the_archive_the_release_lists(tmp_path, version, arch, archive):
-    source = local_release(tmp_path, version)
+    source = mirror.local_release(tmp_path, version)
     result = install(tmp_path, version, source, *OllamaSpec(version=version).archive_candidates(arch))
     assert result.returncode == 0, result.stderr
     assert installed(tmp_path) == (version, archive)
@@ -136,7 +124,7 @@ def test_installer_takes_the_archive_the_release_lists(tmp_path, version, arch, 
 
 
 def test_installer_names_the_release_when_it_lists_no_acceptable_archive(tmp_path):
-    source = local_release(tmp_path, "0.40.2")
+    source = mirror.local_release(tmp_path, "0.40.2")
     result = install(tmp_path, "0.40.2", source, "ollama-linux-amd64.tgz")  # forced, but this release has none
     assert result.returncode == 1
     assert (
@@ -155,8 +143,10 @@ def test_installer_says_when_the_release_does_not_exist(tmp_path):
 
 
 def test_installer_keeps_the_installed_version_on_a_checksum_mismatch(tmp_path):
-    assert install(tmp_path, "0.13.5", local_release(tmp_path, "0.13.5"), "ollama-linux-amd64.tgz").returncode == 0
-    bad = local_release(tmp_path, "0.40.2", corrupt=True)
+    assert (
+        install(tmp_path, "0.13.5", mirror.local_release(tmp_path, "0.13.5"), "ollama-linux-amd64.tgz").returncode == 0
+    )
+    bad = mirror.local_release(tmp_path, "0.40.2", corrupt=True)
     result = install(tmp_path, "0.40.2", bad, "ollama-linux-amd64.tar.zst", "ollama-linux-amd64.tgz")
     assert result.returncode == 1
     assert "checksum mismatch for ollama-linux-amd64.tar.zst: expected" in result.stderr
@@ -172,8 +162,8 @@ def live_binary(tmp_path: Path) -> Path:
 
 
 def test_releases_are_installed_side_by_side_and_a_switch_back_needs_no_download(tmp_path):
-    old = install(tmp_path, "0.13.5", local_release(tmp_path, "0.13.5"), "ollama-linux-amd64.tgz")
-    new = install(tmp_path, "0.40.2", local_release(tmp_path, "0.40.2"), "ollama-linux-amd64.tar.zst")
+    old = install(tmp_path, "0.13.5", mirror.local_release(tmp_path, "0.13.5"), "ollama-linux-amd64.tgz")
+    new = install(tmp_path, "0.40.2", mirror.local_release(tmp_path, "0.40.2"), "ollama-linux-amd64.tar.zst")
     assert (old.returncode, new.returncode) == (0, 0), old.stderr + new.stderr
     assert versions_on(tmp_path) == ["0.13.5", "0.40.2"]
     assert installed(tmp_path) == ("0.40.2", "ollama-linux-amd64.tar.zst")
@@ -193,7 +183,11 @@ def test_releases_are_installed_side_by_side_and_a_switch_back_needs_no_download
 def test_three_releases_are_kept_the_live_one_and_the_two_activated_before_it(tmp_path):
     for version in ("0.13.0", "0.13.5", "0.34.4", "0.40.2"):
         result = install(
-            tmp_path, version, local_release(tmp_path, version), "ollama-linux-amd64.tar.zst", "ollama-linux-amd64.tgz"
+            tmp_path,
+            version,
+            mirror.local_release(tmp_path, version),
+            "ollama-linux-amd64.tar.zst",
+            "ollama-linux-amd64.tgz",
         )
         assert result.returncode == 0, result.stderr
     assert versions_on(tmp_path) == ["0.13.5", "0.34.4", "0.40.2"]
@@ -213,7 +207,7 @@ def test_an_install_from_before_side_by_side_releases_is_kept_as_one(tmp_path):
     (lib / ".gpuctl-version").write_text("0.12.6\n")
     binary.write_text("#!/bin/sh\necho old\n")
     binary.chmod(0o755)
-    result = install(tmp_path, "0.40.2", local_release(tmp_path, "0.40.2"), "ollama-linux-amd64.tar.zst")
+    result = install(tmp_path, "0.40.2", mirror.local_release(tmp_path, "0.40.2"), "ollama-linux-amd64.tar.zst")
     assert result.returncode == 0, result.stderr
     assert "kept the installed Ollama 0.12.6 side by side" in result.stdout
     assert versions_on(tmp_path) == ["0.12.6", "0.40.2"]
@@ -307,9 +301,9 @@ def test_an_install_gpuctl_did_not_make_survives_a_failed_download_and_is_replac
     (lib / "cuda_v12").mkdir(parents=True)
     binary.parent.mkdir(parents=True)
     binary.write_text("#!/bin/sh\necho upstream\n")
-    bad = local_release(tmp_path, "0.40.2", corrupt=True)
+    bad = mirror.local_release(tmp_path, "0.40.2", corrupt=True)
     assert install(tmp_path, "0.40.2", bad, "ollama-linux-amd64.tar.zst").returncode == 1
     assert (lib / "cuda_v12").is_dir() and not lib.is_symlink() and binary.read_text().endswith("upstream\n")
-    good = local_release(tmp_path / "good", "0.40.2")
+    good = mirror.local_release(tmp_path / "good", "0.40.2")
     assert install(tmp_path, "0.40.2", good, "ollama-linux-amd64.tar.zst").returncode == 0
     assert lib.is_symlink() and installed(tmp_path)[0] == "0.40.2" and versions_on(tmp_path) == ["0.40.2"]

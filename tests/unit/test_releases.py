@@ -205,7 +205,15 @@ def test_an_ollama_release_is_its_unit_drop_in_and_installed_version_and_restore
         return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
 
     def deploy(version: str, keep_alive: str) -> None:
-        run("sh", str(installer), version, publish(version), str(tmp_path / "dl"), str(root), "ollama-linux-amd64.tgz")
+        run(
+            "sh",
+            str(installer),
+            version,
+            publish(version),
+            str(tmp_path / "dl"),
+            str(root / "usr/local"),
+            "ollama-linux-amd64.tgz",
+        )
         unit.write_text("[Service]\nExecStart=/usr/local/bin/ollama serve\n")
         dropin.write_text(f"[Service]\nEnvironment=OLLAMA_KEEP_ALIVE={keep_alive}\n")
         meta = {"engine": "ollama", "image": f"ollama {version}", "ollama_version": version}
@@ -224,7 +232,15 @@ def test_an_ollama_release_is_its_unit_drop_in_and_installed_version_and_restore
         "0.13.5",
         True,
     )
-    run("sh", str(installer), "0.13.0", "file:///nowhere", str(tmp_path / "dl"), str(root), "ollama-linux-amd64.tgz")
+    run(
+        "sh",
+        str(installer),
+        "0.13.0",
+        "file:///nowhere",
+        str(tmp_path / "dl"),
+        str(root / "usr/local"),
+        "ollama-linux-amd64.tgz",
+    )
     assert [r.current for r in listed()] == [False, False]  # binary switched, drop-in not yet
     run("sh", str(SCRIPT), "restore", str(tmp_path / "releases"), first.id, *files)
     assert [r.current for r in listed()] == [True, False]
