@@ -12,6 +12,7 @@ from gpuctl.deploy import memo
 from gpuctl.deploy.container_toolkit import container_toolkit
 from gpuctl.deploy.distribution import require_supported
 from gpuctl.deploy.docker import docker
+from gpuctl.deploy.endpoint import endpoint
 from gpuctl.deploy.facts import LoginIdentity
 from gpuctl.deploy.files import expect, put_rendered
 from gpuctl.deploy.firewall import firewall
@@ -65,6 +66,8 @@ def deploy_host(spec: HostSpec, rendered: HostFiles) -> None:
         ollama_engine(spec.ollama, rendered.ollama)
     if rendered.gateway is not None:
         gateway(spec, rendered.gateway)
+    for fronted in spec.endpoints:
+        endpoint(fronted, rendered.endpoints[fronted.name])
     if rendered.firewall is not None:
         firewall(spec, rendered.firewall)
     if rendered.node_exporter is not None:

@@ -327,7 +327,7 @@ def verify(
     gen_timeout: float,
     as_json: bool,
 ) -> None:
-    """Check that endpoints really work: TARGET is a host name, an inventory, or a URL."""
+    """Check that endpoints really work: TARGET is a host name, an inventory, a fleet endpoint, or a URL."""
     from gpuctl.access import key_from_env
     from gpuctl.keystore import Keystore
     from gpuctl.verify import runner
@@ -335,6 +335,13 @@ def verify(
     options = runner.Options(wait_s=wait_s, generation_timeout_s=gen_timeout)
     if target.startswith(("http://", "https://")):
         reports = [runner.verify_url(target, engine, model, key_from_env(api_key_env), expect_version, options)]
+        hint = None
+    elif (found := inventory.find_endpoint(target, inventory_ref)) is not None:
+        from gpuctl.verify.endpoint import verify_endpoint
+
+        inv, endpoint = found
+        options.base_dir, options.keystore = inv.base_dir, Keystore.for_inventory(inv.path, write=False)
+        reports = verify_endpoint(inv, endpoint, options, progress_printer())
         hint = None
     else:
         inv, hosts = inventory.find_hosts(target, inventory_ref, limit)

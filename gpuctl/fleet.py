@@ -107,9 +107,14 @@ def prepare(hosts: list[HostSpec], base_dir: Path, keystore: Keystore | None = N
             material = access.gateway_material(host, base_dir, keystore, resolve)
             if material is not None:
                 secrets.extend([material.api_key, key_pattern(material.api_key)])
+                secrets.extend(material.endpoint_keys + tuple(key_pattern(k) for k in material.endpoint_keys))
                 if material.cert is not None:
                     secrets.append(material.cert.key_pem.strip())
-            files[host.name] = render_host(host, resolve, material, scrape_trust(host, base_dir, keystore))
+            fronted = {e.name: access.endpoint_material(host, e, base_dir, keystore, resolve) for e in host.endpoints}
+            for item in fronted.values():
+                secrets.extend([item.api_key, key_pattern(item.api_key), item.upstream_key])
+                secrets.extend([key_pattern(item.upstream_key)] + ([item.cert.key_pem.strip()] if item.cert else []))
+            files[host.name] = render_host(host, resolve, material, scrape_trust(host, base_dir, keystore), fronted)
         except GpuctlError as exc:
             raise GpuctlError(f"{host.name}: {exc}") from None
     return Plan(hosts, files, sorted(set(secrets), key=len, reverse=True))

@@ -136,6 +136,19 @@ NGINX_DEFAULT_SITE = PurePosixPath("/etc/nginx/sites-enabled/default")
 ACME_WEBROOT = STATE_DIR / "acme"
 LETSENCRYPT_LIVE = PurePosixPath("/etc/letsencrypt/live")
 
+# -- fleet endpoints (nginx on the front host; gpuctl.endpoints) -------------------------------------
+ENDPOINTS_DIR = PRIVATE_TREE / "endpoints"
+
+
+def endpoint_dir(name: str) -> PurePosixPath:
+    """Endpoint NAME's secrets (0600): its keys file, TLS key; and the CA it checks the hosts' gateways by."""
+    return ENDPOINTS_DIR / name
+
+
+def endpoint_site(name: str) -> PurePosixPath:
+    return NGINX_DIR / "conf.d" / f"gpuctl-endpoint-{name}.conf"
+
+
 # -- monitoring (the distribution's Prometheus and node exporter) -----------------------------------------
 PROMETHEUS_DIR = PurePosixPath("/etc/prometheus")
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"

@@ -25,6 +25,7 @@ import os
 import traceback
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -32,11 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from gpuctl import monitoring
+from gpuctl import endpoints, monitoring
 from gpuctl.errors import GpuctlError, InventoryError
 from gpuctl.spec import (
     DockerSpec,
     DriverSpec,
+    EndpointSpec,
     FirewallSpec,
     GatewaySpec,
     GpuSpec,
@@ -56,6 +58,7 @@ __all__ = [
     "Defaults",
     "Docker",
     "Driver",
+    "Endpoint",
     "Firewall",
     "Gateway",
     "Gpu",
@@ -153,6 +156,9 @@ if TYPE_CHECKING:
     def Model(name: str, *, vllm: str | None = None, ollama: str | None = None) -> str:  # noqa: N802
         ...
 
+    def Endpoint(name: str, *, hosts: Any, model: Any, on: Any, **fields: Any) -> EndpointSpec:  # noqa: N802
+        ...
+
 else:
     Vllm = _builder(VllmSpec)
     Ollama = _builder(OllamaSpec)
@@ -176,6 +182,18 @@ else:
         given = {"vllm": vllm, "ollama": ollama}
         return Partial(ModelSpec, {"name": name, **{k: v for k, v in given.items() if v is not None}})
 
+    def Endpoint(name: str, *, hosts: Any, model: Any, on: Any, **fields: Any) -> Partial:  # noqa: N802
+        """One https://…/v1 on the front host ON for HOSTS (a group, Host(...)s or names) serving MODEL (a
+        name or a Model(...)): gpuctl.spec.EndpointSpec, gpuctl.endpoints."""
+        members = hosts if isinstance(hosts, list | tuple) else [hosts]
+        data = {
+            "name": name,
+            "hosts": [h.name if _is_host(h) else h for h in members],
+            "model": model.kwargs["name"] if isinstance(model, Partial) and model.model is ModelSpec else model,
+            "on": on.name if _is_host(on) else on,
+        }
+        return Partial(EndpointSpec, data | fields, name=name)
+
 
 # ---------------------------------------------------------------------------------------------
 # Loading
@@ -190,6 +208,7 @@ class Inventory:
     label: str
     hosts: dict[str, HostSpec]
     groups: dict[str, list[str]] = field(default_factory=dict)
+    endpoints: dict[str, EndpointSpec] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -305,13 +324,36 @@ def load(ref: str, cwd: Path | None = None) -> Inventory:
         except ValidationError as exc:
             problems += [f"{label}: {name}: {line}" for line in describe_errors(exc, data)]
     problems += _shared_addresses(hosts, label)
+    found_endpoints = _endpoints(namespace, label, problems)
     if not problems:
         problems += monitoring.apply(hosts, label)
+        problems += endpoints.apply(hosts, found_endpoints, label)
     if problems:
         raise InventoryError(problems)
     if not hosts:
         raise InventoryError([f"{label}: defines no hosts (a module-level list of Host(...) is a group)"])
-    return Inventory(path=path, label=label, hosts=hosts, groups=groups)
+    by_name = {e.name: e for e in found_endpoints}
+    return Inventory(path=path, label=label, hosts=hosts, groups=groups, endpoints=by_name)
+
+
+def _endpoints(namespace: dict[str, Any], label: str, problems: list[str]) -> list[EndpointSpec]:
+    """The module's Endpoint(...)s (alone or in lists), validated; their errors added to PROBLEMS."""
+    found: list[EndpointSpec] = []
+    seen: set[int] = set()
+    for key, value in namespace.items():
+        items = value if isinstance(value, list | tuple) else [value]
+        for item in items:
+            if key.startswith("_") or not (isinstance(item, Partial) and item.model is EndpointSpec):
+                continue
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            data = item.to_data()
+            try:
+                found.append(EndpointSpec.model_validate(data))
+            except ValidationError as exc:
+                problems += [f"{label}: endpoint {item.name}: {line}" for line in describe_errors(exc, data)]
+    return found
 
 
 def find_hosts(
@@ -328,15 +370,34 @@ def find_hosts(
     except GpuctlError as exc:
         if "not found" not in str(exc) and "no such file" not in str(exc):
             raise
-    folder = Path.cwd() / "inventories"
-    for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
-        try:
-            inv = load(str(path))
-        except GpuctlError:
-            continue
+    for inv in _inventories_here():
         if target in inv.hosts:
             return inv, [inv.hosts[target]]
     raise GpuctlError(f"{target}: not a URL, an inventory, or a host in inventories/*.py (use -i INVENTORY)")
+
+
+def find_endpoint(target: str, inventory_ref: str | None = None) -> tuple[Inventory, EndpointSpec] | None:
+    """The fleet endpoint TARGET names: in INVENTORY_REF, or in inventories/*.py of the current folder (None
+    when TARGET names none; a host or inventory of that name wins)."""
+    if inventory_ref:
+        inv = load(inventory_ref)
+        return (inv, inv.endpoints[target]) if target in inv.endpoints and target not in inv.hosts else None
+    for inv in _inventories_here():
+        if target in inv.hosts or target == inv.name:
+            return None
+        if target in inv.endpoints:
+            return inv, inv.endpoints[target]
+    return None
+
+
+def _inventories_here() -> Iterator[Inventory]:
+    """The inventories in ./inventories/*.py that load (the others are skipped here: `check` names them)."""
+    folder = Path.cwd() / "inventories"
+    for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
+        try:
+            yield load(str(path))
+        except GpuctlError:
+            continue
 
 
 def _shared_addresses(hosts: dict[str, HostSpec], label: str) -> list[str]:

@@ -46,6 +46,8 @@ from gpuctl.host_layout import (
     PROMETHEUS_RULES,
     PROMETHEUS_TRUST,
     WAIT_HEALTHY,
+    endpoint_dir,
+    endpoint_site,
     unit_path,
 )
 from gpuctl.monitoring import ScrapeTarget, keep_alive_windows
@@ -53,6 +55,7 @@ from gpuctl.spec import (
     API_KEY_RE,
     CONTAINER_PORT,
     OLLAMA_ADMIN_ROUTES,
+    EndpointSpec,
     HostSpec,
     OllamaSpec,
     SecretRef,
@@ -80,6 +83,19 @@ class GatewayMaterial:
 
     api_key: str
     cert: ServerCert | None
+    endpoint_keys: tuple[str, ...] = ()
+    """The keys of the fleet endpoints' fronts this host serves behind (accepted besides its own)."""
+
+
+@dataclass(frozen=True)
+class EndpointMaterial:
+    """A fleet endpoint's secrets, resolved before any connection: the clients' key, the key the front sends
+    the hosts, its certificate (unless ACME) and the CA it checks the hosts' gateways by."""
+
+    api_key: str
+    upstream_key: str
+    cert: ServerCert | None
+    upstream_ca: str
 
 
 @dataclass(frozen=True)
@@ -168,6 +184,20 @@ class GatewayFiles:
 
 
 @dataclass(frozen=True)
+class EndpointFiles:
+    """A fleet endpoint on its front host: nginx's site, its 0600 keys, its certificate pair, the hosts' CA."""
+
+    site: RenderedFile
+    secrets: RenderedFile
+    tls_cert: RenderedFile
+    tls_key: RenderedFile
+    upstream_ca: RenderedFile
+
+    def all(self) -> list[RenderedFile]:
+        return by_path(self.site, self.secrets, self.tls_cert, self.tls_key, self.upstream_ca)
+
+
+@dataclass(frozen=True)
 class FirewallFiles:
     """The nftables ruleset and the oneshot unit that loads it at boot."""
 
@@ -199,6 +229,8 @@ class HostFiles:
     """On every host of an inventory with a monitoring host: the node exporter's arguments."""
     dcgm_exporter: RenderedFile | None = None
     """On every GPU host of an inventory with a monitoring host: the unit running NVIDIA's DCGM exporter."""
+    endpoints: dict[str, EndpointFiles] = field(default_factory=dict)
+    """On a front host: each fleet endpoint it runs, by name."""
 
     def components(self) -> Iterator[tuple[str, RenderedFile]]:
         """(component label, file) pairs: "vllm:NAME", "vllm", "ollama", "gateway", "firewall"."""
@@ -215,6 +247,8 @@ class HostFiles:
         for extra in (self.node_exporter, self.dcgm_exporter):
             if extra is not None:
                 yield "monitoring", extra
+        for name, endpoint in self.endpoints.items():
+            yield from ((f"endpoint:{name}", f) for f in endpoint.all())
 
     def __iter__(self) -> Iterator[RenderedFile]:
         return iter(sorted((f for _, f in self.components()), key=lambda f: str(f.path)))
@@ -274,6 +308,7 @@ def render_host(
     resolve: SecretResolver | None = None,
     gateway: GatewayMaterial | None = None,
     trust: str | None = None,
+    endpoints: dict[str, EndpointMaterial] | None = None,
 ) -> HostFiles:
     """Every file HOST receives. Without RESOLVE (and GATEWAY), secrets become placeholders. TRUST: the CAs of
     the gateways a monitoring host scrapes (gpuctl.monitoring.trust_bundle)."""
@@ -296,6 +331,38 @@ def render_host(
             else None
         ),
         dcgm_exporter=render_dcgm_exporter(host) if host.dcgm_exporter_port is not None else None,
+        endpoints={e.name: render_endpoint(host, e, (endpoints or {}).get(e.name)) for e in host.endpoints},
+    )
+
+
+def render_endpoint(host: HostSpec, endpoint: EndpointSpec, material: EndpointMaterial | None) -> EndpointFiles:
+    """A fleet endpoint on its front HOST (gpuctl.endpoints): without MATERIAL, secrets are placeholders."""
+    folder = endpoint_dir(endpoint.name)
+    members = host.endpoint_members[endpoint.name]
+    model = {"id": endpoint.model, "object": "model", "created": 0, "owned_by": f"gpuctl endpoint {endpoint.name}"}
+    context = {
+        "host": host,
+        "endpoint": endpoint,
+        "ident": endpoint.name.replace("-", "_"),
+        "servers": [{"host": h, "address": a} for h, a in members.items()],
+        "secrets_conf": folder / "secrets.conf",
+        "tls_cert": folder / "tls" / "fullchain.pem",
+        "tls_key": folder / "tls" / "key.pem",
+        "upstream_ca": folder / "hosts-ca.pem",
+        "models_json": json.dumps({"object": "list", "data": [model]}),
+        "scheme_pattern": BEARER_PATTERN,
+        "key_pattern": key_pattern(material.api_key) if material else "<secret endpoint key>",
+        "upstream_key": material.upstream_key if material else "<secret key for the hosts>",
+    }
+    cert = material.cert if material is not None else None
+    return EndpointFiles(
+        site=RenderedFile(endpoint_site(endpoint.name), _template("endpoint/endpoint.conf.j2", **context)),
+        secrets=RenderedFile(
+            folder / "secrets.conf", _template("endpoint/endpoint-secrets.conf.j2", **context), 0o600, secret=True
+        ),
+        tls_cert=RenderedFile(context["tls_cert"], cert.chain_pem if cert else "<certificate>\n"),
+        tls_key=RenderedFile(context["tls_key"], cert.key_pem if cert else "<secret key>\n", 0o600, secret=True),
+        upstream_ca=RenderedFile(context["upstream_ca"], material.upstream_ca if material else "<gpuctl's CA>\n"),
     )
 
 
@@ -503,6 +570,7 @@ def render_gateway(host: HostSpec, resolve: SecretResolver, material: GatewayMat
         "tls_key": GATEWAY_TLS_KEY,
         "acme_webroot": ACME_WEBROOT,
         "key_pattern": api_key_pattern,
+        "endpoint_key_patterns": [key_pattern(k) for k in material.endpoint_keys] if material else [],
         "scheme_pattern": BEARER_PATTERN,
         "admin_routes": "|".join(OLLAMA_ADMIN_ROUTES),
     }
@@ -526,6 +594,7 @@ def firewall_ports(host: HostSpec) -> list[int]:
         ports.add(host.gateway.port)
         if host.gateway.tls == "acme":
             ports.add(80)
+    ports |= {endpoint.port for endpoint in host.endpoints}
     return sorted(ports)
 
 

@@ -395,6 +395,9 @@ def host_targets(
     from gpuctl import inventory
     from gpuctl.keystore import Keystore
 
+    found = inventory.find_endpoint(target, inventory_ref)
+    if found is not None:
+        return [endpoint_target(*found, model)]
     inv, hosts = inventory.find_hosts(target, inventory_ref, limit)
     keystore = Keystore.for_inventory(inv.path, write=False)
     targets = [
@@ -406,6 +409,36 @@ def host_targets(
     if not targets:
         raise GpuctlError(f"{target}: no {engine + ' ' if engine else ''}engine to bench in the spec")
     return targets
+
+
+def endpoint_target(inv: Any, endpoint: Any, model: str | None) -> Target:
+    """A fleet endpoint, as its clients reach it: its URL, its key, the CA gpuctl handed out. The figures are
+    the aggregate of the hosts behind it."""
+    from gpuctl.access import endpoint_access
+    from gpuctl.keystore import Keystore
+
+    front = inv.hosts[endpoint.on]
+    access = endpoint_access(front, endpoint, Keystore.for_inventory(inv.path, write=False), inv.base_dir)
+
+    @contextlib.contextmanager
+    def opened() -> Iterator[str]:
+        yield access.base_url
+
+    return Target(
+        host=f"endpoint {endpoint.name} ({len(endpoint.hosts)} hosts)",
+        engine_name=f"endpoint:{endpoint.name}",
+        engine="openai",
+        api="openai",
+        model=model or endpoint.model,
+        api_key=access.api_key,
+        gpu=None,
+        gpu_label="?",
+        weights=None,
+        open=opened,
+        url=access.base_url,
+        via="endpoint",
+        verify=access.verify,
+    )
 
 
 def host_target(

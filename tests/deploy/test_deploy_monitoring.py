@@ -33,7 +33,7 @@ import requests
 from cryptography import x509
 
 from gpuctl.dashboard import queried_metrics
-from harness import dcgm_standin, images, mirror
+from harness import dcgm_standin, images, mirror, routing
 from harness.fleet import Fleet, Host
 
 pytestmark = pytest.mark.fleet
@@ -98,32 +98,20 @@ def targets(mon: Host) -> dict[tuple[str, str], str]:
     return {(t["labels"]["job"], t["labels"]["host"]): t["health"] for t in active}
 
 
-def set_forwarding(hosts: list[Host], value: str) -> list[str]:
-    before = []
-    for host in hosts:
-        knob = Path(f"/proc/sys/net/ipv4/conf/{host.veth}/forwarding")
-        before.append(knob.read_text().strip())
-        knob.write_text(value)
-    return before
-
-
 @pytest.fixture(scope="module")
 def trio(fleet: Fleet) -> Iterator[tuple[Host, Host, Host]]:
     """Destroyed at the module's end (inotify instances are limited per user)."""
     hosts = mon, eng, gpu = fleet.new_host("mon"), fleet.new_host("eng"), fleet.new_host("gpu")
-    before = set_forwarding(list(hosts), "1")
     try:
-        images.install_docker(eng)
-        images.load_vllm_standin(fleet, eng, IMAGE)
-        mirror.serve(eng)
-        mirror.publish(eng, OLLAMA)
-        gpu.put_file(Path(dcgm_standin.__file__), "/opt/dcgm_standin.py")
-        gpu.run(f"systemd-run --unit=dcgm-standin python3 /opt/dcgm_standin.py 9400 {DCGM_STATE}")
-        yield mon, eng, gpu
+        with routing.host_to_host(list(hosts)):
+            images.install_docker(eng)
+            images.load_vllm_standin(fleet, eng, IMAGE)
+            mirror.serve(eng)
+            mirror.publish(eng, OLLAMA)
+            gpu.put_file(Path(dcgm_standin.__file__), "/opt/dcgm_standin.py")
+            gpu.run(f"systemd-run --unit=dcgm-standin python3 /opt/dcgm_standin.py 9400 {DCGM_STATE}")
+            yield mon, eng, gpu
     finally:
-        for host, value in zip(hosts, before, strict=True):
-            if Path(f"/proc/sys/net/ipv4/conf/{host.veth}").exists():
-                set_forwarding([host], value)
         for host in hosts:
             host.destroy()
 

@@ -59,6 +59,13 @@ def workstation(fleet: Fleet) -> Host:
     return host
 
 
+def releases(host: Host) -> list[dict]:
+    """`gpuctl history` of the workstation's Ollama, as dev."""
+    history = as_dev(host, "cd ~/work && gpuctl history dev-workstation --json")
+    assert history.rc == 0, history.stdout + history.stderr
+    return json.loads(history.stdout)["engines"][0]["releases"]
+
+
 def deploy(host: Host) -> Result:
     return as_dev(host, "cd ~/work && gpuctl deploy dev-workstation --yes --json", timeout=600)
 
@@ -96,9 +103,7 @@ def test_a_user_deploys_ollama_in_their_home_and_verify_passes(workstation):
     assert reasons["unit"] == "ollama.service is active and enabled"
     assert all(c["ok"] for c in engine["checks"]), engine["checks"]
 
-    history = as_dev(workstation, "cd ~/work && gpuctl history dev-workstation --json")
-    assert history.rc == 0, history.stdout + history.stderr
-    [release] = json.loads(history.stdout)["engines"][0]["releases"]
+    [release] = releases(workstation)
     assert release["ollama_version"] == VERSION and release["current"]
 
     again = deploy(workstation)
@@ -130,3 +135,24 @@ def test_the_user_service_starts_at_boot_with_nobody_logged_in(workstation):
     assert cgroup.endswith(f"/user@{uid}.service/app.slice/ollama.service"), cgroup
     verify = as_dev(workstation, "cd ~/work && gpuctl verify dev-workstation --json", timeout=300)
     assert verify.rc == 0, verify.stdout + verify.stderr
+
+
+def test_an_upgrade_and_a_rollback_stay_in_the_home(workstation):
+    """Another release deployed beside the first (in ~/.local/lib/gpuctl-ollama), then `gpuctl rollback --to`
+    the first: its binary live again through ~/.local/bin/ollama, the user's unit restarted and verified."""
+    if user_systemctl(workstation, "is-active ollama.service") != "active":
+        pytest.skip("needs the deploy of the tests before")
+    [first] = releases(workstation)
+    mirror.publish(workstation, "0.13.5")
+    inventory = f"{HOME}/work/inventories/dev-workstation.py"
+    workstation.run(f'sed -i \'s/version="{VERSION}"/version="0.13.5"/\' {inventory}')
+    upgraded = deploy(workstation)
+    assert upgraded.rc == 0, upgraded.stdout + upgraded.stderr
+    assert json.loads(workstation.run("curl -fsS http://127.0.0.1:11434/api/version").stdout) == {"version": "0.13.5"}
+    back = as_dev(workstation, f"cd ~/work && gpuctl rollback dev-workstation --to {first['id']} --yes --json", 300)
+    assert back.rc == 0, back.stdout + back.stderr
+    [engine] = json.loads(back.stdout)["engines"]
+    assert (engine["restored"], engine["ok"]) == (True, True)
+    live = workstation.run(f"readlink -f {HOME}/.local/bin/ollama").stdout.strip()
+    assert live == f"{HOME}/.local/lib/gpuctl-ollama/{VERSION}/bin/ollama"
+    assert workstation.run("test -e /usr/local/bin/ollama", check=False).rc == 1

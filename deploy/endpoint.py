@@ -1,0 +1,30 @@
+"""A fleet endpoint on its front host (gpuctl.endpoints): nginx's site, keys, certificate and the hosts' CA,
+checked with `nginx -t` and reloaded gracefully on change (open streams finish on the old workers)."""
+
+from __future__ import annotations
+
+from pyinfra.api import deploy
+from pyinfra.operations import server
+from pyinfra.operations.util import any_changed
+
+from gpuctl.deploy.files import put_rendered
+from gpuctl.deploy.gateway import remove_default_site
+from gpuctl.deploy.packages import apt_installed
+from gpuctl.deploy.scripts import script_command
+from gpuctl.deploy.units import running_and_enabled
+from gpuctl.render import EndpointFiles
+from gpuctl.spec import EndpointSpec
+
+
+@deploy("Fleet endpoint (nginx)")
+def endpoint(spec: EndpointSpec, rendered: EndpointFiles) -> None:
+    """Install nginx, put the endpoint's files, check them with `nginx -t`, then reload on change."""
+    apt_installed("nginx", ["nginx"])
+    changes = [remove_default_site(), *(put_rendered(item) for item in rendered.all())]
+    server.shell(name=f"nginx -t (endpoint {spec.name})", commands=["nginx -t -q"], _if=any_changed(*changes))
+    running_and_enabled("nginx.service", "nginx.service enabled and running")
+    server.shell(
+        name=f"Reload nginx for endpoint {spec.name} (graceful: open streams finish)",
+        commands=[script_command("gateway/reload-nginx.sh")],
+        _if=any_changed(*changes),
+    )

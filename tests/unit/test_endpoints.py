@@ -1,0 +1,149 @@
+"""Fleet endpoints (gpuctl.endpoints): what an inventory may say, checked before any connection with one line
+per problem, and what the front and the hosts behind it receive. nginx itself runs the rendered files in
+the fleet test (tests/deploy/test_deploy_endpoint.py): this machine has no nginx."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gpuctl import inventory
+from gpuctl.errors import GpuctlError
+from gpuctl.fleet import prepare
+from gpuctl.keystore import Keystore
+from gpuctl.render import firewall_ports
+from harness.cli import run_cli
+
+FLEET = """
+from gpuctl.inventory import Endpoint, Gateway, Host, Model, Ollama
+LLAMA = Model("llama-3.1-8b", ollama="qwen2.5:0.5b")
+O = Ollama(version="0.13.0", cpu_fallback=True, models=[LLAMA])
+gpu = [Host(f"gpu-0{i}", address=f"192.0.2.1{i}", ollama=O, gateway=Gateway()) for i in (1, 2, 3)]
+ENDPOINT
+"""
+
+
+def write(tmp_path: Path, endpoint: str, extra: str = "") -> Path:
+    path = tmp_path / "fleet.py"
+    path.write_text(textwrap.dedent(FLEET).replace("ENDPOINT", endpoint) + textwrap.dedent(extra))
+    return path
+
+
+GOOD = 'llm = Endpoint("llm", hosts=gpu, model=LLAMA, on="gpu-01", port=8443)'
+
+
+def test_an_endpoint_wires_its_front_and_its_hosts(tmp_path):
+    inv = inventory.load(str(write(tmp_path, GOOD)))
+    front, second = inv.hosts["gpu-01"], inv.hosts["gpu-02"]
+    assert [e.name for e in front.endpoints] == ["llm"] and second.endpoints == []
+    assert front.endpoint_members["llm"] == {
+        "gpu-01": "192.0.2.11:443",
+        "gpu-02": "192.0.2.12:443",
+        "gpu-03": "192.0.2.13:443",
+    }
+    assert all([e.name for e in h.behind_endpoints] == ["llm"] for h in inv.hosts.values())
+    assert firewall_ports(front) == [22, 443, 8443] and firewall_ports(second) == [22, 443]
+    assert inv.endpoints["llm"].url(front) == "https://192.0.2.11:8443"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "extra", "message"),
+    [
+        (
+            'llm = Endpoint("llm", hosts=gpu, model=LLAMA, on="front")',
+            "",
+            "endpoint llm: 'front' is not a host of the inventory (hosts: gpu-01, gpu-02, gpu-03)",
+        ),
+        (
+            'llm = Endpoint("llm", hosts=gpu, model=LLAMA, on="gpu-01")',
+            "",
+            "endpoint llm: port: 443 is taken on gpu-01 by its gateway",
+        ),
+        (
+            'llm = Endpoint("llm", hosts=gpu, model="mistral", on="gpu-01", port=8443)',
+            "",
+            "endpoint llm: hosts: gpu-01's gateway /v1 does not serve 'mistral' (it serves llama-3.1-8b, qwen2.5:0.5b)",
+        ),
+        (
+            'llm = Endpoint("llm", hosts=[*gpu, "bare"], model=LLAMA, on="gpu-01", port=8443)',
+            'more = [Host("bare", address="192.0.2.20", ollama=O)]',
+            "endpoint llm: hosts: bare has no gateway (the front reaches each host through its gateway)",
+        ),
+        (
+            'llm = Endpoint("llm", hosts=gpu, model=LLAMA, on="gpu-01", port=8443, tls="acme", '
+            'domain="llm.example.com", acme_email="ops@example.com")',
+            "",
+            "endpoint llm: tls='acme' is not available for endpoints yet: use 'private-ca' or 'provided'",
+        ),
+        (
+            'llm = [Endpoint("llm", hosts=gpu, model=LLAMA, on="gpu-01", port=8443), '
+            'Endpoint("llm", hosts=gpu, model=LLAMA, on="gpu-02", port=8443)]',
+            "",
+            "endpoint llm: defined twice (give each Endpoint its own name)",
+        ),
+        (
+            'llm = Endpoint("llm", hosts=gpu, model=LLAMA, on="gpu-01", port=8443, tls="provided")',
+            "",
+            'endpoint llm: cert_file: tls="provided" needs cert_file= and key_file=',
+        ),
+    ],
+)
+def test_what_an_endpoint_cannot_be_is_one_line_before_any_connection(tmp_path, endpoint, extra, message):
+    path = write(tmp_path, endpoint, extra)
+    with pytest.raises(GpuctlError) as failed:
+        inventory.load(str(path))
+    assert message in str(failed.value)
+    result = run_cli("check", str(path), cwd=tmp_path)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr
+
+
+def test_the_front_sends_the_hosts_a_key_they_accept_and_clients_never_see(tmp_path):
+    path = write(tmp_path, GOOD)
+    inv = inventory.load(str(path))
+    keystore = Keystore.for_inventory(path)
+    plan = prepare(list(inv.hosts.values()), tmp_path, keystore)
+    upstream = keystore.api_key("endpoint.llm.upstream")
+    client_key = keystore.api_key("endpoint.llm")
+    assert upstream and client_key and upstream != client_key
+    front = plan.files["gpu-01"].endpoints["llm"]
+    assert f'default "Bearer {upstream}";' in front.secrets.content
+    assert front.secrets.mode == 0o600 and upstream not in front.site.content and client_key not in front.site.content
+    for name in ("gpu-01", "gpu-02", "gpu-03"):
+        gateway = plan.files[name].gateway
+        assert gateway is not None
+        secrets = gateway.secrets.content
+        assert upstream in secrets  # (a generated key has no . or +, which the pattern would bracket)
+        assert client_key not in secrets  # the clients' key opens only the endpoint
+    assert upstream in plan.secrets and client_key in plan.secrets
+
+
+def test_every_host_certificate_names_the_endpoint_the_front_checks(tmp_path):
+    from cryptography import x509
+
+    path = write(tmp_path, GOOD)
+    inv = inventory.load(str(path))
+    plan = prepare(list(inv.hosts.values()), tmp_path, Keystore.for_inventory(path))
+    for name in ("gpu-02", "gpu-03"):
+        gateway = plan.files[name].gateway
+        assert gateway is not None and gateway.tls_cert is not None
+        cert = x509.load_pem_x509_certificate(gateway.tls_cert.content.encode())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert "gpuctl-endpoint-llm" in names.get_values_for_type(x509.DNSName)
+    site = plan.files["gpu-01"].endpoints["llm"].site.content
+    assert "proxy_ssl_name gpuctl-endpoint-llm;" in site and "proxy_ssl_verify on;" in site
+    assert "least_conn;" in site and "proxy_next_upstream error timeout http_502 http_503;" in site
+    assert "non_idempotent" not in site.replace("# which is not set", "").split("proxy_next_upstream error")[1][:80]
+    assert '"id": "llama-3.1-8b"' in site
+
+
+def test_verify_and_bench_find_an_endpoint_by_its_name(tmp_path, monkeypatch):
+    (tmp_path / "inventories").mkdir()
+    write(tmp_path / "inventories", GOOD)
+    monkeypatch.chdir(tmp_path)  # an endpoint is looked for in ./inventories/*.py, as a host is
+    found = inventory.find_endpoint("llm")
+    assert found is not None and found[1].name == "llm" and found[0].name == "fleet"
+    assert inventory.find_endpoint("gpu-01") is None  # a host's name is the host
+    assert inventory.find_endpoint("nope") is None
