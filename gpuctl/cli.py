@@ -278,7 +278,7 @@ def deploy_in_phases(
         wait_s=ROLLOUT_WAIT_S, generation_timeout_s=gen_timeout, base_dir=inv.base_dir, keystore=keystore
     )
     result = rollout.roll_out(
-        phases, inv.base_dir, options, keystore=keystore, progress=progress_printer(quiet=as_json)
+        phases, inv.base_dir, options, keystore=keystore, progress=progress_printer(quiet=as_json), hosts=inv.hosts
     )
     if as_json:
         emit_json({"inventory": inv.label, **result.as_dict()})
@@ -367,15 +367,22 @@ def verify(
 def env_command(
     target: str, inventory_ref: str | None, model: str | None, engine_name: str | None, fmt: str, reveal: bool
 ) -> None:
-    """What an application needs for TARGET (a host or an inventory): OPENAI_BASE_URL, OPENAI_API_KEY (by
-    reference), SSL_CERT_FILE, OPENAI_MODEL. `eval "$(gpuctl env dev-laptop)"` switches an app to the laptop."""
+    """What an application needs for TARGET (a host, an inventory or a fleet endpoint): OPENAI_BASE_URL,
+    OPENAI_API_KEY (by reference), SSL_CERT_FILE, OPENAI_MODEL. `eval "$(gpuctl env dev-laptop)"` switches an
+    app to the laptop."""
     from gpuctl import client_env
     from gpuctl.keystore import Keystore
 
-    inv, hosts = inventory.find_hosts(target, inventory_ref)
-    host, engine, note = client_env.pick(hosts, target, model, engine_name)
-    keystore = Keystore.for_inventory(inv.path, write=False)
-    env = client_env.app_env(host, engine, keystore, inv.base_dir, note, model)
+    found = inventory.find_endpoint(target, inventory_ref)
+    if found is not None:
+        inv, endpoint = found
+        keystore = Keystore.for_inventory(inv.path, write=False)
+        env = client_env.endpoint_env(inv.hosts[endpoint.on], endpoint, keystore, inv.base_dir, model)
+    else:
+        inv, hosts = inventory.find_hosts(target, inventory_ref)
+        host, engine, note = client_env.pick(hosts, target, model, engine_name)
+        keystore = Keystore.for_inventory(inv.path, write=False)
+        env = client_env.app_env(host, engine, keystore, inv.base_dir, note, model)
     click.echo(client_env.render(env, fmt, reveal), nl=False)  # type: ignore[arg-type]
 
 

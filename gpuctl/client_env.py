@@ -15,9 +15,19 @@ from pathlib import Path
 from typing import Literal
 
 from gpuctl.access import beside
+from gpuctl.endpoints import key_name
 from gpuctl.errors import GpuctlError
 from gpuctl.keystore import Keystore
-from gpuctl.spec import HostSpec, OllamaSpec, SecretRef, VllmSpec, bracketed, full_model_name, is_loopback
+from gpuctl.spec import (
+    EndpointSpec,
+    HostSpec,
+    OllamaSpec,
+    SecretRef,
+    VllmSpec,
+    bracketed,
+    full_model_name,
+    is_loopback,
+)
 
 Engine = VllmSpec | OllamaSpec
 Format = Literal["shell", "dotenv", "json"]
@@ -143,6 +153,24 @@ def app_env(
     else:
         key = KeyRef(placeholder=NO_KEY["vllm" if isinstance(engine, VllmSpec) else "ollama"])
     return AppEnv(host.name, engine.label, base, model, key, None, note)
+
+
+def endpoint_env(
+    front: HostSpec, endpoint: EndpointSpec, keystore: Keystore, base_dir: Path, model: str | None = None
+) -> AppEnv:
+    """How an application reaches a fleet endpoint: its URL, its own key, the CA of its certificate."""
+    if model is not None and model != endpoint.model:
+        raise GpuctlError(f"endpoint {endpoint.name} serves {endpoint.model}, not {model}")
+    ref = endpoint.api_key
+    if ref is not None:
+        key = KeyRef(env=ref.env) if ref.env else KeyRef(file=beside(base_dir, ref.file or ""))
+    else:
+        key = KeyRef(file=keystore.path(keystore.api_key_name(key_name(endpoint))))
+    ca = keystore.ca_path if endpoint.tls == "private-ca" else None
+    if endpoint.tls == "provided" and endpoint.ca_file:
+        ca = beside(base_dir, endpoint.ca_file)
+    hosts = f"{len(endpoint.hosts)} hosts"
+    return AppEnv(f"endpoint {endpoint.name}", hosts, f"{endpoint.url(front)}/v1", endpoint.model, key, ca)
 
 
 def render(env: AppEnv, fmt: Format, reveal: bool) -> str:

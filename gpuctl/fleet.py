@@ -89,10 +89,13 @@ class Plan:
         return text
 
 
-def prepare(hosts: list[HostSpec], base_dir: Path, keystore: Keystore | None = None) -> Plan:
+def prepare(
+    hosts: list[HostSpec], base_dir: Path, keystore: Keystore | None = None, draining: frozenset[str] = frozenset()
+) -> Plan:
     """Resolve every secret and render every file before any connection (bad input touches nothing).
 
-    KEYSTORE holds the gateway keys and certificates gpuctl generates (beside the inventory).
+    KEYSTORE holds the gateway keys and certificates gpuctl generates (beside the inventory). DRAINING: the
+    hosts a rolling deploy is changing, marked down in the fleet endpoints they serve behind (gpuctl.drain).
     """
     secrets: list[str] = []
 
@@ -114,7 +117,8 @@ def prepare(hosts: list[HostSpec], base_dir: Path, keystore: Keystore | None = N
             for item in fronted.values():
                 secrets.extend([item.api_key, key_pattern(item.api_key), item.upstream_key])
                 secrets.extend([key_pattern(item.upstream_key)] + ([item.cert.key_pem.strip()] if item.cert else []))
-            files[host.name] = render_host(host, resolve, material, scrape_trust(host, base_dir, keystore), fronted)
+            trust = scrape_trust(host, base_dir, keystore)
+            files[host.name] = render_host(host, resolve, material, trust, fronted, draining)
         except GpuctlError as exc:
             raise GpuctlError(f"{host.name}: {exc}") from None
     return Plan(hosts, files, sorted(set(secrets), key=len, reverse=True))
@@ -141,12 +145,14 @@ def deploy(
     confirm: Callable[[list[HostOutcome]], bool] | None = None,
     verbose: bool = False,
     keystore: Keystore | None = None,
+    draining: frozenset[str] = frozenset(),
 ) -> list[HostOutcome]:
     """Deploy HOSTS (or, with DRY, only say what would change). Returns one outcome per host.
 
     Connect, add each host's operations (reading facts), execute them in parallel, collect. Only a dry run
-    and a deploy that asks CONFIRM (given the planned changes) evaluate every operation before executing."""
-    plan = prepare(hosts, base_dir, keystore)
+    and a deploy that asks CONFIRM (given the planned changes) evaluate every operation before executing.
+    DRAINING: see `prepare`."""
+    plan = prepare(hosts, base_dir, keystore, draining)
     outcomes = {h.name: HostOutcome(h.name) for h in hosts}
     plan_first = dry or confirm is not None
     with pyinfra.pyinfra_logging(verbose) as errors:

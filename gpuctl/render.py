@@ -188,13 +188,14 @@ class EndpointFiles:
     """A fleet endpoint on its front host: nginx's site, its 0600 keys, its certificate pair, the hosts' CA."""
 
     site: RenderedFile
+    servers: RenderedFile
     secrets: RenderedFile
     tls_cert: RenderedFile
     tls_key: RenderedFile
     upstream_ca: RenderedFile
 
     def all(self) -> list[RenderedFile]:
-        return by_path(self.site, self.secrets, self.tls_cert, self.tls_key, self.upstream_ca)
+        return by_path(self.site, self.servers, self.secrets, self.tls_cert, self.tls_key, self.upstream_ca)
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,7 @@ def render_host(
     gateway: GatewayMaterial | None = None,
     trust: str | None = None,
     endpoints: dict[str, EndpointMaterial] | None = None,
+    draining: frozenset[str] = frozenset(),
 ) -> HostFiles:
     """Every file HOST receives. Without RESOLVE (and GATEWAY), secrets become placeholders. TRUST: the CAs of
     the gateways a monitoring host scrapes (gpuctl.monitoring.trust_bundle)."""
@@ -331,20 +333,34 @@ def render_host(
             else None
         ),
         dcgm_exporter=render_dcgm_exporter(host) if host.dcgm_exporter_port is not None else None,
-        endpoints={e.name: render_endpoint(host, e, (endpoints or {}).get(e.name)) for e in host.endpoints},
+        endpoints={e.name: render_endpoint(host, e, (endpoints or {}).get(e.name), draining) for e in host.endpoints},
     )
 
 
-def render_endpoint(host: HostSpec, endpoint: EndpointSpec, material: EndpointMaterial | None) -> EndpointFiles:
+def endpoint_servers(host: HostSpec, endpoint: EndpointSpec, draining: frozenset[str] = frozenset()) -> RenderedFile:
+    """The hosts of ENDPOINT's upstream on its front HOST; those in DRAINING marked `down` (new requests go to
+    the others; open streams finish), as a rolling deploy changes them (gpuctl.drain)."""
+    lines = [
+        f"server {address} max_fails=1 fail_timeout={endpoint.fail_timeout_s}s{' down' if name in draining else ''};"
+        f"  # {name}"
+        for name, address in host.endpoint_members[endpoint.name].items()
+    ]
+    header = f"# The hosts of fleet endpoint {endpoint.name} (managed by gpuctl: a rolling deploy marks some down)\n"
+    return RenderedFile(endpoint_dir(endpoint.name) / "servers.conf", header + "\n".join(lines) + "\n")
+
+
+def render_endpoint(
+    host: HostSpec, endpoint: EndpointSpec, material: EndpointMaterial | None, draining: frozenset[str] = frozenset()
+) -> EndpointFiles:
     """A fleet endpoint on its front HOST (gpuctl.endpoints): without MATERIAL, secrets are placeholders."""
     folder = endpoint_dir(endpoint.name)
-    members = host.endpoint_members[endpoint.name]
+    servers = endpoint_servers(host, endpoint, draining)
     model = {"id": endpoint.model, "object": "model", "created": 0, "owned_by": f"gpuctl endpoint {endpoint.name}"}
     context = {
         "host": host,
         "endpoint": endpoint,
         "ident": endpoint.name.replace("-", "_"),
-        "servers": [{"host": h, "address": a} for h, a in members.items()],
+        "servers_conf": servers.path,
         "secrets_conf": folder / "secrets.conf",
         "tls_cert": folder / "tls" / "fullchain.pem",
         "tls_key": folder / "tls" / "key.pem",
@@ -357,6 +373,7 @@ def render_endpoint(host: HostSpec, endpoint: EndpointSpec, material: EndpointMa
     cert = material.cert if material is not None else None
     return EndpointFiles(
         site=RenderedFile(endpoint_site(endpoint.name), _template("endpoint/endpoint.conf.j2", **context)),
+        servers=servers,
         secrets=RenderedFile(
             folder / "secrets.conf", _template("endpoint/endpoint-secrets.conf.j2", **context), 0o600, secret=True
         ),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuctl import fleet, releases
+from gpuctl.drain import drained
 from gpuctl.errors import GpuctlError, InventoryError
 from gpuctl.keystore import Keystore
 from gpuctl.parallel import per_host
@@ -178,9 +179,23 @@ def roll_back_failed(
 
 
 def run_batch(
+    batch: list[HostSpec],
+    verify: bool,
+    base_dir: Path,
+    options: runner.Options,
+    hosts: dict[str, HostSpec] | None = None,
+    **deploy_args: Any,
+) -> BatchResult:
+    """Deploy BATCH; with VERIFY, verify it and roll its failed hosts back. Throughout, BATCH's hosts are
+    drained from the fleet endpoints of HOSTS (the inventory's) that they serve behind (gpuctl.drain)."""
+    with drained(batch, hosts or {}, deploy_args.get("progress")) as draining:
+        return deploy_batch(batch, verify, base_dir, options, draining=draining, **deploy_args)
+
+
+def deploy_batch(
     batch: list[HostSpec], verify: bool, base_dir: Path, options: runner.Options, **deploy_args: Any
 ) -> BatchResult:
-    """Deploy BATCH; with VERIFY, verify it and roll its failed hosts back."""
+    """run_batch's work, once its hosts are drained."""
     result = BatchResult([h.name for h in batch])
     before = live_releases(batch) if verify else {}
     result.outcomes = fleet.deploy(batch, base_dir, **deploy_args)
@@ -200,14 +215,15 @@ def roll_out(
     *,
     keystore: Keystore | None = None,
     progress: fleet.Progress | None = None,
+    hosts: dict[str, HostSpec] | None = None,
 ) -> Rollout:
     """Deploy each phase in its batches, verifying each batch and rolling its failed hosts back; stop once a
-    phase has more failed hosts than its max_failed."""
+    phase has more failed hosts than its max_failed. HOSTS: the inventory's, for the endpoints to drain."""
     rollout = Rollout(phases)
     for phase in phases:
         failed = 0
         for batch in phase.batches():
-            result = run_batch(batch, phase.verify, base_dir, options, keystore=keystore, progress=progress)
+            result = run_batch(batch, phase.verify, base_dir, options, hosts, keystore=keystore, progress=progress)
             rollout.batches.append(result)
             failed += len(result.failed_hosts)
             if failed > phase.max_failed:

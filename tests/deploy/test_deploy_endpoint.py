@@ -11,8 +11,10 @@ with a token delay so a stream lasts long enough to break. Real: nginx, nftables
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -136,6 +138,22 @@ def test_the_endpoint_serves_its_model_with_its_own_key_and_verify_passes(trio, 
     assert sorted(r["host"] for r in hosts) == sorted(h.name for h in trio)
 
 
+def test_the_application_configured_by_gpuctl_env_alone_runs_through_the_endpoint(trio, inventory):
+    """tests/data/hybrid_app.py (the official openai client) in a fresh bash that only evals `gpuctl env llm`."""
+    app = Path(__file__).resolve().parents[1] / "data" / "hybrid_app.py"
+    script = 'eval "$(gpuctl env llm -i "$1")" && exec "$2" "$3"'
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SSL_CERT"))}
+    result = subprocess.run(
+        ["bash", "-c", script, "-", str(inventory), sys.executable, str(app)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(f"ok {MODEL} via https://{trio[0].address}:8443/v1"), result.stdout
+
+
 def test_bench_through_the_endpoint_adds_up_the_hosts(trio, inventory):
     before = [served(h) for h in trio]
     args = ["-c", "1,3", "-n", "6", "--prompt-tokens", "30", "--output-tokens", "20"]
@@ -245,3 +263,34 @@ def test_added_latency_of_the_endpoint(trio, inventory, client):
         f"{statistics.median(straight) * 1000:.1f} ms (per host: {', '.join(f'{m:.1f}' for m in per_host)} ms)"
     )
     assert len(through) == len(straight) == 50
+
+
+def test_a_rolling_deploy_drains_each_host_so_no_request_fails(trio, inventory, client):
+    """Every host's Ollama restarts (its keep-alive changes), one host at a time, while a client keeps
+    asking the endpoint: each host is drained before it changes and back after, so no request fails. (Without
+    the drain, a request that met a restarting host would get its gateway's 502: a POST is never retried.)"""
+    text = inventory.read_text()
+    inventory.write_text(text.replace("cpu_fallback=True,", 'cpu_fallback=True, keep_alive="10m",'))
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        while not stop.is_set() and len(statuses) < 5000:
+            statuses.append(chat(client, trio))
+
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
+    try:
+        code, report, stderr = gpuctl("deploy", str(inventory), "--rolling", "1", "--yes", timeout=900)
+    finally:
+        stop.set()
+        asker.join(60)
+    assert code == 0, stderr[-2000:] + json.dumps(report)[:2000]
+    assert [b["hosts"] for b in report["batches"]] == [[h.name] for h in trio]
+    assert all(h.run("systemctl show -p Environment ollama").stdout.count("OLLAMA_KEEP_ALIVE=10m") for h in trio)
+    failed = [s for s in statuses if s != 200]
+    assert len(statuses) > 20 and failed == [], (len(statuses), failed[:10])
+    servers = trio[0].run("cat /etc/gpuctl/endpoints/llm/servers.conf").stdout
+    assert servers.count("server ") == 3 and " down;" not in servers
+    code, report, stderr = gpuctl("deploy", str(inventory), "--yes", timeout=600)
+    assert code == 0 and all(h["status"] == "unchanged" for h in report["hosts"]), json.dumps(report)[:2000]

@@ -143,6 +143,7 @@ def test_an_upgrade_and_a_rollback_stay_in_the_home(workstation):
     if user_systemctl(workstation, "is-active ollama.service") != "active":
         pytest.skip("needs the deploy of the tests before")
     [first] = releases(workstation)
+    mirror.serve(workstation)  # again: the mirror's server did not survive the reboot of the test before
     mirror.publish(workstation, "0.13.5")
     inventory = f"{HOME}/work/inventories/dev-workstation.py"
     workstation.run(f'sed -i \'s/version="{VERSION}"/version="0.13.5"/\' {inventory}')

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from gpuctl import inventory
+from gpuctl.drain import drainable
 from gpuctl.errors import GpuctlError
 from gpuctl.fleet import prepare
 from gpuctl.keystore import Keystore
-from gpuctl.render import firewall_ports
+from gpuctl.render import endpoint_servers, firewall_ports
 from harness.cli import run_cli
 
 FLEET = """
@@ -147,3 +148,35 @@ def test_verify_and_bench_find_an_endpoint_by_its_name(tmp_path, monkeypatch):
     assert found is not None and found[1].name == "llm" and found[0].name == "fleet"
     assert inventory.find_endpoint("gpu-01") is None  # a host's name is the host
     assert inventory.find_endpoint("nope") is None
+
+
+def test_a_rolling_batch_drains_its_hosts_unless_it_holds_every_host_of_the_endpoint(tmp_path):
+    inv = inventory.load(str(write(tmp_path, GOOD)))
+    hosts = inv.hosts
+    [(front, endpoint, down)] = drainable([hosts["gpu-02"]], hosts)
+    assert (front.name, endpoint.name, down) == ("gpu-01", "llm", frozenset({"gpu-02"}))
+    assert drainable(list(hosts.values()), hosts) == []  # all of them: the endpoint would have no host left
+    servers = endpoint_servers(front, endpoint, down).content
+    assert "server 192.0.2.12:443 max_fails=1 fail_timeout=10s down;  # gpu-02" in servers
+    assert servers.count(" down;") == 1
+    plain = prepare([front], tmp_path, Keystore.for_inventory(tmp_path / "fleet.py")).files["gpu-01"]
+    drained_files = prepare([front], tmp_path, Keystore.for_inventory(tmp_path / "fleet.py"), down).files["gpu-01"]
+    assert drained_files.endpoints["llm"].servers.content == servers  # what a deploy during the batch writes
+    assert " down;" not in plain.endpoints["llm"].servers.content
+    assert f"include {plain.endpoints['llm'].servers.path};" in plain.endpoints["llm"].site.content
+
+
+def test_gpuctl_env_gives_an_application_the_endpoint(tmp_path):
+    (tmp_path / "inventories").mkdir()
+    write(tmp_path / "inventories", GOOD)
+    result = run_cli("env", "llm", cwd=tmp_path)
+    assert result.exit_code == 0, result.stderr
+    keys = tmp_path / "inventories" / ".gpuctl" / "fleet"
+    assert result.stdout.splitlines()[1:] == [
+        "export OPENAI_BASE_URL=https://192.0.2.11:8443/v1",
+        "export OPENAI_MODEL=llama-3.1-8b",
+        f"export SSL_CERT_FILE={keys / 'ca.pem'}",
+        f'export OPENAI_API_KEY="$(cat {keys / "endpoint.llm.api-key"})"',
+    ]
+    other = run_cli("env", "llm", "--model", "mistral", cwd=tmp_path)
+    assert other.exit_code == 2 and "endpoint llm serves llama-3.1-8b, not mistral" in other.stderr
