@@ -8,19 +8,25 @@ from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
 from gpuctl.deploy.files import put_rendered
-from gpuctl.deploy.gateway import remove_default_site
+from gpuctl.deploy.gateway import acme_bootstrap, acme_certificate, remove_default_site
 from gpuctl.deploy.packages import apt_installed
 from gpuctl.deploy.scripts import script_command
 from gpuctl.deploy.units import running_and_enabled
+from gpuctl.host_layout import endpoint_tls
 from gpuctl.render import EndpointFiles
 from gpuctl.spec import EndpointSpec
 
 
 @deploy("Fleet endpoint (nginx)")
 def endpoint(spec: EndpointSpec, rendered: EndpointFiles) -> None:
-    """Install nginx, put the endpoint's files, check them with `nginx -t`, then reload on change."""
-    apt_installed("nginx", ["nginx"])
-    changes = [remove_default_site(), *(put_rendered(item) for item in rendered.all())]
+    """Install nginx, put the endpoint's files, check them with `nginx -t`, then reload on change. With ACME,
+    as a gateway's: a bootstrap certificate first, then certbot's over http-01."""
+    acme = spec.tls == "acme"
+    apt_installed("nginx" + (" and certbot" if acme else ""), ["nginx", *(["certbot"] if acme else [])])
+    changes = [remove_default_site()]
+    if acme:
+        changes += acme_bootstrap(spec.listener(), *endpoint_tls(spec.name))
+    changes += [put_rendered(item) for item in rendered.all()]
     server.shell(name=f"nginx -t (endpoint {spec.name})", commands=["nginx -t -q"], _if=any_changed(*changes))
     running_and_enabled("nginx.service", "nginx.service enabled and running")
     server.shell(
@@ -28,3 +34,5 @@ def endpoint(spec: EndpointSpec, rendered: EndpointFiles) -> None:
         commands=[script_command("gateway/reload-nginx.sh")],
         _if=any_changed(*changes),
     )
+    if acme:
+        acme_certificate(spec.listener(), *endpoint_tls(spec.name))

@@ -8,6 +8,8 @@ bring ACME built in, but runs as its own user, so that user would have to read t
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import Directory, Link
@@ -67,20 +69,23 @@ def remove_default_site():  # type: ignore[no-untyped-def]
     return files.file(name=name, path=str(NGINX_DEFAULT_SITE), present=False)
 
 
-def acme_bootstrap(gw: GatewaySpec) -> list:
-    """Before certbot's first certificate exists, point the gateway at a short-lived self-signed one,
-    so nginx can start and serve the http-01 challenge on port 80 (templates/gateway/acme-bootstrap.sh)."""
+def acme_bootstrap(
+    gw: GatewaySpec, cert: PurePosixPath = GATEWAY_TLS_CERT, key: PurePosixPath = GATEWAY_TLS_KEY
+) -> list:
+    """Before certbot's first certificate exists, point CERT and KEY (the gateway's, or a fleet endpoint's) at a
+    short-lived self-signed one, so nginx can start and serve the http-01 challenge on port 80
+    (templates/gateway/acme-bootstrap.sh)."""
     live = f"{LETSENCRYPT_LIVE}/{gw.domain}"
     linked = host.get_fact(FileText, path=f"{live}/fullchain.pem") is not None
-    present = host.get_fact(FileText, path=str(GATEWAY_TLS_CERT)) is not None
+    present = host.get_fact(FileText, path=str(cert)) is not None
     if linked and present:
         return []
     command = script_command(
         "gateway/acme-bootstrap.sh",
         str(gw.domain),
         live,
-        str(GATEWAY_TLS_CERT),
-        str(GATEWAY_TLS_KEY),
+        str(cert),
+        str(key),
         str(ACME_WEBROOT),
     )
     return [
@@ -110,17 +115,19 @@ def certbot_args(gw: GatewaySpec) -> list[str]:
     ]
 
 
-def acme_certificate(gw: GatewaySpec) -> None:
-    """Get the certificate when it is missing, then point the gateway at it and reload
-    (templates/gateway/acme-certificate.sh)."""
+def acme_certificate(
+    gw: GatewaySpec, cert: PurePosixPath = GATEWAY_TLS_CERT, key: PurePosixPath = GATEWAY_TLS_KEY
+) -> None:
+    """Get the certificate when it is missing, then point CERT and KEY (the gateway's, or a fleet endpoint's)
+    at it and reload (templates/gateway/acme-certificate.sh)."""
     live = f"{LETSENCRYPT_LIVE}/{gw.domain}"
     if host.get_fact(FileText, path=f"{live}/fullchain.pem") is not None:
         return
     command = script_command(
         "gateway/acme-certificate.sh",
         live,
-        str(GATEWAY_TLS_CERT),
-        str(GATEWAY_TLS_KEY),
+        str(cert),
+        str(key),
         gw.acme_ca_bundle or "",
         *certbot_args(gw),
     )

@@ -181,7 +181,7 @@ def endpoint_access(front: HostSpec, endpoint: EndpointSpec, keystore: Keystore,
             where = keystore.path(keystore.api_key_name(key_name(endpoint)))
             raise GpuctlError(f"endpoint {endpoint.name}: no key in {where} (gpuctl deploy of {front.name} creates it)")
         key = found
-    verify: str | bool = str(keystore.ca_path) if endpoint.tls == "private-ca" else True
+    verify: str | bool = str(keystore.ca_path) if endpoint.tls == "private-ca" else True  # ACME: the system's CAs
     if endpoint.tls == "provided" and endpoint.ca_file:
         verify = str(beside(base_dir, endpoint.ca_file))
     return GatewayAccess(endpoint.url(front), key, verify)
@@ -329,6 +329,8 @@ def endpoint_material(
     api_key = resolve(endpoint.api_key) if endpoint.api_key is not None else keystore.ensure_api_key(key_name(endpoint))
     if listener.tls == "provided":
         cert = provided_cert(listener, base_dir, resolve, f"endpoint {endpoint.name}")
+    elif listener.tls == "acme":
+        cert = None  # certbot makes it on the front
     else:
         names = [n for n in (endpoint.domain, front.address, front.name) if n]
         cert = keystore.server_cert(key_name(endpoint), list(dict.fromkeys(names)))

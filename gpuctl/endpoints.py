@@ -66,8 +66,8 @@ def problems_of(endpoint: EndpointSpec, hosts: dict[str, HostSpec]) -> list[str]
     unknown = [n for n in [endpoint.on, *endpoint.hosts] if n not in hosts]
     if unknown:
         return [f"{unknown[0]!r} is not a host of the inventory (hosts: {known})"]
-    if endpoint.tls == "acme":
-        return ["tls='acme' is not available for endpoints yet: use 'private-ca' or 'provided'"]
+    if endpoint.tls == "acme" and endpoint.port != 443:
+        return [f"port: ACME (tls='acme') certificates are for port 443, not {endpoint.port}"]
     problems = [p for name in endpoint.hosts if (p := member_problem(endpoint, hosts[name]))]
     front = hosts[endpoint.on]
     if front.address is None:

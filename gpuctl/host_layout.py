@@ -145,6 +145,11 @@ def endpoint_dir(name: str) -> PurePosixPath:
     return ENDPOINTS_DIR / name
 
 
+def endpoint_tls(name: str) -> tuple[PurePosixPath, PurePosixPath]:
+    """Endpoint NAME's certificate chain and key (with ACME: links to certbot's files)."""
+    return endpoint_dir(name) / "tls" / "fullchain.pem", endpoint_dir(name) / "tls" / "key.pem"
+
+
 def endpoint_site(name: str) -> PurePosixPath:
     return NGINX_DIR / "conf.d" / f"gpuctl-endpoint-{name}.conf"
 

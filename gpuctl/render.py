@@ -11,7 +11,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -48,6 +48,7 @@ from gpuctl.host_layout import (
     WAIT_HEALTHY,
     endpoint_dir,
     endpoint_site,
+    endpoint_tls,
     unit_path,
 )
 from gpuctl.monitoring import ScrapeTarget, keep_alive_windows
@@ -190,12 +191,13 @@ class EndpointFiles:
     site: RenderedFile
     servers: RenderedFile
     secrets: RenderedFile
-    tls_cert: RenderedFile
-    tls_key: RenderedFile
     upstream_ca: RenderedFile
+    tls_cert: RenderedFile | None = None
+    """None with ACME: deploy links certbot's files there."""
+    tls_key: RenderedFile | None = None
 
     def all(self) -> list[RenderedFile]:
-        return by_path(self.site, self.servers, self.secrets, self.tls_cert, self.tls_key, self.upstream_ca)
+        return by_path(self.site, self.servers, self.secrets, self.upstream_ca, self.tls_cert, self.tls_key)
 
 
 @dataclass(frozen=True)
@@ -362,8 +364,9 @@ def render_endpoint(
         "ident": endpoint.name.replace("-", "_"),
         "servers_conf": servers.path,
         "secrets_conf": folder / "secrets.conf",
-        "tls_cert": folder / "tls" / "fullchain.pem",
-        "tls_key": folder / "tls" / "key.pem",
+        "tls_cert": endpoint_tls(endpoint.name)[0],
+        "tls_key": endpoint_tls(endpoint.name)[1],
+        "acme_webroot": ACME_WEBROOT,
         "upstream_ca": folder / "hosts-ca.pem",
         "models_json": json.dumps({"object": "list", "data": [model]}),
         "scheme_pattern": BEARER_PATTERN,
@@ -371,15 +374,20 @@ def render_endpoint(
         "upstream_key": material.upstream_key if material else "<secret key for the hosts>",
     }
     cert = material.cert if material is not None else None
-    return EndpointFiles(
+    files = EndpointFiles(
         site=RenderedFile(endpoint_site(endpoint.name), _template("endpoint/endpoint.conf.j2", **context)),
         servers=servers,
         secrets=RenderedFile(
             folder / "secrets.conf", _template("endpoint/endpoint-secrets.conf.j2", **context), 0o600, secret=True
         ),
+        upstream_ca=RenderedFile(context["upstream_ca"], material.upstream_ca if material else "<gpuctl's CA>\n"),
+    )
+    if endpoint.tls == "acme":
+        return files
+    return replace(
+        files,
         tls_cert=RenderedFile(context["tls_cert"], cert.chain_pem if cert else "<certificate>\n"),
         tls_key=RenderedFile(context["tls_key"], cert.key_pem if cert else "<secret key>\n", 0o600, secret=True),
-        upstream_ca=RenderedFile(context["upstream_ca"], material.upstream_ca if material else "<gpuctl's CA>\n"),
     )
 
 
@@ -612,6 +620,7 @@ def firewall_ports(host: HostSpec) -> list[int]:
         if host.gateway.tls == "acme":
             ports.add(80)
     ports |= {endpoint.port for endpoint in host.endpoints}
+    ports |= {80 for endpoint in host.endpoints if endpoint.tls == "acme"}
     return sorted(ports)
 
 

@@ -30,7 +30,7 @@ PEBBLE_DIR = "/etc/pebble"
 OLLAMA_VERSION = "0.13.0"
 
 
-def start_pebble(host: Host, tmp_path: Path) -> None:
+def start_pebble(host: Host, tmp_path: Path, domain: str = DOMAIN) -> None:
     """Pebble on the host's loopback, with a TLS certificate from a throwaway CA the host's certbot trusts."""
     host.run("apt-get update -q", timeout=120)
     host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q pebble", timeout=300)
@@ -51,7 +51,7 @@ def start_pebble(host: Host, tmp_path: Path) -> None:
         }
     }
     host.write_file(f"{PEBBLE_DIR}/config.json", json.dumps(config))
-    host.run(f"echo '{host.address} {DOMAIN}' >> /etc/hosts")
+    host.run(f"echo '{host.address} {domain}' >> /etc/hosts")
     host.run(
         "systemd-run --unit=pebble -E PEBBLE_VA_NOSLEEP=1 -E PEBBLE_WFE_NONCEREJECT=0 "
         f"/usr/bin/pebble -config {PEBBLE_DIR}/config.json"
@@ -82,14 +82,14 @@ def gpuctl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["gpuctl", *args], capture_output=True, text=True, timeout=600)
 
 
-def https_get(address: str, path: str, key: str, root_pem: str) -> tuple[str, str]:
+def https_get(address: str, path: str, key: str, root_pem: str, domain: str = DOMAIN) -> tuple[str, str]:
     """GET PATH over TLS with SNI and hostname check for DOMAIN, trusting only ROOT_PEM; (status line, issuer)."""
     context = ssl.create_default_context(cadata=root_pem)
     with socket.create_connection((address, 443), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=DOMAIN) as tls:
+        with context.wrap_socket(raw, server_hostname=domain) as tls:
             issuer = dict(x[0] for x in tls.getpeercert()["issuer"]).get("commonName", "")
             tls.sendall(
-                f"GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nAuthorization: Bearer {key}\r\n"
+                f"GET {path} HTTP/1.1\r\nHost: {domain}\r\nAuthorization: Bearer {key}\r\n"
                 "Connection: close\r\n\r\n".encode()
             )
             status = tls.recv(4096).decode(errors="replace").splitlines()[0]
@@ -132,3 +132,44 @@ def test_acme_certificate_from_http_01_then_a_no_op_redeploy(acme_host, tmp_path
     second = gpuctl("deploy", str(inventory), "--yes", "--json")
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["hosts"][0]["status"] == "unchanged"
+
+
+ENDPOINT_DOMAIN = "fleet.test"
+
+
+def test_a_fleet_endpoint_gets_its_acme_certificate_too(fleet: Fleet, tmp_path):
+    """A fleet endpoint with tls="acme" on its front (the host's own gateway on 8443, private CA, behind it)."""
+    host = fleet.new_host("acme-ep")
+    mirror.serve(host)
+    mirror.publish(host, OLLAMA_VERSION)
+    start_pebble(host, tmp_path / "pebble", ENDPOINT_DOMAIN)
+    inventory = tmp_path / "front.py"
+    inventory.write_text(
+        textwrap.dedent(f"""
+        from gpuctl.inventory import Endpoint, Gateway, Host, Ollama
+        edge = [Host({host.name!r}, address={host.address!r}, ssh_key={str(host.ssh_key)!r},
+                     ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="yes",
+                     ollama=Ollama(version={OLLAMA_VERSION!r}, cpu_fallback=True,
+                                   release_url={mirror.MIRROR_URL!r}, models=["qwen2.5:0.5b"]),
+                     gateway=Gateway(port=8443))]
+        llm = Endpoint("llm", hosts=edge, model="qwen2.5:0.5b", on={host.name!r}, tls="acme",
+                       domain={ENDPOINT_DOMAIN!r}, acme_email="ops@fleet.test",
+                       acme_server="https://127.0.0.1:14000/dir", acme_ca_bundle="{PEBBLE_DIR}/ca.pem")
+    """)
+    )
+    first = gpuctl("deploy", str(inventory), "--yes", "--json")
+    assert first.returncode == 0, first.stdout + first.stderr
+    [outcome] = json.loads(first.stdout)["hosts"]
+    assert any(c.endswith(f"ACME certificate for {ENDPOINT_DOMAIN} (certbot, http-01)") for c in outcome["changes"])
+    key = (tmp_path / ".gpuctl" / "front" / "endpoint.llm.api-key").read_text().strip()
+    root = host.run(f"curl -fsS --cacert {PEBBLE_DIR}/ca.pem https://127.0.0.1:15000/roots/0").stdout
+    status, issuer = https_get(host.address, "/v1/models", key, root, ENDPOINT_DOMAIN)
+    assert status == "HTTP/1.1 200 OK" and issuer.startswith("Pebble Intermediate CA"), (status, issuer)
+    assert https_get(host.address, "/v1/models", "sk-wrong-0123456789abcdef", root, ENDPOINT_DOMAIN)[0] == (
+        "HTTP/1.1 401 Unauthorized"
+    )
+    linked = host.run("readlink /etc/gpuctl/endpoints/llm/tls/fullchain.pem").stdout.strip()
+    assert linked == f"/etc/letsencrypt/live/{ENDPOINT_DOMAIN}/fullchain.pem"
+    second = gpuctl("deploy", str(inventory), "--yes", "--json")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["hosts"][0]["status"] == "unchanged", second.stdout

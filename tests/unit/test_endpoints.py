@@ -76,7 +76,7 @@ def test_an_endpoint_wires_its_front_and_its_hosts(tmp_path):
             'llm = Endpoint("llm", hosts=gpu, model=LLAMA, on="gpu-01", port=8443, tls="acme", '
             'domain="llm.example.com", acme_email="ops@example.com")',
             "",
-            "endpoint llm: tls='acme' is not available for endpoints yet: use 'private-ca' or 'provided'",
+            "endpoint llm: port: ACME (tls='acme') certificates are for port 443, not 8443",
         ),
         (
             'llm = [Endpoint("llm", hosts=gpu, model=LLAMA, on="gpu-01", port=8443), '
@@ -180,3 +180,19 @@ def test_gpuctl_env_gives_an_application_the_endpoint(tmp_path):
     ]
     other = run_cli("env", "llm", "--model", "mistral", cwd=tmp_path)
     assert other.exit_code == 2 and "endpoint llm serves llama-3.1-8b, not mistral" in other.stderr
+
+
+def test_an_acme_endpoint_serves_challenges_on_port_80_and_gets_no_rendered_certificate(tmp_path):
+    acme = (
+        'llm = Endpoint("llm", hosts=gpu[1:], model=LLAMA, on="front", tls="acme", domain="llm.example.com", '
+        'acme_email="ops@example.com")'
+    )
+    front = 'edge = [Host("front", address="192.0.2.30")]'
+    path = write(tmp_path, acme, front)
+    inv = inventory.load(str(path))
+    host = inv.hosts["front"]
+    assert firewall_ports(host) == [22, 80, 443] and host.firewall_enabled()
+    files = prepare([host], tmp_path, Keystore.for_inventory(path)).files["front"].endpoints["llm"]
+    assert files.tls_cert is None and files.tls_key is None  # deploy links certbot's files there
+    assert "location /.well-known/acme-challenge/" in files.site.content
+    assert "server_name llm.example.com;" in files.site.content
