@@ -344,9 +344,13 @@ def verify(
         reports = verify_endpoint(inv, endpoint, options, progress_printer())
         hint = None
     else:
+        from gpuctl.verify.endpoint import endpoint_report
+
         inv, hosts = inventory.find_hosts(target, inventory_ref, limit)
         options.base_dir, options.keystore = inv.base_dir, Keystore.for_inventory(inv.path, write=False)
         reports = runner.verify_hosts(hosts, options, progress_printer())
+        whole = not limit and inventory_ref is None and target not in inv.hosts  # the inventory, every host
+        reports += [endpoint_report(inv, e, options) for e in inv.endpoints.values() if whole]
         hint = runner.deploy_hint(target, inv, reports)
     if as_json:
         emit_json({"ok": all(r.ok for r in reports), "engines": [r.as_dict() for r in reports]})

@@ -39,6 +39,12 @@ def verify_endpoint(
     inv: Inventory, endpoint: EndpointSpec, options: Options, progress: Progress | None = None
 ) -> list[EngineReport]:
     """The endpoint's report, then one per engine of the hosts behind it."""
+    members = [inv.hosts[name] for name in endpoint.hosts]
+    return [endpoint_report(inv, endpoint, options), *verify_hosts(members, options, progress)]
+
+
+def endpoint_report(inv: Inventory, endpoint: EndpointSpec, options: Options) -> EngineReport:
+    """The endpoint's own checks, as its clients reach it."""
     front = inv.hosts[endpoint.on]
     keystore = options.keystore or Keystore.for_inventory(inv.path, write=False)
     label = f"endpoint {endpoint.name}"
@@ -56,5 +62,4 @@ def verify_endpoint(
         )
         checks = EndpointChecker(expect, access.session()).run()
         report = EngineReport(front.name, label, access.base_url, checks)
-    members = [inv.hosts[name] for name in endpoint.hosts]
-    return [report, *verify_hosts(members, options, progress)]
+    return report

@@ -4,7 +4,8 @@ No stand-in here: the image is vLLM 0.32's CPU build on the fleet's Debian base 
 ENTRYPOINT ["vllm", "serve"] as in the official image), the model a tiny Llama made by the tests
 (harness/tiny_model.py) placed in the Hugging Face cache folder the compose file mounts, loaded offline
 (offline=True: HF_HUB_OFFLINE=1). Real: systemd, Docker, Compose, the rendered unit with its healthcheck wait,
-nginx with TLS and the key, nftables, SSH, pyinfra, and the official `openai` client.
+nginx with TLS and the key, nftables, SSH, pyinfra, and the official `openai` client; and a fleet endpoint on
+the same host (port 8443) with the real engine behind it, which `gpuctl verify INVENTORY` checks too.
 
 The engine is `device="cpu"` (vLLM's CPU backend: no GPU reservation, VLLM_CPU_KVCACHE_SPACE from
 cpu_kv_cache_gib). What only a stand-in can do (GPU-shaped answers, fast failure injection) stays in
@@ -45,7 +46,7 @@ def write_inventory(path: Path, host: Host, config_json: Path, **changes: object
     extra = "".join(f", {key}={value!r}" for key, value in settings.items())
     path.write_text(
         textwrap.dedent(f"""
-        from gpuctl.inventory import Gateway, Host, Secret, Vllm
+        from gpuctl.inventory import Endpoint, Gateway, Host, Secret, Vllm
         cpu = [Host({host.name!r}, address={host.address!r}, ssh_key={str(host.ssh_key)!r},
                     ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="yes",
                     docker=dict(packages=["docker.io", "docker-compose-plugin"]),
@@ -54,6 +55,7 @@ def write_inventory(path: Path, host: Host, config_json: Path, **changes: object
                               offline=True, start_timeout_s=300, config_json={str(config_json)!r},
                               api_key=Secret.env("GPUCTL_TEST_ENGINE_KEY"){extra}),
                     gateway=Gateway(engine="main"))]
+        tiny = Endpoint("tiny", hosts=cpu, model="tiny-chat", on={host.name!r}, port=8443)
     """)
     )
     return path
@@ -161,6 +163,10 @@ def test_verify_passes_through_the_gateway_with_real_chat_stream_ttft_and_metric
     checks = checks_of(report)
     assert {"health", "version", "models", "chat", "stream", "auth", "metrics"} <= set(checks)
     assert checks["version"]["reason"] == "vLLM 0.32.0"
+    # The inventory's fleet endpoint, with the real engine behind it: checked as its clients use it.
+    endpoint = report["engines"][-1]
+    assert (endpoint["engine"], endpoint["url"], endpoint["ok"]) == ("endpoint tiny", f"{deployed['base']}:8443", True)
+    assert {c["name"] for c in endpoint["checks"]} == {"models", "chat", "stream", "auth"}
     assert checks["stream"]["reason"].startswith(f"TTFT {checks['stream']['numbers']['ttft_ms']} ms")
     FIGURES["verify_ttft_ms"] = checks["stream"]["numbers"]["ttft_ms"]
     metrics = gateway_get(deployed, "/metrics").text  # the real engine's own names, through the gateway
