@@ -69,6 +69,7 @@ def exposure_label(host: HostSpec) -> str:
         lines.append("loopback only (this machine)")
     elif host.engines():
         lines.append("loopback only (gpuctl verify uses an SSH tunnel)")
+    lines += [f"endpoint {e.name}: {e.url(host)}/v1 for {', '.join(e.hosts)} ({e.tls})" for e in host.endpoints]
     lines += [f"RISK: {e.bind}:{e.port} open without a gateway" for e in host.public_engines()]
     if host.firewall_enabled():
         lines.append("firewall: " + ", ".join(map(str, firewall_ports(host))))

@@ -47,6 +47,8 @@ def test_an_endpoint_wires_its_front_and_its_hosts(tmp_path):
     assert all([e.name for e in h.behind_endpoints] == ["llm"] for h in inv.hosts.values())
     assert firewall_ports(front) == [22, 443, 8443] and firewall_ports(second) == [22, 443]
     assert inv.endpoints["llm"].url(front) == "https://192.0.2.11:8443"
+    shown = run_cli("check", str(tmp_path / "fleet.py"), cwd=tmp_path, env={"COLUMNS": "250"})
+    assert "endpoint llm: https://192.0.2.11:8443/v1 for gpu-01, gpu-02, gpu-03 (private-ca)" in shown.stdout
 
 
 @pytest.mark.parametrize(
