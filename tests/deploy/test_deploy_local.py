@@ -13,7 +13,6 @@ import pytest
 
 from gpuctl import outside
 from harness import mirror
-from harness.cli import REPO
 from harness.fleet import Fleet, Host
 from harness.gpuctl_site import install_gpuctl
 
@@ -29,11 +28,7 @@ def laptop(fleet: Fleet) -> Host:
     mirror.serve(host)
     mirror.publish(host, VERSION)
     # The README's own inventory, with only the release URL pointed at the local mirror (no internet).
-    inventory = (REPO / "inventories" / "dev-laptop.py").read_text()
-    pin = f'version="{VERSION}",'
-    assert inventory.count(pin) == 1, "the test expects dev-laptop.py to pin VERSION once"
-    inventory = inventory.replace(pin, f"{pin} release_url={mirror.MIRROR_URL!r},")
-    host.write_file("/srv/work/inventories/dev-laptop.py", inventory)
+    host.write_file("/srv/work/inventories/dev-laptop.py", mirror.shipped_inventory("dev-laptop", VERSION))
     return host
 
 

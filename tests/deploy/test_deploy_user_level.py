@@ -16,7 +16,6 @@ import pytest
 
 from gpuctl import outside
 from harness import mirror
-from harness.cli import REPO
 from harness.fleet import Fleet, Host, Result
 from harness.gpuctl_site import install_gpuctl
 
@@ -50,11 +49,7 @@ def workstation(fleet: Fleet) -> Host:
     install_gpuctl(fleet, host)
     mirror.serve(host)
     mirror.publish(host, VERSION)
-    inventory = (REPO / "inventories" / "dev-workstation.py").read_text()
-    pin = f'version="{VERSION}",'
-    assert inventory.count(pin) == 1, "the test expects dev-workstation.py to pin VERSION once"
-    inventory = inventory.replace(pin, f"{pin} release_url={mirror.MIRROR_URL!r},")
-    host.write_file(f"{HOME}/work/inventories/dev-workstation.py", inventory)
+    host.write_file(f"{HOME}/work/inventories/dev-workstation.py", mirror.shipped_inventory("dev-workstation", VERSION))
     host.run(f"chown -R {USER}: {HOME}/work")
     return host
 

@@ -110,3 +110,14 @@ def local_release(root: Path, version: str, *, corrupt: bool = False) -> str:
     amd64 = next(n for n in files if n.startswith("ollama-linux-amd64."))
     (folder / "sha256sum.txt").write_text(checksum_file(files, corrupt=amd64 if corrupt else None))
     return f"file://{folder}"
+
+
+def shipped_inventory(name: str, version: str) -> str:
+    """The README's example inventories/NAME.py with only its Ollama release URL pointed at the host's mirror
+    (no internet); it must pin VERSION once."""
+    from harness.cli import REPO
+
+    text = (REPO / "inventories" / f"{name}.py").read_text()
+    pin = f'version="{version}",'
+    assert text.count(pin) == 1, f"the test expects {name}.py to pin {version} once"
+    return text.replace(pin, f"{pin} release_url={MIRROR_URL!r},")
