@@ -117,7 +117,8 @@ def plan(inventory_ref: str, limit: tuple[str, ...], as_json: bool) -> None:
     type=click.Choice(["hosts", "kubernetes"]),
     default="hosts",
     show_default=True,
-    help="hosts: what deploy installs; kubernetes: each vLLM engine as manifests (OUT/vllm-HOST-ENGINE.yaml).",
+    help="hosts: what deploy installs; kubernetes: each vLLM engine as manifests (OUT/vllm-HOST-ENGINE.yaml), "
+    "and OUT/production-stack-values.yaml for vLLM's production-stack Helm chart.",
 )
 @json_option
 def render(inventory_ref: str, out_dir: Path, limit: tuple[str, ...], target: str, as_json: bool) -> None:
@@ -127,14 +128,19 @@ def render(inventory_ref: str, out_dir: Path, limit: tuple[str, ...], target: st
 
     inv = inventory.load(inventory_ref)
     if target == "kubernetes":
-        from gpuctl import kubernetes
+        from gpuctl import kubernetes, production_stack
 
         written = kubernetes.write(inv.select(limit), out_dir)
+        chart_values, left_out = production_stack.write(inv.select(limit), out_dir)
         if as_json:
-            emit_json({"inventory": inv.label, "out": str(out_dir), "manifests": written})
+            extra = {"production_stack_values": str(chart_values), "left_out": left_out}
+            emit_json({"inventory": inv.label, "out": str(out_dir), "manifests": written, **extra})
         else:
             for item in written:
                 click.echo(f"{item['host']} {item['engine']}: {item['path']}")
+            click.echo(f"production-stack chart values: {chart_values}")
+            for why in left_out:
+                click.echo(f"  left out: {why}")
         return
     report = write_hosts(inv.select(limit), out_dir)
     if as_json:

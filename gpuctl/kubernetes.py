@@ -56,10 +56,16 @@ def gfd_product(model: str) -> str:
     return "-".join(name.split())
 
 
-def container(engine: VllmSpec, secret: str) -> dict[str, Any]:
-    env = [{"name": "VLLM_NO_USAGE_STATS", "value": "1"}, {"name": "DO_NOT_TRACK", "value": "1"}]
+def container_env(engine: VllmSpec, secret: str) -> list[dict[str, Any]]:
+    """The container's environment: telemetry off, the engine's own settings, its secrets read from SECRET."""
+    env: list[dict[str, Any]] = [{"name": "VLLM_NO_USAGE_STATS", "value": "1"}, {"name": "DO_NOT_TRACK", "value": "1"}]
     env += [{"name": key, "value": value} for key, value in engine.environment().items()]
     env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for key in engine.secret_env()]
+    return env
+
+
+def container(engine: VllmSpec, secret: str) -> dict[str, Any]:
+    env = container_env(engine, secret)
     probe = {"httpGet": {"path": "/health", "port": "http"}, "timeoutSeconds": 5}
     resources: dict[str, Any] = {"requests": dict(GPU_POD_REQUESTS)}
     if engine.device == "gpu":

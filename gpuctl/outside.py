@@ -393,6 +393,11 @@ NODE_EXPORTER_PACKAGES = ("prometheus-node-exporter",)
 """Debian 12: prometheus-node-exporter 1.5.0-1+b6 (bookworm/main); Ubuntu 24.04: 1.7.0-1ubuntu0.3, 22.04:
 1.3.1-1ubuntu0.22.04.3, both universe (packages.ubuntu.com, checked 2026-12-05). Listens on :9100 on every
 interface (its ARGS in /etc/default/prometheus-node-exporter): the firewall admits the monitoring host only."""
+PRODUCTION_STACK_CHART = "vllm-stack 0.1.12"
+"""vLLM's production-stack Helm chart the values file is written for (vllm-project/production-stack at
+a6c01db0, helm/Chart.yaml, read 2026-12-05): its deployment template writes `vllm serve MODEL_URL --host 0.0.0.0
+--port PORT`, the prefix-caching switch from vllmConfig.enablePrefixCaching, then vllmConfig.extraArgs; its
+values.schema.json is in tests/data/production-stack/ (gpuctl.production_stack)."""
 DCGM_EXPORTER_IMAGE = "nvcr.io/nvidia/k8s/dcgm-exporter:4.5.3-4.8.2-distroless"
 """NVIDIA's DCGM exporter, pinned: the newest release (DCGM 4.5.3, exporter 4.8.2; tag DCGM-EXPORTER[-VARIANT],
 hack/VERSION), run as its README's quick start does (`docker run --gpus all --cap-add SYS_ADMIN ...

@@ -87,7 +87,12 @@ def test_render_writes_one_file_per_engine_with_how_to_make_its_secret(tmp_path)
     result = run_cli("render", "prod", "--target", "kubernetes", "--out", str(tmp_path), cwd=REPO)
     assert result.exit_code == 0, result.output
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["vllm-gpu-01-main.yaml", "vllm-gpu-02-main.yaml", "vllm-gpu-h100-01-main.yaml"]
+    assert files == [
+        "production-stack-values.yaml",  # tests/unit/test_production_stack.py
+        "vllm-gpu-01-main.yaml",
+        "vllm-gpu-02-main.yaml",
+        "vllm-gpu-h100-01-main.yaml",
+    ]
     text = (tmp_path / "vllm-gpu-01-main.yaml").read_text()
     command = text.splitlines()[1].removeprefix("# Its Secret (values never in these files): ")
     assert command == (
