@@ -198,3 +198,26 @@ def test_an_acme_endpoint_serves_challenges_on_port_80_and_gets_no_rendered_cert
     assert files.tls_cert is None and files.tls_key is None  # deploy links certbot's files there
     assert "location /.well-known/acme-challenge/" in files.site.content
     assert "server_name llm.example.com;" in files.site.content
+
+
+def test_a_provided_certificate_is_what_the_endpoint_serves(tmp_path, monkeypatch):
+    source = Keystore.for_inventory(tmp_path / "ca-source.py").server_cert("llm", ["llm.example.com"])
+    (tmp_path / "llm.pem").write_text(source.chain_pem)
+    (tmp_path / "llm-key.pem").write_text(source.key_pem)
+    provided = (
+        'llm = Endpoint("llm", hosts=gpu, model=LLAMA, on="gpu-01", port=8443, tls="provided", '
+        'cert_file="llm.pem", key_file=Secret.file("llm-key.pem"), api_key=Secret.env("LLM_KEY"))'
+    )
+    path = write(tmp_path, provided)
+    path.write_text("from gpuctl.inventory import Secret\n" + path.read_text())
+    monkeypatch.setenv("LLM_KEY", "sk-endpoint-clients-0123456789")
+    inv = inventory.load(str(path))
+    plan = prepare(list(inv.hosts.values()), tmp_path, Keystore.for_inventory(path))
+    files = plan.files["gpu-01"].endpoints["llm"]
+    assert files.tls_cert is not None and files.tls_cert.content == source.chain_pem
+    assert files.tls_key is not None and files.tls_key.mode == 0o600 and files.tls_key.secret
+    assert "sk-endpoint-clients-0123456789" in files.secrets.content  # the clients' key, as a pattern
+    assert "sk-endpoint-clients-0123456789" in plan.secrets  # masked in every output
+    (tmp_path / "llm.pem").write_text("not a certificate")
+    with pytest.raises(GpuctlError, match="endpoint llm.cert_file: .* holds no PEM certificate"):
+        prepare(list(inv.hosts.values()), tmp_path, Keystore.for_inventory(path))
