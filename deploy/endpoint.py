@@ -3,18 +3,22 @@ checked with `nginx -t` and reloaded gracefully on change (open streams finish o
 
 from __future__ import annotations
 
+import shlex
+
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
+from gpuctl.deploy.facts import ExistingPaths
 from gpuctl.deploy.files import put_rendered
 from gpuctl.deploy.gateway import acme_bootstrap, acme_certificate, remove_default_site
 from gpuctl.deploy.packages import apt_installed
 from gpuctl.deploy.scripts import script_command
 from gpuctl.deploy.units import running_and_enabled
-from gpuctl.host_layout import endpoint_tls
+from gpuctl.host_layout import endpoint_dir, endpoint_site, endpoint_tls
 from gpuctl.render import EndpointFiles
-from gpuctl.spec import EndpointSpec
+from gpuctl.spec import EndpointSpec, HostSpec
 
 
 @deploy("Fleet endpoint (nginx)")
@@ -36,3 +40,19 @@ def endpoint(spec: EndpointSpec, rendered: EndpointFiles) -> None:
     )
     if acme:
         acme_certificate(spec.listener(), *endpoint_tls(spec.name))
+
+
+def stale_endpoints(spec: HostSpec) -> None:
+    """Remove the sites and keys of fleet endpoints this host no longer fronts (one removed from the inventory,
+    renamed or moved to another front), so they stop answering with their keys; then reload nginx."""
+    wanted = {str(endpoint_site(e.name)) for e in spec.endpoints} | {str(endpoint_dir(e.name)) for e in spec.endpoints}
+    globs = (str(endpoint_site("*")), f"{endpoint_dir('*')}")
+    stale = [p for p in host.get_fact(ExistingPaths, globs=globs) or [] if p not in wanted]
+    if not stale:
+        host.noop("no stale fleet endpoint")
+        return
+    quoted = " ".join(shlex.quote(p) for p in stale)
+    server.shell(
+        name=f"Remove fleet endpoints no longer in the inventory ({', '.join(sorted(stale))})",
+        commands=[f"rm -rf {quoted} && nginx -t -q && {script_command('gateway/reload-nginx.sh')}"],
+    )

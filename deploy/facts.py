@@ -318,3 +318,13 @@ class MissingCommands(FactBase[list[str]]):
 
     def process(self, output: list[str]) -> list[str]:
         return [line.strip() for line in output if line.strip()]
+
+
+class ExistingPaths(FactBase[list[str]]):
+    """The paths matching shell GLOBS that exist (none: an empty list)."""
+
+    def command(self, globs: tuple[str, ...]) -> str:
+        return f'for p in {" ".join(globs)}; do [ -e "$p" ] && echo "$p"; done; true'
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line.strip() for line in output if line.strip()]

@@ -12,7 +12,7 @@ from gpuctl.deploy import memo
 from gpuctl.deploy.container_toolkit import container_toolkit
 from gpuctl.deploy.distribution import require_supported
 from gpuctl.deploy.docker import docker
-from gpuctl.deploy.endpoint import endpoint
+from gpuctl.deploy.endpoint import endpoint, stale_endpoints
 from gpuctl.deploy.facts import LoginIdentity
 from gpuctl.deploy.files import expect, put_rendered
 from gpuctl.deploy.firewall import firewall
@@ -48,7 +48,8 @@ def deploy_host(spec: HostSpec, rendered: HostFiles) -> None:
     if spec.install == "user":
         rendered = in_home(rendered)
     expect(list(rendered))  # every rendered file's state in one read
-    nvidia_driver(spec)
+    if spec.install == "system":
+        nvidia_driver(spec)  # a user-level install uses the driver an admin installed (deploy.ollama checks it)
     if spec.needs_docker():
         docker(spec, dist)
         if spec.needs_nvidia():
@@ -63,11 +64,13 @@ def deploy_host(spec: HostSpec, rendered: HostFiles) -> None:
     if rendered.healing is not None:
         healing(rendered.healing)
     if spec.ollama is not None and rendered.ollama is not None:
-        ollama_engine(spec.ollama, rendered.ollama)
+        ollama_engine(spec.ollama, rendered.ollama, gpu_host=spec.gpus is not None)
     if rendered.gateway is not None:
         gateway(spec, rendered.gateway)
     for fronted in spec.endpoints:
         endpoint(fronted, rendered.endpoints[fronted.name])
+    if spec.gateway is not None or spec.endpoints:  # nginx may hold an endpoint this host no longer fronts
+        stale_endpoints(spec)
     if rendered.firewall is not None:
         firewall(spec, rendered.firewall)
     if rendered.node_exporter is not None:

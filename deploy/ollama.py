@@ -102,10 +102,16 @@ def system_prerequisites(ollama: OllamaSpec, tools: list[str]) -> None:
     )
 
 
-def user_prerequisites(tools: list[str]) -> None:
+def user_prerequisites(tools: list[str], gpu_host: bool) -> None:
     """A user-level install installs nothing as root: stop, naming what an admin must do, when the tools
-    are missing or the user's service manager would stop at logout (no lingering)."""
+    are missing, the GPU host's driver does not answer, or the user's service manager would stop at logout
+    (no lingering)."""
     user = host.get_fact(LoginIdentity)[0]
+    if gpu_host and not host.get_fact(CommandSucceeds, test="nvidia-smi -L"):
+        raise GpuctlError(
+            "the host declares GPUs, but nvidia-smi does not answer: a user-level install uses the NVIDIA driver "
+            'an admin installed (a deploy of the host with install="system" installs it)'
+        )
     missing = host.get_fact(MissingCommands, names=tuple(tools))
     if missing:
         raise GpuctlError(
@@ -155,12 +161,13 @@ def reload_units(ollama: OllamaSpec, changes: list) -> None:
 
 
 @deploy("Ollama")
-def ollama_engine(ollama: OllamaSpec, rendered: OllamaFiles) -> None:
-    """Install the pinned Ollama, its unit and drop-in; restart on change; pre-pull the models."""
+def ollama_engine(ollama: OllamaSpec, rendered: OllamaFiles, gpu_host: bool = False) -> None:
+    """Install the pinned Ollama, its unit and drop-in; restart on change; pre-pull the models. GPU_HOST: the
+    host declares GPUs (a user-level install then needs the driver an admin installed)."""
     host_arch = host.get_fact(Arch) or "unknown"
     zstd = ["zstd"] if needs_zstd(ollama, host_arch) else []
     if ollama.layout.user_level:
-        user_prerequisites(["curl", "tar", "sha256sum", *zstd])
+        user_prerequisites(["curl", "tar", "sha256sum", *zstd], gpu_host)
     else:
         system_prerequisites(ollama, ["curl", "ca-certificates", "tar", *zstd])
     installed = host.get_fact(FileText, path=on_host(ollama.layout.version_marker))

@@ -79,6 +79,9 @@ def problems_of(endpoint: EndpointSpec, hosts: dict[str, HostSpec]) -> list[str]
         taken[front.gateway.port] = "its gateway"
         taken |= {80: "its gateway's ACME"} if front.gateway.tls == "acme" else {}
     taken |= {e.port: e.label for e in front.engines()}
+    for other in front.endpoints:  # those wired before this one
+        taken[other.port] = f"endpoint {other.name}"
+        taken |= {80: f"endpoint {other.name}'s ACME"} if other.tls == "acme" else {}
     if endpoint.port in taken:
         problems.append(f"port: {endpoint.port} is taken on {front.name} by {taken[endpoint.port]}")
     return problems

@@ -22,7 +22,7 @@ from gpuctl import pyinfra_adapter as pyinfra
 from gpuctl.access import Connection
 from gpuctl.errors import GpuctlError
 from gpuctl.keystore import Keystore
-from gpuctl.render import HostFiles, key_pattern, render_host
+from gpuctl.render import Draining, HostFiles, key_pattern, render_host
 from gpuctl.spec import HostSpec, SecretRef
 
 Status = Literal["changed", "unchanged", "failed", "would change"]
@@ -90,12 +90,12 @@ class Plan:
 
 
 def prepare(
-    hosts: list[HostSpec], base_dir: Path, keystore: Keystore | None = None, draining: frozenset[str] = frozenset()
+    hosts: list[HostSpec], base_dir: Path, keystore: Keystore | None = None, draining: Draining | None = None
 ) -> Plan:
     """Resolve every secret and render every file before any connection (bad input touches nothing).
 
-    KEYSTORE holds the gateway keys and certificates gpuctl generates (beside the inventory). DRAINING: the
-    hosts a rolling deploy is changing, marked down in the fleet endpoints they serve behind (gpuctl.drain).
+    KEYSTORE holds the gateway keys and certificates gpuctl generates (beside the inventory). DRAINING: by
+    endpoint, the hosts a rolling deploy is changing, marked down there (gpuctl.drain).
     """
     secrets: list[str] = []
 
@@ -145,7 +145,7 @@ def deploy(
     confirm: Callable[[list[HostOutcome]], bool] | None = None,
     verbose: bool = False,
     keystore: Keystore | None = None,
-    draining: frozenset[str] = frozenset(),
+    draining: Draining | None = None,
 ) -> list[HostOutcome]:
     """Deploy HOSTS (or, with DRY, only say what would change). Returns one outcome per host.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
@@ -75,6 +75,8 @@ HEALTH_INTERVAL_S = 5
 engine is (the unit waits for it), and a failing engine is unhealthy after three failed probes."""
 
 SecretResolver = Callable[[SecretRef], str]
+Draining = Mapping[str, frozenset[str]]
+"""By fleet endpoint name: the hosts a rolling deploy marks down in it while it changes them (gpuctl.drain)."""
 
 
 @dataclass(frozen=True)
@@ -312,7 +314,7 @@ def render_host(
     gateway: GatewayMaterial | None = None,
     trust: str | None = None,
     endpoints: dict[str, EndpointMaterial] | None = None,
-    draining: frozenset[str] = frozenset(),
+    draining: Draining | None = None,
 ) -> HostFiles:
     """Every file HOST receives. Without RESOLVE (and GATEWAY), secrets become placeholders. TRUST: the CAs of
     the gateways a monitoring host scrapes (gpuctl.monitoring.trust_bundle)."""
@@ -335,7 +337,10 @@ def render_host(
             else None
         ),
         dcgm_exporter=render_dcgm_exporter(host) if host.dcgm_exporter_port is not None else None,
-        endpoints={e.name: render_endpoint(host, e, (endpoints or {}).get(e.name), draining) for e in host.endpoints},
+        endpoints={
+            e.name: render_endpoint(host, e, (endpoints or {}).get(e.name), (draining or {}).get(e.name, frozenset()))
+            for e in host.endpoints
+        },
     )
 
 

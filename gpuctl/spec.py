@@ -904,12 +904,23 @@ class EndpointSpec(Strict):
         10, ge=1, le=3600, description="a host whose connection failed is left out this long, then tried again"
     )
     connect_timeout_s: int = Field(2, ge=1, le=60, description="how long the front waits to connect to a host")
+    drain_timeout_s: int = Field(
+        60, ge=0, le=3600, description="a rolling deploy waits this long for a drained host's open requests"
+    )
 
     @field_validator("name")
     @classmethod
     def _endpoint_name(cls, value: str) -> str:
         if not HOSTNAME_RE.match(value):
             raise ValueError("must be a lowercase name (letters, digits, '-')")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        """A model name as engines serve them (the front's /v1/models answers it verbatim)."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}", value):
+            raise ValueError(f"{value!r} is not a model name (letters, digits and . _ : / -)")
         return value
 
     @model_validator(mode="after")

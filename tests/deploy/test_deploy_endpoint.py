@@ -126,6 +126,11 @@ def test_the_endpoint_serves_its_model_with_its_own_key_and_verify_passes(trio, 
         f"https://{trio[1].address}/v1/models", headers=dict(client.headers), verify=client.verify, timeout=10
     )
     assert direct.status_code == 401  # and the endpoint's key is not a host's
+    upstream = (inventory.parent / ".gpuctl" / "fleet" / "endpoint.llm.upstream.api-key").read_text().strip()
+    front_key = {"Authorization": f"Bearer {upstream}"}
+    for path, status in (("/v1/models", 200), ("/api/tags", 401), ("/engines/ollama/v1/models", 401)):
+        got = requests.get(f"https://{trio[1].address}{path}", headers=front_key, verify=client.verify, timeout=10)
+        assert got.status_code == status, path  # the front's own key opens a host's /v1/ only
     code, report, stderr = gpuctl("verify", "llm", "-i", str(inventory), timeout=300)
     assert code == 0, stderr + json.dumps(report)[:3000]
     first, *hosts = report["engines"]
@@ -294,3 +299,16 @@ def test_a_rolling_deploy_drains_each_host_so_no_request_fails(trio, inventory, 
     assert servers.count("server ") == 3 and " down;" not in servers
     code, report, stderr = gpuctl("deploy", str(inventory), "--yes", timeout=600)
     assert code == 0 and all(h["status"] == "unchanged" for h in report["hosts"]), json.dumps(report)[:2000]
+
+
+def test_an_endpoint_removed_from_the_inventory_stops_answering(trio, inventory, client):
+    text = inventory.read_text()
+    kept = "\n".join(line for line in text.splitlines() if not line.strip().startswith("llm = Endpoint("))
+    inventory.write_text(kept)
+    code, report, stderr = gpuctl("deploy", str(inventory), "--yes", timeout=600)
+    assert code == 0, stderr[-2000:] + json.dumps(report)[:2000]
+    front = trio[0]
+    assert front.run("ls /etc/nginx/conf.d/ /etc/gpuctl/endpoints/ 2>&1 || true").stdout.count("llm") == 0
+    with pytest.raises(requests.ConnectionError):
+        client.get(url(trio, "/v1/models"), timeout=5)
+    assert requests.get(f"https://{front.address}/v1/models", verify=client.verify, timeout=10).status_code == 401

@@ -162,7 +162,9 @@ def test_a_rolling_batch_drains_its_hosts_unless_it_holds_every_host_of_the_endp
     assert "server 192.0.2.12:443 max_fails=1 fail_timeout=10s down;  # gpu-02" in servers
     assert servers.count(" down;") == 1
     plain = prepare([front], tmp_path, Keystore.for_inventory(tmp_path / "fleet.py")).files["gpu-01"]
-    drained_files = prepare([front], tmp_path, Keystore.for_inventory(tmp_path / "fleet.py"), down).files["gpu-01"]
+    by_endpoint = {"llm": down}
+    drained_files = prepare([front], tmp_path, Keystore.for_inventory(tmp_path / "fleet.py"), by_endpoint)
+    drained_files = drained_files.files["gpu-01"]
     assert drained_files.endpoints["llm"].servers.content == servers  # what a deploy during the batch writes
     assert " down;" not in plain.endpoints["llm"].servers.content
     assert f"include {plain.endpoints['llm'].servers.path};" in plain.endpoints["llm"].site.content
@@ -221,3 +223,44 @@ def test_a_provided_certificate_is_what_the_endpoint_serves(tmp_path, monkeypatc
     (tmp_path / "llm.pem").write_text("not a certificate")
     with pytest.raises(GpuctlError, match="endpoint llm.cert_file: .* holds no PEM certificate"):
         prepare(list(inv.hosts.values()), tmp_path, Keystore.for_inventory(path))
+
+
+def test_two_endpoints_on_one_front_need_two_ports_and_a_model_name_is_checked(tmp_path):
+    two = (
+        'a = Endpoint("a", hosts=gpu, model=LLAMA, on="gpu-01", port=8443)\n'
+        'b = Endpoint("b", hosts=gpu, model=LLAMA, on="gpu-01", port=8443)'
+    )
+    with pytest.raises(GpuctlError, match="endpoint b: port: 8443 is taken on gpu-01 by endpoint a"):
+        inventory.load(str(write(tmp_path, two)))
+    quoted = """llm = Endpoint("llm", hosts=gpu, model="it's", on="gpu-01", port=8443)"""
+    with pytest.raises(GpuctlError, match="endpoint llm: model: .*is not a model name"):
+        inventory.load(str(write(tmp_path, quoted)))
+
+
+def test_a_drain_marks_hosts_down_only_in_the_endpoint_it_drains(tmp_path):
+    """Endpoint public has three hosts; internal only gpu-01. A batch of gpu-01 drains public; internal, whose
+    only host is in the batch, keeps it (draining it would leave internal nothing), even when the front's own
+    deploy renders both during the batch."""
+    both = (
+        'public = Endpoint("public", hosts=gpu, model=LLAMA, on="gpu-01", port=8443)\n'
+        'internal = Endpoint("internal", hosts=["gpu-01"], model=LLAMA, on="gpu-01", port=9443)'
+    )
+    path = write(tmp_path, both)
+    hosts = inventory.load(str(path)).hosts
+    [(front, endpoint, down)] = drainable([hosts["gpu-01"]], hosts)
+    assert (endpoint.name, down) == ("public", frozenset({"gpu-01"}))
+    files = prepare([front], tmp_path, Keystore.for_inventory(path), {"public": down}).files["gpu-01"]
+    assert " down;" in files.endpoints["public"].servers.content
+    assert " down;" not in files.endpoints["internal"].servers.content
+
+
+def test_a_host_behind_an_endpoint_lets_the_front_reach_v1_only(tmp_path):
+    path = write(tmp_path, GOOD)
+    inv = inventory.load(str(path))
+    keystore = Keystore.for_inventory(path)
+    gateway = prepare([inv.hosts["gpu-02"]], tmp_path, keystore).files["gpu-02"].gateway
+    assert gateway is not None
+    upstream = keystore.api_key("endpoint.llm.upstream")
+    key_ok, endpoint_ok = gateway.secrets.content.split("map $http_authorization $gpuctl_endpoint_key_ok")
+    assert upstream not in key_ok and upstream in endpoint_ok
+    assert '"~^0:[01]:1:/v1/" 1;' in gateway.site.content  # the front's key: /v1/ only (nginx's normalized $uri)

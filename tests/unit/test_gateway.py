@@ -152,7 +152,7 @@ def test_nginx_site_routes_engines_and_blocks_ollama_admin_routes():
     ].content
     assert "include /etc/gpuctl/gateway/secrets.conf;" in site
     assert (
-        "    10.9.0.0/24 1;" in site and '"~^0:1:(/engines/[^/]+)?/(metrics|api/ps)$" 1;' in site
+        "    10.9.0.0/24 1;" in site and '"~^0:1:[01]:(/engines/[^/]+)?/(metrics|api/ps)$" 1;' in site
     )  # regex: plain map strings ignore case
     locations = re.findall(r"^    location (.+?) \{", site, re.M)
     assert locations == [

@@ -62,7 +62,7 @@ def test_every_host_is_a_target_and_admits_the_monitoring_host_alone(tmp_path):
     )
     assert "9100" not in rules.split("set open_tcp")[1].split("}")[0]  # not open to everyone
     assert files.node_exporter.content.endswith('ARGS="--web.listen-address=:9100"\n')
-    assert '"~^0:1:(/engines/[^/]+)?/(metrics|api/ps)$" 1;' in files.gateway.site.content
+    assert '"~^0:1:[01]:(/engines/[^/]+)?/(metrics|api/ps)$" 1;' in files.gateway.site.content
     assert files.dcgm_exporter is None  # no GPU declared
 
 
