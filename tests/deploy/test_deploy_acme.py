@@ -14,7 +14,6 @@ import json
 import socket
 import ssl
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -62,18 +61,18 @@ def start_pebble(host: Host, tmp_path: Path, domain: str = DOMAIN) -> None:
     )
 
 
-def write_inventory(path: Path, host: Host) -> Path:
+ACME = 'acme_server="https://127.0.0.1:14000/dir", acme_ca_bundle="' + PEBBLE_DIR + '/ca.pem"'
+"""Pebble on the host's loopback, with the CA certbot trusts for it."""
+
+
+def write_inventory(path: Path, host: Host, gateway: str, endpoint: str = "") -> Path:
+    """One host with Ollama (the stand-in from the mirror) and GATEWAY; ENDPOINT: more inventory lines."""
     path.write_text(
-        textwrap.dedent(f"""
-        from gpuctl.inventory import Gateway, Host, Ollama
-        edge = [Host({host.name!r}, address={host.address!r}, ssh_key={str(host.ssh_key)!r},
-                     ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="yes",
-                     ollama=Ollama(version={OLLAMA_VERSION!r}, cpu_fallback=True,
-                                   release_url={mirror.MIRROR_URL!r}, models=["qwen2.5:0.5b"]),
-                     gateway=Gateway(tls="acme", domain={DOMAIN!r}, acme_email="ops@llm.test",
-                                     acme_server="https://127.0.0.1:14000/dir",
-                                     acme_ca_bundle="{PEBBLE_DIR}/ca.pem"))]
-    """)
+        "from gpuctl.inventory import Endpoint, Gateway, Host, Ollama\n"
+        f"edge = [Host({host.name!r}, address={host.address!r}, ssh_key={str(host.ssh_key)!r}, "
+        f"ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking='yes', "
+        f"ollama=Ollama(version={OLLAMA_VERSION!r}, cpu_fallback=True, release_url={mirror.MIRROR_URL!r}, "
+        f"models=['qwen2.5:0.5b']), gateway={gateway})]\n{endpoint}\n"
     )
     return path
 
@@ -106,7 +105,8 @@ def acme_host(fleet: Fleet, tmp_path_factory) -> Host:
 
 
 def test_acme_certificate_from_http_01_then_a_no_op_redeploy(acme_host, tmp_path):
-    inventory = write_inventory(tmp_path / "edge.py", acme_host)
+    gateway = f'Gateway(tls="acme", domain={DOMAIN!r}, acme_email="ops@llm.test", {ACME})'
+    inventory = write_inventory(tmp_path / "edge.py", acme_host, gateway)
     first = gpuctl("deploy", str(inventory), "--yes", "--json")
     assert first.returncode == 0, first.stdout + first.stderr
     [outcome] = json.loads(first.stdout)["hosts"]
@@ -143,20 +143,11 @@ def test_a_fleet_endpoint_gets_its_acme_certificate_too(fleet: Fleet, tmp_path):
     mirror.serve(host)
     mirror.publish(host, OLLAMA_VERSION)
     start_pebble(host, tmp_path / "pebble", ENDPOINT_DOMAIN)
-    inventory = tmp_path / "front.py"
-    inventory.write_text(
-        textwrap.dedent(f"""
-        from gpuctl.inventory import Endpoint, Gateway, Host, Ollama
-        edge = [Host({host.name!r}, address={host.address!r}, ssh_key={str(host.ssh_key)!r},
-                     ssh_known_hosts_file={str(host.known_hosts)!r}, ssh_strict_host_key_checking="yes",
-                     ollama=Ollama(version={OLLAMA_VERSION!r}, cpu_fallback=True,
-                                   release_url={mirror.MIRROR_URL!r}, models=["qwen2.5:0.5b"]),
-                     gateway=Gateway(port=8443))]
-        llm = Endpoint("llm", hosts=edge, model="qwen2.5:0.5b", on={host.name!r}, tls="acme",
-                       domain={ENDPOINT_DOMAIN!r}, acme_email="ops@fleet.test",
-                       acme_server="https://127.0.0.1:14000/dir", acme_ca_bundle="{PEBBLE_DIR}/ca.pem")
-    """)
+    endpoint = (
+        f'llm = Endpoint("llm", hosts=edge, model="qwen2.5:0.5b", on={host.name!r}, tls="acme", '
+        f'domain={ENDPOINT_DOMAIN!r}, acme_email="ops@fleet.test", {ACME})'
     )
+    inventory = write_inventory(tmp_path / "front.py", host, "Gateway(port=8443)", endpoint)
     first = gpuctl("deploy", str(inventory), "--yes", "--json")
     assert first.returncode == 0, first.stdout + first.stderr
     [outcome] = json.loads(first.stdout)["hosts"]
