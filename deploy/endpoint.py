@@ -8,14 +8,12 @@ import shlex
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server
-from pyinfra.operations.util import any_changed
 
 from gpuctl.deploy.facts import ExistingPaths
 from gpuctl.deploy.files import put_rendered
-from gpuctl.deploy.gateway import acme_bootstrap, acme_certificate, remove_default_site
+from gpuctl.deploy.gateway import acme_bootstrap, acme_certificate, check_and_reload, remove_default_site
 from gpuctl.deploy.packages import apt_installed
 from gpuctl.deploy.scripts import script_command
-from gpuctl.deploy.units import running_and_enabled
 from gpuctl.host_layout import endpoint_dir, endpoint_site, endpoint_tls
 from gpuctl.render import EndpointFiles
 from gpuctl.spec import EndpointSpec, HostSpec
@@ -31,13 +29,7 @@ def endpoint(spec: EndpointSpec, rendered: EndpointFiles) -> None:
     if acme:
         changes += acme_bootstrap(spec.listener(), *endpoint_tls(spec.name))
     changes += [put_rendered(item) for item in rendered.all()]
-    server.shell(name=f"nginx -t (endpoint {spec.name})", commands=["nginx -t -q"], _if=any_changed(*changes))
-    running_and_enabled("nginx.service", "nginx.service enabled and running")
-    server.shell(
-        name=f"Reload nginx for endpoint {spec.name} (graceful: open streams finish)",
-        commands=[script_command("gateway/reload-nginx.sh")],
-        _if=any_changed(*changes),
-    )
+    check_and_reload(changes, f"nginx -t (endpoint {spec.name})", f"Reload nginx for endpoint {spec.name}")
     if acme:
         acme_certificate(spec.listener(), *endpoint_tls(spec.name))
 

@@ -44,17 +44,21 @@ def gateway(spec: HostSpec, rendered: GatewayFiles) -> None:
     if gw.tls == "acme":
         changes += acme_bootstrap(gw)
     changes += [put_rendered(item) for item in rendered.all()]
-    server.shell(
-        name="nginx -t (configuration and certificate check)", commands=["nginx -t -q"], _if=any_changed(*changes)
-    )
-    running_and_enabled("nginx.service", "nginx.service enabled and running")
-    server.shell(
-        name="Reload nginx (graceful: open streams finish)",
-        commands=[script_command("gateway/reload-nginx.sh")],  # returns once the new site serves
-        _if=any_changed(*changes),
-    )
+    check_and_reload(changes, "nginx -t (configuration and certificate check)", "Reload nginx")
     if gw.tls == "acme":
         acme_certificate(gw)
+
+
+def check_and_reload(changes: list, check: str, reload: str) -> None:
+    """After CHANGES to nginx's files: `nginx -t` (named CHECK), nginx enabled and running, then a graceful
+    reload (named RELOAD) that returns once the new site serves; each only when something changed."""
+    server.shell(name=check, commands=["nginx -t -q"], _if=any_changed(*changes))
+    running_and_enabled("nginx.service", "nginx.service enabled and running")
+    server.shell(
+        name=f"{reload} (graceful: open streams finish)",
+        commands=[script_command("gateway/reload-nginx.sh")],
+        _if=any_changed(*changes),
+    )
 
 
 def remove_default_site():  # type: ignore[no-untyped-def]

@@ -163,12 +163,18 @@ def gateway_access(host: HostSpec, engine: Engine, keystore: Keystore | None, ba
                 "(gpuctl deploy creates it)"
             )
         key = found
-    verify: str | bool = True
-    if gateway.tls == "private-ca":
-        verify = str(keystore.ca_path)
-    elif gateway.tls == "provided" and gateway.ca_file:
-        verify = str(beside(base_dir, gateway.ca_file))
-    return GatewayAccess(host.gateway_url(engine), key, verify)
+    ca = trusted_ca(gateway, keystore, base_dir)
+    return GatewayAccess(host.gateway_url(engine), key, str(ca) if ca else True)
+
+
+def trusted_ca(listener: GatewaySpec, keystore: Keystore, base_dir: Path) -> Path | None:
+    """The CA clients trust for a gateway or a fleet endpoint (its listener): gpuctl's own for a private CA,
+    the provided ca_file, or None for the system's CAs (ACME, or a provided certificate from a public CA)."""
+    if listener.tls == "private-ca":
+        return keystore.ca_path
+    if listener.tls == "provided" and listener.ca_file:
+        return beside(base_dir, listener.ca_file)
+    return None
 
 
 def endpoint_access(front: HostSpec, endpoint: EndpointSpec, keystore: Keystore, base_dir: Path) -> GatewayAccess:
@@ -181,10 +187,8 @@ def endpoint_access(front: HostSpec, endpoint: EndpointSpec, keystore: Keystore,
             where = keystore.path(keystore.api_key_name(key_name(endpoint)))
             raise GpuctlError(f"endpoint {endpoint.name}: no key in {where} (gpuctl deploy of {front.name} creates it)")
         key = found
-    verify: str | bool = str(keystore.ca_path) if endpoint.tls == "private-ca" else True  # ACME: the system's CAs
-    if endpoint.tls == "provided" and endpoint.ca_file:
-        verify = str(beside(base_dir, endpoint.ca_file))
-    return GatewayAccess(endpoint.url(front), key, verify)
+    ca = trusted_ca(endpoint.listener(), keystore, base_dir)
+    return GatewayAccess(endpoint.url(front), key, str(ca) if ca else True)
 
 
 def engine_key(engine: Engine, base_dir: Path) -> str | None:

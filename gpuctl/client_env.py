@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from gpuctl.access import beside
+from gpuctl.access import beside, trusted_ca
 from gpuctl.endpoints import key_name
 from gpuctl.errors import GpuctlError
 from gpuctl.keystore import Keystore
@@ -51,6 +51,11 @@ class KeyRef:
             return SecretRef(env=self.env).resolve()
         assert self.file is not None
         return SecretRef(file=str(self.file)).resolve()
+
+
+def key_ref(ref: SecretRef, base_dir: Path) -> KeyRef:
+    """Where the inventory's secret reference REF points: an environment variable, or a file beside it."""
+    return KeyRef(env=ref.env) if ref.env else KeyRef(file=beside(base_dir, ref.file or ""))
 
 
 @dataclass(frozen=True)
@@ -123,18 +128,10 @@ def app_env(
     if host.gateway is not None:
         gateway = host.gateway
         if gateway.api_key is not None:
-            key = (
-                KeyRef(env=gateway.api_key.env)
-                if gateway.api_key.env
-                else KeyRef(file=beside(base_dir, gateway.api_key.file or ""))
-            )
+            key = key_ref(gateway.api_key, base_dir)
         else:
             key = KeyRef(file=keystore.path(keystore.api_key_name(host.name)))
-        ca = None
-        if gateway.tls == "private-ca":
-            ca = keystore.ca_path
-        elif gateway.tls == "provided" and gateway.ca_file:
-            ca = beside(base_dir, gateway.ca_file)
+        ca = trusted_ca(gateway, keystore, base_dir)
         return AppEnv(host.name, engine.label, f"{host.gateway_url(engine)}/v1", model, key, ca, note)
     if is_loopback(engine.bind) and not host.local:
         raise GpuctlError(
@@ -149,7 +146,7 @@ def app_env(
     base = f"http://{bracketed(where)}:{engine.port}/v1"
     own = engine.api_key if isinstance(engine, VllmSpec) else None
     if own is not None:
-        key = KeyRef(env=own.env) if own.env else KeyRef(file=beside(base_dir, own.file or ""))
+        key = key_ref(own, base_dir)
     else:
         key = KeyRef(placeholder=NO_KEY["vllm" if isinstance(engine, VllmSpec) else "ollama"])
     return AppEnv(host.name, engine.label, base, model, key, None, note)
@@ -161,14 +158,11 @@ def endpoint_env(
     """How an application reaches a fleet endpoint: its URL, its own key, the CA of its certificate."""
     if model is not None and model != endpoint.model:
         raise GpuctlError(f"endpoint {endpoint.name} serves {endpoint.model}, not {model}")
-    ref = endpoint.api_key
-    if ref is not None:
-        key = KeyRef(env=ref.env) if ref.env else KeyRef(file=beside(base_dir, ref.file or ""))
+    if endpoint.api_key is not None:
+        key = key_ref(endpoint.api_key, base_dir)
     else:
         key = KeyRef(file=keystore.path(keystore.api_key_name(key_name(endpoint))))
-    ca = keystore.ca_path if endpoint.tls == "private-ca" else None
-    if endpoint.tls == "provided" and endpoint.ca_file:
-        ca = beside(base_dir, endpoint.ca_file)
+    ca = trusted_ca(endpoint.listener(), keystore, base_dir)
     hosts = f"{len(endpoint.hosts)} hosts"
     return AppEnv(f"endpoint {endpoint.name}", hosts, f"{endpoint.url(front)}/v1", endpoint.model, key, ca)
 
